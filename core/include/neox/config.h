@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: Apache-2.0
+// Config: one TOML file holding the plugin manifest and the run's settings.
+//
+//   [plugins]                 which plugin fills each slot, search paths
+//   [plugins.kernels]         per-op kernel overrides: op = "provider"
+//   [plugins.options.<name>]  options passed to plugin <name>
+//   [model]                   GPT-NeoX model settings (ModelConfig)
+//   [optimizer]               AdamW settings
+//   [training]                batch sizes, iterations, seed
+//
+// Every key is validated against a schema: an unknown key or table, a wrong
+// type or an out-of-range value throws neox::Error "<file>:<line>:<col>:
+// <table>.<key>: <problem>". configs/README.md is generated from the same
+// schema (config_reference_markdown) and a test keeps them equal.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "neox/export.h"
+#include "neox/model.h"
+#include "neox/options.h"
+
+namespace neox {
+
+struct PluginsConfig {
+  std::string backend = "cpu";
+  std::string comm = "local";
+  std::string optimizer = "adamw";
+  std::string data = "";       // empty: none chosen
+  std::string tokenizer = "";  // empty: none chosen
+  std::vector<std::string> search_paths;               // relative to the config file
+  std::map<std::string, std::string> kernels;          // op -> kernels plugin
+  std::map<std::string, Options> options;              // plugin name -> its table
+  // The options table for a plugin (an empty table when none was given).
+  Options options_for(const std::string& plugin) const;
+};
+
+struct OptimizerConfig {
+  std::string type = "adamw";
+  double lr = 6e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+struct TrainingConfig {
+  std::int64_t train_micro_batch_size_per_gpu = 4;
+  std::int64_t gradient_accumulation_steps = 1;
+  std::int64_t train_iters = 100;
+  std::uint64_t seed = 1234;
+};
+
+struct Config {
+  std::string path;  // the file it came from ("" if built in code)
+  PluginsConfig plugins;
+  ModelConfig model;
+  OptimizerConfig optimizer;
+  TrainingConfig training;
+};
+
+// Parses and validates a file. `overrides` are "dotted.key=value" strings
+// (value in TOML syntax, bare strings allowed) applied after the file, with
+// the same validation; errors name "<command line>" and the key.
+NEOX_API Config load_config(const std::string& path,
+                            const std::vector<std::string>& overrides = {});
+// The same from text; `source_name` stands in for the file name in messages.
+NEOX_API Config parse_config(std::string_view toml_text, const std::string& source_name,
+                             const std::vector<std::string>& overrides = {});
+// Markdown reference of every key, its type, default, range and meaning.
+NEOX_API std::string config_reference_markdown();
+
+}  // namespace neox

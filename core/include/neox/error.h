@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: Apache-2.0
+// neox::Error — the one exception type the core and plugins throw.
+//
+// Contract: every message says what was wrong and where (file, line, key,
+// tensor, rank) and, where it helps, what to do. Plugins catch their own
+// internal exceptions at the boundary and rethrow them as neox::Error.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "neox/export.h"
+
+namespace neox {
+
+class NEOX_API Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+// Throws neox::Error with `message` when `condition` is false.
+inline void check(bool condition, const std::string& message) {
+  if (!condition) throw Error(message);
+}
+
+}  // namespace neox

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// GPT-NeoX: configuration and the model built from layers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "neox/arena.h"
+#include "neox/export.h"
+#include "neox/layer.h"
+#include "neox/tensor.h"
+
+namespace neox {
+
+class Backend;
+
+// GPT-NeoX's model settings (names as in GPT-NeoX's YAML configs).
+struct ModelConfig {
+  std::int64_t num_layers = 6;
+  std::int64_t hidden_size = 384;
+  std::int64_t num_attention_heads = 6;
+  std::int64_t intermediate_size = 0;  // 0: 4 * hidden_size
+  std::int64_t vocab_size = 257;       // the tokenizer's vocabulary
+  std::int64_t make_vocab_size_divisible_by = 128;
+  std::int64_t seq_length = 256;
+  std::int64_t max_position_embeddings = 256;
+  std::string pos_emb = "rotary";  // rotary | learned | none
+  double rotary_pct = 1.0;
+  double rotary_emb_base = 10000.0;
+  bool gpt_j_residual = false;     // parallel attention + MLP residual
+  bool no_weight_tying = true;     // false: the output layer reuses embed_in
+  double layernorm_epsilon = 1e-5;
+  std::string init_method = "normal";               // normal | small_init | wang_init
+  std::string output_layer_init_method = "normal";  // normal | small_init | wang_init
+  double init_method_std = 0.02;
+
+  std::int64_t ffn_size() const { return intermediate_size > 0 ? intermediate_size : 4 * hidden_size; }
+  std::int64_t head_size() const { return hidden_size / num_attention_heads; }
+  // Rotary dimensions per head: int(head_size * rotary_pct), as HF computes it.
+  int rotary_dims() const;
+  // vocab_size rounded up to make_vocab_size_divisible_by.
+  std::int64_t padded_vocab_size() const;
+  // Parameter count (embeddings included).
+  std::int64_t num_parameters() const;
+  // Throws neox::Error naming the first inconsistent setting.
+  void validate() const;
+};
+
+// The model. Parameters live in one arena on the backend; activations are
+// allocated per batch shape and reused while the shape stays the same.
+class NEOX_API GPTNeoX {
+ public:
+  GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend);
+  ~GPTNeoX();
+  GPTNeoX(const GPTNeoX&) = delete;
+  GPTNeoX& operator=(const GPTNeoX&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() const { return *backend_; }
+  ParameterArena& arena() { return arena_; }
+  const ParameterArena& arena() const { return arena_; }
+
+  // Initialises weights with GPT-NeoX's init methods from `seed`.
+  void initialize(std::uint64_t seed);
+
+  // Logits [B,T,padded_vocab] on the backend for input_ids [B,T] (i64 or
+  // i32, host or device). The view is valid until the next forward.
+  Tensor forward(const Tensor& input_ids, std::int64_t position_offset = 0);
+  // Forward, then the mean cross-entropy against labels [B,T] over positions
+  // whose label is >= 0 and whose loss_mask (if given, f32 [B,T]) is non-zero.
+  double forward_loss(const Tensor& input_ids, const Tensor& labels,
+                      const Tensor& loss_mask = Tensor());
+  // Backward of the last forward_loss: accumulates d(loss * loss_scale) into
+  // the gradient arena.
+  void backward(float loss_scale = 1.0f);
+
+  // Floating-point operations of one forward+backward token (PaLM: 6N +
+  // 12 L H Q T, N without embeddings), for MFU.
+  double flops_per_token() const;
+
+ private:
+  void ensure_batch(std::int64_t B, std::int64_t T);
+  ModelConfig config_;
+  std::shared_ptr<Backend> backend_;
+  ParameterArena arena_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  struct Activations;
+  std::unique_ptr<Activations> acts_;
+};
+
+}  // namespace neox

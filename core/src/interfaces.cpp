@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: Apache-2.0
+// Out-of-line pieces of the small interface headers.
+#include <string>
+
+#include "neox/data_source.h"
+#include "neox/plugin.h"
+
+namespace neox {
+
+const char* split_name(Split s) {
+  switch (s) {
+    case Split::train: return "train";
+    case Split::valid: return "valid";
+    case Split::test: return "test";
+  }
+  return "?";
+}
+
+const char* plugin_kind_name(PluginKind kind) {
+  switch (kind) {
+    case PluginKind::backend: return "backend";
+    case PluginKind::kernels: return "kernels";
+    case PluginKind::comm: return "comm";
+    case PluginKind::optimizer: return "optimizer";
+    case PluginKind::data: return "data";
+    case PluginKind::tokenizer: return "tokenizer";
+  }
+  static thread_local std::string unknown;
+  unknown = "unknown(" + std::to_string(static_cast<std::uint32_t>(kind)) + ")";
+  return unknown.c_str();
+}
+
+}  // namespace neox
