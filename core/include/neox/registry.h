@@ -25,6 +25,7 @@
 namespace neox {
 
 struct DataContext;
+struct LoadedPlugin;  // a loaded library and its descriptor (registry.cpp)
 
 struct PluginInfo {
   std::string path;
@@ -78,13 +79,12 @@ class NEOX_API PluginRegistry {
   std::shared_ptr<Tokenizer> make_tokenizer(const std::string& name, const Options& options);
 
  private:
-  struct Loaded;
   void scan();
-  std::shared_ptr<Loaded> library(const PluginInfo& info);
+  std::shared_ptr<LoadedPlugin> library(const PluginInfo& info);
   std::vector<std::string> paths_;
   std::vector<PluginInfo> plugins_;
   std::vector<PluginRejection> rejected_;
-  std::map<std::string, std::shared_ptr<Loaded>> loaded_;
+  std::map<std::string, std::shared_ptr<LoadedPlugin>> loaded_;
 };
 
 }  // namespace neox
