@@ -1,3 +1,60 @@
 // SPDX-License-Identifier: Apache-2.0
+// neox: train, evaluate and inspect GPT-NeoX models.
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
-int main() { std::puts("neox"); return 0; }
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "commands.h"
+#include "neox/error.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* help;
+  int (*run)(int, char**);
+};
+
+const Command kCommands[] = {
+    {"plugins", "list the plugins found, or check one plugin file", neox::app::cmd_plugins},
+    {"score", "run a model's forward pass on token ids and write the logits (and loss)", neox::app::cmd_score},
+    {"bench", "benchmarks: train-step (time training steps of a config)", neox::app::cmd_bench},
+    {"config", "validate a config file, or print the reference of every key", neox::app::cmd_config},
+};
+
+void usage(std::FILE* out) {
+  std::fprintf(out, "usage: neox <command> [options]\n\ncommands:\n");
+  for (const auto& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.help);
+  std::fprintf(out, "\n'neox <command> --help' describes a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  if (const char* level = std::getenv("NEOX_LOG_LEVEL")) spdlog::set_level(spdlog::level::from_str(level));
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (const auto& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    std::string prog = std::string("neox ") + c.name;
+    argv[1] = prog.data();
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const neox::Error& e) {
+      spdlog::error("{}", e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      spdlog::error("{}: {}", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "neox: unknown command '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

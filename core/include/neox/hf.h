@@ -13,6 +13,8 @@ namespace neox {
 // rope_parameters {partial_rotary_factor, rope_theta}); throws neox::Error
 // naming the file and key for anything unsupported or missing.
 NEOX_API ModelConfig read_hf_config(const std::string& dir);
+// The same for a config file given by path.
+NEOX_API ModelConfig read_hf_config_file(const std::string& path);
 
 // Copies weights from model.safetensors or the shards listed in
 // model.safetensors.index.json into the model's arena (any float dtype,

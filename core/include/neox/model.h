@@ -72,6 +72,9 @@ class NEOX_API GPTNeoX {
   // whose label is >= 0 and whose loss_mask (if given, f32 [B,T]) is non-zero.
   double forward_loss(const Tensor& input_ids, const Tensor& labels,
                       const Tensor& loss_mask = Tensor());
+  // The logits [B,T,padded_vocab] of the last forward (or forward_loss), until
+  // the next forward or backward (backward overwrites them with gradients).
+  Tensor logits() const;
   // Backward of the last forward_loss: accumulates d(loss * loss_scale) into
   // the gradient arena.
   void backward(float loss_scale = 1.0f);

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0
+// The neox subcommands. Each takes the arguments after its name (argv[0] is
+// "neox <command>") and returns the process exit code.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "neox/backend.h"
+#include "neox/config.h"
+#include "neox/registry.h"
+
+namespace neox::app {
+
+int cmd_plugins(int argc, char** argv);
+int cmd_score(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
+int cmd_config(int argc, char** argv);
+
+// The config named by --config (or the defaults), with --set overrides.
+Config load_config_or_default(const std::string& path, const std::vector<std::string>& overrides);
+// A registry searching the manifest's paths.
+std::unique_ptr<PluginRegistry> make_registry(const Config& config);
+// The manifest's backend with its kernel overrides.
+std::shared_ptr<Backend> make_backend(PluginRegistry& registry, const Config& config);
+
+}  // namespace neox::app

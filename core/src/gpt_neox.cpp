@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <cmath>
+#include <vector>
+
+#include "layers.h"
+#include "neox/arena.h"
+#include "neox/backend.h"
+#include "neox/error.h"
+#include "neox/model.h"
+
+namespace neox {
+
+// Buffers of one batch shape: the residual stream between layers, the logits,
+// and the gradients that flow backwards.
+struct GPTNeoX::Activations {
+  std::int64_t batch = 0, seq = 0;
+  Tensor ids;                   // i32 [N] on the device
+  Tensor targets;               // i32 [N] on the device (-1: not trained on)
+  std::vector<Tensor> stream;   // num_layers + 1 tensors [N, C]
+  Tensor logits;                // [N, V] (overwritten by dlogits in backward)
+  Tensor losses, lse;           // [N]
+  Tensor d_a, d_b;              // [N, C] gradient of the stream, alternating
+  layers::BlockScratch scratch;
+  double count = 0;             // positions counted in the last loss
+  bool has_loss = false;
+};
+
+GPTNeoX::GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend)
+    : config_(config), backend_(std::move(backend)), acts_(std::make_unique<Activations>()) {
+  config_.validate();
+  if (!backend_) throw Error("GPTNeoX: no backend");
+  auto embedding = std::make_unique<layers::EmbeddingLayer>(config_);
+  const layers::EmbeddingLayer* tied = embedding.get();
+  layers_.push_back(std::move(embedding));
+  for (std::int64_t i = 0; i < config_.num_layers; ++i)
+    layers_.push_back(std::make_unique<layers::TransformerLayer>(config_, static_cast<int>(i), &acts_->scratch));
+  layers_.push_back(std::make_unique<layers::OutputLayer>(config_, tied));
+  for (auto& layer : layers_) layer->declare(arena_);
+  arena_.allocate(*backend_);
+}
+
+GPTNeoX::~GPTNeoX() = default;
+
+void GPTNeoX::initialize(std::uint64_t seed) { arena_.initialize(*backend_, seed); }
+
+void GPTNeoX::ensure_batch(std::int64_t B, std::int64_t T) {
+  Activations& a = *acts_;
+  if (a.batch == B && a.seq == T) return;
+  const std::int64_t N = B * T, C = config_.hidden_size, V = config_.padded_vocab_size();
+  Backend* be = backend_.get();
+  auto f32 = [&](Shape s) { return Tensor::empty(be, std::move(s), DType::f32); };
+  a.stream.clear();
+  for (std::int64_t i = 0; i <= config_.num_layers; ++i) a.stream.push_back(f32({N, C}));
+  a.logits = f32({N, V});
+  a.losses = f32({N});
+  a.lse = f32({N});
+  a.d_a = f32({N, C});
+  a.d_b = f32({N, C});
+  a.scratch = {f32({N, C}), f32({N, C}), f32({N, C}), f32({N, 3 * C}), f32({N, config_.ffn_size()})};
+  a.batch = B;
+  a.seq = T;
+}
+
+namespace {
+
+// Host i32 copy of an i64/i32 host tensor of token ids or labels.
+std::vector<std::int32_t> to_i32(const Tensor& t, const char* what) {
+  if (!t.device().is_cpu()) throw Error(std::string(what) + " must be a host tensor");
+  std::vector<std::int32_t> out(static_cast<std::size_t>(t.numel()));
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    std::int64_t v = t.dtype() == DType::i64 ? t.ptr<std::int64_t>()[i]
+                     : t.dtype() == DType::i32 ? t.ptr<std::int32_t>()[i]
+                                               : throw Error(std::string(what) + " must be i64 or i32, got " + t.str());
+    if (v > INT32_MAX || v < INT32_MIN)
+      throw Error(std::string(what) + ": value " + std::to_string(v) + " at position " + std::to_string(i) +
+                  " does not fit a token id");
+    out[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor GPTNeoX::forward(const Tensor& input_ids, std::int64_t position_offset) {
+  if (input_ids.ndim() != 2) throw Error("forward: input_ids must be [B, T], got " + input_ids.str());
+  const std::int64_t B = input_ids.dim(0), T = input_ids.dim(1);
+  if (position_offset + T > config_.max_position_embeddings && config_.pos_emb == "learned")
+    throw Error("forward: sequence of " + std::to_string(T) + " exceeds max_position_embeddings " +
+                std::to_string(config_.max_position_embeddings));
+  ensure_batch(B, T);
+  Activations& a = *acts_;
+  a.has_loss = false;
+  if (input_ids.device().is_cpu()) {
+    auto ids = to_i32(input_ids, "input_ids");
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || ids[i] >= config_.padded_vocab_size())
+        throw Error("input_ids: token " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+                    " is outside the vocabulary [0, " + std::to_string(config_.padded_vocab_size()) + ")");
+    a.ids = backend_->to_device(Tensor::wrap(ids.data(), {B * T}, DType::i32));
+  } else {
+    if (input_ids.dtype() != DType::i32) throw Error("forward: device input_ids must be i32");
+    a.ids = input_ids.view({B * T});
+  }
+  LayerContext ctx{backend_.get(), B, T, position_offset};
+  layers_.front()->forward(ctx, a.ids, a.stream[0]);
+  for (std::int64_t l = 0; l < config_.num_layers; ++l)
+    layers_[static_cast<std::size_t>(l + 1)]->forward(ctx, a.stream[static_cast<std::size_t>(l)],
+                                                       a.stream[static_cast<std::size_t>(l + 1)]);
+  layers_.back()->forward(ctx, a.stream.back(), a.logits);
+  return a.logits.view({B, T, config_.padded_vocab_size()});
+}
+
+Tensor GPTNeoX::logits() const {
+  if (!acts_->logits.defined()) throw Error("logits() before any forward()");
+  return acts_->logits.view({acts_->batch, acts_->seq, config_.padded_vocab_size()});
+}
+
+double GPTNeoX::forward_loss(const Tensor& input_ids, const Tensor& labels, const Tensor& loss_mask) {
+  if (labels.shape() != input_ids.shape())
+    throw Error("forward_loss: labels " + labels.str() + " do not match input_ids " + input_ids.str());
+  if (loss_mask.defined() && (loss_mask.shape() != labels.shape() || loss_mask.dtype() != DType::f32 ||
+                              !loss_mask.device().is_cpu()))
+    throw Error("forward_loss: loss_mask must be a host f32 tensor shaped like labels, got " + loss_mask.str());
+  auto targets = to_i32(labels, "labels");
+  double count = 0;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    if (loss_mask.defined() && loss_mask.ptr<float>()[i] == 0.0f) targets[i] = -1;
+    if (targets[i] >= config_.padded_vocab_size())
+      throw Error("labels: token " + std::to_string(targets[i]) + " at position " + std::to_string(i) +
+                  " is outside the vocabulary");
+    if (targets[i] >= 0) ++count;
+  }
+  forward(input_ids);
+  Activations& a = *acts_;
+  a.targets = backend_->to_device(Tensor::wrap(targets.data(), {static_cast<std::int64_t>(targets.size())}, DType::i32));
+  Kernels& k = backend_->kernels;
+  k.cross_entropy_forward(a.losses, a.lse, a.logits, a.targets);
+  a.count = count;
+  a.has_loss = true;
+  return count > 0 ? k.sum(a.losses) / count : 0.0;
+}
+
+void GPTNeoX::backward(float loss_scale) {
+  Activations& a = *acts_;
+  if (!a.has_loss) throw Error("backward() without a preceding forward_loss()");
+  a.has_loss = false;
+  Kernels& k = backend_->kernels;
+  LayerContext ctx{backend_.get(), a.batch, a.seq, 0};
+  const float dloss = a.count > 0 ? static_cast<float>(loss_scale / a.count) : 0.0f;
+  k.cross_entropy_backward(a.logits, a.logits, a.lse, a.targets, dloss);  // in place
+  Tensor* dout = &a.d_a;
+  Tensor* din = &a.d_b;
+  layers_.back()->backward(ctx, a.logits, *dout);
+  for (std::int64_t l = config_.num_layers - 1; l >= 0; --l) {
+    layers_[static_cast<std::size_t>(l + 1)]->backward(ctx, *dout, *din);
+    std::swap(dout, din);
+  }
+  Tensor none;
+  layers_.front()->backward(ctx, *dout, none);
+}
+
+double GPTNeoX::flops_per_token() const {
+  const ModelConfig& c = config_;
+  // N without the input embedding (a lookup); the output layer is a matmul.
+  double n = static_cast<double>(c.num_parameters() - c.padded_vocab_size() * c.hidden_size);
+  if (!c.no_weight_tying) n += static_cast<double>(c.padded_vocab_size() * c.hidden_size);
+  if (c.pos_emb == "learned") n -= static_cast<double>(c.max_position_embeddings * c.hidden_size);
+  return 6.0 * n + 12.0 * static_cast<double>(c.num_layers * c.num_attention_heads * c.head_size() * c.seq_length);
+}
+
+}  // namespace neox

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+// The GPT-NeoX layers (internal to the core): token embedding, transformer
+// block, and the output head (final LayerNorm + unembedding). Each is a
+// neox::Layer with an explicit forward and backward.
+#pragma once
+
+#include <memory>
+
+#include "neox/backend.h"
+#include "neox/layer.h"
+#include "neox/error.h"
+#include "neox/model.h"
+
+namespace neox::layers {
+
+// Gradient buffers the blocks share during backward (one block runs at a
+// time), sized by the model for the current batch. N = B*T.
+struct BlockScratch {
+  Tensor d_ln;    // [N, C]
+  Tensor d_attn;  // [N, C]
+  Tensor d_res;   // [N, C]
+  Tensor d_qkv;   // [N, 3C]
+  Tensor d_fc;    // [N, F]
+};
+
+// Standard deviation of GPT-NeoX's init methods: normal (init_method_std),
+// small_init (sqrt(2 / (5 C))), wang_init (2 / (L sqrt(C))).
+double init_std(const ModelConfig& cfg, const std::string& method);
+
+// y = x W^T + b for x [N, in], W [out, in] (Hugging Face Linear layout).
+void linear_forward(Kernels& k, Tensor& y, const Tensor& x, const Tensor& w, const Tensor& b);
+// Accumulates dW, db; writes dx when defined.
+void linear_backward(Kernels& k, Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy,
+                     const Tensor& x, const Tensor& w);
+
+// in: token ids i32 [N]; out: [N, C]. Adds learned positions when configured.
+class EmbeddingLayer final : public Layer {
+ public:
+  explicit EmbeddingLayer(const ModelConfig& cfg) : cfg_(cfg) {}
+  std::string name() const override { return "embedding"; }
+  void declare(ParameterArena& arena) override;
+  void forward(const LayerContext& ctx, const Tensor& ids, Tensor& out) override;
+  void backward(const LayerContext& ctx, const Tensor& dout, Tensor& din) override;
+  int table_index() const { return wte_; }
+
+ private:
+  const ModelConfig& cfg_;
+  ParameterArena* arena_ = nullptr;
+  int wte_ = -1, wpe_ = -1;
+  Tensor ids_;        // the last forward's ids (borrowed)
+  Tensor positions_;  // i32 [N] on the device, for learned positions
+};
+
+// One GPT-NeoX layer: [N, C] -> [N, C].
+class TransformerLayer final : public Layer {
+ public:
+  TransformerLayer(const ModelConfig& cfg, int index, BlockScratch* scratch)
+      : cfg_(cfg), index_(index), scratch_(scratch) {}
+  std::string name() const override { return "layers." + std::to_string(index_); }
+  void declare(ParameterArena& arena) override;
+  void forward(const LayerContext& ctx, const Tensor& in, Tensor& out) override;
+  void backward(const LayerContext& ctx, const Tensor& dout, Tensor& din) override;
+
+ private:
+  void ensure(const LayerContext& ctx);
+  const ModelConfig& cfg_;
+  int index_;
+  BlockScratch* scratch_;
+  ParameterArena* arena_ = nullptr;
+  int ln1_w_ = -1, ln1_b_ = -1, qkv_w_ = -1, qkv_b_ = -1, dense_w_ = -1, dense_b_ = -1;
+  int ln2_w_ = -1, ln2_b_ = -1, fc1_w_ = -1, fc1_b_ = -1, fc2_w_ = -1, fc2_b_ = -1;
+  // Saved activations for backward.
+  std::int64_t rows_ = -1;
+  Tensor in_;                           // the input (borrowed view of the residual stream)
+  Tensor ln1_, ln1_mean_, ln1_rstd_;    // [N,C], [N], [N]
+  Tensor qkv_;                          // [N,3C] after rotary
+  Tensor attn_, lse_;                   // [N,C], [B,nh,T]
+  Tensor proj_;                         // [N,C] attention output projection
+  Tensor res1_;                         // [N,C] sequential residual only
+  Tensor ln2_, ln2_mean_, ln2_rstd_;
+  Tensor fc_, act_;                     // [N,F] before and after GeLU
+  Tensor mlp_;                          // [N,C]
+};
+
+// Final LayerNorm and unembedding: [N, C] -> logits [N, V].
+class OutputLayer final : public Layer {
+ public:
+  OutputLayer(const ModelConfig& cfg, const EmbeddingLayer* tied) : cfg_(cfg), tied_(tied) {}
+  std::string name() const override { return "output"; }
+  void declare(ParameterArena& arena) override;
+  void forward(const LayerContext& ctx, const Tensor& in, Tensor& logits) override;
+  void backward(const LayerContext& ctx, const Tensor& dlogits, Tensor& din) override;
+
+ private:
+  const ModelConfig& cfg_;
+  const EmbeddingLayer* tied_;
+  ParameterArena* arena_ = nullptr;
+  int ln_w_ = -1, ln_b_ = -1, out_w_ = -1;
+  std::int64_t rows_ = -1;
+  Tensor in_, ln_, mean_, rstd_;
+};
+
+}  // namespace neox::layers
