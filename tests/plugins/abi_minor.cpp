@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test plugin (b): built against a newer minor ABI than this core has.
+#include "neox/plugin.h"
+
+namespace {
+neox::Backend* make(const neox::Options&) { return nullptr; }
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) const neox::PluginDescriptor* neox_plugin_entry() {
+  static const neox::PluginDescriptor descriptor{
+      neox::kAbiMajor, neox::kAbiMinor + 1, neox::PluginKind::backend, "abi-minor", "0.0",
+      "test: ABI minor above the core's", reinterpret_cast<const void*>(&make)};
+  return &descriptor;
+}
