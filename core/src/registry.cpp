@@ -236,8 +236,12 @@ std::shared_ptr<Backend> PluginRegistry::make_backend(const std::string& name,
   }
   if (providers.empty()) return backend;
   // Override kernels may capture provider state: keep the providers alive with the backend.
-  auto keep = std::make_shared<std::pair<std::shared_ptr<Backend>, decltype(providers)>>(backend, providers);
-  return std::shared_ptr<Backend>(keep, backend.get());
+  // The backend (second) is destroyed before the providers (first): its kernel table holds
+  // std::functions whose code lives in the providers' libraries.
+  auto keep = std::make_shared<std::pair<decltype(providers), std::shared_ptr<Backend>>>(
+      std::move(providers), std::move(backend));
+  Backend* raw = keep->second.get();
+  return std::shared_ptr<Backend>(keep, raw);
 }
 
 std::shared_ptr<KernelProvider> PluginRegistry::make_kernels(const std::string& name, const Options& options) {
