@@ -76,6 +76,14 @@ Tensor Tensor::wrap(void* data, Shape shape, DType dtype, Device device) {
   return t;
 }
 
+Tensor Tensor::wrap_shared(void* data, Shape shape, DType dtype, std::shared_ptr<const void> owner,
+                           Device device) {
+  Tensor t = wrap(data, std::move(shape), dtype, device);
+  // Aliasing constructor: shares ownership of `owner` without a Buffer.
+  t.owner_ = std::shared_ptr<Buffer>(std::move(owner), nullptr);
+  return t;
+}
+
 std::int64_t Tensor::dim(int i) const {
   int n = ndim();
   int j = i < 0 ? n + i : i;

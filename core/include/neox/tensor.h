@@ -51,6 +51,10 @@ class Tensor {
   static Tensor zeros_host(Shape shape, DType dtype);
   // Borrowed memory: the caller keeps `data` alive as long as the view.
   static Tensor wrap(void* data, Shape shape, DType dtype, Device device = {});
+  // Memory kept alive by `owner` (e.g. a file mapping): the tensor and every
+  // view of it share ownership of `owner`.
+  static Tensor wrap_shared(void* data, Shape shape, DType dtype, std::shared_ptr<const void> owner,
+                            Device device = {});
 
   bool defined() const { return data_ != nullptr; }
   void* data() const { return data_; }
@@ -74,6 +78,8 @@ class Tensor {
   std::string str() const;
 
  private:
+  // Keeps the memory alive; for wrap_shared it owns another object and
+  // points at no Buffer (get() is null).
   std::shared_ptr<Buffer> owner_;
   void* data_ = nullptr;
   Shape shape_;
