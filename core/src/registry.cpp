@@ -59,6 +59,10 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
     throw Error(path + ": not a neox plugin: missing entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL
                 "' (define it with NEOX_PLUGIN(...) from neox/plugin.h)");
   auto& entry = lib.get<const PluginDescriptor*()>(NEOX_PLUGIN_ENTRY_SYMBOL);
+  // Plugins are never unmapped, even when the last object they made is gone:
+  // their dependencies (libgomp, OpenBLAS, CUDA) keep threads and atexit
+  // handlers whose code must stay mapped until the process ends.
+  dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
   const PluginDescriptor* d = nullptr;
   try {
     d = entry();
@@ -193,6 +197,9 @@ auto call_factory(const PluginInfo& info, const LoadedPlugin& lib, Args&&... arg
   } catch (const std::exception& e) {
     throw Error(std::string(plugin_kind_name(info.kind)) + " plugin '" + info.name +
                 "' failed: " + e.what());
+  } catch (...) {
+    throw Error(std::string(plugin_kind_name(info.kind)) + " plugin '" + info.name +
+                "' failed with an exception that is not a std::exception");
   }
 }
 

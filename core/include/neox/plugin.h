@@ -69,17 +69,28 @@ using OptimizerFactory = Optimizer* (*)(const Options& options);
 using DataFactory = DataSource* (*)(const Options& options, const DataContext& context);
 using TokenizerFactory = Tokenizer* (*)(const Options& options);
 
+// The factory type of each kind (NEOX_PLUGIN checks the factory against it).
+template <PluginKind K> struct FactoryFor;
+template <> struct FactoryFor<PluginKind::backend> { using type = BackendFactory; };
+template <> struct FactoryFor<PluginKind::kernels> { using type = KernelsFactory; };
+template <> struct FactoryFor<PluginKind::comm> { using type = CommFactory; };
+template <> struct FactoryFor<PluginKind::optimizer> { using type = OptimizerFactory; };
+template <> struct FactoryFor<PluginKind::data> { using type = DataFactory; };
+template <> struct FactoryFor<PluginKind::tokenizer> { using type = TokenizerFactory; };
+
 }  // namespace neox
 
 #define NEOX_PLUGIN_ENTRY_SYMBOL "neox_plugin_entry"
 
 // Use once per plugin, at namespace scope:
 //   NEOX_PLUGIN(backend, "cpu", "1.0", "fp32 CPU kernels", &make_cpu_backend)
-#define NEOX_PLUGIN(KIND, NAME, VERSION, DESCRIPTION, FACTORY)                      \
-  extern "C" __attribute__((visibility("default"))) const ::neox::PluginDescriptor* \
-  neox_plugin_entry() {                                                           \
-    static const ::neox::PluginDescriptor descriptor{                             \
-        ::neox::kAbiMajor, ::neox::kAbiMinor, ::neox::PluginKind::KIND, NAME,     \
-        VERSION,           DESCRIPTION,       reinterpret_cast<const void*>(FACTORY)}; \
-    return &descriptor;                                                           \
+// The factory must have the kind's factory type (a compile error otherwise).
+#define NEOX_PLUGIN(KIND, NAME, VERSION, DESCRIPTION, FACTORY)                          \
+  extern "C" __attribute__((visibility("default"))) const ::neox::PluginDescriptor*     \
+  neox_plugin_entry() {                                                               \
+    using neox_factory_t = ::neox::FactoryFor<::neox::PluginKind::KIND>::type;          \
+    static const ::neox::PluginDescriptor descriptor{                                 \
+        ::neox::kAbiMajor, ::neox::kAbiMinor, ::neox::PluginKind::KIND, NAME, VERSION,  \
+        DESCRIPTION, reinterpret_cast<const void*>(static_cast<neox_factory_t>(FACTORY))}; \
+    return &descriptor;                                                               \
   }
