@@ -40,7 +40,7 @@ int bench_train_step(const cxxopts::ParseResult& args) {
   auto backend = make_backend(*registry, config);
   auto comm = registry->make_comm(config.plugins.comm, config.plugins.options_for(config.plugins.comm));
   auto optimizer =
-      registry->make_optimizer(config.plugins.optimizer, config.plugins.options_for(config.plugins.optimizer));
+      registry->make_optimizer(config.plugins.optimizer, optimizer_options(config));
   GPTNeoX model(config.model, backend);
   model.initialize(config.training.seed);
   optimizer->init(*backend, *comm, model.arena().params(), model.arena().grads(),

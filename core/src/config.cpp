@@ -67,6 +67,16 @@ Options PluginsConfig::options_for(const std::string& plugin) const {
   return Options("plugins.options." + plugin);
 }
 
+Options optimizer_options(const Config& config) {
+  Options o = config.plugins.options_for(config.plugins.optimizer);
+  const OptimizerConfig& opt = config.optimizer;
+  const SourceLocation from_optimizer_table{config.path.empty() ? "<config>" : config.path, 0, 0};
+  if (!o.has("beta1")) o.set("beta1", opt.beta1, from_optimizer_table);
+  if (!o.has("beta2")) o.set("beta2", opt.beta2, from_optimizer_table);
+  if (!o.has("eps")) o.set("eps", opt.eps, from_optimizer_table);
+  return o;
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------

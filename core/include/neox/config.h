@@ -71,6 +71,10 @@ NEOX_API Config load_config(const std::string& path,
 // The same from text; `source_name` stands in for the file name in messages.
 NEOX_API Config parse_config(std::string_view toml_text, const std::string& source_name,
                              const std::vector<std::string>& overrides = {});
+// The optimizer plugin's options: its [plugins.options.<name>] table plus
+// beta1, beta2 and eps from [optimizer] (the plugin table wins).
+NEOX_API Options optimizer_options(const Config& config);
+
 // Markdown reference of every key, its type, default, range and meaning.
 NEOX_API std::string config_reference_markdown();
 
