@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: Apache-2.0
+// Rotary position embedding (GPT-NeoX / Hugging Face rotate-half pairing).
+//
+// inv_freq[i] = 1 / base^(2i / rotary_dims) is computed in float exactly as
+// Hugging Face and GPT-NeoX do (`1.0 / (base ** (arange(0, d, 2).float() / d))`),
+// so checkpoints see the frequencies they were trained with; the angle
+// pos * inv_freq[i] and its cosine and sine are computed in double.
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "ops.h"
+
+namespace neox::cpu {
+namespace {
+
+// cos_sin[T, half, 2] for positions offset .. offset + T - 1
+std::vector<double> rotary_table(std::int64_t T, int rotary_dims, float base, std::int64_t offset) {
+  const int half = rotary_dims / 2;
+  std::vector<float> inv_freq(static_cast<std::size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    float exponent = static_cast<float>(2 * i) / static_cast<float>(rotary_dims);
+    inv_freq[static_cast<std::size_t>(i)] = 1.0f / std::pow(base, exponent);
+  }
+  std::vector<double> table(static_cast<std::size_t>(T * half * 2));
+  for (std::int64_t t = 0; t < T; ++t)
+    for (int i = 0; i < half; ++i) {
+      double angle = static_cast<double>(offset + t) * static_cast<double>(inv_freq[static_cast<std::size_t>(i)]);
+      table[static_cast<std::size_t>((t * half + i) * 2)] = std::cos(angle);
+      table[static_cast<std::size_t>((t * half + i) * 2 + 1)] = std::sin(angle);
+    }
+  return table;
+}
+
+// qkv[B,T,3C] rotated in place: q and k of each head, first rotary_dims dims;
+// direction +1 rotates by +angle (forward), -1 by -angle (backward = transpose)
+void rotary_f32(float* qkv, const double* cos_sin, std::int64_t B, std::int64_t T, std::int64_t C,
+                std::int64_t n_head, int rotary_dims, int direction) {
+  const std::int64_t hs = C / n_head;
+  const int half = rotary_dims / 2;
+  const double sign = direction > 0 ? 1.0 : -1.0;
+#pragma omp parallel for collapse(2) schedule(static) if (B * T * C > 16384)
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T; ++t) {
+      float* row = qkv + (b * T + t) * 3 * C;
+      const double* cs = cos_sin + t * half * 2;
+      for (std::int64_t part = 0; part < 2; ++part)  // q, k; v is not rotated
+        for (std::int64_t h = 0; h < n_head; ++h) {
+          float* x = row + part * C + h * hs;
+          for (int i = 0; i < half; ++i) {
+            const double c = cs[2 * i], s = sign * cs[2 * i + 1];
+            const double x1 = x[i], x2 = x[i + half];
+            x[i] = static_cast<float>(x1 * c - x2 * s);
+            x[i + half] = static_cast<float>(x2 * c + x1 * s);
+          }
+        }
+    }
+}
+
+void rotary(const char* op, const char* what, Tensor& qkv, int n_head, int rotary_dims, float base,
+            std::int64_t position_offset, int direction) {
+  QkvShape s = require_qkv(qkv, n_head, op, what);
+  if (rotary_dims < 0 || rotary_dims % 2 != 0 || rotary_dims > s.hs)
+    fail(op, "rotary_dims = " + std::to_string(rotary_dims) +
+                 " must be even and in [0, head size = " + std::to_string(s.hs) + "]");
+  if (!(base > 0.0f) || !std::isfinite(base))
+    fail(op, "base must be a positive number, got " + std::to_string(base));
+  if (position_offset < 0)
+    fail(op, "position_offset must be >= 0, got " + std::to_string(position_offset));
+  if (rotary_dims == 0 || qkv.numel() == 0) return;
+  std::vector<double> table = rotary_table(s.T, rotary_dims, base, position_offset);
+  rotary_f32(qkv.ptr<float>(), table.data(), s.B, s.T, s.C, s.n_head, rotary_dims, direction);
+}
+
+}  // namespace
+
+void rotary_forward(Tensor& qkv, int n_head, int rotary_dims, float base,
+                    std::int64_t position_offset) {
+  rotary("rotary_forward", "qkv", qkv, n_head, rotary_dims, base, position_offset, +1);
+}
+
+void rotary_backward(Tensor& dqkv, int n_head, int rotary_dims, float base,
+                     std::int64_t position_offset) {
+  rotary("rotary_backward", "dqkv", dqkv, n_head, rotary_dims, base, position_offset, -1);
+}
+
+}  // namespace neox::cpu
