@@ -434,8 +434,24 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("optimizer", "eps", &C::optimizer, &O::eps, "Adam epsilon.")
                   .frange(0.0, 1.0, true, false));
   s.push_back(field("optimizer", "weight_decay", &C::optimizer, &O::weight_decay,
-                    "Decoupled (AdamW) weight decay.")
+                    "Decoupled (AdamW) weight decay (not applied to biases and LayerNorm "
+                    "parameters, as in GPT-NeoX).")
                   .frange(0.0, 1.0));
+  s.push_back(field("optimizer", "lr_decay_style", &C::optimizer, &O::lr_decay_style,
+                    "Learning-rate decay after warm-up (GPT-NeoX's AnnealingLR).")
+                  .one_of({"constant", "linear", "cosine", "exponential"}));
+  s.push_back(field("optimizer", "lr_decay_iters", &C::optimizer, &O::lr_decay_iters,
+                    "Steps over which the rate decays to min_lr; 0: train_iters.")
+                  .range(0, kBig));
+  s.push_back(field("optimizer", "min_lr", &C::optimizer, &O::min_lr,
+                    "Floor of the learning rate.")
+                  .frange(0.0, 1.0));
+  s.push_back(field("optimizer", "warmup", &C::optimizer, &O::warmup,
+                    "Fraction of train_iters over which the rate rises linearly from 0.")
+                  .frange(0.0, 1.0));
+  s.push_back(field("optimizer", "gradient_clipping", &C::optimizer, &O::gradient_clipping,
+                    "Clip the global gradient norm to this; 0: no clipping.")
+                  .frange(0.0, 1e6));
 
   // [training]
   s.push_back(field("training", "train_micro_batch_size_per_gpu", &C::training,
@@ -452,6 +468,39 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("training", "seed", &C::training, &T::seed,
                     "Seed for weight init and data order.")
                   .range(0, kI64Max));
+  s.push_back(field("training", "eval_interval", &C::training, &T::eval_interval,
+                    "Evaluate on the validation split every this many steps.")
+                  .range(1, kBig));
+  s.push_back(field("training", "eval_iters", &C::training, &T::eval_iters,
+                    "Micro-batches per evaluation (validation, and test at the end); 0: none.")
+                  .range(0, kBig));
+  s.push_back(field("training", "log_interval", &C::training, &T::log_interval,
+                    "Log a line of metrics every this many steps.")
+                  .range(1, kBig));
+  s.push_back(field("training", "log_dir", &C::training, &T::log_dir,
+                    "Directory of run directories (config, metrics.jsonl, train.log), relative "
+                    "to the working directory."));
+  s.push_back(field("training", "run_name", &C::training, &T::run_name,
+                    "Name of this run's directory under log_dir; empty: date and time."));
+  s.push_back(field("training", "peak_tflops", &C::training, &T::peak_tflops,
+                    "Peak TFLOP/s of one device, for MFU; 0: MFU not reported.")
+                  .frange(0.0, 1e6));
+  s.push_back(field("training", "save", &C::training, &T::save,
+                    "Checkpoint directory; empty: no checkpoints."));
+  s.push_back(field("training", "load", &C::training, &T::load,
+                    "Resume from this checkpoint (a save directory or a global_step directory), "
+                    "or `hf:DIR` to start from a Hugging Face GPTNeoXForCausalLM directory; "
+                    "empty: fresh weights."));
+  s.push_back(field("training", "checkpoint_factor", &C::training, &T::checkpoint_factor,
+                    "Save a checkpoint every this many steps (and at the end).")
+                  .range(1, kBig));
+  s.push_back(field("training", "keep_last_n_checkpoints", &C::training,
+                    &T::keep_last_n_checkpoints,
+                    "Keep only the newest N checkpoints; 0: keep all.")
+                  .range(0, 1'000'000));
+  s.push_back(field("training", "finetune", &C::training, &T::finetune,
+                    "With load: take the weights only, and start at step 0 with a fresh "
+                    "optimizer and data order."));
   return s;
 }
 
@@ -469,8 +518,8 @@ const std::vector<TableDef>& tables() {
   static const std::vector<TableDef> t = {
       {"plugins", "Which plugin fills each slot, and where plugins are looked for."},
       {"model", "The GPT-NeoX model (names and defaults as in GPT-NeoX's configs)."},
-      {"optimizer", "Optimizer settings."},
-      {"training", "Batch sizes, length of the run, seed."},
+      {"optimizer", "Optimizer, learning-rate schedule and gradient clipping."},
+      {"training", "Batch sizes, length of the run, evaluation, logging and checkpoints."},
   };
   return t;
 }
@@ -1055,6 +1104,32 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   ss << in.rdbuf();
   if (in.bad()) throw Error(path + ": cannot read config file");
   return parse_impl(ss.str(), path, overrides);
+}
+
+std::string config_to_toml(const Config& config) {
+  std::ostringstream out;
+  for (auto& t : tables()) {
+    out << (out.tellp() > 0 ? "\n" : "") << "[" << t.name << "]\n";
+    for (auto& d : schema()) {
+      if (d.table != t.name || d.key == "betas") continue;  // beta1/beta2 carry it
+      out << d.key << " = " << format_value(d.get(config)) << "\n";
+    }
+    if (std::string_view(t.name) != "plugins") continue;
+    if (!config.plugins.kernels.empty()) {
+      out << "\n[plugins.kernels]\n";
+      for (auto& [op, plugin] : config.plugins.kernels) out << op << " = " << quote(plugin) << "\n";
+    }
+    for (auto& [plugin, options] : config.plugins.options) {
+      out << "\n[plugins.options." << plugin << "]\n";
+      for (auto& key : options.keys()) {
+        Options::Value v = options.raw(key);
+        Value value;
+        std::visit([&](auto&& x) { value = x; }, v);
+        out << key << " = " << format_value(value) << "\n";
+      }
+    }
+  }
+  return out.str();
 }
 
 std::string config_reference_markdown() {

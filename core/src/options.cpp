@@ -115,6 +115,12 @@ std::vector<std::string> Options::get_strings(const std::string& key) const {
   throw Error(where(key) + ": expected an array of strings, got " + type_name(e->value));
 }
 
+const Options::Value& Options::raw(const std::string& key) const {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) throw Error(where(key) + ": no such option");
+  return it->second.value;
+}
+
 void Options::reject_unknown() const {
   for (auto& [key, e] : entries_)
     if (!used_.count(key)) throw Error(where(key) + ": unknown option");

@@ -46,6 +46,12 @@ struct OptimizerConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.0;
+  // Learning-rate schedule (GPT-NeoX's AnnealingLR).
+  std::string lr_decay_style = "linear";  // constant | linear | cosine | exponential
+  std::int64_t lr_decay_iters = 0;        // 0: train_iters
+  double min_lr = 0.0;
+  double warmup = 0.01;                   // fraction of train_iters warmed up linearly
+  double gradient_clipping = 1.0;         // global-norm clipping; 0: off
 };
 
 struct TrainingConfig {
@@ -53,6 +59,17 @@ struct TrainingConfig {
   std::int64_t gradient_accumulation_steps = 1;
   std::int64_t train_iters = 100;
   std::uint64_t seed = 1234;
+  std::int64_t eval_interval = 1000;
+  std::int64_t eval_iters = 10;
+  std::int64_t log_interval = 10;
+  std::string log_dir = "runs";        // run directories go here
+  std::string run_name = "";           // empty: a timestamp
+  double peak_tflops = 0.0;            // device peak for MFU; 0: MFU not shown
+  std::string save = "";               // checkpoint directory; empty: no checkpoints
+  std::string load = "";               // checkpoint to resume from, or hf:DIR
+  std::int64_t checkpoint_factor = 1000;
+  std::int64_t keep_last_n_checkpoints = 0;  // 0: keep all
+  bool finetune = false;               // load weights only, start at step 0
 };
 
 struct Config {
@@ -74,6 +91,11 @@ NEOX_API Config parse_config(std::string_view toml_text, const std::string& sour
 // The optimizer plugin's options: its [plugins.options.<name>] table plus
 // beta1, beta2 and eps from [optimizer] (the plugin table wins).
 NEOX_API Options optimizer_options(const Config& config);
+
+// The whole config as TOML: every key of every table with its value
+// (defaults included), kernel overrides and plugin options. parse_config of
+// the text gives back an equal Config (search paths become absolute).
+NEOX_API std::string config_to_toml(const Config& config);
 
 // Markdown reference of every key, its type, default, range and meaning.
 NEOX_API std::string config_reference_markdown();

@@ -48,6 +48,10 @@ class Options {
                          const std::vector<std::string>& allowed = {}) const;
   std::vector<std::string> get_strings(const std::string& key) const;
 
+  // The stored value, unchecked and not marked as used (for writing configs
+  // back out); throws neox::Error when absent.
+  const Value& raw(const std::string& key) const;
+
   // Throws for the first key that no getter has asked for.
   void reject_unknown() const;
   // "<file>:<line>: <table>.<key>" for messages.
