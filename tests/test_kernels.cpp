@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Kernel conformance suite: every operation of neox::Kernels, for every
-// backend named in kBackends, against the float64 reference in
+// backend under test (see backends_under_test), against the float64 reference in
 // kernel_reference.h. Each backward is also checked against central finite
 // differences of the reference forward (so a wrong reference cannot hide a
 // wrong kernel). Inputs are random (seeded), never zero.
@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -44,8 +45,29 @@ constexpr double kFdTol = 1e-7;
 constexpr double kFdTolF = 1e-5;
 constexpr double kFdStep = 1e-6;
 
-// Backends under test. A new backend adds its name here.
-const std::vector<std::string> kBackends = {"cpu"};
+// Backends under test: NEOX_TEST_BACKENDS (comma-separated) if set, else
+// "cpu" and every other backend plugin built into NEOX_BUILD_PLUGIN_DIR, so
+// that a new backend runs this suite as soon as it is built.
+std::vector<std::string> backends_under_test() {
+  std::vector<std::string> names;
+  if (const char* env = std::getenv("NEOX_TEST_BACKENDS"); env && *env) {
+    std::string list = env;
+    for (std::size_t pos = 0; pos <= list.size();) {
+      std::size_t end = list.find(',', pos);
+      if (end == std::string::npos) end = list.size();
+      if (end > pos) names.push_back(list.substr(pos, end - pos));
+      pos = end + 1;
+    }
+    return names;
+  }
+  names.push_back("cpu");  // always: a missing cpu plugin is a failure, not a skip
+  const std::string dir = NEOX_BUILD_PLUGIN_DIR;
+  neox::PluginRegistry registry({dir});
+  for (const auto& p : registry.plugins())
+    if (p.kind == neox::PluginKind::backend && p.name != "cpu" && p.path.rfind(dir, 0) == 0)
+      names.push_back(p.name);
+  return names;
+}
 
 // One registry and one backend per name for the whole test program.
 std::shared_ptr<neox::Backend> backend_named(const std::string& name) {
@@ -726,7 +748,7 @@ TEST_P(KernelTest, AdamWMatchesPyTorchFormula) {
                {"adamw_update", "grad"});
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, KernelTest, ::testing::ValuesIn(kBackends),
+INSTANTIATE_TEST_SUITE_P(Backends, KernelTest, ::testing::ValuesIn(backends_under_test()),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 // ---------------------------------------------------------------- cpu-only

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // CpuBackend: 64-byte aligned host memory, memcpy, and the fp32 kernels of
 // this folder. Options ([plugins.options.cpu]):
-//   threads  OpenMP and OpenBLAS threads for this backend's kernels; 0 keeps
-//            the process's defaults (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS).
+//   threads  threads for this backend's kernels; 0 keeps the defaults
+//            (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS). OpenMP's count is set
+//            around each kernel call; OpenBLAS's is process-wide, set when
+//            the backend is made.
 #include <cblas.h>
 #include <omp.h>
 
@@ -24,30 +26,25 @@ namespace {
 
 constexpr std::size_t kAlignment = 64;
 
-// Sets the OpenMP and OpenBLAS thread counts for the duration of one kernel
-// call and restores them after, so that a backend's `threads` option neither
-// leaks into the rest of the process nor depends on the calling thread.
-class ScopedThreads {
+// Sets the OpenMP thread count for the duration of one kernel call and
+// restores it after. OpenMP's setting belongs to the calling thread, so this
+// is safe from any thread and does not leak into the rest of the process.
+class ScopedOmpThreads {
  public:
-  explicit ScopedThreads(int threads) : threads_(threads) {
+  explicit ScopedOmpThreads(int threads) : threads_(threads) {
     if (threads_ <= 0) return;
-    saved_omp_ = omp_get_max_threads();
-    saved_blas_ = openblas_get_num_threads();
-    if (saved_omp_ != threads_) omp_set_num_threads(threads_);
-    if (saved_blas_ != threads_) openblas_set_num_threads(threads_);
+    saved_ = omp_get_max_threads();
+    if (saved_ != threads_) omp_set_num_threads(threads_);
   }
-  ~ScopedThreads() {
-    if (threads_ <= 0) return;
-    if (saved_omp_ != threads_) omp_set_num_threads(saved_omp_);
-    if (saved_blas_ != threads_) openblas_set_num_threads(saved_blas_);
+  ~ScopedOmpThreads() {
+    if (threads_ > 0 && saved_ != threads_) omp_set_num_threads(saved_);
   }
-  ScopedThreads(const ScopedThreads&) = delete;
-  ScopedThreads& operator=(const ScopedThreads&) = delete;
+  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
+  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
 
  private:
   int threads_;
-  int saved_omp_ = 0;
-  int saved_blas_ = 0;
+  int saved_ = 0;
 };
 
 // The table entry for one op: runs it with the backend's thread count and
@@ -57,7 +54,7 @@ template <typename R, typename... Args>
 std::function<R(Args...)> table_entry(const char* op, int threads, R (*fn)(Args...)) {
   return [op, threads, fn](Args... args) -> R {
     try {
-      ScopedThreads scope(threads);
+      ScopedOmpThreads scope(threads);
       return fn(std::forward<Args>(args)...);
     } catch (const Error&) {
       throw;
@@ -69,7 +66,11 @@ std::function<R(Args...)> table_entry(const char* op, int threads, R (*fn)(Args.
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) : threads_(threads) {}
+  // OpenBLAS has one process-wide thread count (its own pool, not OpenMP's):
+  // set it here, once, rather than around every call.
+  explicit CpuBackend(int threads) : threads_(threads) {
+    if (threads_ > 0) openblas_set_num_threads(threads_);
+  }
 
   std::string name() const override { return "cpu"; }
   Device device() const override { return Device{DeviceType::cpu, 0}; }

@@ -62,6 +62,7 @@ QkvShape require_qkv(const Tensor& qkv, int n_head, const char* op, const char* 
   if (qkv.dim(2) % 3 != 0)
     fail(op, std::string(what) + " " + qkv.str() + ": last dimension is not 3*C");
   s.C = qkv.dim(2) / 3;
+  if (s.C == 0) fail(op, std::string(what) + " " + qkv.str() + " has no channels");
   s.n_head = n_head;
   if (s.C % n_head != 0)
     fail(op, "C = " + std::to_string(s.C) + " (from " + what + " " + qkv.str() +

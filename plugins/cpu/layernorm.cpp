@@ -119,6 +119,7 @@ void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tens
   require_numel(dbias, DType::f32, m.cols, op, "dbias", per_col);
   require_numel(mean, DType::f32, m.rows, op, "mean", per_row);
   require_numel(rstd, DType::f32, m.rows, op, "rstd", per_row);
+  if (m.cols == 0) fail(op, "inp " + inp.str() + " has no columns");
   require_disjoint(dinp, dout, op, "dinp", "dout");
   require_disjoint(dweight, dbias, op, "dweight", "dbias");
   layernorm_backward_f32(dinp.ptr<float>(), dweight.ptr<float>(), dbias.ptr<float>(),
