@@ -501,6 +501,22 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("training", "finetune", &C::training, &T::finetune,
                     "With load: take the weights only, and start at step 0 with a fresh "
                     "optimizer and data order."));
+  s.push_back(field("training", "precision", &C::training, &T::precision,
+                    "Compute precision (GPT-NeoX's fp16/bf16 settings). Only fp32 is "
+                    "implemented; a run asking for another is refused.")
+                  .one_of({"fp32", "bf16", "fp16"}));
+  s.push_back(field("training", "model_parallel_size", &C::training, &T::model_parallel_size,
+                    "Tensor parallelism (GPT-NeoX's model_parallel_size). Not implemented: a "
+                    "run with more than 1 is refused.")
+                  .range(1, 1024));
+  s.push_back(field("training", "pipe_parallel_size", &C::training, &T::pipe_parallel_size,
+                    "Pipeline parallelism (GPT-NeoX's pipe_parallel_size; 0 and 1 both mean "
+                    "none here). Not implemented: a run with more than 1 is refused.")
+                  .range(0, 1024));
+  s.push_back(field("training", "zero_stage", &C::training, &T::zero_stage,
+                    "DeepSpeed ZeRO stage. Not implemented: a run with a stage above 0 is "
+                    "refused.")
+                  .range(0, 3));
   return s;
 }
 

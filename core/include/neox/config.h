@@ -70,6 +70,12 @@ struct TrainingConfig {
   std::int64_t checkpoint_factor = 1000;
   std::int64_t keep_last_n_checkpoints = 0;  // 0: keep all
   bool finetune = false;               // load weights only, start at step 0
+  // Settings of GPT-NeoX configs that this version cannot honour yet are
+  // kept so that a config asking for them is refused, not silently ignored.
+  std::string precision = "fp32";      // fp32 | bf16 | fp16
+  std::int64_t model_parallel_size = 1;
+  std::int64_t pipe_parallel_size = 1;
+  std::int64_t zero_stage = 0;
 };
 
 struct Config {
@@ -96,6 +102,10 @@ NEOX_API Options optimizer_options(const Config& config);
 // (defaults included), kernel overrides and plugin options. parse_config of
 // the text gives back an equal Config (search paths become absolute).
 NEOX_API std::string config_to_toml(const Config& config);
+
+// `model` as a [model] table (every key, floats exact) that parse_config
+// reads back to the same ModelConfig; used to write a checkpoint's config.toml.
+NEOX_API std::string model_config_toml(const ModelConfig& model);
 
 // Markdown reference of every key, its type, default, range and meaning.
 NEOX_API std::string config_reference_markdown();
