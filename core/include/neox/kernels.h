@@ -13,6 +13,9 @@
 //  * "writes" means the output is overwritten; "accumulates" means the result
 //    is added to what is there (parameter gradients always accumulate).
 //  * Shapes are checked; a mismatch throws neox::Error naming the operation.
+//    Per-row statistics (mean, rstd, lse, losses) are checked by element
+//    count, matrices by their [rows, cols] view.
+//  * Outputs must not overlap inputs, except the aliases an op allows.
 //  * Operations run in order on the backend's stream; reductions that return
 //    a host value synchronise.
 #pragma once
@@ -92,7 +95,9 @@ struct Kernels {
   // In place on the q and k parts of qkv[B,T,3*C] (q at columns [0,C), k at
   // [C,2C), v at [2C,3C); head h of q at [h*hs, (h+1)*hs)). Rotates the first
   // rotary_dims of each head with GPT-NeoX's rotate-half pairing (element i
-  // with i + rotary_dims/2), angle (position_offset + t) * base^(-2i/rotary_dims).
+  // with i + rotary_dims/2), angle (position_offset + t) * inv_freq[i], where
+  // inv_freq[i] = 1 / base^(2i/rotary_dims) rounded to float32 as Hugging
+  // Face and GPT-NeoX compute it. rotary_dims is even and at most the head size.
   // rotary_backward applies the inverse rotation (to dq and dk in dqkv).
   std::function<void(Tensor& qkv, int n_head, int rotary_dims, float base,
                      std::int64_t position_offset)>
@@ -133,13 +138,13 @@ struct Kernels {
 
   // out = a + b, elementwise over equal numel. out may alias a or b.
   std::function<void(Tensor& out, const Tensor& a, const Tensor& b)> add;
-  // y = alpha * x + beta * y.
+  // y = alpha * x + beta * y; beta = 0 ignores what y held (a copy when alpha = 1).
   std::function<void(Tensor& y, const Tensor& x, float alpha, float beta)> axpby;
-  // t = value.
+  // t = value (f32, f64, bf16 or f16).
   std::function<void(Tensor& t, float value)> fill;
   // out = in converted to out's dtype (f32, bf16, f16), equal numel.
   std::function<void(Tensor& out, const Tensor& in)> convert;
-  // Sum of squares / sum of all elements, accumulated in double.
+  // Sum of squares / sum of all elements of an f32 tensor, accumulated in double.
   std::function<double(const Tensor& x)> sum_squares;
   std::function<double(const Tensor& x)> sum;
 
