@@ -23,6 +23,7 @@ const Command kCommands[] = {
     {"score", "run a model's forward pass on token ids and write the logits (and loss)", neox::app::cmd_score},
     {"bench", "benchmarks: train-step (time training steps of a config)", neox::app::cmd_bench},
     {"config", "validate a config file, or print the reference of every key", neox::app::cmd_config},
+    {"convert", "convert checkpoints: neox to Hugging Face (--to-hf) and back (--from-hf)", neox::app::cmd_convert},
 };
 
 void usage(std::FILE* out) {

@@ -1,5 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Reading Hugging Face GPTNeoXForCausalLM directories.
+// Reading and writing Hugging Face GPTNeoXForCausalLM directories.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -208,6 +215,146 @@ void load_hf_weights(GPTNeoX& model, const std::string& dir) {
     if (used.count(name) || is_ignored_buffer(name)) continue;
     if (!cfg.no_weight_tying && (name == "embed_out.weight" || name == "lm_head.weight")) continue;
     throw Error(file + ": unexpected tensor '" + name + "' (not a parameter of this GPT-NeoX model)");
+  }
+}
+
+// --- writing -------------------------------------------------------------------
+
+std::vector<std::pair<std::string, Tensor>> hf_tensors(const GPTNeoX& model) {
+  const ModelConfig& cfg = model.config();
+  const ParameterArena& arena = model.arena();
+  if (!arena.allocated()) throw Error("hf_tensors: the model's parameters are not allocated");
+  std::vector<std::pair<std::string, Tensor>> out;
+  out.reserve(arena.specs().size());
+  for (std::size_t i = 0; i < arena.specs().size(); ++i) {
+    const ParameterSpec& spec = arena.specs()[i];
+    Tensor t = arena.param(static_cast<int>(i));
+    if (spec.name.find("query_key_value") != std::string::npos) {
+      Tensor host = t.device().is_cpu() ? t : model.backend().to_host(t);
+      Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
+      const long cols = host.ndim() == 2 ? static_cast<long>(host.dim(1)) : 1;
+      qkv_to_hf(permuted.ptr<float>(), host.ptr<float>(), static_cast<int>(cfg.num_attention_heads),
+                static_cast<int>(cfg.head_size()), cols);
+      t = permuted;
+    } else if (!t.device().is_cpu()) {
+      t = model.backend().to_host(t);
+    }
+    out.emplace_back(spec.name, t);
+  }
+  return out;
+}
+
+std::string hf_config_json(const ModelConfig& c, const HfExportOptions& options) {
+  if (c.pos_emb != "rotary")
+    throw Error("Hugging Face export: pos_emb = '" + c.pos_emb +
+                "' cannot be represented by GPTNeoXForCausalLM, which has rotary position embeddings only "
+                "(export refused; convert only models trained with pos_emb = \"rotary\")");
+  c.validate();
+  json j = json::object();  // keys sorted, as transformers writes them
+  j["architectures"] = json::array({"GPTNeoXForCausalLM"});
+  j["model_type"] = "gpt_neox";
+  j["attention_bias"] = true;
+  j["attention_dropout"] = 0.0;
+  j["hidden_dropout"] = 0.0;
+  j["hidden_act"] = "gelu";
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.ffn_size();
+  j["initializer_range"] = c.init_method_std;
+  j["layer_norm_eps"] = c.layernorm_epsilon;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["num_attention_heads"] = c.num_attention_heads;
+  j["num_hidden_layers"] = c.num_layers;
+  j["vocab_size"] = c.padded_vocab_size();
+  j["tie_word_embeddings"] = !c.no_weight_tying;
+  j["use_parallel_residual"] = c.gpt_j_residual;
+  j["use_cache"] = true;
+  // transformers v4 reads these two; v5 reads rope_parameters (and takes the
+  // v4 keys only as defaults for it), so both versions see the same values.
+  j["rotary_pct"] = c.rotary_pct;
+  j["rotary_emb_base"] = c.rotary_emb_base;
+  j["rope_parameters"] = {{"rope_type", "default"},
+                          {"rope_theta", c.rotary_emb_base},
+                          {"partial_rotary_factor", c.rotary_pct}};
+  j["bos_token_id"] = options.bos_token_id ? json(*options.bos_token_id) : json(nullptr);
+  j["eos_token_id"] = options.eos_token_id ? json(*options.eos_token_id) : json(nullptr);
+  // The key every Pythia config on the hub has; transformers v5 (which writes
+  // "dtype") still reads it.
+  j["torch_dtype"] = "float32";
+  return j.dump(2) + "\n";
+}
+
+namespace {
+
+void sync_fd_path(const fs::path& p, bool directory) {
+  int fd = ::open(p.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) throw Error(p.string() + ": cannot open to sync: " + std::strerror(errno));
+  if (::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    if (directory && (err == EINVAL || err == EROFS)) return;
+    throw Error(p.string() + ": cannot sync: " + std::strerror(err));
+  }
+  ::close(fd);
+}
+
+void write_text_synced(const fs::path& path, const std::string& text) {
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error(path.string() + ": cannot create: " + std::strerror(errno));
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    out.flush();
+    if (!out) throw Error(path.string() + ": cannot write");
+  }
+  sync_fd_path(path, false);
+}
+
+}  // namespace
+
+void save_hf(const GPTNeoX& model, const std::string& dir, const HfExportOptions& options) {
+  const std::string config_text = hf_config_json(model.config(), options);  // refuses first
+  if (dir.empty()) throw Error("save_hf: the output directory is empty");
+  fs::path dest = fs::path(dir).lexically_normal();
+  if (!dest.has_filename() && dest.has_parent_path()) dest = dest.parent_path();
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(dest, ec))) {
+    if (!fs::is_directory(dest, ec)) throw Error(dest.string() + ": exists and is not a directory");
+    if (!fs::is_empty(dest, ec))
+      throw Error(dest.string() + ": exists and is not empty; choose a new directory or remove it first");
+  }
+  const fs::path parent = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
+  fs::create_directories(parent, ec);
+  if (ec) throw Error(parent.string() + ": cannot create: " + ec.message());
+
+  // Remove temporaries of interrupted exports to the same directory.
+  const std::string pid = std::to_string(::getpid());
+  const std::string tmp_prefix = dest.filename().string() + ".tmp-";
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(tmp_prefix, 0) != 0) continue;
+    const std::string suffix = name.substr(tmp_prefix.size());
+    if (suffix.empty() || suffix == pid ||
+        !std::all_of(suffix.begin(), suffix.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+      continue;
+    std::error_code rm;
+    fs::remove_all(it->path(), rm);
+  }
+
+  const fs::path tmp = parent / (tmp_prefix + pid);
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directory(tmp, ec) || ec)
+    throw Error(tmp.string() + ": cannot create: " + (ec ? ec.message() : std::string("it already exists")));
+  try {
+    write_text_synced(tmp / "config.json", config_text);
+    write_safetensors((tmp / "model.safetensors").string(), hf_tensors(model), {{"format", "pt"}});
+    sync_fd_path(tmp, true);
+    if (fs::exists(fs::symlink_status(dest, ec))) fs::remove(dest);  // empty, checked above
+    if (std::rename(tmp.c_str(), dest.c_str()) != 0)
+      throw Error(dest.string() + ": cannot rename " + tmp.string() + " into place: " + std::strerror(errno));
+    sync_fd_path(parent, true);
+  } catch (...) {
+    std::error_code rm;
+    fs::remove_all(tmp, rm);
+    throw;
   }
 }
 

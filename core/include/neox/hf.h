@@ -2,7 +2,11 @@
 // Hugging Face GPTNeoXForCausalLM directories: config.json + safetensors.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "neox/export.h"
 #include "neox/model.h"
@@ -27,5 +31,28 @@ NEOX_API void load_hf_weights(GPTNeoX& model, const std::string& dir);
 // [3C, C] (cols = C) or a bias [3C] (cols = 1); and back.
 NEOX_API void qkv_from_hf(float* dst, const float* src, int n_head, int head_size, long cols);
 NEOX_API void qkv_to_hf(float* dst, const float* src, int n_head, int head_size, long cols);
+
+// The model's parameters as host f32 tensors with Hugging Face names and
+// layout (query_key_value converted with qkv_to_hf), in arena order. Tensors
+// already on the host may be views of the arena, valid while it is.
+NEOX_API std::vector<std::pair<std::string, Tensor>> hf_tensors(const GPTNeoX& model);
+
+// What a Hugging Face export cannot learn from ModelConfig.
+struct HfExportOptions {
+  std::optional<std::int64_t> bos_token_id;  // written as null when unknown
+  std::optional<std::int64_t> eos_token_id;
+};
+
+// config.json for GPTNeoXForCausalLM, readable by transformers v4 (rotary_pct,
+// rotary_emb_base) and v5 (rope_parameters); vocab_size is the padded vocab.
+// Throws neox::Error for models Hugging Face cannot represent (pos_emb
+// learned or none).
+NEOX_API std::string hf_config_json(const ModelConfig& config, const HfExportOptions& options = {});
+
+// Writes DIR/config.json and DIR/model.safetensors (f32, metadata
+// {"format": "pt"}; embed_out.weight only when untied). The files are written
+// into DIR.tmp-<pid> and the directory is renamed to DIR when complete; DIR
+// must not exist or be empty. Throws neox::Error as hf_config_json does.
+NEOX_API void save_hf(const GPTNeoX& model, const std::string& dir, const HfExportOptions& options = {});
 
 }  // namespace neox
