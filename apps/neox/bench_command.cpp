@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cxxopts.hpp>
+#include "cli_options.h"
 #include <iostream>
 #include <random>
 

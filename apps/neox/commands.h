@@ -17,6 +17,8 @@ int cmd_plugins(int argc, char** argv);
 int cmd_score(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_config(int argc, char** argv);
+int cmd_train(int argc, char** argv);
+int cmd_preprocess(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 
 // The config named by --config (or the defaults), with --set overrides.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // neox config [--reference] [--check FILE] [--set k=v]...
-#include <cxxopts.hpp>
+#include "cli_options.h"
 #include <iostream>
 
 #include "commands.h"

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // neox convert --to-hf CHECKPOINT --out DIR
 // neox convert --from-hf HF_DIR --out SAVE_DIR
-#include <cxxopts.hpp>
+#include "cli_options.h"
 #include <filesystem>
 #include <iostream>
 

@@ -19,6 +19,8 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"train", "train a model from a TOML config", neox::app::cmd_train},
+    {"preprocess", "tokenize text files into an indexed dataset", neox::app::cmd_preprocess},
     {"plugins", "list the plugins found, or check one plugin file", neox::app::cmd_plugins},
     {"score", "run a model's forward pass on token ids and write the logits (and loss)", neox::app::cmd_score},
     {"bench", "benchmarks: train-step (time training steps of a config)", neox::app::cmd_bench},

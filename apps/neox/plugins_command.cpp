@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // neox plugins [--check FILE.so] [--path DIR]...
-#include <cxxopts.hpp>
+#include "cli_options.h"
 #include <iostream>
 
 #include "commands.h"

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // neox score --model DIR --tokens IN.safetensors --out OUT.safetensors
-#include <cxxopts.hpp>
+#include "cli_options.h"
 #include <cstdio>
 #include <iostream>
 

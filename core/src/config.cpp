@@ -501,6 +501,10 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("training", "finetune", &C::training, &T::finetune,
                     "With load: take the weights only, and start at step 0 with a fresh "
                     "optimizer and data order."));
+  s.push_back(field("training", "exit_interval", &C::training, &T::exit_interval,
+                    "Stop, after saving a checkpoint, when the step is a multiple of this (to "
+                    "train in pieces, e.g. within a job's time limit); 0: never.")
+                  .range(0, kBig));
   s.push_back(field("training", "precision", &C::training, &T::precision,
                     "Compute precision (GPT-NeoX's fp16/bf16 settings). Only fp32 is "
                     "implemented; a run asking for another is refused.")

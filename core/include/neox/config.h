@@ -70,6 +70,7 @@ struct TrainingConfig {
   std::int64_t checkpoint_factor = 1000;
   std::int64_t keep_last_n_checkpoints = 0;  // 0: keep all
   bool finetune = false;               // load weights only, start at step 0
+  std::int64_t exit_interval = 0;      // stop (with a checkpoint) after a multiple of this; 0: never
   // Settings of GPT-NeoX configs that this version cannot honour yet are
   // kept so that a config asking for them is refused, not silently ignored.
   std::string precision = "fp32";      // fp32 | bf16 | fp16

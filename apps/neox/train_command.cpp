@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: Apache-2.0
+// neox train CONFIG.toml [--set section.key=value]...
+#include <csignal>
+#include "cli_options.h"
+#include <iostream>
+
+#include "commands.h"
+#include "neox/error.h"
+#include "neox/trainer.h"
+
+namespace neox::app {
+
+namespace {
+extern "C" void on_stop_signal(int) { request_stop(); }
+}  // namespace
+
+int cmd_train(int argc, char** argv) {
+  cxxopts::Options opts(argv[0],
+                        "Train a GPT-NeoX model as the config says. SIGINT (Ctrl-C) or SIGTERM saves a "
+                        "checkpoint after the current step and exits.");
+  opts.add_options()("config", "TOML config (see configs/README.md)", cxxopts::value<std::string>())(
+      "set", "override a config key: section.key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
+      "h,help", "show this help");
+  opts.parse_positional({"config"});
+  opts.positional_help("CONFIG.toml");
+  auto args = opts.parse(argc, argv);
+  if (args.count("help") || !args.count("config")) {
+    std::cout << opts.help() << "\n";
+    return args.count("help") ? 0 : 2;
+  }
+  std::vector<std::string> sets;
+  if (args.count("set")) sets = args["set"].as<std::vector<std::string>>();
+  Config config = load_config(args["config"].as<std::string>(), sets);
+
+  struct sigaction sa{};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  TrainResult r = train(config);
+  if (!r.last_checkpoint.empty()) std::cout << "checkpoint: " << r.last_checkpoint << "\n";
+  std::cout << "run directory: " << r.run_dir << "\n";
+  return 0;
+}
+
+}  // namespace neox::app

@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "neox/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "neox/backend.h"
+#include "neox/checkpoint.h"
+#include "neox/communicator.h"
+#include "neox/data_source.h"
+#include "neox/error.h"
+#include "neox/hf.h"
+#include "neox/model.h"
+#include "neox/optimizer.h"
+#include "neox/registry.h"
+#include "run_log.h"
+
+namespace neox {
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// The architecture keys of [model] that an hf:DIR checkpoint must agree with.
+void check_same_architecture(const ModelConfig& cfg, const ModelConfig& hf, const std::string& dir) {
+  auto fail = [&](const std::string& key, const std::string& ours, const std::string& theirs) {
+    throw Error("training.load = hf:" + dir + ": model." + key + " is " + ours + " in the config but " + theirs +
+                " in " + dir + "/config.json");
+  };
+  auto cmp = [&](const char* key, auto a, auto b) {
+    if (a != b) {
+      std::ostringstream x, y;
+      x << a;
+      y << b;
+      fail(key, x.str(), y.str());
+    }
+  };
+  cmp("num_layers", cfg.num_layers, hf.num_layers);
+  cmp("hidden_size", cfg.hidden_size, hf.hidden_size);
+  cmp("num_attention_heads", cfg.num_attention_heads, hf.num_attention_heads);
+  cmp("intermediate_size (effective)", cfg.ffn_size(), hf.ffn_size());
+  cmp("vocab_size (padded)", cfg.padded_vocab_size(), hf.padded_vocab_size());
+  cmp("pos_emb", cfg.pos_emb, hf.pos_emb);
+  cmp("rotary dimensions", cfg.rotary_dims(), hf.rotary_dims());
+  cmp("rotary_emb_base", cfg.rotary_emb_base, hf.rotary_emb_base);
+  cmp("gpt_j_residual", cfg.gpt_j_residual, hf.gpt_j_residual);
+  cmp("no_weight_tying", cfg.no_weight_tying, hf.no_weight_tying);
+  cmp("layernorm_epsilon", cfg.layernorm_epsilon, hf.layernorm_epsilon);
+}
+
+class Trainer {
+ public:
+  explicit Trainer(const Config& config) : cfg_(config), tc_(config.training), schedule_(config.optimizer, tc_.train_iters) {}
+
+  TrainResult run();
+
+ private:
+  void setup();
+  double train_step();
+  double evaluate(Split split, std::int64_t batches);
+  void save();
+  void log_step(std::int64_t iteration, double loss, double lr, double grad_norm);
+
+  Config cfg_;
+  const TrainingConfig& tc_;
+  LearningRateSchedule schedule_;
+  std::unique_ptr<PluginRegistry> registry_;
+  std::shared_ptr<Backend> backend_;
+  std::shared_ptr<Communicator> comm_;
+  std::shared_ptr<Optimizer> optimizer_;
+  std::shared_ptr<DataSource> data_;
+  std::unique_ptr<GPTNeoX> model_;
+  std::unique_ptr<RunLog> log_;
+  std::mt19937_64 rng_;
+  std::int64_t iteration_ = 0;
+  std::int64_t tokens_per_step_ = 0;
+  TrainResult result_;
+  // Since the last log line.
+  double interval_loss_ = 0.0;
+  std::int64_t interval_steps_ = 0;
+  Clock::time_point interval_start_, run_start_;
+  double step_seconds_ = 0.0;  // moving average for the ETA
+};
+
+// Refuses settings this version cannot honour, naming the key.
+void check_supported(const Config& c) {
+  const std::string where = c.path.empty() ? std::string("config") : c.path;
+  const TrainingConfig& t = c.training;
+  if (t.precision != "fp32")
+    throw Error(where + ": training.precision = " + t.precision +
+                ": mixed precision is not implemented yet (it comes with the cuda backend); use fp32");
+  if (t.model_parallel_size > 1)
+    throw Error(where + ": training.model_parallel_size = " + std::to_string(t.model_parallel_size) +
+                ": tensor parallelism is not implemented; set it to 1");
+  if (t.pipe_parallel_size > 1)
+    throw Error(where + ": training.pipe_parallel_size = " + std::to_string(t.pipe_parallel_size) +
+                ": pipeline parallelism is not implemented; set it to 1");
+  if (t.zero_stage > 0)
+    throw Error(where + ": training.zero_stage = " + std::to_string(t.zero_stage) +
+                ": ZeRO is not implemented yet; set it to 0");
+}
+
+void Trainer::setup() {
+  check_supported(cfg_);
+  registry_ = std::make_unique<PluginRegistry>(cfg_.plugins.search_paths);
+  comm_ = registry_->make_comm(cfg_.plugins.comm, cfg_.plugins.options_for(cfg_.plugins.comm));
+  log_ = std::make_unique<RunLog>(tc_.log_dir, tc_.run_name, comm_->rank(), comm_->size());
+  result_.run_dir = log_->dir();
+  log_->write_config(config_to_toml(cfg_));
+  backend_ = registry_->make_backend(cfg_.plugins.backend, cfg_.plugins.kernels, cfg_.plugins.options);
+  optimizer_ = registry_->make_optimizer(cfg_.plugins.optimizer, optimizer_options(cfg_));
+  model_ = std::make_unique<GPTNeoX>(cfg_.model, backend_);
+  rng_.seed(tc_.seed);
+
+  const std::int64_t B = tc_.train_micro_batch_size_per_gpu, T = cfg_.model.seq_length;
+  const std::int64_t global_batch = B * tc_.gradient_accumulation_steps * comm_->size();
+  tokens_per_step_ = global_batch * T;
+
+  optimizer_->init(*backend_, *comm_, model_->arena().params(), model_->arena().grads(),
+                   model_->arena().groups(static_cast<float>(cfg_.optimizer.weight_decay)));
+
+  // Weights: hf:DIR, a checkpoint (with the optimizer state unless
+  // finetuning), or fresh.
+  CheckpointState resumed;
+  const bool resuming = !tc_.load.empty() && tc_.load.rfind("hf:", 0) != 0 && !tc_.finetune;
+  if (tc_.load.rfind("hf:", 0) == 0) {
+    const std::string dir = tc_.load.substr(3);
+    check_same_architecture(cfg_.model, read_hf_config(dir), dir);
+    load_hf_weights(*model_, dir);
+    log_->log().info("weights from Hugging Face directory {}", dir);
+  } else if (!tc_.load.empty()) {
+    const std::string path = resolve_checkpoint(tc_.load);
+    resumed = load_checkpoint(path, *model_, resuming ? optimizer_.get() : nullptr);
+    log_->log().info("{} from {}", resuming ? "resuming" : "fine-tuning weights", path);
+    if (resuming) {
+      iteration_ = resumed.iteration;
+      if (!resumed.rng_state.empty()) {
+        std::istringstream in(resumed.rng_state);
+        in >> rng_;
+      }
+    }
+  } else {
+    model_->initialize(tc_.seed);
+  }
+
+  // Data: the samples each split must supply, as GPT-NeoX computes them.
+  if (cfg_.plugins.data.empty())
+    throw Error((cfg_.path.empty() ? std::string("config") : cfg_.path) +
+                ": plugins.data: no data source chosen (e.g. \"mmap\" with [plugins.options.mmap] data_path)");
+  DataContext ctx;
+  ctx.seq_length = T;
+  ctx.micro_batch_size = B;
+  ctx.vocab_size = cfg_.model.vocab_size;
+  ctx.seed = tc_.seed;
+  ctx.train_samples = tc_.train_iters * global_batch;
+  ctx.valid_samples = (tc_.train_iters / tc_.eval_interval + 1) * tc_.eval_iters * global_batch;
+  ctx.test_samples = tc_.eval_iters * global_batch;
+  ctx.dp_rank = comm_->rank();
+  ctx.dp_size = comm_->size();
+  data_ = registry_->make_data(cfg_.plugins.data, cfg_.plugins.options_for(cfg_.plugins.data), ctx);
+  if (resuming)
+    for (Split s : {Split::train, Split::valid, Split::test}) {
+      auto it = resumed.data_positions.find(split_name(s));
+      if (it != resumed.data_positions.end()) data_->seek(s, it->second);
+    }
+
+  const ModelConfig& m = cfg_.model;
+  log_->log().info("model: {} layers, hidden {}, {} heads, seq {}, vocab {} (padded {}), {:.2f}M parameters",
+                   m.num_layers, m.hidden_size, m.num_attention_heads, m.seq_length, m.vocab_size,
+                   m.padded_vocab_size(), static_cast<double>(m.num_parameters()) / 1e6);
+  log_->log().info("plugins: backend {} ({}), comm {} ({} rank{}), optimizer {}, data {}", backend_->name(),
+                   device_name(backend_->device()), cfg_.plugins.comm, comm_->size(), comm_->size() > 1 ? "s" : "",
+                   cfg_.plugins.optimizer, cfg_.plugins.data);
+  log_->log().info("batch: {} x {} micro-batches x {} ranks = {} sequences, {} tokens per step; {} steps",
+                   B, tc_.gradient_accumulation_steps, comm_->size(), global_batch, tokens_per_step_, tc_.train_iters);
+  log_->log().info("run directory: {}", log_->dir());
+}
+
+double Trainer::train_step() {
+  Kernels& k = backend_->kernels;
+  ParameterArena& arena = model_->arena();
+  arena.zero_grads(*backend_);
+  const std::int64_t accum = tc_.gradient_accumulation_steps;
+  double loss_sum = 0.0;
+  for (std::int64_t micro = 0; micro < accum; ++micro) {
+    Batch batch = data_->next(Split::train);
+    loss_sum += model_->forward_loss(batch.input_ids, batch.labels, batch.loss_mask);
+    model_->backward(1.0f / static_cast<float>(accum));
+  }
+  Tensor grads = arena.grads();
+  double loss = loss_sum / static_cast<double>(accum);
+  if (comm_->size() > 1) {
+    comm_->all_reduce(grads, ReduceOp::avg);
+    Tensor l = Tensor::empty(nullptr, {1}, DType::f64);
+    l.ptr<double>()[0] = loss;
+    comm_->all_reduce(l, ReduceOp::avg);
+    loss = l.ptr<double>()[0];
+  }
+  // Global-norm clipping as torch.nn.utils.clip_grad_norm_.
+  const double grad_norm = std::sqrt(k.sum_squares(grads));
+  float grad_scale = 1.0f;
+  const double clip = cfg_.optimizer.gradient_clipping;
+  if (clip > 0.0) {
+    const double coef = clip / (grad_norm + 1e-6);
+    if (coef < 1.0) grad_scale = static_cast<float>(coef);
+  }
+  const double lr = schedule_.at(iteration_);
+  optimizer_->step({static_cast<float>(lr), iteration_ + 1, grad_scale});
+  ++iteration_;
+  log_step(iteration_, loss, lr, grad_norm);
+  return loss;
+}
+
+void Trainer::log_step(std::int64_t iteration, double loss, double lr, double grad_norm) {
+  interval_loss_ += loss;
+  ++interval_steps_;
+  const auto now = Clock::now();
+  const double since = seconds(interval_start_, now);
+  const double per_step = since / static_cast<double>(interval_steps_);
+  step_seconds_ = per_step;
+  const double eta = per_step * static_cast<double>(tc_.train_iters - iteration);
+  const double tokens_per_s = static_cast<double>(tokens_per_step_) / per_step;
+  log_->progress(iteration, tc_.train_iters, loss, tokens_per_s, eta);
+  if (iteration % tc_.log_interval != 0 && iteration != tc_.train_iters) return;
+  const double mean_loss = interval_loss_ / static_cast<double>(interval_steps_);
+  const double flops = model_->flops_per_token() * tokens_per_s / static_cast<double>(comm_->size());
+  const double mfu = tc_.peak_tflops > 0 ? flops / (tc_.peak_tflops * 1e12) : 0.0;
+  const double elapsed = seconds(run_start_, now);
+  std::string mfu_text = tc_.peak_tflops > 0 ? fmt::format(" | MFU {:.1f}%", 100.0 * mfu) : std::string();
+  log_->log().info("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tokens/s{} | {} elapsed | ETA {}",
+                   iteration, std::to_string(tc_.train_iters).size(), tc_.train_iters, mean_loss, lr, grad_norm,
+                   tokens_per_s, mfu_text, format_duration(elapsed), format_duration(eta));
+  nlohmann::json rec{{"step", iteration},       {"loss", mean_loss},           {"lr", lr},
+                     {"grad_norm", grad_norm},  {"tokens_per_sec", tokens_per_s}, {"elapsed_s", elapsed},
+                     {"tokens", iteration * tokens_per_step_}};
+  if (tc_.peak_tflops > 0) rec["mfu"] = mfu;
+  log_->metrics(rec);
+  interval_loss_ = 0.0;
+  interval_steps_ = 0;
+  interval_start_ = Clock::now();
+}
+
+double Trainer::evaluate(Split split, std::int64_t batches) {
+  double sum = 0.0;
+  for (std::int64_t i = 0; i < batches; ++i) {
+    Batch batch = data_->next(split);
+    sum += model_->forward_loss(batch.input_ids, batch.labels, batch.loss_mask);
+  }
+  double loss = sum / static_cast<double>(batches);
+  if (comm_->size() > 1) {
+    Tensor l = Tensor::empty(nullptr, {1}, DType::f64);
+    l.ptr<double>()[0] = loss;
+    comm_->all_reduce(l, ReduceOp::avg);
+    loss = l.ptr<double>()[0];
+  }
+  const double ppl = std::exp(std::min(loss, 700.0));
+  log_->log().info("{} loss at step {}: {:.4f} | perplexity {:.3f}", split_name(split), iteration_, loss, ppl);
+  log_->metrics({{"step", iteration_}, {"split", split_name(split)}, {"loss", loss}, {"perplexity", ppl}});
+  interval_start_ = Clock::now();  // evaluation time is not training throughput
+  return loss;
+}
+
+void Trainer::save() {
+  if (tc_.save.empty()) return;
+  CheckpointState st;
+  st.iteration = iteration_;
+  for (Split s : {Split::train, Split::valid, Split::test}) st.data_positions[split_name(s)] = data_->position(s);
+  std::ostringstream rng;
+  rng << rng_;
+  st.rng_state = rng.str();
+  st.config_toml = config_to_toml(cfg_);
+  if (comm_->rank() == 0) {
+    result_.last_checkpoint = save_checkpoint(tc_.save, *model_, optimizer_.get(), st,
+                                              static_cast<int>(tc_.keep_last_n_checkpoints));
+  }
+  if (comm_->size() > 1) comm_->barrier();
+  interval_start_ = Clock::now();
+}
+
+TrainResult Trainer::run() {
+  g_stop.store(false);
+  setup();
+  run_start_ = interval_start_ = Clock::now();
+  const std::int64_t start = iteration_;
+  if (start >= tc_.train_iters)
+    log_->log().info("nothing to do: the checkpoint is at step {} of {}", start, tc_.train_iters);
+  bool saved_last = false;
+  while (iteration_ < tc_.train_iters) {
+    result_.train_losses.push_back(train_step());
+    saved_last = false;
+    if (tc_.eval_iters > 0 && iteration_ % tc_.eval_interval == 0)
+      result_.valid_loss = evaluate(Split::valid, tc_.eval_iters);
+    if (iteration_ % tc_.checkpoint_factor == 0) {
+      save();
+      saved_last = true;
+    }
+    const bool exit_now = tc_.exit_interval > 0 && iteration_ % tc_.exit_interval == 0 && iteration_ < tc_.train_iters;
+    if (g_stop.load() || exit_now) {
+      log_->end_progress();
+      if (exit_now)
+        log_->log().info("exit_interval {}: saving and exiting after step {}", tc_.exit_interval, iteration_);
+      else
+        log_->log().warn("stop requested: saving and exiting after step {}", iteration_);
+      result_.stopped = true;
+      break;
+    }
+  }
+  log_->end_progress();
+  if (!result_.stopped && tc_.eval_iters > 0 && data_->num_samples(Split::test) > 0)
+    result_.test_loss = evaluate(Split::test, tc_.eval_iters);
+  if (!saved_last && iteration_ > start) save();
+  result_.iterations = iteration_;
+  const double total = seconds(run_start_, Clock::now());
+  log_->log().info("{} after {} steps in {}", result_.stopped ? "stopped" : "done", iteration_ - start,
+                   format_duration(total));
+  return result_;
+}
+
+}  // namespace
+
+TrainResult train(const Config& config) {
+  Trainer trainer(config);
+  return trainer.run();
+}
+
+void request_stop() noexcept { g_stop.store(true); }
+
+}  // namespace neox

@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: Apache-2.0
+// neox train end to end: the AdamW oracle through the real path (hf:DIR
+// weights, the fixed data plugin, the trainer, neox convert), resume
+// bit-exactness, gradient accumulation, SIGTERM, the run directory, and the
+// settings the trainer refuses.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "neox/checkpoint.h"
+#include "neox/config.h"
+#include "neox/error.h"
+#include "neox/hf.h"
+#include "neox/safetensors.h"
+#include "neox/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kTestdata = NEOX_TESTDATA_DIR;
+const std::string kCorpusA = kTestdata + "/megatron/corpus_a";
+
+std::string temp_dir(const std::string& name) {
+  fs::path p = fs::path(::testing::TempDir()) / ("neox_trainer_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A small model on GPT-NeoX's test corpus (vocab 1000, uint16 tokens).
+std::string small_config(const std::string& dir) {
+  return R"([plugins]
+data = "mmap"
+[plugins.options.mmap]
+data_path = ")" + kCorpusA + R"("
+split = "80,15,5"
+[model]
+num_layers = 2
+hidden_size = 32
+num_attention_heads = 2
+vocab_size = 1000
+seq_length = 16
+max_position_embeddings = 16
+rotary_pct = 0.5
+gpt_j_residual = true
+[optimizer]
+lr = 1e-3
+warmup = 0.25
+lr_decay_style = "cosine"
+lr_decay_iters = 8
+gradient_clipping = 1.0
+weight_decay = 0.01
+[training]
+train_micro_batch_size_per_gpu = 2
+train_iters = 8
+eval_interval = 3
+eval_iters = 1
+log_interval = 2
+checkpoint_factor = 4
+log_dir = ")" + dir + R"(/runs"
+save = ")" + dir + R"(/ckpt"
+)";
+}
+
+double rel_error(const float* a, const double* b, std::int64_t n, double* num_out = nullptr,
+                 double* den_out = nullptr) {
+  double num = 0, den = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    num += d * d;
+    den += b[i] * b[i];
+  }
+  if (num_out) *num_out += num;
+  if (den_out) *den_out += den;
+  return std::sqrt(num / den);
+}
+
+int run_binary(const std::string& args, std::string* output = nullptr) {
+  std::string cmd = std::string(NEOX_BINARY) + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return -1;
+  std::array<char, 4096> buf{};
+  std::string out;
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  int st = pclose(pipe);
+  if (output) *output = out;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+class AdamWOracle : public ::testing::TestWithParam<std::string> {};
+
+// expected.json's 3 AdamW steps, through neox train and neox convert.
+TEST_P(AdamWOracle, TrainThenExportMatchesTorch) {
+  const std::string base = kTestdata + "/hf/" + GetParam();
+  const auto expected = nlohmann::json::parse(read_text(base + "/expected.json"));
+  const auto& a = expected["adamw"];
+  const std::string dir = temp_dir("oracle_" + GetParam());
+
+  neox::ModelConfig hf = neox::read_hf_config(base + "/hf");
+  std::ostringstream text;
+  text << "[plugins]\ndata = \"fixed\"\n[plugins.options.fixed]\npath = \"" << base << "/forward.safetensors\"\n"
+       << neox::model_config_toml(hf) << "\n[optimizer]\n"
+       << "lr = " << a["lr"].get<double>() << "\nbetas = [" << a["betas"][0].get<double>() << ", "
+       << a["betas"][1].get<double>() << "]\neps = " << a["eps"].get<double>()
+       << "\nweight_decay = " << a["weight_decay"].get<double>()
+       << "\nlr_decay_style = \"constant\"\nwarmup = 0.0\ngradient_clipping = 0.0\n"
+       << "[training]\ntrain_micro_batch_size_per_gpu = " << expected["B"].get<int>()
+       << "\ntrain_iters = " << a["steps"].get<int>() << "\neval_iters = 0\nlog_interval = 1\n"
+       << "load = \"hf:" << base << "/hf\"\nsave = \"" << dir << "/ckpt\"\nlog_dir = \"" << dir << "/runs\"\n";
+  neox::Config config =
+      neox::parse_config(text.str(), "oracle.toml", {"model.seq_length=" + std::to_string(expected["T"].get<int>())});
+
+  neox::TrainResult r = neox::train(config);
+  ASSERT_EQ(r.train_losses.size(), static_cast<std::size_t>(a["steps"].get<int>()));
+  for (std::size_t i = 0; i < r.train_losses.size(); ++i) {
+    const double ref = expected["adamw_losses"][i].get<double>();
+    EXPECT_LT(std::abs(r.train_losses[i] - ref) / ref, 1e-4) << "loss of step " << i + 1;
+  }
+
+  std::string out;
+  ASSERT_EQ(run_binary("convert --to-hf " + dir + "/ckpt --out " + dir + "/hf", &out), 0) << out;
+  auto exported = neox::SafeTensorsFile::open(dir + "/hf/model.safetensors");
+  auto after = neox::SafeTensorsFile::open(base + "/params_after_adamw.safetensors");
+  // Bounds as in test_model_hf.cpp: 1e-4 over all parameters together, 2e-3
+  // per tensor (float32 noise in near-zero gradients is amplified by Adam).
+  double num = 0, den = 0;
+  int compared = 0;
+  for (const auto& t : exported.tensors()) {
+    std::string ref_name = after.contains(t.name) ? t.name : (t.name == "embed_out.weight" ? "lm_head.weight" : t.name);
+    ASSERT_TRUE(after.contains(ref_name)) << t.name;
+    neox::Tensor ours = exported.read(t.name, neox::DType::f32);
+    neox::Tensor ref = after.read(ref_name, neox::DType::f64);
+    EXPECT_LT(rel_error(ours.ptr<float>(), ref.ptr<double>(), ref.numel(), &num, &den), 2e-3) << t.name;
+    ++compared;
+  }
+  EXPECT_EQ(compared, static_cast<int>(after.tensors().size()));
+  EXPECT_LT(std::sqrt(num / den), 1e-4) << "all parameters";
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, AdamWOracle, ::testing::Values("neox_tiny_parallel", "neox_tiny_sequential"));
+
+TEST(Trainer, ResumeIsBitIdentical) {
+  const std::string dir = temp_dir("resume");
+  neox::Config full = neox::parse_config(small_config(dir + "/a"), "a.toml");
+  neox::TrainResult a = neox::train(full);
+  ASSERT_EQ(a.train_losses.size(), 8u);
+  EXPECT_LT(a.train_losses.back(), a.train_losses.front()) << "the loss should fall";
+
+  // A second run of the same config, stopped after step 4 (exit_interval
+  // saves a checkpoint), then resumed from it.
+  neox::Config first = neox::parse_config(small_config(dir + "/b"), "b.toml", {"training.exit_interval=4"});
+  neox::TrainResult b1 = neox::train(first);
+  ASSERT_EQ(b1.iterations, 4);
+  EXPECT_TRUE(b1.stopped);
+  neox::Config rest = neox::parse_config(small_config(dir + "/b"), "b.toml", {"training.load=" + dir + "/b/ckpt"});
+  neox::TrainResult b2 = neox::train(rest);
+  ASSERT_EQ(b2.train_losses.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(b1.train_losses[i], a.train_losses[i]) << "step " << i + 1;
+    EXPECT_EQ(b2.train_losses[i], a.train_losses[i + 4]) << "step " << i + 5 << " after resume";
+  }
+  EXPECT_EQ(b2.valid_loss, a.valid_loss);
+  EXPECT_EQ(b2.test_loss, a.test_loss);
+  // The final weights and optimizer state are the same bytes.
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"})
+    EXPECT_TRUE(read_text(dir + "/a/ckpt/global_step8/" + file) == read_text(dir + "/b/ckpt/global_step8/" + file))
+        << file << " differs";
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, FinetuneLoadsWeightsOnlyAndStartsAtZero) {
+  const std::string dir = temp_dir("finetune");
+  neox::train(neox::parse_config(small_config(dir + "/a"), "a.toml", {"training.train_iters=4"}));
+  neox::TrainResult f = neox::train(neox::parse_config(
+      small_config(dir + "/b"), "b.toml", {"training.load=" + dir + "/a/ckpt", "training.finetune=true", "training.train_iters=2"}));
+  EXPECT_EQ(f.iterations, 2);
+  EXPECT_EQ(f.train_losses.size(), 2u);
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, GradientAccumulationEqualsTheLargerMicroBatch) {
+  const std::string dir = temp_dir("accum");
+  neox::TrainResult big = neox::train(neox::parse_config(
+      small_config(dir + "/a"), "a.toml", {"training.train_micro_batch_size_per_gpu=4", "training.train_iters=4"}));
+  neox::TrainResult acc = neox::train(neox::parse_config(small_config(dir + "/b"), "b.toml",
+                                                         {"training.train_micro_batch_size_per_gpu=2",
+                                                          "training.gradient_accumulation_steps=2",
+                                                          "training.train_iters=4"}));
+  ASSERT_EQ(big.train_losses.size(), acc.train_losses.size());
+  for (std::size_t i = 0; i < big.train_losses.size(); ++i)
+    EXPECT_NEAR(acc.train_losses[i], big.train_losses[i], 1e-5 * big.train_losses[i]) << "step " << i + 1;
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, RunDirectoryHoldsConfigMetricsAndLog) {
+  const std::string dir = temp_dir("rundir");
+  neox::Config c = neox::parse_config(small_config(dir), "c.toml", {"training.run_name=r1"});
+  neox::TrainResult r = neox::train(c);
+  EXPECT_EQ(r.run_dir, dir + "/runs/r1");
+  // config.toml is the config as used and reads back to the same settings.
+  neox::Config back = neox::parse_config(read_text(r.run_dir + "/config.toml"), "back.toml");
+  EXPECT_EQ(neox::config_to_toml(back), neox::config_to_toml(c));
+  std::ifstream metrics(r.run_dir + "/metrics.jsonl");
+  std::string line;
+  int train_lines = 0, eval_lines = 0;
+  while (std::getline(metrics, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("split")) {
+      ++eval_lines;
+      EXPECT_TRUE(j.contains("perplexity"));
+    } else {
+      ++train_lines;
+      for (const char* k : {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed_s"})
+        EXPECT_TRUE(j.contains(k)) << k << " missing in " << line;
+    }
+  }
+  EXPECT_EQ(train_lines, 4);  // log_interval 2, 8 steps
+  EXPECT_EQ(eval_lines, 3);   // valid at 3 and 6, test at the end
+  EXPECT_NE(read_text(r.run_dir + "/train.log").find("step 8/8"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, RefusesWhatItCannotHonour) {
+  const std::string dir = temp_dir("refuse");
+  auto error_of = [&](const std::vector<std::string>& sets) -> std::string {
+    try {
+      neox::train(neox::parse_config(small_config(dir), "refuse.toml", sets));
+    } catch (const neox::Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_NE(error_of({"training.precision=bf16"}).find("refuse.toml: training.precision = bf16"), std::string::npos);
+  EXPECT_NE(error_of({"training.model_parallel_size=2"}).find("tensor parallelism is not implemented"), std::string::npos);
+  EXPECT_NE(error_of({"training.pipe_parallel_size=2"}).find("pipeline parallelism is not implemented"), std::string::npos);
+  EXPECT_NE(error_of({"training.zero_stage=1"}).find("ZeRO is not implemented yet"), std::string::npos);
+  EXPECT_NE(error_of({"plugins.data="}).find("plugins.data: no data source chosen"), std::string::npos);
+  EXPECT_NE(error_of({"training.load=hf:" + kTestdata + "/hf/neox_tiny_parallel/hf"})
+                .find("model.hidden_size is 32 in the config but 64"),
+            std::string::npos);
+  EXPECT_NE(error_of({"model.vocab_size=100"}).find("vocabulary"), std::string::npos)
+      << "corpus_a holds ids up to 999";
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, SigtermSavesACheckpointAndExitsCleanly) {
+  const std::string dir = temp_dir("sigterm");
+  const std::string cfg = dir + "/long.toml";
+  std::ofstream(cfg) << small_config(dir);
+  const std::string log = dir + "/out.txt";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    FILE* f = std::freopen(log.c_str(), "w", stdout);
+    (void)f;
+    dup2(fileno(stdout), 2);
+    execl(NEOX_BINARY, NEOX_BINARY, "train", cfg.c_str(), "--set", "training.train_iters=1000000", "--set",
+          "training.checkpoint_factor=1000000", "--set", "training.run_name=long", nullptr);
+    _exit(127);
+  }
+  // Wait for training to be under way (the first metrics line), then SIGTERM.
+  const std::string metrics = dir + "/runs/long/metrics.jsonl";
+  for (int i = 0; i < 600 && read_text(metrics).empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_FALSE(read_text(metrics).empty()) << read_text(log);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << read_text(log);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << read_text(log);
+  EXPECT_NE(read_text(log).find("stop requested"), std::string::npos) << read_text(log);
+  const std::string ckpt = neox::resolve_checkpoint(dir + "/ckpt");
+  EXPECT_NE(ckpt.find("global_step"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+}  // namespace
