@@ -23,7 +23,8 @@ class NEOX_API IndexedDataset {
  public:
   // Maps PREFIX.idx and PREFIX.bin and validates them (magic, version,
   // dtype, counts against the file sizes, sizes/pointers consistent with
-  // .bin, doc_idx increasing); throws neox::Error naming the file.
+  // .bin, doc_idx starting at 0, non-decreasing and ending at the item
+  // count); throws neox::Error naming the file.
   static IndexedDataset open(const std::string& prefix);
 
   const std::string& prefix() const { return prefix_; }
@@ -52,8 +53,8 @@ class NEOX_API IndexedDataset {
 
 // Writes PREFIX.bin/.idx: items are appended, end_document() closes a
 // document, finish() writes the index. Both files are written under
-// temporary names and renamed into place by finish(); a writer destroyed
-// without finish() removes them.
+// temporary names and renamed into place by finish(), which also closes an
+// unfinished last document; a writer destroyed without finish() removes them.
 class NEOX_API IndexedDatasetWriter {
  public:
   IndexedDatasetWriter(const std::string& prefix, DType dtype);
