@@ -178,6 +178,45 @@ inline void attention_backward(Vec& dqkv, const Vec& dout, const Vec& qkv, int B
       }
 }
 
+// Incremental attention over a key/value cache: writes the k, v of
+// qkv[B,Tq,3C] into kc, vc [B,NH,maxT,hs] at positions offset .. offset+Tq-1,
+// then out[B,Tq,C] with query i over cache positions [0, offset + i].
+inline void attention_decode(Vec& out, Vec& kc, Vec& vc, const Vec& qkv, int B, int Tq, int C, int NH,
+                             int maxT, int offset) {
+  const int hs = C / NH;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
+  auto cache = [&](int b, int h, int pos, int i) {
+    return ((static_cast<std::size_t>(b) * NH + h) * maxT + pos) * hs + i;
+  };
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < Tq; ++t)
+      for (int h = 0; h < NH; ++h)
+        for (int i = 0; i < hs; ++i) {
+          kc[cache(b, h, offset + t, i)] = qkv[(b * Tq + t) * 3 * C + C + h * hs + i];
+          vc[cache(b, h, offset + t, i)] = qkv[(b * Tq + t) * 3 * C + 2 * C + h * hs + i];
+        }
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h)
+      for (int t = 0; t < Tq; ++t) {
+        const int last = offset + t;
+        Vec s(last + 1);
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int j = 0; j <= last; ++j) {
+          s[j] = 0.0;
+          for (int i = 0; i < hs; ++i) s[j] += qkv[(b * Tq + t) * 3 * C + h * hs + i] * kc[cache(b, h, j, i)];
+          s[j] *= scale;
+          mx = std::max(mx, s[j]);
+        }
+        double z = 0.0;
+        for (int j = 0; j <= last; ++j) z += std::exp(s[j] - mx);
+        for (int i = 0; i < hs; ++i) {
+          double o = 0.0;
+          for (int j = 0; j <= last; ++j) o += std::exp(s[j] - mx) / z * vc[cache(b, h, j, i)];
+          out[(b * Tq + t) * C + h * hs + i] = o;
+        }
+      }
+}
+
 // losses[N], lse[N] = cross-entropy of logits[N,V] against targets (negative: ignored, loss 0)
 inline void cross_entropy_forward(Vec& losses, Vec& lse, const Vec& logits,
                                   const std::vector<std::int32_t>& targets, int N, int V) {

@@ -10,6 +10,8 @@
 //   kFdTol  = 1e-7  float64 reference backward vs finite differences (h = 1e-6)
 //   kFdTolF = 1e-5  backend backward vs finite differences of the reference
 //   AdamW 1e-6, sums 1e-12 (double accumulation), convert / fill: bit-exact.
+//   attention_decode: kTol against attention_forward on the whole sequence
+//   and against the reference; the k/v it caches are bit-exact copies.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -504,6 +506,98 @@ TEST_P(KernelTest, AttentionBackwardMatchesFiniteDifferences) {
   Tensor dqkv = dev_filled({B, T, 3 * C}, 0.0f);
   k_->attention_backward(dqkv, dev(w, {B, T, C}), tqkv, out, lse, NH);
   EXPECT_CLOSE(host(dqkv), fd, kFdTolF);
+}
+
+// ---------------------------------------------------------------- attention_decode
+
+// Rows [t0, t0 + n) of every batch item of x[B, T, W], as [B, n, W].
+Vec time_slice(const Vec& x, int B, int T, int W, int t0, int n) {
+  Vec out(static_cast<std::size_t>(B) * n * W);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < n; ++t)
+      for (int w = 0; w < W; ++w) out[(b * n + t) * W + w] = x[(b * T + t0 + t) * W + w];
+  return out;
+}
+
+TEST_P(KernelTest, AttentionDecodeInChunksEqualsAttentionForward) {
+  const int B = 2, T = 300, NH = 4, hs = 32, C = NH * hs, maxT = 310;
+  Vec qkv = random_vec(rng_, B * T * 3 * C, -2.0, 2.0);
+  Tensor full = dev_filled({B, T, C}, NAN), lse = dev_filled({B, NH, T}, NAN);
+  k_->attention_forward(full, lse, dev(qkv, {B, T, 3 * C}), NH);
+  Vec want = host(full);
+  Vec ro(B * T * C), rl(B * NH * T), att;
+  ref::attention_forward(ro, rl, att, qkv, B, T, C, NH);
+
+  // Positions not yet written hold NaN: reading one would poison the output.
+  Tensor kc = dev_filled({B, NH, maxT, hs}, NAN), vc = dev_filled({B, NH, maxT, hs}, NAN);
+  Vec got(B * T * C);
+  int t0 = 0;
+  for (int n : {200, 1, 1, 90, 1, 7}) {  // a prefill (above the parallel threshold), steps, chunks
+    SCOPED_TRACE("chunk at " + std::to_string(t0) + " of " + std::to_string(n));
+    Tensor out = dev_filled({B, n, C}, NAN);
+    k_->attention_decode(out, kc, vc, dev(time_slice(qkv, B, T, 3 * C, t0, n), {B, n, 3 * C}), NH, t0);
+    Vec o = host(out);
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < n; ++t)
+        for (int c = 0; c < C; ++c) got[(b * T + t0 + t) * C + c] = o[(b * n + t) * C + c];
+    t0 += n;
+  }
+  ASSERT_EQ(t0, T);
+  EXPECT_CLOSE(got, want, kTol);
+  EXPECT_CLOSE(got, ro, kTol);
+
+  // The cache holds k and v exactly, by head; positions past T are untouched.
+  Vec hk = host(kc), hv = host(vc);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h)
+      for (int t = 0; t < maxT; ++t)
+        for (int i = 0; i < hs; ++i) {
+          const std::size_t at = ((static_cast<std::size_t>(b) * NH + h) * maxT + t) * hs + i;
+          if (t < T) {
+            ASSERT_EQ(hk[at], qkv[(b * T + t) * 3 * C + C + h * hs + i]) << b << " " << h << " " << t;
+            ASSERT_EQ(hv[at], qkv[(b * T + t) * 3 * C + 2 * C + h * hs + i]) << b << " " << h << " " << t;
+          } else {
+            ASSERT_TRUE(std::isnan(hk[at]) && std::isnan(hv[at])) << "position " << t << " was written";
+          }
+        }
+}
+
+TEST_P(KernelTest, AttentionDecodePrefillAndStepsMatchReference) {
+  const int B = 3, NH = 2, hs = 8, C = NH * hs, maxT = 12, prompt = 5;
+  Tensor kc = dev_filled({B, NH, maxT, hs}, 0.0f), vc = dev_filled({B, NH, maxT, hs}, 0.0f);
+  Vec rk(static_cast<std::size_t>(B) * NH * maxT * hs, 0.0), rv = rk;
+  int offset = 0;
+  for (int n : {prompt, 1, 1, 1, 1, 3}) {
+    SCOPED_TRACE("offset " + std::to_string(offset) + ", " + std::to_string(n) + " tokens");
+    Vec qkv = random_vec(rng_, B * n * 3 * C, -2.0, 2.0);
+    Tensor out = dev_filled({B, n, C}, NAN);
+    k_->attention_decode(out, kc, vc, dev(qkv, {B, n, 3 * C}), NH, offset);
+    Vec ro(B * n * C);
+    ref::attention_decode(ro, rk, rv, qkv, B, n, C, NH, maxT, offset);
+    EXPECT_CLOSE(host(out), ro, kTol);
+    offset += n;
+  }
+  EXPECT_EQ(offset, maxT);  // the last call fills the cache exactly
+  EXPECT_CLOSE(host(kc), rk, kTol);
+  EXPECT_CLOSE(host(vc), rv, kTol);
+}
+
+TEST_P(KernelTest, AttentionDecodeChecksTheCache) {
+  const int B = 2, NH = 2, hs = 4, C = NH * hs, maxT = 6;
+  Tensor kc = dev_filled({B, NH, maxT, hs}, 0.0f), vc = dev_filled({B, NH, maxT, hs}, 0.0f);
+  Tensor qkv = dev(random_vec(rng_, B * 3 * 3 * C), {B, 3, 3 * C});
+  Tensor out = dev_filled({B, 3, C}, 0.0f);
+  k_->attention_decode(out, kc, vc, qkv, NH, 3);  // positions 3..5: fits exactly
+  expect_error([&] { k_->attention_decode(out, kc, vc, qkv, NH, 4); },
+               {"attention_decode", "[4, 7)", "max_T = 6"});
+  expect_error([&] { k_->attention_decode(out, kc, vc, qkv, NH, -1); }, {"attention_decode", "position_offset"});
+  Tensor kc_heads = dev_filled({B, NH + 1, maxT, hs}, 0.0f);
+  expect_error([&] { k_->attention_decode(out, kc_heads, vc, qkv, NH, 0); }, {"attention_decode", "k_cache"});
+  Tensor vc_short = dev_filled({B, NH, maxT - 1, hs}, 0.0f);
+  expect_error([&] { k_->attention_decode(out, kc, vc_short, qkv, NH, 0); }, {"attention_decode", "v_cache"});
+  Tensor out_short = dev_filled({B, 2, C}, 0.0f);
+  expect_error([&] { k_->attention_decode(out_short, kc, vc, qkv, NH, 0); }, {"attention_decode", "out"});
+  expect_error([&] { k_->attention_decode(out, kc, kc, qkv, NH, 0); }, {"attention_decode", "overlaps"});
 }
 
 // ---------------------------------------------------------------- cross-entropy

@@ -36,6 +36,8 @@ void rotary_backward(Tensor& dqkv, int n_head, int rotary_dims, float base,
 void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int n_head);
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& lse, int n_head);
+void attention_decode(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv, int n_head,
+                      std::int64_t position_offset);
 // cross_entropy.cpp
 void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits,
                            const Tensor& targets);

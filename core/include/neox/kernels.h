@@ -42,6 +42,7 @@ namespace neox {
   X(rotary_backward)                                                           \
   X(attention_forward)                                                         \
   X(attention_backward)                                                        \
+  X(attention_decode)                                                          \
   X(cross_entropy_forward)                                                     \
   X(cross_entropy_backward)                                                    \
   X(embedding_forward)                                                         \
@@ -115,6 +116,19 @@ struct Kernels {
   std::function<void(Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
                      const Tensor& out, const Tensor& lse, int n_head)>
       attention_backward;
+  // Incremental causal attention for generation, with a key/value cache.
+  // qkv[B,Tq,3*C] (layout as for rotary, rotary already applied) holds Tq new
+  // tokens at positions [position_offset, position_offset + Tq). Writes their
+  // k and v into k_cache and v_cache [B, n_head, max_T, hs] at those
+  // positions, then writes out[B,Tq,C]: query i attends, scale 1/sqrt(hs), to
+  // the cache positions [0, position_offset + i], where positions below
+  // position_offset hold what earlier calls wrote. Throws when
+  // position_offset + Tq > max_T or position_offset < 0. Running a sequence
+  // in chunks gives attention_forward's out for the whole sequence. No lse:
+  // there is no backward.
+  std::function<void(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv,
+                     int n_head, std::int64_t position_offset)>
+      attention_decode;
 
   // losses[N] = logsumexp(logits[N,V]) - logits[target]; writes lse[N].
   // Rows whose target is negative (ignored positions) get loss 0.
