@@ -16,9 +16,8 @@ void EmbeddingLayer::declare(ParameterArena& arena) {
                       true, InitKind::normal, std});
 }
 
-void EmbeddingLayer::forward(const LayerContext& ctx, const Tensor& ids, Tensor& out) {
+void EmbeddingLayer::run(const LayerContext& ctx, const Tensor& ids, Tensor& out, Tensor& positions) const {
   Kernels& k = ctx.backend->kernels;
-  ids_ = ids;
   k.embedding_forward(out, ids, arena_->param(wte_), false);
   if (wpe_ >= 0) {
     const std::int64_t N = ctx.batch * ctx.seq;
@@ -28,9 +27,19 @@ void EmbeddingLayer::forward(const LayerContext& ctx, const Tensor& ids, Tensor&
     std::vector<std::int32_t> pos(static_cast<std::size_t>(N));
     for (std::int64_t i = 0; i < N; ++i)
       pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(ctx.position_offset + i % ctx.seq);
-    positions_ = ctx.backend->to_device(Tensor::wrap(pos.data(), {N}, DType::i32));
-    k.embedding_forward(out, positions_, arena_->param(wpe_), true);
+    positions = ctx.backend->to_device(Tensor::wrap(pos.data(), {N}, DType::i32));
+    k.embedding_forward(out, positions, arena_->param(wpe_), true);
   }
+}
+
+void EmbeddingLayer::forward(const LayerContext& ctx, const Tensor& ids, Tensor& out) {
+  ids_ = ids;
+  run(ctx, ids, out, positions_);
+}
+
+void EmbeddingLayer::forward_cached(const LayerContext& ctx, const Tensor& ids, Tensor& out) const {
+  Tensor positions;
+  run(ctx, ids, out, positions);
 }
 
 void EmbeddingLayer::backward(const LayerContext& ctx, const Tensor& dout, Tensor& /*din*/) {

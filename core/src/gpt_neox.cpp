@@ -79,6 +79,22 @@ std::vector<std::int32_t> to_i32(const Tensor& t, const char* what) {
   return out;
 }
 
+// input_ids [B,T] as i32 [B*T] on the device: host i64/i32 ids are checked
+// against the vocabulary and copied; device ids must already be i32.
+Tensor device_ids(Backend& backend, const ModelConfig& config, const Tensor& input_ids, const char* op) {
+  const std::int64_t n = input_ids.numel();
+  if (input_ids.device().is_cpu()) {
+    auto ids = to_i32(input_ids, "input_ids");
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] < 0 || ids[i] >= config.padded_vocab_size())
+        throw Error("input_ids: token " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+                    " is outside the vocabulary [0, " + std::to_string(config.padded_vocab_size()) + ")");
+    return backend.to_device(Tensor::wrap(ids.data(), {n}, DType::i32));
+  }
+  if (input_ids.dtype() != DType::i32) throw Error(std::string(op) + ": device input_ids must be i32");
+  return input_ids.view({n});
+}
+
 }  // namespace
 
 Tensor GPTNeoX::forward(const Tensor& input_ids, std::int64_t position_offset) {
@@ -90,17 +106,7 @@ Tensor GPTNeoX::forward(const Tensor& input_ids, std::int64_t position_offset) {
   ensure_batch(B, T);
   Activations& a = *acts_;
   a.has_loss = false;
-  if (input_ids.device().is_cpu()) {
-    auto ids = to_i32(input_ids, "input_ids");
-    for (std::size_t i = 0; i < ids.size(); ++i)
-      if (ids[i] < 0 || ids[i] >= config_.padded_vocab_size())
-        throw Error("input_ids: token " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
-                    " is outside the vocabulary [0, " + std::to_string(config_.padded_vocab_size()) + ")");
-    a.ids = backend_->to_device(Tensor::wrap(ids.data(), {B * T}, DType::i32));
-  } else {
-    if (input_ids.dtype() != DType::i32) throw Error("forward: device input_ids must be i32");
-    a.ids = input_ids.view({B * T});
-  }
+  a.ids = device_ids(*backend_, config_, input_ids, "forward");
   LayerContext ctx{backend_.get(), B, T, position_offset};
   layers_.front()->forward(ctx, a.ids, a.stream[0]);
   for (std::int64_t l = 0; l < config_.num_layers; ++l)
@@ -157,6 +163,120 @@ void GPTNeoX::backward(float loss_scale) {
   }
   Tensor none;
   layers_.front()->backward(ctx, *dout, none);
+}
+
+// ---------------------------------------------------------------- inference
+
+// What a cache holds: every block's keys and values, and the buffers of the
+// newest chunk (reallocated when the chunk's size changes: typically once
+// for the prompt and once for the one-token steps).
+struct InferenceCache::State {
+  const GPTNeoX* model = nullptr;
+  std::int64_t batch = 0, max_tokens = 0, length = 0;
+  std::vector<layers::KVCache> kv;  // one per block
+  std::int64_t chunk = -1;          // Tq the buffers below are sized for
+  bool last_only = false;
+  Tensor stream_a, stream_b;        // [B*Tq, C], the residual stream, alternating
+  layers::BlockBuffers block;       // shared by all blocks (one runs at a time)
+  Tensor last;                      // [B, C] each sequence's last row (last_only)
+  Tensor ln, mean, rstd;            // the output layer's LayerNorm
+  Tensor logits;                    // [B*Tq or B, V]
+};
+
+InferenceCache::InferenceCache() = default;
+InferenceCache::~InferenceCache() = default;
+InferenceCache::InferenceCache(InferenceCache&&) noexcept = default;
+InferenceCache& InferenceCache::operator=(InferenceCache&&) noexcept = default;
+
+namespace {
+[[noreturn]] void empty_cache() {
+  throw Error("InferenceCache: an empty cache (make one with GPTNeoX::make_cache)");
+}
+}  // namespace
+
+std::int64_t InferenceCache::batch() const { return state_ ? state_->batch : (empty_cache(), 0); }
+std::int64_t InferenceCache::max_tokens() const { return state_ ? state_->max_tokens : (empty_cache(), 0); }
+std::int64_t InferenceCache::length() const { return state_ ? state_->length : (empty_cache(), 0); }
+void InferenceCache::reset() {
+  if (!state_) empty_cache();
+  state_->length = 0;
+}
+
+InferenceCache GPTNeoX::make_cache(std::int64_t batch, std::int64_t max_tokens) {
+  if (batch < 1 || max_tokens < 1)
+    throw Error("make_cache: batch (" + std::to_string(batch) + ") and max_tokens (" + std::to_string(max_tokens) +
+                ") must be positive");
+  if (config_.pos_emb == "learned" && max_tokens > config_.max_position_embeddings)
+    throw Error("make_cache: max_tokens " + std::to_string(max_tokens) + " exceeds max_position_embeddings " +
+                std::to_string(config_.max_position_embeddings) + " (learned position embeddings)");
+  InferenceCache cache;
+  cache.state_ = std::make_unique<InferenceCache::State>();
+  InferenceCache::State& s = *cache.state_;
+  s.model = this;
+  s.batch = batch;
+  s.max_tokens = max_tokens;
+  const Shape shape{batch, config_.num_attention_heads, max_tokens, config_.head_size()};
+  for (std::int64_t l = 0; l < config_.num_layers; ++l)
+    s.kv.push_back({Tensor::empty(backend_.get(), shape, DType::f32), Tensor::empty(backend_.get(), shape, DType::f32)});
+  return cache;
+}
+
+Tensor GPTNeoX::forward_cached(const Tensor& input_ids, InferenceCache& cache, bool last_only) {
+  if (!cache.state_) throw Error("forward_cached: an empty cache (make one with make_cache)");
+  InferenceCache::State& s = *cache.state_;
+  if (s.model != this) throw Error("forward_cached: the cache was made by another model");
+  if (input_ids.ndim() != 2) throw Error("forward_cached: input_ids must be [B, T], got " + input_ids.str());
+  const std::int64_t B = input_ids.dim(0), T = input_ids.dim(1);
+  if (B != s.batch)
+    throw Error("forward_cached: input_ids " + input_ids.str() + " has batch " + std::to_string(B) +
+                ", the cache holds " + std::to_string(s.batch) + " sequences");
+  if (T < 1) throw Error("forward_cached: input_ids " + input_ids.str() + " has no tokens");
+  if (s.length + T > s.max_tokens)
+    throw Error("forward_cached: " + std::to_string(T) + " tokens at position " + std::to_string(s.length) +
+                " exceed the cache's max_tokens " + std::to_string(s.max_tokens));
+  Tensor ids = device_ids(*backend_, config_, input_ids, "forward_cached");
+
+  Backend* be = backend_.get();
+  const std::int64_t N = B * T, C = config_.hidden_size, V = config_.padded_vocab_size();
+  const std::int64_t out_rows = last_only ? B : N;
+  if (s.chunk != T || s.last_only != last_only) {
+    auto f32 = [&](Shape shape) { return Tensor::empty(be, std::move(shape), DType::f32); };
+    if (s.chunk != T) {
+      s.stream_a = f32({N, C});
+      s.stream_b = f32({N, C});
+      s.block = layers::BlockBuffers::make(be, config_, N, true);
+    }
+    s.last = last_only && T > 1 ? f32({B, C}) : Tensor();
+    s.ln = f32({out_rows, C});
+    s.mean = f32({out_rows});
+    s.rstd = f32({out_rows});
+    s.logits = f32({out_rows, V});
+    s.chunk = T;
+    s.last_only = last_only;
+  }
+
+  const LayerContext ctx{be, B, T, s.length};
+  Tensor* x = &s.stream_a;
+  Tensor* y = &s.stream_b;
+  static_cast<const layers::EmbeddingLayer&>(*layers_.front()).forward_cached(ctx, ids, *x);
+  for (std::int64_t l = 0; l < config_.num_layers; ++l) {
+    auto& block = static_cast<const layers::TransformerLayer&>(*layers_[static_cast<std::size_t>(l + 1)]);
+    block.forward_cached(ctx, *x, *y, s.kv[static_cast<std::size_t>(l)], s.block);
+    std::swap(x, y);
+  }
+  auto& output = static_cast<const layers::OutputLayer&>(*layers_.back());
+  if (last_only && T > 1) {
+    for (std::int64_t b = 0; b < B; ++b) {
+      Tensor dst = s.last.rows(b, b + 1);
+      be->copy_tensor(dst, x->rows(b * T + T - 1, b * T + T));
+    }
+    const LayerContext last_ctx{be, B, 1, s.length + T - 1};
+    output.forward_cached(last_ctx, s.last, s.logits, s.ln, s.mean, s.rstd);
+  } else {
+    output.forward_cached(ctx, *x, s.logits, s.ln, s.mean, s.rstd);
+  }
+  s.length += T;
+  return s.logits.view({B, last_only ? 1 : T, V});
 }
 
 double GPTNeoX::flops_per_token() const {

@@ -23,6 +23,28 @@ struct BlockScratch {
   Tensor d_fc;    // [N, F]
 };
 
+// The buffers one forward of a transformer block writes, N = B*T rows.
+// Training keeps one set per block for its backward; inference (see
+// forward_cached) shares one set among all blocks.
+struct BlockBuffers {
+  Tensor ln1, ln1_mean, ln1_rstd;  // [N,C], [N], [N]
+  Tensor qkv;                      // [N,3C] after rotary
+  Tensor attn;                     // [N,C]
+  Tensor proj;                     // [N,C] attention output projection
+  Tensor res1;                     // [N,C] sequential residual only
+  Tensor ln2, ln2_mean, ln2_rstd;  // [N,C], [N], [N]
+  Tensor fc, act;                  // [N,F] before and after GeLU (act may be fc: GeLU in place)
+  Tensor mlp;                      // [N,C]
+  // Fresh buffers for N rows; act is fc itself when gelu_in_place.
+  static BlockBuffers make(Backend* backend, const ModelConfig& cfg, std::int64_t rows, bool gelu_in_place);
+};
+
+// One block's key/value cache for generation: [B, n_head, max_T, head_size]
+// each, filled by the attention_decode kernel.
+struct KVCache {
+  Tensor k, v;
+};
+
 // Standard deviation of GPT-NeoX's init methods: normal (init_method_std),
 // small_init (sqrt(2 / (5 C))), wang_init (2 / (L sqrt(C))).
 double init_std(const ModelConfig& cfg, const std::string& method);
@@ -42,8 +64,13 @@ class EmbeddingLayer final : public Layer {
   void forward(const LayerContext& ctx, const Tensor& ids, Tensor& out) override;
   void backward(const LayerContext& ctx, const Tensor& dout, Tensor& din) override;
   int table_index() const { return wte_; }
+  // Inference: forward() without keeping anything for backward (positions
+  // start at ctx.position_offset, as in forward()).
+  void forward_cached(const LayerContext& ctx, const Tensor& ids, Tensor& out) const;
 
  private:
+  // The forward pass; `positions` receives the learned positions' ids.
+  void run(const LayerContext& ctx, const Tensor& ids, Tensor& out, Tensor& positions) const;
   const ModelConfig& cfg_;
   ParameterArena* arena_ = nullptr;
   int wte_ = -1, wpe_ = -1;
@@ -60,9 +87,20 @@ class TransformerLayer final : public Layer {
   void declare(ParameterArena& arena) override;
   void forward(const LayerContext& ctx, const Tensor& in, Tensor& out) override;
   void backward(const LayerContext& ctx, const Tensor& dout, Tensor& din) override;
+  // Inference: the forward of ctx.seq new tokens per sequence at positions
+  // ctx.position_offset.., whose attention (attention_decode) appends their
+  // keys and values to `kv` and attends to every earlier position there.
+  // Writes only `bufs` (sized for the batch), never the activations training
+  // keeps, so it may run between a forward and its backward.
+  void forward_cached(const LayerContext& ctx, const Tensor& in, Tensor& out, KVCache& kv,
+                      BlockBuffers& bufs) const;
 
  private:
   void ensure(const LayerContext& ctx);
+  // The block's forward into `b`; attend(attn3, qkv3) is the attention
+  // ([B,T,C] from [B,T,3C] after rotary). Training and inference share it.
+  template <typename Attend>
+  void run(const LayerContext& ctx, const Tensor& in, Tensor& out, BlockBuffers& b, Attend&& attend) const;
   const ModelConfig& cfg_;
   int index_;
   BlockScratch* scratch_;
@@ -71,15 +109,9 @@ class TransformerLayer final : public Layer {
   int ln2_w_ = -1, ln2_b_ = -1, fc1_w_ = -1, fc1_b_ = -1, fc2_w_ = -1, fc2_b_ = -1;
   // Saved activations for backward.
   std::int64_t rows_ = -1;
-  Tensor in_;                           // the input (borrowed view of the residual stream)
-  Tensor ln1_, ln1_mean_, ln1_rstd_;    // [N,C], [N], [N]
-  Tensor qkv_;                          // [N,3C] after rotary
-  Tensor attn_, lse_;                   // [N,C], [B,nh,T]
-  Tensor proj_;                         // [N,C] attention output projection
-  Tensor res1_;                         // [N,C] sequential residual only
-  Tensor ln2_, ln2_mean_, ln2_rstd_;
-  Tensor fc_, act_;                     // [N,F] before and after GeLU
-  Tensor mlp_;                          // [N,C]
+  Tensor in_;    // the input (borrowed view of the residual stream)
+  BlockBuffers acts_;
+  Tensor lse_;   // [B,nh,T]
 };
 
 // Final LayerNorm and unembedding: [N, C] -> logits [N, V].
@@ -90,6 +122,10 @@ class OutputLayer final : public Layer {
   void declare(ParameterArena& arena) override;
   void forward(const LayerContext& ctx, const Tensor& in, Tensor& logits) override;
   void backward(const LayerContext& ctx, const Tensor& dlogits, Tensor& din) override;
+  // Inference: forward() into the given buffers ([N,C], [N], [N]), keeping
+  // nothing for backward.
+  void forward_cached(const LayerContext& ctx, const Tensor& in, Tensor& logits, Tensor& ln, Tensor& mean,
+                      Tensor& rstd) const;
 
  private:
   const ModelConfig& cfg_;

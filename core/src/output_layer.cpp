@@ -22,12 +22,17 @@ void OutputLayer::forward(const LayerContext& ctx, const Tensor& in, Tensor& log
     rstd_ = Tensor::empty(ctx.backend, {N}, DType::f32);
     rows_ = N;
   }
-  Kernels& k = ctx.backend->kernels;
   in_ = in;
-  k.layernorm_forward(ln_, mean_, rstd_, in, arena_->param(ln_w_), arena_->param(ln_b_),
+  forward_cached(ctx, in, logits, ln_, mean_, rstd_);
+}
+
+void OutputLayer::forward_cached(const LayerContext& ctx, const Tensor& in, Tensor& logits, Tensor& ln,
+                                 Tensor& mean, Tensor& rstd) const {
+  Kernels& k = ctx.backend->kernels;
+  k.layernorm_forward(ln, mean, rstd, in, arena_->param(ln_w_), arena_->param(ln_b_),
                       static_cast<float>(cfg_.layernorm_epsilon));
   const int w = out_w_ >= 0 ? out_w_ : tied_->table_index();
-  k.matmul(logits, ln_, arena_->param(w), false, true, 1.0f, 0.0f);  // [N,V] = [N,C] @ [V,C]^T
+  k.matmul(logits, ln, arena_->param(w), false, true, 1.0f, 0.0f);  // [N,V] = [N,C] @ [V,C]^T
 }
 
 void OutputLayer::backward(const LayerContext& ctx, const Tensor& dlogits, Tensor& din) {

@@ -31,65 +31,87 @@ void TransformerLayer::declare(ParameterArena& arena) {
   linear("mlp.dense_4h_to_h", C, F, out_std, fc2_w_, fc2_b_);
 }
 
+BlockBuffers BlockBuffers::make(Backend* backend, const ModelConfig& cfg, std::int64_t N, bool gelu_in_place) {
+  const std::int64_t C = cfg.hidden_size, F = cfg.ffn_size();
+  auto make = [&](Shape s) { return Tensor::empty(backend, std::move(s), DType::f32); };
+  BlockBuffers b;
+  b.ln1 = make({N, C});
+  b.ln1_mean = make({N});
+  b.ln1_rstd = make({N});
+  b.qkv = make({N, 3 * C});
+  b.attn = make({N, C});
+  b.proj = make({N, C});
+  b.res1 = cfg.gpt_j_residual ? Tensor() : make({N, C});
+  b.ln2 = make({N, C});
+  b.ln2_mean = make({N});
+  b.ln2_rstd = make({N});
+  b.fc = make({N, F});
+  b.act = gelu_in_place ? b.fc : make({N, F});
+  b.mlp = make({N, C});
+  return b;
+}
+
 void TransformerLayer::ensure(const LayerContext& ctx) {
   const std::int64_t N = ctx.batch * ctx.seq;
   if (N == rows_ && lse_.defined() && lse_.dim(2) == ctx.seq) return;
-  Backend* be = ctx.backend;
-  const std::int64_t C = cfg_.hidden_size, F = cfg_.ffn_size(), H = cfg_.num_attention_heads;
-  auto make = [&](Shape s) { return Tensor::empty(be, std::move(s), DType::f32); };
-  ln1_ = make({N, C});
-  ln1_mean_ = make({N});
-  ln1_rstd_ = make({N});
-  qkv_ = make({N, 3 * C});
-  attn_ = make({N, C});
-  lse_ = make({ctx.batch, H, ctx.seq});
-  proj_ = make({N, C});
-  res1_ = cfg_.gpt_j_residual ? Tensor() : make({N, C});
-  ln2_ = make({N, C});
-  ln2_mean_ = make({N});
-  ln2_rstd_ = make({N});
-  fc_ = make({N, F});
-  act_ = make({N, F});
-  mlp_ = make({N, C});
+  acts_ = BlockBuffers::make(ctx.backend, cfg_, N, false);
+  lse_ = Tensor::empty(ctx.backend, {ctx.batch, cfg_.num_attention_heads, ctx.seq}, DType::f32);
   rows_ = N;
 }
 
-void TransformerLayer::forward(const LayerContext& ctx, const Tensor& in, Tensor& out) {
-  ensure(ctx);
+template <typename Attend>
+void TransformerLayer::run(const LayerContext& ctx, const Tensor& in, Tensor& out, BlockBuffers& b,
+                           Attend&& attend) const {
   Kernels& k = ctx.backend->kernels;
   const ParameterArena& a = *arena_;
   const int H = static_cast<int>(cfg_.num_attention_heads);
   const float eps = static_cast<float>(cfg_.layernorm_epsilon);
-  in_ = in;
 
   // Attention branch.
-  k.layernorm_forward(ln1_, ln1_mean_, ln1_rstd_, in, a.param(ln1_w_), a.param(ln1_b_), eps);
-  linear_forward(k, qkv_, ln1_, a.param(qkv_w_), a.param(qkv_b_));
-  Tensor qkv3 = qkv_.view({ctx.batch, ctx.seq, 3 * cfg_.hidden_size});
+  k.layernorm_forward(b.ln1, b.ln1_mean, b.ln1_rstd, in, a.param(ln1_w_), a.param(ln1_b_), eps);
+  linear_forward(k, b.qkv, b.ln1, a.param(qkv_w_), a.param(qkv_b_));
+  Tensor qkv3 = b.qkv.view({ctx.batch, ctx.seq, 3 * cfg_.hidden_size});
   if (cfg_.rotary_dims() > 0)
     k.rotary_forward(qkv3, H, cfg_.rotary_dims(), static_cast<float>(cfg_.rotary_emb_base),
                      ctx.position_offset);
-  Tensor attn3 = attn_.view({ctx.batch, ctx.seq, cfg_.hidden_size});
-  k.attention_forward(attn3, lse_, qkv3, H);
-  linear_forward(k, proj_, attn_, a.param(dense_w_), a.param(dense_b_));
+  Tensor attn3 = b.attn.view({ctx.batch, ctx.seq, cfg_.hidden_size});
+  attend(attn3, qkv3);
+  linear_forward(k, b.proj, b.attn, a.param(dense_w_), a.param(dense_b_));
 
   // MLP branch: on ln2(x) (parallel) or ln2(x + attn) (sequential).
   const Tensor* mlp_in = &in;
   if (!cfg_.gpt_j_residual) {
-    k.add(res1_, in, proj_);
-    mlp_in = &res1_;
+    k.add(b.res1, in, b.proj);
+    mlp_in = &b.res1;
   }
-  k.layernorm_forward(ln2_, ln2_mean_, ln2_rstd_, *mlp_in, a.param(ln2_w_), a.param(ln2_b_), eps);
-  linear_forward(k, fc_, ln2_, a.param(fc1_w_), a.param(fc1_b_));
-  k.gelu_forward(act_, fc_);
-  linear_forward(k, mlp_, act_, a.param(fc2_w_), a.param(fc2_b_));
+  k.layernorm_forward(b.ln2, b.ln2_mean, b.ln2_rstd, *mlp_in, a.param(ln2_w_), a.param(ln2_b_), eps);
+  linear_forward(k, b.fc, b.ln2, a.param(fc1_w_), a.param(fc1_b_));
+  k.gelu_forward(b.act, b.fc);
+  linear_forward(k, b.mlp, b.act, a.param(fc2_w_), a.param(fc2_b_));
 
   if (cfg_.gpt_j_residual) {
-    k.add(out, in, proj_);
-    k.add(out, out, mlp_);
+    k.add(out, in, b.proj);
+    k.add(out, out, b.mlp);
   } else {
-    k.add(out, res1_, mlp_);
+    k.add(out, b.res1, b.mlp);
   }
+}
+
+void TransformerLayer::forward(const LayerContext& ctx, const Tensor& in, Tensor& out) {
+  ensure(ctx);
+  in_ = in;
+  Kernels& k = ctx.backend->kernels;
+  const int H = static_cast<int>(cfg_.num_attention_heads);
+  run(ctx, in, out, acts_, [&](Tensor& attn3, const Tensor& qkv3) { k.attention_forward(attn3, lse_, qkv3, H); });
+}
+
+void TransformerLayer::forward_cached(const LayerContext& ctx, const Tensor& in, Tensor& out, KVCache& kv,
+                                      BlockBuffers& bufs) const {
+  Kernels& k = ctx.backend->kernels;
+  const int H = static_cast<int>(cfg_.num_attention_heads);
+  run(ctx, in, out, bufs, [&](Tensor& attn3, const Tensor& qkv3) {
+    k.attention_decode(attn3, kv.k, kv.v, qkv3, H, ctx.position_offset);
+  });
 }
 
 void TransformerLayer::backward(const LayerContext& ctx, const Tensor& dout, Tensor& din) {
@@ -105,12 +127,12 @@ void TransformerLayer::backward(const LayerContext& ctx, const Tensor& dout, Ten
   k.axpby(d_mlp_in, dout, 1.0f, 0.0f);  // the residual path
   {
     Tensor dw2 = grad(fc2_w_), db2 = grad(fc2_b_), dw1 = grad(fc1_w_), db1 = grad(fc1_b_);
-    linear_backward(k, s.d_fc, dw2, db2, dout, act_, a.param(fc2_w_));
-    k.gelu_backward(s.d_fc, fc_, s.d_fc);
-    linear_backward(k, s.d_ln, dw1, db1, s.d_fc, ln2_, a.param(fc1_w_));
+    linear_backward(k, s.d_fc, dw2, db2, dout, acts_.act, a.param(fc2_w_));
+    k.gelu_backward(s.d_fc, acts_.fc, s.d_fc);
+    linear_backward(k, s.d_ln, dw1, db1, s.d_fc, acts_.ln2, a.param(fc1_w_));
     Tensor dlw = grad(ln2_w_), dlb = grad(ln2_b_);
-    const Tensor& mlp_in = cfg_.gpt_j_residual ? in_ : res1_;
-    k.layernorm_backward(d_mlp_in, dlw, dlb, s.d_ln, mlp_in, a.param(ln2_w_), ln2_mean_, ln2_rstd_);
+    const Tensor& mlp_in = cfg_.gpt_j_residual ? in_ : acts_.res1;
+    k.layernorm_backward(d_mlp_in, dlw, dlb, s.d_ln, mlp_in, a.param(ln2_w_), acts_.ln2_mean, acts_.ln2_rstd);
   }
 
   // Attention branch: its output gradient is dout (parallel) or d h.
@@ -118,19 +140,19 @@ void TransformerLayer::backward(const LayerContext& ctx, const Tensor& dout, Ten
   if (!cfg_.gpt_j_residual) k.axpby(din, s.d_res, 1.0f, 0.0f);
   {
     Tensor dwo = grad(dense_w_), dbo = grad(dense_b_);
-    linear_backward(k, s.d_attn, dwo, dbo, d_attn_out, attn_, a.param(dense_w_));
+    linear_backward(k, s.d_attn, dwo, dbo, d_attn_out, acts_.attn, a.param(dense_w_));
     Tensor dqkv3 = s.d_qkv.view({ctx.batch, ctx.seq, 3 * cfg_.hidden_size});
     Tensor dattn3 = s.d_attn.view({ctx.batch, ctx.seq, cfg_.hidden_size});
-    Tensor attn3 = attn_.view({ctx.batch, ctx.seq, cfg_.hidden_size});
-    Tensor qkv3 = qkv_.view({ctx.batch, ctx.seq, 3 * cfg_.hidden_size});
+    Tensor attn3 = acts_.attn.view({ctx.batch, ctx.seq, cfg_.hidden_size});
+    Tensor qkv3 = acts_.qkv.view({ctx.batch, ctx.seq, 3 * cfg_.hidden_size});
     k.attention_backward(dqkv3, dattn3, qkv3, attn3, lse_, H);
     if (cfg_.rotary_dims() > 0)
       k.rotary_backward(dqkv3, H, cfg_.rotary_dims(), static_cast<float>(cfg_.rotary_emb_base),
                         ctx.position_offset);
     Tensor dwqkv = grad(qkv_w_), dbqkv = grad(qkv_b_);
-    linear_backward(k, s.d_ln, dwqkv, dbqkv, s.d_qkv, ln1_, a.param(qkv_w_));
+    linear_backward(k, s.d_ln, dwqkv, dbqkv, s.d_qkv, acts_.ln1, a.param(qkv_w_));
     Tensor dlw = grad(ln1_w_), dlb = grad(ln1_b_);
-    k.layernorm_backward(din, dlw, dlb, s.d_ln, in_, a.param(ln1_w_), ln1_mean_, ln1_rstd_);
+    k.layernorm_backward(din, dlw, dlb, s.d_ln, in_, a.param(ln1_w_), acts_.ln1_mean, acts_.ln1_rstd);
   }
 }
 

@@ -48,6 +48,37 @@ struct ModelConfig {
   void validate() const;
 };
 
+class GPTNeoX;
+
+// The key/value cache of generation: every layer's keys and values for a
+// batch of sequences that grow a chunk at a time, plus the activations of
+// the newest chunk (sized for the chunk, reused while its size stays).
+// Made by GPTNeoX::make_cache and used only with that model; movable, not
+// copyable. All sequences of the batch are at the same position.
+class NEOX_API InferenceCache {
+ public:
+  InferenceCache();
+  ~InferenceCache();
+  InferenceCache(InferenceCache&&) noexcept;
+  InferenceCache& operator=(InferenceCache&&) noexcept;
+  InferenceCache(const InferenceCache&) = delete;
+  InferenceCache& operator=(const InferenceCache&) = delete;
+
+  bool defined() const { return state_ != nullptr; }
+  std::int64_t batch() const;
+  // Positions per sequence the cache holds at most (prompt + generated).
+  std::int64_t max_tokens() const;
+  // Tokens cached per sequence: the position of the next token.
+  std::int64_t length() const;
+  // Forgets every token (length 0) and keeps the memory, for a new batch.
+  void reset();
+
+ private:
+  friend class GPTNeoX;
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
 // The model. Parameters live in one arena on the backend; activations are
 // allocated per batch shape and reused while the shape stays the same.
 class NEOX_API GPTNeoX {
@@ -78,6 +109,22 @@ class NEOX_API GPTNeoX {
   // Backward of the last forward_loss: accumulates d(loss * loss_scale) into
   // the gradient arena.
   void backward(float loss_scale = 1.0f);
+
+  // Inference with a key/value cache (generation). The cache holds `batch`
+  // sequences of up to max_tokens positions; with learned position
+  // embeddings max_tokens is at most max_position_embeddings.
+  InferenceCache make_cache(std::int64_t batch, std::int64_t max_tokens);
+  // Runs input_ids [B,Tq] (i64 or i32 on the host, or i32 on the device) as
+  // the tokens at positions cache.length() .. cache.length()+Tq-1 of each
+  // sequence, attending to everything cached before them, appends them to the
+  // cache and returns their logits [B,Tq,padded_vocab]; with last_only, only
+  // the logits of each sequence's last new token, [B,1,padded_vocab] (the
+  // others are not unembedded). The view lives in the cache until its next
+  // forward_cached. Running a sequence in chunks gives forward()'s logits up
+  // to rounding. Uses the same kernels as forward() (attention_decode for
+  // the attention) but none of its buffers: forward, forward_loss, backward
+  // and logits() are unaffected, and the two may be interleaved.
+  Tensor forward_cached(const Tensor& input_ids, InferenceCache& cache, bool last_only = false);
 
   // Floating-point operations of one forward+backward token (PaLM: 6N +
   // 12 L H Q T, N without embeddings), for MFU.
