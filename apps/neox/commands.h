@@ -15,6 +15,7 @@ namespace neox::app {
 
 int cmd_plugins(int argc, char** argv);
 int cmd_score(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_config(int argc, char** argv);
 int cmd_train(int argc, char** argv);
