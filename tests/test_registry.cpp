@@ -195,6 +195,15 @@ TEST_F(Registry, CheckFileAbiMinorNewerThanCore) {
   EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor));
 }
 
+TEST_F(Registry, CheckFileBuiltAgainstAnotherKernelTable) {
+  auto path = test_plugin("neox_backend_stale-kernels.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path);
+  EXPECT_CONTAINS(msg, "built against another kernel table");
+  EXPECT_CONTAINS(msg, std::to_string(neox::kernel_table_fingerprint()));
+  EXPECT_CONTAINS(msg, "rebuild the plugin");
+}
+
 TEST_F(Registry, CheckFileWrongKind) {
   auto path = test_plugin("neox_backend_x.so");
   auto msg = check_file_error(path);
@@ -238,6 +247,7 @@ TEST_F(Registry, ListsRejectedTestPluginsWithReasons) {
       {"neox_backend_nosym.so", "missing entry symbol"},
       {"neox_backend_abi-major.so", "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor)},
       {"neox_backend_abi-minor.so", "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor + 1)},
+      {"neox_backend_stale-kernels.so", "built against another kernel table"},
       {"neox_backend_x.so", "neox_comm_x.so"},
       {"neox_comm_misnamed.so", "neox_comm_other.so"},
       {"neox_backend_garbage.so", "cannot load library"},

@@ -75,6 +75,10 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
                 " is incompatible with this neox (ABI " + abi_str(kAbiMajor, kAbiMinor) +
                 "; needs the same major and a minor not above " + std::to_string(kAbiMinor) +
                 "): rebuild the plugin against this neox");
+  if (d->kernels_fingerprint != kernel_table_fingerprint())
+    throw Error(path + ": plugin was built against another kernel table (neox/kernels.h changed; fingerprint " +
+                std::to_string(d->kernels_fingerprint) + ", this neox " + std::to_string(kernel_table_fingerprint()) +
+                "): rebuild the plugin against this neox");
   info.path = path;
   info.kind = d->kind;
   info.name = d->name ? d->name : "";

@@ -171,6 +171,19 @@ struct Kernels {
       adamw_update;
 };
 
+// A fingerprint of the table's layout: the operation names in order and
+// sizeof(Kernels). Every plugin records the fingerprint it was built with
+// (NEOX_PLUGIN) and the registry refuses a plugin whose fingerprint differs,
+// so a plugin built against another kernel table cannot call the wrong op.
+constexpr std::uint64_t kernel_table_fingerprint() {
+#define NEOX_OP_NAME(name) #name ","
+  constexpr const char names[] = NEOX_KERNEL_OPS(NEOX_OP_NAME);
+#undef NEOX_OP_NAME
+  std::uint64_t h = 14695981039346656037ull;  // FNV-1a
+  for (char c : names) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  return (h ^ sizeof(Kernels)) * 1099511628211ull;
+}
+
 // Names of all operations, in declaration order.
 const std::vector<std::string_view>& kernel_op_names();
 // True when the named op is set in `k`; throws neox::Error for an unknown name.

@@ -7,7 +7,8 @@
 //   1. finds the symbol (missing: rejected, naming the file and the symbol);
 //   2. checks abi_major == kAbiMajor and abi_minor <= kAbiMinor (a plugin
 //      built against a newer minor may use what this core lacks);
-//   3. checks that kind and name match the file name;
+//   3. checks that the plugin was built against this core's kernel table
+//      (kernels_fingerprint) and that kind and name match the file name;
 //   4. calls factory (cast to the kind's factory type below) when the
 //      manifest asks for the plugin.
 // The library stays loaded while anything it made lives. Factories may throw
@@ -23,6 +24,7 @@
 #include <cstdint>
 
 #include "neox/export.h"
+#include "neox/kernels.h"
 
 namespace neox {
 
@@ -58,6 +60,7 @@ struct PluginDescriptor {
   const char* version;      // the plugin's own version, free text
   const char* description;  // one line
   const void* factory;      // one of the factory types below, by kind
+  std::uint64_t kernels_fingerprint;  // kernel_table_fingerprint() when built
 };
 
 // Factory types. The returned object is owned by the caller (the registry),
@@ -91,6 +94,7 @@ template <> struct FactoryFor<PluginKind::tokenizer> { using type = TokenizerFac
     using neox_factory_t = ::neox::FactoryFor<::neox::PluginKind::KIND>::type;          \
     static const ::neox::PluginDescriptor descriptor{                                 \
         ::neox::kAbiMajor, ::neox::kAbiMinor, ::neox::PluginKind::KIND, NAME, VERSION,  \
-        DESCRIPTION, reinterpret_cast<const void*>(static_cast<neox_factory_t>(FACTORY))}; \
+        DESCRIPTION, reinterpret_cast<const void*>(static_cast<neox_factory_t>(FACTORY)),  \
+        ::neox::kernel_table_fingerprint()};                                          \
     return &descriptor;                                                               \
   }
