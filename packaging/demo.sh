@@ -26,5 +26,5 @@ build/bin/neox train configs/tiny-cpu.toml "$@"
 
 echo "== sample from checkpoints/tiny-cpu =="
 build/bin/neox generate --model checkpoints/tiny-cpu --prompt "Permission is hereby granted" \
-  --max-new-tokens 400 --temperature 0.8 --top-k 40 --seed 1
+  --max-new-tokens 220 --temperature 0.8 --top-k 40 --seed 1
 echo

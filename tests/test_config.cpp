@@ -71,11 +71,15 @@ TEST(ConfigFiles, TinyCpu) {
   EXPECT_EQ(c.model.num_layers, 4);
   EXPECT_EQ(c.model.hidden_size, 128);
   EXPECT_EQ(c.model.num_attention_heads, 4);
-  EXPECT_EQ(c.model.seq_length, 128);
+  EXPECT_EQ(c.model.seq_length, 256);
   EXPECT_EQ(c.model.vocab_size, 257);
   EXPECT_DOUBLE_EQ(c.model.rotary_pct, 0.25);
   EXPECT_TRUE(c.model.gpt_j_residual);
   EXPECT_EQ(c.training.train_micro_batch_size_per_gpu, 8);
+  // The demo: the byte-level dataset packaging/demo.sh writes, and a checkpoint.
+  EXPECT_EQ(c.plugins.data, "mmap");
+  EXPECT_EQ(c.plugins.options_for("mmap").get_string("data_path", ""), "data/licenses_text_document");
+  EXPECT_EQ(c.training.save, "checkpoints/tiny-cpu");
   EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.9);
   EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
 }

@@ -217,6 +217,8 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsAndLog) {
   neox::Config c = neox::parse_config(small_config(dir), "c.toml", {"training.run_name=r1"});
   neox::TrainResult r = neox::train(c);
   EXPECT_EQ(r.run_dir, dir + "/runs/r1");
+  EXPECT_GE(r.overhead, 0.0);  // a share of the step time (its size is a benchmark figure, not a test)
+  EXPECT_LT(r.overhead, 1.0);
   // config.toml is the config as used and reads back to the same settings.
   neox::Config back = neox::parse_config(read_text(r.run_dir + "/config.toml"), "back.toml");
   EXPECT_EQ(neox::config_to_toml(back), neox::config_to_toml(c));

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -38,6 +39,12 @@ void usage(std::FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The cpu backend's OpenMP kernels and OpenBLAS keep separate thread pools.
+  // libgomp's default spin-wait after each parallel region starves OpenBLAS's
+  // threads: training steps ran 1.9x slower on 2 cores (docs/performance.md).
+  // Idle OpenMP threads sleep instead, unless the user chose otherwise. Set
+  // before any plugin loads libgomp, which reads it once.
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
   if (const char* level = std::getenv("NEOX_LOG_LEVEL")) spdlog::set_level(spdlog::level::from_str(level));
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {

@@ -88,6 +88,11 @@ class Trainer {
   std::int64_t interval_steps_ = 0;
   Clock::time_point interval_start_, run_start_;
   double step_seconds_ = 0.0;  // moving average for the ETA
+  // Time in training steps, and the part of it in the model and optimizer
+  // (zero grads, forward, backward, optimizer step): the rest is the
+  // trainer's own overhead (data, clipping, logging).
+  double step_seconds_total_ = 0.0;
+  double compute_seconds_ = 0.0;
 };
 
 // Refuses settings this version cannot honour, naming the key.
@@ -185,15 +190,20 @@ void Trainer::setup() {
 }
 
 double Trainer::train_step() {
+  const auto step_start = Clock::now();
   Kernels& k = backend_->kernels;
   ParameterArena& arena = model_->arena();
+  auto t = Clock::now();
   arena.zero_grads(*backend_);
+  double compute = seconds(t, Clock::now());
   const std::int64_t accum = tc_.gradient_accumulation_steps;
   double loss_sum = 0.0;
   for (std::int64_t micro = 0; micro < accum; ++micro) {
     Batch batch = data_->next(Split::train);
+    t = Clock::now();
     loss_sum += model_->forward_loss(batch.input_ids, batch.labels, batch.loss_mask);
     model_->backward(1.0f / static_cast<float>(accum));
+    compute += seconds(t, Clock::now());
   }
   Tensor grads = arena.grads();
   double loss = loss_sum / static_cast<double>(accum);
@@ -213,9 +223,14 @@ double Trainer::train_step() {
     if (coef < 1.0) grad_scale = static_cast<float>(coef);
   }
   const double lr = schedule_.at(iteration_);
+  t = Clock::now();
   optimizer_->step({static_cast<float>(lr), iteration_ + 1, grad_scale});
+  backend_->synchronize();
+  compute += seconds(t, Clock::now());
   ++iteration_;
   log_step(iteration_, loss, lr, grad_norm);
+  compute_seconds_ += compute;
+  step_seconds_total_ += seconds(step_start, Clock::now());
   return loss;
 }
 
@@ -319,8 +334,10 @@ TrainResult Trainer::run() {
   if (!saved_last && iteration_ > start) save();
   result_.iterations = iteration_;
   const double total = seconds(run_start_, Clock::now());
-  log_->log().info("{} after {} steps in {}", result_.stopped ? "stopped" : "done", iteration_ - start,
-                   format_duration(total));
+  if (step_seconds_total_ > 0) result_.overhead = 1.0 - compute_seconds_ / step_seconds_total_;
+  log_->log().info("{} after {} steps in {}; trainer overhead {:.2f}% of step time (data, clipping, logging)",
+                   result_.stopped ? "stopped" : "done", iteration_ - start, format_duration(total),
+                   100.0 * result_.overhead);
   return result_;
 }
 

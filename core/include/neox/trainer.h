@@ -43,7 +43,8 @@ struct TrainResult {
   double valid_loss = 0.0;                 // last validation loss (0 if none)
   double test_loss = 0.0;                  // test loss at the end (0 if none)
   std::string last_checkpoint;             // empty if none was saved
-  bool stopped = false;                    // ended early by request_stop()
+  bool stopped = false;                    // ended early by request_stop() or exit_interval
+  double overhead = 0.0;                   // share of step time outside the model and optimizer
 };
 
 // Trains as the config says. Throws neox::Error for bad settings or data
