@@ -2,6 +2,8 @@
 // The neox command line, run as a user would run it.
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -14,22 +16,8 @@
 
 namespace {
 
-struct Result {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result run(const std::string& args) {
-  Result r;
-  std::string cmd = std::string(NEOX_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) r.output.append(buf.data(), n);
-  int st = pclose(pipe);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using Result = neox::test::CommandResult;
+Result run(const std::string& args) { return neox::test::run_neox(args); }
 
 std::string last_line(const std::string& s) {
   std::string t = s;

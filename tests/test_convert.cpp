@@ -7,6 +7,8 @@
 // refused.
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,23 +39,9 @@ using neox::Tensor;
 
 const std::string kHf = std::string(NEOX_TESTDATA_DIR) + "/hf/";
 
-struct Result {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result run_command(const std::string& cmd) {
-  Result r;
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) r.output.append(buf.data(), n);
-  int st = pclose(pipe);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-Result neox_cmd(const std::string& args) { return run_command(std::string(NEOX_BINARY) + " " + args); }
+using Result = neox::test::CommandResult;
+using neox::test::run_command;
+Result neox_cmd(const std::string& args) { return neox::test::run_neox(args); }
 
 std::string read_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

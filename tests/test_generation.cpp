@@ -5,6 +5,8 @@
 // (../shared/testdata/hf/*/expected.json), and `neox generate`.
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -443,21 +445,8 @@ TEST(GenerationSampling, DrawsFollowTheDistributionAndTheSeed) {
 
 // ---------------------------------------------------------------- neox generate
 
-struct Result {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result sh(const std::string& command) {
-  Result r;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) r.output.append(buf.data(), n);
-  int st = pclose(pipe);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using Result = neox::test::CommandResult;
+inline Result sh(const std::string& command) { return neox::test::run_command(command); }
 
 std::string join(const Ids& ids) {
   std::string s;

@@ -4,6 +4,8 @@
 // bit-exactness, gradient accumulation, SIGTERM, the run directory, and the
 // settings the trainer refuses.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,12 +41,7 @@ std::string temp_dir(const std::string& name) {
   return p.string();
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using neox::test::read_text;
 
 // A small model on GPT-NeoX's test corpus (vocab 1000, uint16 tokens).
 std::string small_config(const std::string& dir) {
@@ -94,17 +91,6 @@ double rel_error(const float* a, const double* b, std::int64_t n, double* num_ou
   return std::sqrt(num / den);
 }
 
-int run_binary(const std::string& args, std::string* output = nullptr) {
-  std::string cmd = std::string(NEOX_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return -1;
-  std::array<char, 4096> buf{};
-  std::string out;
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  int st = pclose(pipe);
-  if (output) *output = out;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 class AdamWOracle : public ::testing::TestWithParam<std::string> {};
 
@@ -136,8 +122,8 @@ TEST_P(AdamWOracle, TrainThenExportMatchesTorch) {
     EXPECT_LT(std::abs(r.train_losses[i] - ref) / ref, 1e-4) << "loss of step " << i + 1;
   }
 
-  std::string out;
-  ASSERT_EQ(run_binary("convert --to-hf " + dir + "/ckpt --out " + dir + "/hf", &out), 0) << out;
+  auto converted = neox::test::run_neox("convert --to-hf " + dir + "/ckpt --out " + dir + "/hf");
+  ASSERT_EQ(converted.status, 0) << converted.output;
   auto exported = neox::SafeTensorsFile::open(dir + "/hf/model.safetensors");
   auto after = neox::SafeTensorsFile::open(base + "/params_after_adamw.safetensors");
   // Bounds as in test_model_hf.cpp: 1e-4 over all parameters together, 2e-3
