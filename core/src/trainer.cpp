@@ -87,7 +87,6 @@ class Trainer {
   double interval_loss_ = 0.0;
   std::int64_t interval_steps_ = 0;
   Clock::time_point interval_start_, run_start_;
-  double step_seconds_ = 0.0;  // moving average for the ETA
   // Time in training steps, and the part of it in the model and optimizer
   // (zero grads, forward, backward, optimizer step): the rest is the
   // trainer's own overhead (data, clipping, logging).
@@ -240,7 +239,6 @@ void Trainer::log_step(std::int64_t iteration, double loss, double lr, double gr
   const auto now = Clock::now();
   const double since = seconds(interval_start_, now);
   const double per_step = since / static_cast<double>(interval_steps_);
-  step_seconds_ = per_step;
   const double eta = per_step * static_cast<double>(tc_.train_iters - iteration);
   const double tokens_per_s = static_cast<double>(tokens_per_step_) / per_step;
   log_->progress(iteration, tc_.train_iters, loss, tokens_per_s, eta);

@@ -9,6 +9,7 @@ neox::Backend* make(const neox::Options&) { return nullptr; }
 extern "C" __attribute__((visibility("default"))) const neox::PluginDescriptor* neox_plugin_entry() {
   static const neox::PluginDescriptor descriptor{
       neox::kAbiMajor, neox::kAbiMinor + 1, neox::PluginKind::backend, "abi-minor", "0.0",
-      "test: ABI minor above the core's", reinterpret_cast<const void*>(&make)};
+      "test: ABI minor above the core's", reinterpret_cast<const void*>(&make),
+      neox::kernel_table_fingerprint()};
   return &descriptor;
 }
