@@ -4,6 +4,8 @@
 // backend plugin (when it is built).
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -30,16 +32,7 @@ using neox::ParamGroup;
 using neox::StepContext;
 using neox::Tensor;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const neox::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a neox::Error";
-  return {};
-}
+using neox::test::error_of;
 
 // A minimal host backend with the two kernels the optimizer needs. Its
 // adamw_update follows the formula in kernels.h, evaluated in double per

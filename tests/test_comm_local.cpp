@@ -2,6 +2,8 @@
 // The `local` comm plugin: a one-process communicator.
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,17 +21,7 @@ using neox::DType;
 using neox::ReduceOp;
 using neox::Tensor;
 
-// Runs `f` and returns the neox::Error message it threw (fails if it did not).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const neox::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a neox::Error";
-  return {};
-}
+using neox::test::error_of;
 
 class CommLocal : public ::testing::Test {
  protected:

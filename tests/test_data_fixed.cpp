@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The `fixed` data plugin: rows of a safetensors file served in order.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <unistd.h>
 
 #include <cstdint>
@@ -23,16 +25,7 @@ using neox::DType;
 using neox::Split;
 using neox::Tensor;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const neox::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a neox::Error";
-  return {};
-}
+using neox::test::error_of;
 
 constexpr std::int64_t kRows = 5;
 constexpr std::int64_t kCols = 4;

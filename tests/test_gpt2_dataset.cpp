@@ -4,6 +4,8 @@
 // the integers GPT-NeoX produced (../shared/testdata/megatron/expected.json),
 // and the DataSource must serve them in GPT-NeoX's order.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <unistd.h>
 
 #include <cstdint>
@@ -32,16 +34,7 @@ namespace gpt2 = neox::gpt2;
 
 const std::string kMegatron = std::string(NEOX_TESTDATA_DIR) + "/megatron";
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const neox::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a neox::Error";
-  return {};
-}
+using neox::test::error_of;
 
 const nlohmann::json& expected() {
   static const nlohmann::json j = [] {

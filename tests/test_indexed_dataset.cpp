@@ -3,6 +3,8 @@
 // writing byte-identical ones, and refusing corrupt ones with messages that
 // name the file and the problem.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <unistd.h>
 
 #include <cstdint>
@@ -28,16 +30,7 @@ using neox::IndexedDatasetWriter;
 
 const std::string kMegatron = std::string(NEOX_TESTDATA_DIR) + "/megatron";
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const neox::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a neox::Error";
-  return {};
-}
+using neox::test::error_of;
 
 std::vector<unsigned char> slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -4,6 +4,8 @@
 // plugins it loads are built from tests/plugins into NEOX_TEST_PLUGIN_DIR.
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,19 +45,7 @@ std::string abi(std::uint32_t major, std::uint32_t minor) {
   return std::to_string(major) + "." + std::to_string(minor);
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const neox::Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected a neox::Error, got another exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected a neox::Error";
-  return {};
-}
+using neox::test::error_of;
 
 std::string check_file_error(const std::string& path) {
   return error_of([&] { PluginRegistry::check_file(path); });

@@ -3,6 +3,7 @@
 // status and output, and the neox binary.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <array>
@@ -11,7 +12,25 @@
 #include <sstream>
 #include <string>
 
+#include "neox/error.h"
+
 namespace neox::test {
+
+// Runs `f` and returns the message of the neox::Error it throws; a test
+// failure (and "") if it throws nothing or another exception.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const neox::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected a neox::Error, got another exception: " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "expected a neox::Error";
+  return {};
+}
 
 struct CommandResult {
   int status = -1;     // exit status; -1 if it did not exit normally
