@@ -29,10 +29,8 @@ double median(std::vector<double> v) {
 }
 
 int bench_train_step(const cxxopts::ParseResult& args) {
-  std::vector<std::string> sets;
-  if (args.count("set")) sets = args["set"].as<std::vector<std::string>>();
   if (!args.count("config")) throw Error("bench train-step: --config is required");
-  Config config = load_config(args["config"].as<std::string>(), sets);
+  Config config = config_from_args(args);
   const int steps = args["steps"].as<int>(), warmup = args["warmup"].as<int>();
   if (steps < 1 || warmup < 0) throw Error("bench train-step: --steps must be >= 1 and --warmup >= 0");
 
@@ -105,11 +103,9 @@ int bench_train_step(const cxxopts::ParseResult& args) {
 int cmd_bench(int argc, char** argv) {
   cxxopts::Options opts(argv[0], "Benchmarks that print figures. Usage: neox bench train-step --config FILE");
   opts.add_options()("what", "the benchmark: train-step", cxxopts::value<std::string>())(
-      "config", "TOML config of the model and plugins", cxxopts::value<std::string>())(
       "steps", "timed steps", cxxopts::value<int>()->default_value("10"))(
-      "warmup", "untimed steps first", cxxopts::value<int>()->default_value("2"))(
-      "set", "override a config key: section.key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
-      "h,help", "show this help");
+      "warmup", "untimed steps first", cxxopts::value<int>()->default_value("2"))("h,help", "show this help");
+  add_config_options(opts, "TOML config of the model and plugins", true);
   opts.parse_positional({"what"});
   auto args = opts.parse(argc, argv);
   if (args.count("help") || !args.count("what")) {

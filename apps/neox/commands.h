@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_options.h"
 #include "neox/backend.h"
 #include "neox/config.h"
 #include "neox/registry.h"
@@ -22,8 +23,13 @@ int cmd_train(int argc, char** argv);
 int cmd_preprocess(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 
-// The config named by --config (or the defaults), with --set overrides.
-Config load_config_or_default(const std::string& path, const std::vector<std::string>& overrides);
+// Adds --config FILE (described by `config_help`; "" means optional) and the
+// repeatable --set section.key=value.
+void add_config_options(cxxopts::Options& opts, const std::string& config_help, bool required);
+// The --set values given.
+std::vector<std::string> config_overrides(const cxxopts::ParseResult& args);
+// The config named by --config (or the defaults when none), with --set overrides.
+Config config_from_args(const cxxopts::ParseResult& args);
 // A registry searching the manifest's paths.
 std::unique_ptr<PluginRegistry> make_registry(const Config& config);
 // The manifest's backend with its kernel overrides.

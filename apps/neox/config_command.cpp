@@ -22,9 +22,7 @@ int cmd_config(int argc, char** argv) {
     std::cout << config_reference_markdown();
     return 0;
   }
-  std::vector<std::string> sets;
-  if (args.count("set")) sets = args["set"].as<std::vector<std::string>>();
-  Config c = load_config(args["check"].as<std::string>(), sets);
+  Config c = load_config(args["check"].as<std::string>(), config_overrides(args));
   const ModelConfig& m = c.model;
   std::cout << c.path << ": ok\n"
             << "  plugins: backend=" << c.plugins.backend << " comm=" << c.plugins.comm

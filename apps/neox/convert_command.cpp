@@ -91,11 +91,8 @@ int cmd_convert(int argc, char** argv) {
       "bos-token-id", "bos_token_id for config.json (--to-hf; default: 256 for the byte tokenizer, else null)",
       cxxopts::value<std::int64_t>())(
       "eos-token-id", "eos_token_id for config.json (--to-hf; default: 256 for the byte tokenizer, else null)",
-      cxxopts::value<std::int64_t>())(
-      "config", "TOML config whose [plugins] manifest chooses the backend used for the conversion",
-      cxxopts::value<std::string>()->default_value(""))(
-      "set", "override a config key: section.key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
-      "h,help", "show this help");
+      cxxopts::value<std::int64_t>())("h,help", "show this help");
+  add_config_options(opts, "TOML config whose [plugins] manifest chooses the backend used for the conversion", false);
   auto args = opts.parse(argc, argv);
   if (args.count("help")) {
     std::cout << opts.help() << "\n";
@@ -104,9 +101,7 @@ int cmd_convert(int argc, char** argv) {
   const bool to = args.count("to-hf") > 0, from = args.count("from-hf") > 0;
   if (to == from) throw Error("convert: give exactly one of --to-hf CHECKPOINT or --from-hf HF_DIR (see --help)");
   if (!args.count("out")) throw Error("convert: --out is required (see --help)");
-  std::vector<std::string> sets;
-  if (args.count("set")) sets = args["set"].as<std::vector<std::string>>();
-  const Config run_config = load_config_or_default(args["config"].as<std::string>(), sets);
+  const Config run_config = config_from_args(args);
   return to ? to_hf(args, run_config) : from_hf(args, run_config);
 }
 

@@ -261,11 +261,8 @@ int cmd_generate(int argc, char** argv) {
       "max-length", "positions per sample at most, prompt included (0: the model's seq_length)",
       cxxopts::value<std::int64_t>()->default_value("0"))(
       "tokenizer", "auto, byte (the built-in byte tokenizer) or none (token ids only)",
-      cxxopts::value<std::string>()->default_value("auto"))(
-      "config", "TOML config whose [plugins] manifest chooses the backend and kernels",
-      cxxopts::value<std::string>()->default_value(""))(
-      "set", "override a config key: section.key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
-      "h,help", "show this help");
+      cxxopts::value<std::string>()->default_value("auto"))("h,help", "show this help");
+  add_config_options(opts, "TOML config whose [plugins] manifest chooses the backend and kernels", false);
   auto args = opts.parse(argc, argv);
   if (args.count("help")) {
     std::cout << opts.help() << "\n";
@@ -286,9 +283,7 @@ int cmd_generate(int argc, char** argv) {
   const std::int64_t num_samples = args["num-samples"].as<std::int64_t>();
   if (num_samples < 1) throw Error("generate: --num-samples must be at least 1");
 
-  std::vector<std::string> sets;
-  if (args.count("set")) sets = args["set"].as<std::vector<std::string>>();
-  Config config = load_config_or_default(args["config"].as<std::string>(), sets);
+  Config config = config_from_args(args);
   auto registry = make_registry(config);
   auto backend = make_backend(*registry, config);
   LoadedModel loaded = load_model(args["model"].as<std::string>(), backend);

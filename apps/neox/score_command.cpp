@@ -20,11 +20,8 @@ int cmd_score(int argc, char** argv) {
                         "'loss <value>'.");
   opts.add_options()("model", "a Hugging Face GPTNeoXForCausalLM directory", cxxopts::value<std::string>())(
       "tokens", "input safetensors file with input_ids (and labels)", cxxopts::value<std::string>())(
-      "out", "output safetensors file for the logits", cxxopts::value<std::string>())(
-      "config", "TOML config whose [plugins] manifest chooses the backend and kernels",
-      cxxopts::value<std::string>()->default_value(""))(
-      "set", "override a config key: section.key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
-      "h,help", "show this help");
+      "out", "output safetensors file for the logits", cxxopts::value<std::string>())("h,help", "show this help");
+  add_config_options(opts, "TOML config whose [plugins] manifest chooses the backend and kernels", false);
   auto args = opts.parse(argc, argv);
   if (args.count("help")) {
     std::cout << opts.help() << "\n";
@@ -32,9 +29,7 @@ int cmd_score(int argc, char** argv) {
   }
   for (const char* required : {"model", "tokens", "out"})
     if (!args.count(required)) throw Error(std::string("score: --") + required + " is required (see --help)");
-  std::vector<std::string> sets;
-  if (args.count("set")) sets = args["set"].as<std::vector<std::string>>();
-  Config config = load_config_or_default(args["config"].as<std::string>(), sets);
+  Config config = config_from_args(args);
   auto registry = make_registry(config);
   auto backend = make_backend(*registry, config);
 

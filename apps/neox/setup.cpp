@@ -6,9 +6,21 @@
 
 namespace neox::app {
 
-Config load_config_or_default(const std::string& path, const std::vector<std::string>& overrides) {
-  if (!path.empty()) return load_config(path, overrides);
-  return parse_config("", "<defaults>", overrides);
+void add_config_options(cxxopts::Options& opts, const std::string& config_help, bool required) {
+  auto value = cxxopts::value<std::string>();
+  if (!required) value->default_value("");
+  opts.add_options()("config", config_help, value)(
+      "set", "override a config key: section.key=value (repeatable)", cxxopts::value<std::vector<std::string>>());
+}
+
+std::vector<std::string> config_overrides(const cxxopts::ParseResult& args) {
+  return args.count("set") ? args["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+}
+
+Config config_from_args(const cxxopts::ParseResult& args) {
+  const std::string path = args.count("config") ? args["config"].as<std::string>() : std::string();
+  if (!path.empty()) return load_config(path, config_overrides(args));
+  return parse_config("", "<defaults>", config_overrides(args));
 }
 
 std::unique_ptr<PluginRegistry> make_registry(const Config& config) {

@@ -18,9 +18,8 @@ int cmd_train(int argc, char** argv) {
   cxxopts::Options opts(argv[0],
                         "Train a GPT-NeoX model as the config says. SIGINT (Ctrl-C) or SIGTERM saves a "
                         "checkpoint after the current step and exits.");
-  opts.add_options()("config", "TOML config (see configs/README.md)", cxxopts::value<std::string>())(
-      "set", "override a config key: section.key=value (repeatable)", cxxopts::value<std::vector<std::string>>())(
-      "h,help", "show this help");
+  opts.add_options()("h,help", "show this help");
+  add_config_options(opts, "TOML config (see configs/README.md)", true);
   opts.parse_positional({"config"});
   opts.positional_help("CONFIG.toml");
   auto args = opts.parse(argc, argv);
@@ -28,9 +27,7 @@ int cmd_train(int argc, char** argv) {
     std::cout << opts.help() << "\n";
     return args.count("help") ? 0 : 2;
   }
-  std::vector<std::string> sets;
-  if (args.count("set")) sets = args["set"].as<std::vector<std::string>>();
-  Config config = load_config(args["config"].as<std::string>(), sets);
+  Config config = config_from_args(args);
 
   struct sigaction sa{};
   sa.sa_handler = on_stop_signal;

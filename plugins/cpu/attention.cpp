@@ -28,6 +28,33 @@ float dot(const float* a, const float* b, std::int64_t n) {
   return s;
 }
 
+// One causal attention row: o[hs] = softmax(scale * q.k_j for j <= last) . v_j,
+// keys and values `stride` floats apart; att is scratch of last + 1 floats.
+// Returns the row's log-sum-exp. Shared by attention_forward and
+// attention_decode, so a sequence run in chunks gives the same numbers.
+float attend_row(float* o, float* att, const float* q, const float* k0, const float* v0, std::int64_t stride,
+                 std::int64_t last, std::int64_t hs, float scale) {
+  float maxval = -std::numeric_limits<float>::infinity();
+  for (std::int64_t j = 0; j <= last; ++j) {
+    att[j] = dot(q, k0 + j * stride, hs) * scale;
+    maxval = std::max(maxval, att[j]);
+  }
+  double sum = 0.0;
+  for (std::int64_t j = 0; j <= last; ++j) {
+    att[j] = std::exp(att[j] - maxval);
+    sum += att[j];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  std::fill(o, o + hs, 0.0f);
+  for (std::int64_t j = 0; j <= last; ++j) {
+    const float* v = v0 + j * stride;
+    const float p = att[j] * inv;
+#pragma omp simd
+    for (std::int64_t i = 0; i < hs; ++i) o[i] += p * v[i];
+  }
+  return static_cast<float>(maxval + std::log(sum));
+}
+
 // out[B,T,C], lse[B,NH,T] from qkv[B,T,3C]; rows (b, h, t) are independent
 void attention_forward_f32(float* out, float* lse, const float* qkv, std::int64_t B,
                            std::int64_t T, std::int64_t C, std::int64_t NH) {
@@ -41,28 +68,9 @@ void attention_forward_f32(float* out, float* lse, const float* qkv, std::int64_
     for (std::int64_t h = 0; h < NH; ++h)
       for (std::int64_t t = 0; t < T; ++t) {
         float* att = scratch.data() + static_cast<std::int64_t>(omp_get_thread_num()) * T;
-        const float* q = qkv + (b * T + t) * C3 + h * hs;
-        float maxval = -std::numeric_limits<float>::infinity();
-        for (std::int64_t j = 0; j <= t; ++j) {
-          const float* k = qkv + (b * T + j) * C3 + C + h * hs;
-          att[j] = dot(q, k, hs) * scale;
-          maxval = std::max(maxval, att[j]);
-        }
-        double sum = 0.0;
-        for (std::int64_t j = 0; j <= t; ++j) {
-          att[j] = std::exp(att[j] - maxval);
-          sum += att[j];
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        float* o = out + (b * T + t) * C + h * hs;
-        std::fill(o, o + hs, 0.0f);
-        for (std::int64_t j = 0; j <= t; ++j) {
-          const float* v = qkv + (b * T + j) * C3 + 2 * C + h * hs;
-          const float p = att[j] * inv;
-#pragma omp simd
-          for (std::int64_t i = 0; i < hs; ++i) o[i] += p * v[i];
-        }
-        lse[(b * NH + h) * T + t] = static_cast<float>(maxval + std::log(sum));
+        const float* base = qkv + b * T * C3 + h * hs;  // q, k, v of row 0 at +0, +C, +2C
+        lse[(b * NH + h) * T + t] = attend_row(out + (b * T + t) * C + h * hs, att, base + t * C3, base + C,
+                                               base + 2 * C, C3, t, hs, scale);
       }
 }
 
@@ -167,26 +175,7 @@ void attention_decode_f32(float* out, float* kc, float* vc, const float* qkv, st
         const float* q = qkv + (b * Tq + t) * C3 + h * hs;
         const float* K = kc + (b * NH + h) * maxT * hs;
         const float* V = vc + (b * NH + h) * maxT * hs;
-        const std::int64_t last = offset + t;
-        float maxval = -std::numeric_limits<float>::infinity();
-        for (std::int64_t j = 0; j <= last; ++j) {
-          att[j] = dot(q, K + j * hs, hs) * scale;
-          maxval = std::max(maxval, att[j]);
-        }
-        double sum = 0.0;
-        for (std::int64_t j = 0; j <= last; ++j) {
-          att[j] = std::exp(att[j] - maxval);
-          sum += att[j];
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        float* o = out + (b * Tq + t) * C + h * hs;
-        std::fill(o, o + hs, 0.0f);
-        for (std::int64_t j = 0; j <= last; ++j) {
-          const float* v = V + j * hs;
-          const float p = att[j] * inv;
-#pragma omp simd
-          for (std::int64_t i = 0; i < hs; ++i) o[i] += p * v[i];
-        }
+        attend_row(out + (b * Tq + t) * C + h * hs, att, q, K, V, hs, offset + t, hs, scale);
       }
 }
 
