@@ -167,7 +167,7 @@ class AdamW : public ::testing::Test {
   // The cpu backend plugin, or null when it is not built (yet).
   std::shared_ptr<neox::Backend> cpu_backend() {
     namespace fs = std::filesystem;
-    if (!fs::exists(fs::path(NEOX_BUILD_PLUGIN_DIR) / "neox_backend_cpu.so")) return nullptr;
+    if (!fs::exists(fs::path(neox::test::build_plugin_dir()) / "neox_backend_cpu.so")) return nullptr;
     return registry_->make_backend("cpu", {}, {});
   }
 

@@ -6,6 +6,8 @@
 // [model] TOML writer.
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -110,7 +112,7 @@ std::string expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
 }
 
 struct Env {
-  neox::PluginRegistry registry{{NEOX_BUILD_PLUGIN_DIR}};
+  neox::PluginRegistry registry{{neox::test::build_plugin_dir()}};
   std::shared_ptr<neox::Backend> backend = registry.make_backend("cpu", {}, {});
   std::shared_ptr<neox::Communicator> comm = registry.make_comm("local", neox::Options("plugins.options.local"));
 
@@ -673,7 +675,7 @@ TEST(CheckpointConfigToml, ModelTableReadsBackToTheSameConfig) {
   odd.make_vocab_size_divisible_by = 128;
   odd.seq_length = 8;
   configs.push_back(odd);
-  neox::ModelConfig hf = neox::read_hf_config(std::string(NEOX_TESTDATA_DIR) + "/hf/neox_tiny_parallel/hf");
+  neox::ModelConfig hf = neox::read_hf_config(neox::test::testdata_dir() + "/hf/neox_tiny_parallel/hf");
   configs.push_back(hf);
   for (const auto& c : configs) {
     const std::string text = neox::model_config_toml(c);

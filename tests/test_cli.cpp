@@ -26,7 +26,7 @@ std::string last_line(const std::string& s) {
   return pos == std::string::npos ? t : t.substr(pos + 1);
 }
 
-const std::string kHf = std::string(NEOX_TESTDATA_DIR) + "/hf/";
+const std::string kHf = neox::test::testdata_dir() + "/hf/";
 
 class ScoreCommand : public ::testing::TestWithParam<std::string> {};
 
@@ -65,7 +65,7 @@ TEST(PluginsCommand, ListsTheBuiltInPlugins) {
 }
 
 TEST(PluginsCommand, CheckReportsADescriptorOrTheRejection) {
-  Result ok = run(std::string("plugins --check ") + NEOX_BUILD_PLUGIN_DIR + "/neox_backend_cpu.so");
+  Result ok = run("plugins --check " + neox::test::build_plugin_dir() + "/neox_backend_cpu.so");
   EXPECT_EQ(ok.status, 0) << ok.output;
   EXPECT_NE(ok.output.find("name:        cpu"), std::string::npos) << ok.output;
   Result bad = run("plugins --check /nonexistent/neox_backend_x.so");
@@ -77,7 +77,7 @@ TEST(PluginsCommand, CheckReportsADescriptorOrTheRejection) {
 TEST(ConfigCommand, ReferenceIsTheCommittedConfigsReadme) {
   Result r = run("config --reference");
   ASSERT_EQ(r.status, 0);
-  std::ifstream in(std::string(NEOX_SOURCE_DIR) + "/configs/README.md");
+  std::ifstream in(neox::test::source_dir() + "/configs/README.md");
   std::string readme((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(r.output, readme) << "regenerate with: neox config --reference > configs/README.md";
 }

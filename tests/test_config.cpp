@@ -3,6 +3,8 @@
 // location, overrides, the generated reference, and mutated inputs.
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -18,7 +20,7 @@ namespace {
 using neox::Config;
 using neox::parse_config;
 
-const std::filesystem::path kConfigs = std::filesystem::path(NEOX_SOURCE_DIR) / "configs";
+const std::filesystem::path kConfigs = std::filesystem::path(neox::test::source_dir()) / "configs";
 
 std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);

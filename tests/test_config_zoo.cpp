@@ -7,6 +7,8 @@
 // and CPU overrides agree with the file.
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
@@ -23,7 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 using neox::Config;
 
-const fs::path kConfigs = fs::path(NEOX_SOURCE_DIR) / "configs";
+const fs::path kConfigs = fs::path(neox::test::source_dir()) / "configs";
 
 Config load(const std::string& rel) { return neox::load_config((kConfigs / rel).string()); }
 

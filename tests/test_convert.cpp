@@ -37,7 +37,7 @@ namespace fs = std::filesystem;
 using neox::DType;
 using neox::Tensor;
 
-const std::string kHf = std::string(NEOX_TESTDATA_DIR) + "/hf/";
+const std::string kHf = neox::test::testdata_dir() + "/hf/";
 
 using Result = neox::test::CommandResult;
 using neox::test::run_command;
@@ -71,7 +71,7 @@ struct TempDir {
 };
 
 struct Backend {
-  neox::PluginRegistry registry{{NEOX_BUILD_PLUGIN_DIR}};
+  neox::PluginRegistry registry{{neox::test::build_plugin_dir()}};
   std::shared_ptr<neox::Backend> backend = registry.make_backend("cpu", {}, {});
 };
 
@@ -107,7 +107,7 @@ constexpr const char* kInstallHint =
 
 // Runs tests/hf_check.py; returns the loss it prints.
 double transformers_loss(const std::string& hf_dir, const std::string& forward) {
-  Result r = run_command(python_with_transformers() + " " + NEOX_SOURCE_DIR + "/tests/hf_check.py " + hf_dir +
+  Result r = run_command(python_with_transformers() + " " + neox::test::source_dir() + "/tests/hf_check.py " + hf_dir +
                          " " + forward);
   EXPECT_EQ(r.status, 0) << r.output;
   const std::string line = last_line(r.output);

@@ -93,7 +93,7 @@ class DataFixed : public ::testing::Test {
   }
 
   fs::path dir_;
-  neox::PluginRegistry registry_{{NEOX_BUILD_PLUGIN_DIR}};
+  neox::PluginRegistry registry_{{neox::test::build_plugin_dir()}};
 };
 
 TEST_F(DataFixed, ServesRowsInOrderAndWraps) {

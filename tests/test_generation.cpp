@@ -34,11 +34,11 @@ using neox::DType;
 using neox::Tensor;
 using Ids = std::vector<std::int32_t>;
 
-const std::string kHf = std::string(NEOX_TESTDATA_DIR) + "/hf/";
+const std::string kHf = neox::test::testdata_dir() + "/hf/";
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 std::shared_ptr<neox::Backend> cpu_backend() {
-  static neox::PluginRegistry registry({NEOX_BUILD_PLUGIN_DIR});
+  static neox::PluginRegistry registry({neox::test::build_plugin_dir()});
   static std::shared_ptr<neox::Backend> backend = registry.make_backend("cpu", {}, {});
   return backend;
 }
@@ -457,7 +457,7 @@ std::string join(const Ids& ids) {
   return s;
 }
 
-const std::string kNeox = NEOX_BINARY;
+const std::string kNeox = neox::test::neox_binary();
 
 TEST_P(GenerationHf, CommandPrintsTheGreedyIds) {
   Greedy g = greedy_case(GetParam());

@@ -32,7 +32,7 @@ using neox::DataContext;
 using neox::Split;
 namespace gpt2 = neox::gpt2;
 
-const std::string kMegatron = std::string(NEOX_TESTDATA_DIR) + "/megatron";
+const std::string kMegatron = neox::test::testdata_dir() + "/megatron";
 
 using neox::test::error_of;
 
@@ -274,7 +274,7 @@ class Gpt2DatasetPlugin : public ::testing::Test {
       EXPECT_EQ(batch.labels.ptr<std::int64_t>()[b * T + t], batch.input_ids.ptr<std::int64_t>()[b * T + t + 1]);
     return v;
   }
-  neox::PluginRegistry registry_{{NEOX_BUILD_PLUGIN_DIR}};
+  neox::PluginRegistry registry_{{neox::test::build_plugin_dir()}};
 };
 
 TEST_F(Gpt2DatasetPlugin, ServesGptNeoxSamplesInOrder) {

@@ -28,7 +28,7 @@ using neox::DType;
 using neox::IndexedDataset;
 using neox::IndexedDatasetWriter;
 
-const std::string kMegatron = std::string(NEOX_TESTDATA_DIR) + "/megatron";
+const std::string kMegatron = neox::test::testdata_dir() + "/megatron";
 
 using neox::test::error_of;
 

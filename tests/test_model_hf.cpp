@@ -4,6 +4,8 @@
 // every parameter gradient, and three AdamW steps.
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -23,7 +25,7 @@ namespace {
 using neox::DType;
 using neox::Tensor;
 
-const std::string kHfDir = std::string(NEOX_TESTDATA_DIR) + "/hf/";
+const std::string kHfDir = neox::test::testdata_dir() + "/hf/";
 
 // ||a - b|| / ||b|| in double; a is f32, b is f64, equal numel.
 double rel_error(const float* a, const double* b, std::int64_t n) {
@@ -42,7 +44,7 @@ nlohmann::json expected(const std::string& name) {
 }
 
 struct Fixture {
-  neox::PluginRegistry registry{{NEOX_BUILD_PLUGIN_DIR}};
+  neox::PluginRegistry registry{{neox::test::build_plugin_dir()}};
   std::shared_ptr<neox::Backend> backend = registry.make_backend("cpu", {}, {});
   std::unique_ptr<neox::GPTNeoX> model;
   Tensor ids, labels;
@@ -193,7 +195,7 @@ TEST(HfConfig, ShardedCheckpointLoadsTheSameWeights) {
   neox::write_safetensors(dir + "/model-00002-of-00002.safetensors", b);
   std::ofstream(dir + "/model.safetensors.index.json") << nlohmann::json{{"weight_map", map}}.dump();
 
-  neox::PluginRegistry registry({NEOX_BUILD_PLUGIN_DIR});
+  neox::PluginRegistry registry({neox::test::build_plugin_dir()});
   auto backend = registry.make_backend("cpu", {}, {});
   neox::GPTNeoX sharded(neox::read_hf_config(dir), backend), single(neox::read_hf_config(src), backend);
   neox::load_hf_weights(sharded, dir);
@@ -212,7 +214,7 @@ TEST(HfConfig, MissingAndUnexpectedTensorsAreErrors) {
   std::filesystem::copy_file(src + "/config.json", dir + "/config.json",
                              std::filesystem::copy_options::overwrite_existing);
   auto whole = neox::SafeTensorsFile::open(src + "/model.safetensors");
-  neox::PluginRegistry registry({NEOX_BUILD_PLUGIN_DIR});
+  neox::PluginRegistry registry({neox::test::build_plugin_dir()});
   auto backend = registry.make_backend("cpu", {}, {});
   neox::GPTNeoX model(neox::read_hf_config(src), backend);
 

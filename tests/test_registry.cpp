@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // PluginRegistry: discovery, the checks on each candidate, factory errors,
 // NEOX_PLUGIN_PATH, object lifetimes and kernel overrides. The broken
-// plugins it loads are built from tests/plugins into NEOX_TEST_PLUGIN_DIR.
+// plugins it loads are built from tests/plugins into test_plugin_dir().
 #include <gtest/gtest.h>
 
 #include "test_support.h"
@@ -34,8 +34,8 @@ using neox::PluginKind;
 using neox::PluginRegistry;
 using neox::Tensor;
 
-const std::string kBuildDir = NEOX_BUILD_PLUGIN_DIR;
-const std::string kTestDir = NEOX_TEST_PLUGIN_DIR;
+const std::string kBuildDir = neox::test::build_plugin_dir();
+const std::string kTestDir = neox::test::test_plugin_dir();
 
 std::string build_plugin(const std::string& file) { return (fs::path(kBuildDir) / file).string(); }
 std::string test_plugin(const std::string& file) { return (fs::path(kTestDir) / file).string(); }

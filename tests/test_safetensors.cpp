@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Tests for the safetensors reader, writer and host dtype conversion.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -839,7 +841,7 @@ TEST_F(SafeTensorsFuzz, MutationsEitherOpenCleanlyOrThrowNeoxError) {
 // --- Hugging Face reference files ------------------------------------------------------
 
 TEST_F(SafeTensorsHF, ReadsFilesWrittenByHuggingFace) {
-  const fs::path root = fs::path(NEOX_TESTDATA_DIR) / "hf";
+  const fs::path root = fs::path(neox::test::testdata_dir()) / "hf";
   if (!fs::exists(root / "neox_tiny_parallel" / "hf" / "model.safetensors")) GTEST_SKIP() << "no test data at " << root;
 
   struct Case {

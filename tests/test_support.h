@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Helpers shared by the tests that run commands: a shell command's exit
-// status and output, and the neox binary.
+// Helpers shared by the tests: where the test data, the plugins, the neox
+// binary and the source tree are; a shell command's exit status and output.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -15,6 +16,37 @@
 #include "neox/error.h"
 
 namespace neox::test {
+
+// Paths. CMake compiles in where they are in the build that made the test
+// binary; each can be overridden at run time, so that the binary and its
+// build tree can run elsewhere (another checkout, a GPU machine that got a
+// copy of the build):
+//   NEOX_TEST_TESTDATA_DIR      the reference data (default ../shared/testdata)
+//   NEOX_TEST_SOURCE_DIR        the source tree (configs/, tests/)
+//   NEOX_TEST_BUILD_DIR         a build tree: sets the three below as
+//                               BUILD/plugins, BUILD/tests/plugins, BUILD/bin/neox
+//   NEOX_TEST_PLUGIN_BUILD_DIR  the plugins of the build
+//   NEOX_TEST_TEST_PLUGIN_DIR   the deliberately broken plugins of tests/plugins
+//   NEOX_TEST_BINARY            the neox executable
+// A variable that is unset or empty leaves the default.
+inline std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : fallback;
+}
+// NEOX_TEST_BUILD_DIR + "/" + sub, or `fallback` when it is not set.
+inline std::string build_dir_or(const char* sub, const std::string& fallback) {
+  const char* b = std::getenv("NEOX_TEST_BUILD_DIR");
+  return b && *b ? std::string(b) + "/" + sub : fallback;
+}
+inline std::string testdata_dir() { return env_or("NEOX_TEST_TESTDATA_DIR", NEOX_TESTDATA_DIR); }
+inline std::string source_dir() { return env_or("NEOX_TEST_SOURCE_DIR", NEOX_SOURCE_DIR); }
+inline std::string build_plugin_dir() {
+  return env_or("NEOX_TEST_PLUGIN_BUILD_DIR", build_dir_or("plugins", NEOX_BUILD_PLUGIN_DIR));
+}
+inline std::string test_plugin_dir() {
+  return env_or("NEOX_TEST_TEST_PLUGIN_DIR", build_dir_or("tests/plugins", NEOX_TEST_PLUGIN_DIR));
+}
+inline std::string neox_binary() { return env_or("NEOX_TEST_BINARY", build_dir_or("bin/neox", NEOX_BINARY)); }
 
 // Runs `f` and returns the message of the neox::Error it throws; a test
 // failure (and "") if it throws nothing or another exception.
@@ -50,7 +82,7 @@ inline CommandResult run_command(const std::string& command) {
 }
 
 // Runs the neox binary of this build with `args`.
-inline CommandResult run_neox(const std::string& args) { return run_command(std::string(NEOX_BINARY) + " " + args); }
+inline CommandResult run_neox(const std::string& args) { return run_command(neox_binary() + " " + args); }
 
 // The whole file as text ("" when it cannot be read).
 inline std::string read_text(const std::string& path) {
