@@ -12,6 +12,10 @@
 //   AdamW 1e-6, sums 1e-12 (double accumulation), convert / fill: bit-exact.
 //   attention_decode: kTol against attention_forward on the whole sequence
 //   and against the reference; the k/v it caches are bit-exact copies.
+// The bf16 / f16 suite (LowPrecisionTest, below) states its own.
+//
+// A backend whose factory throws neox::DeviceUnavailable (a GPU backend on a
+// machine without one) has every test skipped, with the reason.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -23,15 +27,19 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include "kernel_reference.h"
 #include "neox/backend.h"
+#include "neox/dtype.h"
 #include "neox/error.h"
 #include "neox/kernels.h"
 #include "neox/options.h"
 #include "neox/registry.h"
 #include "neox/tensor.h"
+#include "test_support.h"
 
 namespace {
 
@@ -48,7 +56,7 @@ constexpr double kFdTolF = 1e-5;
 constexpr double kFdStep = 1e-6;
 
 // Backends under test: NEOX_TEST_BACKENDS (comma-separated) if set, else
-// "cpu" and every other backend plugin built into NEOX_BUILD_PLUGIN_DIR, so
+// "cpu" and every other backend plugin of the build's plugin directory, so
 // that a new backend runs this suite as soon as it is built.
 std::vector<std::string> backends_under_test() {
   std::vector<std::string> names;
@@ -63,7 +71,7 @@ std::vector<std::string> backends_under_test() {
     return names;
   }
   names.push_back("cpu");  // always: a missing cpu plugin is a failure, not a skip
-  const std::string dir = NEOX_BUILD_PLUGIN_DIR;
+  const std::string dir = neox::test::build_plugin_dir();
   neox::PluginRegistry registry({dir});
   for (const auto& p : registry.plugins())
     if (p.kind == neox::PluginKind::backend && p.name != "cpu" && p.path.rfind(dir, 0) == 0)
@@ -71,16 +79,28 @@ std::vector<std::string> backends_under_test() {
   return names;
 }
 
-// One registry and one backend per name for the whole test program.
-std::shared_ptr<neox::Backend> backend_named(const std::string& name) {
+// One registry and one backend per name for the whole test program. A
+// backend whose device is not there is remembered with the reason, and its
+// tests skip (SetUp); any other error making it fails the test.
+struct BackendSlot {
+  std::shared_ptr<neox::Backend> backend;
+  std::string unavailable;  // DeviceUnavailable's message when backend is null
+};
+
+const BackendSlot& backend_named(const std::string& name) {
   struct Cache {
-    neox::PluginRegistry registry{{NEOX_BUILD_PLUGIN_DIR}};
-    std::map<std::string, std::shared_ptr<neox::Backend>> backends;
+    neox::PluginRegistry registry{{neox::test::build_plugin_dir()}};
+    std::map<std::string, BackendSlot> backends;
   };
   static Cache cache;
-  auto& be = cache.backends[name];
-  if (!be) be = cache.registry.make_backend(name, {}, {});
-  return be;
+  if (auto it = cache.backends.find(name); it != cache.backends.end()) return it->second;
+  BackendSlot slot;
+  try {
+    slot.backend = cache.registry.make_backend(name, {}, {});
+  } catch (const neox::DeviceUnavailable& e) {
+    slot.unavailable = e.what();
+  }
+  return cache.backends.emplace(name, std::move(slot)).first->second;
 }
 
 double rel_err(const Vec& got, const Vec& want) {
@@ -150,7 +170,9 @@ void expect_error(const std::function<void()>& fn, const std::vector<std::string
 class KernelTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    be_ = backend_named(GetParam());
+    const BackendSlot& slot = backend_named(GetParam());
+    if (!slot.backend) GTEST_SKIP() << "backend '" << GetParam() << "' skipped: " << slot.unavailable;
+    be_ = slot.backend;
     k_ = &be_->kernels;
   }
 
@@ -815,6 +837,38 @@ TEST_P(KernelTest, SumAndSumSquares) {
   expect_error([&] { k_->sum_squares(ids); }, {"sum_squares"});
 }
 
+// fp16 loss scaling detects overflow by a non-finite gradient norm, so a NaN
+// or an infinity anywhere in x must make sum_squares (and sum) non-finite,
+// in every float dtype, whatever thread reduces that element.
+TEST_P(KernelTest, SumSquaresOfNaNOrInfinityIsNotFinite) {
+  const int n = 40001;  // above the parallel thresholds
+  Vec x = random_vec(rng_, n, -2.0, 2.0);
+  for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(std::string(neox::dtype_name(dt)));
+    Tensor f = dev(x, {n});
+    Tensor t = Tensor::empty(be_.get(), {n}, dt);
+    k_->convert(t, f);
+    EXPECT_TRUE(std::isfinite(k_->sum_squares(t)));  // the finite tensor is finite
+    EXPECT_TRUE(std::isfinite(k_->sum(t)));
+    for (int at : {0, n / 2 + 3, n - 1})
+      for (float bad : {NAN, INFINITY, -INFINITY}) {
+        SCOPED_TRACE("x[" + std::to_string(at) + "] = " + std::to_string(bad));
+        Vec y = x;
+        y[static_cast<std::size_t>(at)] = bad;
+        k_->convert(t, dev(y, {n}));
+        EXPECT_FALSE(std::isfinite(k_->sum_squares(t)));
+        EXPECT_FALSE(std::isfinite(k_->sum(t)));
+      }
+  }
+  // An f32 value beyond f16's range (65504) becomes infinity in f16.
+  Vec big = x;
+  big[12345] = 1e5;
+  Tensor h = Tensor::empty(be_.get(), {n}, DType::f16);
+  k_->convert(h, dev(big, {n}));
+  EXPECT_FALSE(std::isfinite(k_->sum_squares(h)));
+  EXPECT_TRUE(std::isfinite(k_->sum_squares(dev(big, {n}))));
+}
+
 // ---------------------------------------------------------------- AdamW
 
 TEST_P(KernelTest, AdamWMatchesPyTorchFormula) {
@@ -845,10 +899,522 @@ TEST_P(KernelTest, AdamWMatchesPyTorchFormula) {
 INSTANTIATE_TEST_SUITE_P(Backends, KernelTest, ::testing::ValuesIn(backends_under_test()),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
+// ---------------------------------------------------------------- bf16 and f16
+//
+// Every op with its activations in bf16 or f16 (kernels.h, "Precision"), for
+// every backend under test, against the cpu backend's f32 kernels run on the
+// same values: inputs are rounded to the dtype first, so both runs see
+// exactly the same numbers (the f32 kernels are held to the float64
+// reference above). Outputs of gradient or statistic role are f32 in both.
+//
+// Tolerances, relative error ||got - want|| / ||want|| of each output:
+//   kBf16Tol = 2e-2, kF16Tol = 5e-3  outputs stored in the compute dtype.
+//     Rounding a value once costs up to 2^-9 of it in bf16 (8 significant
+//     bits) and 2^-12 in f16 (11 bits): a normwise error of about 1.1e-3 and
+//     1.4e-4 for random data. The tolerances are about 18x and 35x that,
+//     room for a GPU backend that also rounds intermediates it keeps in the
+//     compute dtype (attention probabilities, a saved output) and sums in
+//     another order; a real fault (a dtype decoded as another, a missing
+//     term, an f32 role treated as bf16) gives errors of 1e-1 and more.
+//   kF32OutTol = 1e-4  outputs that are f32 whatever the dtype (parameter
+//     gradients, mean/rstd, lse, losses): both runs compute them in f32 from
+//     identical inputs, so only the order of summation may differ.
+//   Outputs that are plain copies (embedding rows, cached k and v, axpby
+//     with alpha 1 and beta 0), fill and convert: bit-exact.
+//   sum, sum_squares: 1e-5 against float64 sums of the same values (the
+//     contract allows f32 partial sums per block).
+// Two more checks keep the comparison from being a tautology:
+//   * every rounded output must differ from the f32 result (error > 0): the
+//     rounding has to show, or the output was not stored in the dtype;
+//   * the cpu backend is held to bit-exactness: its bf16/f16 path is the f32
+//     kernel between exact conversions, so each output must be the f32
+//     result rounded once to nearest even (f32 outputs: identical), which
+//     tests the conversions, the write-back and the aliasing of the adapter.
+
+constexpr double kBf16Tol = 2e-2;
+constexpr double kF16Tol = 5e-3;
+constexpr double kF32OutTol = 1e-4;
+constexpr double kSumTol = 1e-5;
+
+// x rounded to dt (round to nearest even), as the backends round.
+double round_to(DType dt, double x) {
+  const float f = static_cast<float>(x);
+  switch (dt) {
+    case DType::bf16: return neox::bf16_to_float(neox::float_to_bf16(f));
+    case DType::f16: return neox::f16_to_float(neox::float_to_f16(f));
+    default: return f;
+  }
+}
+
+// A tensor of dtype dt on `be` holding x, which must be exactly representable in dt.
+Tensor make_tensor(neox::Backend& be, const Vec& x, Shape shape, DType dt) {
+  Tensor host = Tensor::empty(nullptr, std::move(shape), dt);
+  EXPECT_EQ(static_cast<std::size_t>(host.numel()), x.size());
+  std::size_t inexact = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const float f = static_cast<float>(x[i]);
+    if (round_to(dt, x[i]) != x[i]) ++inexact;
+    switch (dt) {
+      case DType::bf16: host.ptr<std::uint16_t>()[i] = neox::float_to_bf16(f); break;
+      case DType::f16: host.ptr<std::uint16_t>()[i] = neox::float_to_f16(f); break;
+      default: host.ptr<float>()[i] = f; break;
+    }
+  }
+  EXPECT_EQ(inexact, 0u) << "test input not rounded to " << neox::dtype_name(dt);
+  return be.to_device(host);
+}
+
+// The values of an f32, bf16 or f16 tensor on `be`.
+Vec read_tensor(neox::Backend& be, const Tensor& t) {
+  Tensor h = be.to_host(t);
+  be.synchronize();
+  Vec v(static_cast<std::size_t>(h.numel()));
+  for (std::size_t i = 0; i < v.size(); ++i) switch (h.dtype()) {
+      case DType::bf16: v[i] = neox::bf16_to_float(h.ptr<std::uint16_t>()[i]); break;
+      case DType::f16: v[i] = neox::f16_to_float(h.ptr<std::uint16_t>()[i]); break;
+      case DType::f32: v[i] = h.ptr<float>()[i]; break;
+      default: ADD_FAILURE() << "read_tensor: " << h.str(); return v;
+    }
+  return v;
+}
+
+// What an output of a low-precision call is.
+enum class Kind {
+  rounded,  // stored in the compute dtype, a computed value: rounding shows
+  copy,     // stored in the compute dtype, a copy of input values: exact
+  f32,      // f32 whatever the compute dtype (gradient of a parameter, statistic)
+};
+
+// One run of an op's calls on one backend in one dtype: makes the inputs,
+// calls the kernels, collects the outputs.
+struct OpRun {
+  neox::Backend& be;
+  DType dt;  // the compute dtype of this run
+  struct Output {
+    std::string name;
+    Vec values;
+    Kind kind;
+  };
+  std::vector<Output> outputs;
+
+  neox::Kernels& k() { return be.kernels; }
+  Tensor t(const Vec& x, Shape s) { return make_tensor(be, x, std::move(s), dt); }    // compute dtype
+  Tensor f(const Vec& x, Shape s) { return make_tensor(be, x, std::move(s), DType::f32); }  // f32
+  Tensor nan(Shape s, DType d) {  // written outputs start as NaN: a read would show
+    Tensor r = Tensor::empty(&be, std::move(s), d);
+    be.kernels.fill(r, NAN);
+    return r;
+  }
+  Tensor ids(Ids v, Shape s) { return be.to_device(Tensor::wrap(v.data(), std::move(s), DType::i32)); }
+  void out(std::string name, const Tensor& x, Kind kind) {
+    EXPECT_EQ(x.dtype(), kind == Kind::f32 ? DType::f32 : dt) << name;
+    outputs.push_back({std::move(name), read_tensor(be, x), kind});
+  }
+};
+
+// Parameters: backend name, dtype name ("bf16", "f16").
+class LowPrecisionTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+ protected:
+  void SetUp() override {
+    const std::string& name = std::get<0>(GetParam());
+    const DType dt = neox::parse_dtype(std::get<1>(GetParam()));
+    const BackendSlot& slot = backend_named(name);
+    if (!slot.backend) GTEST_SKIP() << "backend '" << name << "' skipped: " << slot.unavailable;
+    be_ = slot.backend;
+    cpu_ = backend_named("cpu").backend;
+    ASSERT_TRUE(cpu_) << "the cpu backend is the reference";
+    dt_ = dt;
+    other_ = dt == DType::bf16 ? DType::f16 : DType::bf16;
+    tol_ = dt == DType::bf16 ? kBf16Tol : kF16Tol;
+    is_cpu_ = name == "cpu";
+  }
+
+  // Random values rounded to the dtype under test, none zero.
+  Vec lp(std::size_t n, double lo = -1.0, double hi = 1.0) {
+    Vec v = random_vec(rng_, n, lo, hi);
+    for (auto& x : v) {
+      x = round_to(dt_, x);
+      if (x == 0.0) x = 0.5;
+    }
+    return v;
+  }
+  Vec lp(const Vec& x) {
+    Vec v = x;
+    for (auto& e : v) e = round_to(dt_, e);
+    return v;
+  }
+
+  // Runs `calls` on the backend under test in the dtype under test and on
+  // the cpu backend in f32, and compares every output (see the tolerances).
+  void check(const std::function<void(OpRun&)>& calls) {
+    OpRun got{*be_, dt_, {}}, want{*cpu_, DType::f32, {}};
+    calls(got);
+    calls(want);
+    ASSERT_EQ(got.outputs.size(), want.outputs.size());
+    for (std::size_t i = 0; i < got.outputs.size(); ++i) {
+      const auto& g = got.outputs[i];
+      const auto& w = want.outputs[i];
+      SCOPED_TRACE("output " + g.name);
+      ASSERT_EQ(g.values.size(), w.values.size());
+      const double err = rel_err(g.values, w.values);
+      switch (g.kind) {
+        case Kind::rounded:
+          EXPECT_LT(err, tol_) << "relative error " << err;
+          EXPECT_GT(err, 0.0) << "equals the f32 result exactly: not rounded to " << neox::dtype_name(dt_);
+          break;
+        case Kind::copy: EXPECT_EQ(err, 0.0) << "a copy must be exact"; break;
+        case Kind::f32: EXPECT_LT(err, kF32OutTol) << "relative error " << err; break;
+      }
+      if (!is_cpu_) continue;
+      // cpu: the f32 result rounded once, bit for bit
+      std::size_t mismatches = 0, first = 0;
+      for (std::size_t j = 0; j < g.values.size(); ++j) {
+        const double expect = g.kind == Kind::f32 ? w.values[j] : round_to(dt_, w.values[j]);
+        if (g.values[j] != expect && mismatches++ == 0) first = j;
+      }
+      EXPECT_EQ(mismatches, 0u) << "first at " << first << ": " << g.values[first] << " vs the f32 result "
+                                << w.values[first] << " rounded, "
+                                << round_to(g.kind == Kind::f32 ? DType::f32 : dt_, w.values[first]);
+    }
+  }
+
+  std::shared_ptr<neox::Backend> be_, cpu_;
+  DType dt_ = DType::bf16, other_ = DType::f16;
+  double tol_ = 0.0;
+  bool is_cpu_ = false;
+  std::mt19937 rng_{4321};
+};
+
+TEST_P(LowPrecisionTest, Matmul) {
+  const int M = 37, N = 29, K = 23;
+  struct Case { float alpha, beta; };
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (Case cs : {Case{1.0f, 0.0f}, Case{-1.5f, 0.25f}}) {
+        SCOPED_TRACE("trans_a=" + std::to_string(ta) + " trans_b=" + std::to_string(tb) +
+                     " alpha=" + std::to_string(cs.alpha) + " beta=" + std::to_string(cs.beta));
+        Vec a = lp(M * K), b = lp(K * N), c = lp(M * N);
+        const Shape sa = ta ? Shape{K, M} : Shape{M, K}, sb = tb ? Shape{N, K} : Shape{K, N};
+        check([&](OpRun& r) {
+          Tensor tc = r.t(c, {M, N});
+          r.k().matmul(tc, r.t(a, sa), r.t(b, sb), ta, tb, cs.alpha, cs.beta);
+          r.out("c", tc, Kind::rounded);
+          // a weight gradient: a and b in the compute dtype, c f32
+          Tensor gc = r.f(c, {M, N});
+          r.k().matmul(gc, r.t(a, sa), r.t(b, sb), ta, tb, cs.alpha, cs.beta);
+          r.out("c (f32)", gc, Kind::f32);
+        });
+      }
+}
+
+TEST_P(LowPrecisionTest, AddBiasAndBiasBackward) {
+  const int N = 260, C = 70;
+  Vec out = lp(N * C), bias = lp(C), dout = lp(N * C), dbias = random_vec(rng_, C);
+  check([&](OpRun& r) {
+    Tensor o = r.t(out, {N, C});
+    r.k().add_bias(o, r.t(bias, {C}));
+    r.out("out", o, Kind::rounded);
+    Tensor db = r.f(dbias, {C});
+    r.k().bias_backward(db, r.t(dout, {N, C}));
+    r.out("dbias", db, Kind::f32);
+  });
+}
+
+TEST_P(LowPrecisionTest, LayerNormForwardBackward) {
+  const int B = 4, T = 16, C = 96, N = B * T;
+  const float eps = 1e-5f;
+  Vec x = lp(N * C, -2.0, 3.0), w = lp(C), b = lp(C), dout = lp(N * C), dx0 = lp(N * C);
+  Vec dw0 = random_vec(rng_, C), db0 = random_vec(rng_, C);
+  // the statistics the backward reads: from the f32 forward on the same values
+  Tensor o = Tensor::empty(cpu_.get(), {N, C}, DType::f32), m = Tensor::empty(cpu_.get(), {N}, DType::f32),
+         s = Tensor::empty(cpu_.get(), {N}, DType::f32);
+  cpu_->kernels.layernorm_forward(o, m, s, make_tensor(*cpu_, x, {N, C}, DType::f32),
+                                  make_tensor(*cpu_, w, {C}, DType::f32), make_tensor(*cpu_, b, {C}, DType::f32),
+                                  eps);
+  const Vec mean = read_tensor(*cpu_, m), rstd = read_tensor(*cpu_, s);
+  check([&](OpRun& r) {
+    Tensor out = r.nan({B, T, C}, r.dt), tm = r.nan({B, T}, DType::f32), ts = r.nan({B, T}, DType::f32);
+    r.k().layernorm_forward(out, tm, ts, r.t(x, {B, T, C}), r.t(w, {C}), r.t(b, {C}), eps);
+    r.out("out", out, Kind::rounded);
+    r.out("mean", tm, Kind::f32);
+    r.out("rstd", ts, Kind::f32);
+    Tensor dx = r.t(dx0, {N, C}), dw = r.f(dw0, {C}), db = r.f(db0, {C});  // all accumulate
+    r.k().layernorm_backward(dx, dw, db, r.t(dout, {N, C}), r.t(x, {N, C}), r.t(w, {C}), r.f(mean, {N}),
+                             r.f(rstd, {N}));
+    r.out("dinp", dx, Kind::rounded);
+    r.out("dweight", dw, Kind::f32);
+    r.out("dbias", db, Kind::f32);
+  });
+}
+
+TEST_P(LowPrecisionTest, GeluForwardBackwardInPlace) {
+  const int n = 20000;
+  Vec x = lp(n, -5.0, 5.0), dout = lp(n);
+  check([&](OpRun& r) {
+    Tensor out = r.nan({n}, r.dt);
+    r.k().gelu_forward(out, r.t(x, {20, 1000}));
+    r.out("out", out, Kind::rounded);
+    Tensor inplace = r.t(x, {n});
+    r.k().gelu_forward(inplace, inplace);
+    r.out("out (in place)", inplace, Kind::rounded);
+    Tensor dinp = r.nan({n}, r.dt);
+    r.k().gelu_backward(dinp, r.t(x, {n}), r.t(dout, {n}));
+    r.out("dinp", dinp, Kind::rounded);
+    Tensor d = r.t(dout, {n});
+    r.k().gelu_backward(d, r.t(x, {n}), d);
+    r.out("dinp (aliasing dout)", d, Kind::rounded);
+  });
+}
+
+TEST_P(LowPrecisionTest, RotaryForwardBackward) {
+  const int B = 2, T = 20, n_head = 3, hs = 16, C = n_head * hs;
+  for (int rotary_dims : {4, 16}) {
+    SCOPED_TRACE("rotary_dims=" + std::to_string(rotary_dims));
+    Vec qkv = lp(B * T * 3 * C), g = lp(B * T * 3 * C);
+    check([&](OpRun& r) {
+      Tensor q = r.t(qkv, {B, T, 3 * C});
+      r.k().rotary_forward(q, n_head, rotary_dims, 10000.0f, 3);
+      r.out("qkv", q, Kind::rounded);
+      Tensor dq = r.t(g, {B, T, 3 * C});
+      r.k().rotary_backward(dq, n_head, rotary_dims, 10000.0f, 3);
+      r.out("dqkv", dq, Kind::rounded);
+    });
+  }
+}
+
+TEST_P(LowPrecisionTest, AttentionForwardBackward) {
+  const int B = 2, T = 17, NH = 2, hs = 16, C = NH * hs;
+  Vec qkv = lp(B * T * 3 * C, -2.0, 2.0), dout = lp(B * T * C);
+  // what the backward reads: out (in the dtype) and lse of the f32 forward
+  Tensor o = Tensor::empty(cpu_.get(), {B, T, C}, DType::f32), l = Tensor::empty(cpu_.get(), {B, NH, T}, DType::f32);
+  cpu_->kernels.attention_forward(o, l, make_tensor(*cpu_, qkv, {B, T, 3 * C}, DType::f32), NH);
+  const Vec out = lp(read_tensor(*cpu_, o)), lse = read_tensor(*cpu_, l);
+  check([&](OpRun& r) {
+    Tensor to = r.nan({B, T, C}, r.dt), tl = r.nan({B, NH, T}, DType::f32);
+    r.k().attention_forward(to, tl, r.t(qkv, {B, T, 3 * C}), NH);
+    r.out("out", to, Kind::rounded);
+    r.out("lse", tl, Kind::f32);
+    Tensor dqkv = r.nan({B, T, 3 * C}, r.dt);
+    r.k().attention_backward(dqkv, r.t(dout, {B, T, C}), r.t(qkv, {B, T, 3 * C}), r.t(out, {B, T, C}),
+                             r.f(lse, {B, NH, T}), NH);
+    r.out("dqkv", dqkv, Kind::rounded);
+  });
+}
+
+TEST_P(LowPrecisionTest, AttentionDecode) {
+  const int B = 2, NH = 2, hs = 8, C = NH * hs, maxT = 10;
+  const std::vector<int> chunks = {5, 1, 1, 3};  // a prompt, steps, a chunk: fills the cache
+  std::vector<Vec> qkv;
+  for (int n : chunks) qkv.push_back(lp(B * n * 3 * C, -2.0, 2.0));
+  check([&](OpRun& r) {
+    const Vec zeros(static_cast<std::size_t>(B) * NH * maxT * hs, 0.0);
+    Tensor kc = r.t(zeros, {B, NH, maxT, hs}), vc = r.t(zeros, {B, NH, maxT, hs});
+    int offset = 0;
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      const int n = chunks[i];
+      Tensor out = r.nan({B, n, C}, r.dt);
+      r.k().attention_decode(out, kc, vc, r.t(qkv[i], {B, n, 3 * C}), NH, offset);
+      r.out("out of chunk " + std::to_string(i), out, Kind::rounded);
+      offset += n;
+    }
+    r.out("k_cache", kc, Kind::copy);
+    r.out("v_cache", vc, Kind::copy);
+  });
+}
+
+TEST_P(LowPrecisionTest, CrossEntropyForwardBackward) {
+  const int N = 32, V = 301;
+  const float dloss = 1.0f / 6.0f;
+  Vec logits = lp(N * V, -4.0, 4.0);
+  Ids targets = random_ids(rng_, N, V);
+  targets[2] = -100;  // ignored
+  Tensor tl = Tensor::empty(cpu_.get(), {N}, DType::f32), ts = Tensor::empty(cpu_.get(), {N}, DType::f32);
+  cpu_->kernels.cross_entropy_forward(tl, ts, make_tensor(*cpu_, logits, {N, V}, DType::f32),
+                                      cpu_->to_device(Tensor::wrap(targets.data(), {N}, DType::i32)));
+  const Vec lse = read_tensor(*cpu_, ts);
+  check([&](OpRun& r) {
+    Tensor losses = r.nan({N}, DType::f32), l = r.nan({N}, DType::f32), tt = r.ids(targets, {N});
+    r.k().cross_entropy_forward(losses, l, r.t(logits, {N, V}), tt);
+    r.out("losses", losses, Kind::f32);
+    r.out("lse", l, Kind::f32);
+    Tensor dl = r.nan({N, V}, r.dt);
+    r.k().cross_entropy_backward(dl, r.t(logits, {N, V}), r.f(lse, {N}), tt, dloss);
+    r.out("dlogits", dl, Kind::rounded);
+    Tensor inplace = r.t(logits, {N, V});
+    r.k().cross_entropy_backward(inplace, inplace, r.f(lse, {N}), tt, dloss);
+    r.out("dlogits (in place)", inplace, Kind::rounded);
+  });
+}
+
+TEST_P(LowPrecisionTest, EmbeddingForwardBackward) {
+  const int V = 17, C = 64, N = 120;
+  Vec table = lp(V * C), base = lp(N * C), dout = lp(N * C), dtable = random_vec(rng_, V * C);
+  Ids ids = random_ids(rng_, N, V);
+  check([&](OpRun& r) {
+    Tensor tids = r.ids(ids, {N}), out = r.nan({N, C}, r.dt);
+    r.k().embedding_forward(out, tids, r.t(table, {V, C}), false);
+    r.out("out", out, Kind::copy);
+    Tensor acc = r.t(base, {N, C});
+    r.k().embedding_forward(acc, tids, r.t(table, {V, C}), true);
+    r.out("out (accumulated)", acc, Kind::rounded);
+    Tensor dt = r.f(dtable, {V, C});
+    r.k().embedding_backward(dt, tids, r.t(dout, {N, C}));
+    r.out("dtable", dt, Kind::f32);
+  });
+}
+
+TEST_P(LowPrecisionTest, AddAndAxpby) {
+  const int n = 40000;
+  Vec a = lp(n), b = lp(n), y = lp(n);
+  check([&](OpRun& r) {
+    Tensor out = r.nan({n}, r.dt);
+    r.k().add(out, r.t(a, {n}), r.t(b, {4, 10000}));
+    r.out("a + b", out, Kind::rounded);
+    Tensor ta = r.t(a, {n});
+    r.k().add(ta, ta, r.t(b, {n}));  // out may alias a
+    r.out("a + b (into a)", ta, Kind::rounded);
+    Tensor tb = r.t(b, {n});
+    r.k().add(tb, r.t(a, {n}), tb);  // or b
+    r.out("a + b (into b)", tb, Kind::rounded);
+    Tensor ty = r.t(y, {n});
+    r.k().axpby(ty, r.t(a, {n}), 0.5f, -2.0f);
+    r.out("0.5 x - 2 y", ty, Kind::rounded);
+    Tensor tn = r.nan({n}, r.dt);
+    r.k().axpby(tn, r.t(a, {n}), 3.0f, 0.0f);  // beta = 0 ignores y's NaNs
+    r.out("3 x", tn, Kind::rounded);
+    Tensor tc = r.nan({n}, r.dt);
+    r.k().axpby(tc, r.t(a, {n}), 1.0f, 0.0f);  // a copy
+    r.out("x", tc, Kind::copy);
+  });
+}
+
+TEST_P(LowPrecisionTest, FillAndConvertAreBitExact) {
+  auto bits = [&](float v) { return dt_ == DType::bf16 ? neox::float_to_bf16(v) : neox::float_to_f16(v); };
+  auto bits_of = [&](DType d, float v) { return d == DType::bf16 ? neox::float_to_bf16(v) : neox::float_to_f16(v); };
+  auto value_of = [&](DType d, std::uint16_t h) { return d == DType::bf16 ? neox::bf16_to_float(h) : neox::f16_to_float(h); };
+  neox::Kernels& k = be_->kernels;
+  Tensor t = Tensor::empty(be_.get(), {3, 7}, dt_);
+  for (float v : {-2.5f, 1.0f / 3.0f, 1e-6f}) {
+    k.fill(t, v);
+    Tensor h = be_->to_host(t);
+    be_->synchronize();
+    for (int i = 0; i < 21; ++i) ASSERT_EQ(h.ptr<std::uint16_t>()[i], bits(v)) << "fill " << v << " at " << i;
+  }
+  std::vector<float> src;
+  for (double v : random_vec(rng_, 1000, -300.0, 300.0)) src.push_back(static_cast<float>(v));
+  for (float s : {1e-9f, -3e-6f, 65504.0f, 70000.0f, 1e30f, INFINITY, -INFINITY, 0.0f, -0.0f}) src.push_back(s);
+  const auto n = static_cast<std::int64_t>(src.size());
+  Tensor f32 = be_->to_device(Tensor::wrap(src.data(), {n}, DType::f32));
+  Tensor low = Tensor::empty(be_.get(), {n}, dt_), back = Tensor::empty(be_.get(), {n}, DType::f32);
+  Tensor same = Tensor::empty(be_.get(), {n}, dt_), other = Tensor::empty(be_.get(), {n}, other_);
+  k.convert(low, f32);
+  k.convert(back, low);
+  k.convert(same, low);
+  k.convert(other, low);
+  Tensor hl = be_->to_host(low), hb = be_->to_host(back), hs = be_->to_host(same), ho = be_->to_host(other);
+  be_->synchronize();
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint16_t want = bits(src[i]);
+    ASSERT_EQ(hl.ptr<std::uint16_t>()[i], want) << "f32 -> " << neox::dtype_name(dt_) << " of " << src[i];
+    const float rt = value_of(dt_, want);
+    ASSERT_EQ(std::memcmp(&hb.ptr<float>()[i], &rt, 4), 0) << neox::dtype_name(dt_) << " -> f32 of " << src[i];
+    ASSERT_EQ(hs.ptr<std::uint16_t>()[i], want) << "copy of " << src[i];
+    ASSERT_EQ(ho.ptr<std::uint16_t>()[i], bits_of(other_, rt))
+        << neox::dtype_name(dt_) << " -> " << neox::dtype_name(other_) << " of " << src[i];
+  }
+}
+
+TEST_P(LowPrecisionTest, SumAndSumSquares) {
+  const int n = 100003;
+  Vec x = lp(n, -3.0, 2.0);
+  double s = 0.0, ss = 0.0;
+  for (double v : x) {
+    s += v;
+    ss += v * v;
+  }
+  Tensor t = make_tensor(*be_, x, {n}, dt_);
+  EXPECT_NEAR(be_->kernels.sum(t), s, kSumTol * std::abs(s));
+  EXPECT_NEAR(be_->kernels.sum_squares(t), ss, kSumTol * ss);
+}
+
+// Within one call the activations share a dtype; gradients of parameters,
+// statistics and optimizer state are f32. Anything else is an error naming
+// the op (and, on the cpu backend, the argument).
+TEST_P(LowPrecisionTest, MixedDtypesAreRejected) {
+  neox::Kernels& k = be_->kernels;
+  const DType dt = dt_, o = other_, f = DType::f32;
+  auto tensor = [&](Shape s, DType d) {
+    Tensor t = Tensor::empty(be_.get(), std::move(s), d);
+    k.fill(t, 0.25f);
+    return t;
+  };
+  auto expect_rejected = [&](const std::function<void()>& call, const std::string& op, const std::string& arg,
+                             DType arg_dtype) {
+    SCOPED_TRACE(op + ": " + arg + " " + std::string(neox::dtype_name(arg_dtype)));
+    std::vector<std::string> want = {op};
+    if (is_cpu_) want.push_back(arg + " " + std::string(neox::dtype_name(arg_dtype)));
+    expect_error(call, want);
+  };
+  const int M = 4, N = 3, K = 5;
+  expect_rejected([&] { Tensor c = tensor({M, N}, dt); k.matmul(c, tensor({M, K}, dt), tensor({K, N}, f), false, false, 1, 0); },
+                  "matmul", "b", f);
+  expect_rejected([&] { Tensor c = tensor({M, N}, o); k.matmul(c, tensor({M, K}, dt), tensor({K, N}, dt), false, false, 1, 0); },
+                  "matmul", "c", o);
+  expect_rejected([&] { Tensor c = tensor({M, N}, dt); k.matmul(c, tensor({M, K}, f), tensor({K, N}, f), false, false, 1, 0); },
+                  "matmul", "c", dt);
+  expect_rejected([&] { Tensor out = tensor({M, N}, dt); k.add_bias(out, tensor({N}, f)); }, "add_bias", "bias", f);
+  expect_rejected([&] { Tensor db = tensor({N}, dt); k.bias_backward(db, tensor({M, N}, dt)); }, "bias_backward",
+                  "dbias", dt);
+  expect_rejected(
+      [&] {
+        Tensor out = tensor({M, N}, dt), mean = tensor({M}, dt), rstd = tensor({M}, f);
+        k.layernorm_forward(out, mean, rstd, tensor({M, N}, dt), tensor({N}, dt), tensor({N}, dt), 1e-5f);
+      },
+      "layernorm_forward", "mean", dt);
+  expect_rejected(
+      [&] {
+        Tensor dinp = tensor({M, N}, dt), dw = tensor({N}, f), db = tensor({N}, dt);
+        k.layernorm_backward(dinp, dw, db, tensor({M, N}, dt), tensor({M, N}, dt), tensor({N}, dt), tensor({M}, f),
+                             tensor({M}, f));
+      },
+      "layernorm_backward", "dbias", dt);
+  expect_rejected([&] { Tensor out = tensor({M}, f); k.gelu_forward(out, tensor({M}, dt)); }, "gelu_forward", "out", f);
+  expect_rejected([&] { Tensor out = tensor({1, 2, 4}, dt), lse = tensor({1, 2, 2}, dt);
+                        k.attention_forward(out, lse, tensor({1, 2, 12}, dt), 2); },
+                  "attention_forward", "lse", dt);
+  expect_rejected(
+      [&] {
+        Tensor losses = tensor({2}, dt), lse = tensor({2}, f);
+        k.cross_entropy_forward(losses, lse, tensor({2, 5}, dt), be_->to_device(Tensor::zeros_host({2}, DType::i32)));
+      },
+      "cross_entropy_forward", "losses", dt);
+  expect_rejected(
+      [&] {
+        Tensor dtable = tensor({4, 3}, dt);
+        k.embedding_backward(dtable, be_->to_device(Tensor::zeros_host({2}, DType::i32)), tensor({2, 3}, dt));
+      },
+      "embedding_backward", "dtable", dt);
+  expect_rejected([&] { Tensor out = tensor({6}, dt); k.add(out, tensor({6}, dt), tensor({6}, o)); }, "add", "b", o);
+  expect_rejected([&] { Tensor y = tensor({6}, dt); k.axpby(y, tensor({6}, f), 1.0f, 0.0f); }, "axpby", "x", f);
+  expect_rejected(
+      [&] {
+        Tensor p = tensor({6}, dt), m = tensor({6}, f), v = tensor({6}, f);
+        k.adamw_update(p, tensor({6}, f), m, v, neox::AdamWParams{});
+      },
+      "adamw_update", "param", dt);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, LowPrecisionTest,
+                         ::testing::Combine(::testing::ValuesIn(backends_under_test()),
+                                            ::testing::Values("bf16", "f16")),
+                         [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& info) {
+                           return std::get<0>(info.param) + "_" + std::get<1>(info.param);
+                         });
+
 // ---------------------------------------------------------------- cpu-only
 
 TEST(CpuBackendKernel, OptionsAndDevices) {
-  neox::PluginRegistry reg({NEOX_BUILD_PLUGIN_DIR});
+  neox::PluginRegistry reg({neox::test::build_plugin_dir()});
   neox::Options opts("plugins.options.cpu");
   opts.set("threads", std::int64_t{1});
   auto be = reg.make_backend("cpu", {}, {{"cpu", opts}});
@@ -874,6 +1440,73 @@ TEST(CpuBackendKernel, OptionsAndDevices) {
   neox::Options wrong_type("plugins.options.cpu");
   wrong_type.set("threads", std::string("four"));
   expect_error([&] { reg.make_backend("cpu", {}, {{"cpu", wrong_type}}); }, {"threads"});
+}
+
+
+// memory_stats(): the bytes handed out by allocate() now and at most since
+// reset_peak_memory(), counted exactly and safely from several threads.
+TEST(CpuBackendKernel, MemoryStatsCountAllocations) {
+  neox::PluginRegistry reg({neox::test::build_plugin_dir()});
+  auto be = reg.make_backend("cpu", {}, {});
+  const auto base = be->memory_stats();
+  EXPECT_EQ(base.in_use, 0u);
+  EXPECT_EQ(base.reserved, base.in_use);
+  {
+    Tensor a = Tensor::empty(be.get(), {1000}, DType::f32);  // 4000 bytes
+    Tensor b = Tensor::empty(be.get(), {10}, DType::bf16);   // 20 bytes
+    auto s = be->memory_stats();
+    EXPECT_EQ(s.in_use, 4020u);
+    EXPECT_EQ(s.peak_in_use, 4020u);
+    EXPECT_EQ(s.reserved, 4020u);
+    a = Tensor();
+    s = be->memory_stats();
+    EXPECT_EQ(s.in_use, 20u);
+    EXPECT_EQ(s.peak_in_use, 4020u);  // the peak stays until reset
+    be->reset_peak_memory();
+    EXPECT_EQ(be->memory_stats().peak_in_use, 20u);
+    Tensor c = Tensor::empty(be.get(), {3}, DType::f64);  // 24 bytes
+    EXPECT_EQ(be->memory_stats().peak_in_use, 44u);
+  }
+  EXPECT_EQ(be->memory_stats().in_use, 0u);
+
+  // Several threads allocating and freeing at once: nothing lost.
+  be->reset_peak_memory();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&be, t] {
+      for (int i = 0; i < 2000; ++i) {
+        const std::size_t bytes = static_cast<std::size_t>(64 * (1 + (i + t) % 7));
+        void* p = be->allocate(bytes);
+        be->deallocate(p, bytes);
+      }
+    });
+  for (auto& th : threads) th.join();
+  const auto after = be->memory_stats();
+  EXPECT_EQ(after.in_use, 0u);
+  EXPECT_GE(after.peak_in_use, 64u);
+  EXPECT_LE(after.peak_in_use, 4u * 64u * 7u);
+}
+
+// The bf16/f16 adapter converts overlapping tensors into one temporary, so
+// the f32 kernel sees the caller's aliasing: allowed aliases run in place
+// (LowPrecisionTest), forbidden overlaps are still refused, naming both.
+TEST(CpuBackendKernel, LowPrecisionOverlapsAreStillRefused) {
+  auto be = backend_named("cpu").backend;
+  ASSERT_TRUE(be);
+  for (DType dt : {DType::bf16, DType::f16}) {
+    SCOPED_TRACE(std::string(neox::dtype_name(dt)));
+    Tensor buf = Tensor::empty(be.get(), {64}, dt);
+    be->kernels.fill(buf, 0.5f);
+    Tensor a = buf.slice(0, 16).view({4, 4}), c = buf.slice(8, 16).view({4, 4});  // c overlaps a
+    Tensor b = Tensor::empty(be.get(), {4, 4}, dt);
+    be->kernels.fill(b, 0.25f);
+    expect_error([&] { be->kernels.matmul(c, a, b, false, false, 1.0f, 0.0f); }, {"matmul", "c ", "overlaps", "a "});
+    // nothing was written: c still holds what it held
+    Tensor h = be->to_host(buf);
+    const float v = dt == DType::bf16 ? neox::bf16_to_float(h.ptr<std::uint16_t>()[20])
+                                      : neox::f16_to_float(h.ptr<std::uint16_t>()[20]);
+    EXPECT_EQ(v, 0.5f);
+  }
 }
 
 }  // namespace

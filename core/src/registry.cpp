@@ -196,6 +196,8 @@ auto call_factory(const PluginInfo& info, const LoadedPlugin& lib, Args&&... arg
   auto factory = reinterpret_cast<Factory>(const_cast<void*>(lib.descriptor->factory));
   try {
     return factory(std::forward<Args>(args)...);
+  } catch (const DeviceUnavailable& e) {  // keeps its type: callers skip rather than fail
+    throw DeviceUnavailable(std::string(plugin_kind_name(info.kind)) + " plugin '" + info.name + "': " + e.what());
   } catch (const Error& e) {
     throw Error(std::string(plugin_kind_name(info.kind)) + " plugin '" + info.name + "': " + e.what());
   } catch (const std::exception& e) {

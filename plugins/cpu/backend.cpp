@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// CpuBackend: 64-byte aligned host memory, memcpy, and the fp32 kernels of
-// this folder. Options ([plugins.options.cpu]):
+// CpuBackend: 64-byte aligned host memory, memcpy, and the f32 kernels of
+// this folder, which take bf16 and f16 activations through f32 temporaries
+// (mixed_precision.h). Counts its allocations for memory_stats(). Options
+// ([plugins.options.cpu]):
 //   threads  threads for this backend's kernels; 0 keeps the defaults
 //            (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS). OpenMP's count is set
 //            around each kernel call; OpenBLAS's is process-wide, set when
@@ -8,6 +10,8 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -19,6 +23,7 @@
 #include "neox/error.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
+#include "mixed_precision.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -47,15 +52,16 @@ class ScopedOmpThreads {
   int saved_ = 0;
 };
 
-// The table entry for one op: runs it with the backend's thread count and
-// turns any exception other than neox::Error into one naming the op, so that
-// nothing else leaves the plugin.
-template <typename R, typename... Args>
-std::function<R(Args...)> table_entry(const char* op, int threads, R (*fn)(Args...)) {
-  return [op, threads, fn](Args... args) -> R {
+// The table entry for one op: runs it with the backend's thread count,
+// through f32 temporaries for bf16 and f16 tensors (the op's roles say which
+// dtype each tensor may have), and turns any exception other than
+// neox::Error into one naming the op, so that nothing else leaves the plugin.
+template <typename R, typename... Args, std::size_t N>
+std::function<R(Args...)> table_entry(const char* op, int threads, R (*fn)(Args...), const Roles<N>& roles) {
+  return [op, threads, fn, roles](Args... args) -> R {
     try {
       ScopedOmpThreads scope(threads);
-      return fn(std::forward<Args>(args)...);
+      return call_mixed_precision<R, Args...>(op, fn, roles, std::forward<Args>(args)...);
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
@@ -84,10 +90,30 @@ class CpuBackend final : public Backend {
     if (!p)
       throw Error("cpu backend: out of host memory allocating " + std::to_string(bytes) + " bytes (" +
                   std::to_string(static_cast<double>(bytes) / (1 << 30)) + " GiB)");
+    const std::size_t now = in_use_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+    std::size_t peak = peak_.load(std::memory_order_relaxed);
+    while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+    }
     return p;
   }
 
-  void deallocate(void* ptr, std::size_t /*bytes*/) noexcept override { std::free(ptr); }
+  void deallocate(void* ptr, std::size_t bytes) noexcept override {
+    if (!ptr) return;
+    std::free(ptr);
+    in_use_.fetch_sub(bytes, std::memory_order_relaxed);
+  }
+
+  // Bytes as asked of allocate() (not rounded up to the alignment); the
+  // backend keeps no cache, so what it holds is what is in use. The f32
+  // temporaries of bf16/f16 calls are plain host memory, not counted.
+  MemoryStats memory_stats() const override {
+    MemoryStats s;
+    s.in_use = in_use_.load(std::memory_order_relaxed);
+    s.peak_in_use = std::max(peak_.load(std::memory_order_relaxed), s.in_use);
+    s.reserved = s.in_use;
+    return s;
+  }
+  void reset_peak_memory() override { peak_.store(in_use_.load(std::memory_order_relaxed), std::memory_order_relaxed); }
 
   void copy(void* dst, Device dst_device, const void* src, Device src_device,
             std::size_t bytes) override {
@@ -103,13 +129,15 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
   void register_kernels(Kernels& table) override {
-#define NEOX_CPU_OP(name) table.name = table_entry(#name, threads_, &cpu::name);
+#define NEOX_CPU_OP(name) table.name = table_entry(#name, threads_, &cpu::name, roles::name);
     NEOX_KERNEL_OPS(NEOX_CPU_OP)
 #undef NEOX_CPU_OP
   }
 
  private:
   int threads_;
+  std::atomic<std::size_t> in_use_{0};
+  std::atomic<std::size_t> peak_{0};
 };
 
 Backend* make_cpu_backend(const Options& options) {
@@ -127,5 +155,5 @@ Backend* make_cpu_backend(const Options& options) {
 }  // namespace
 }  // namespace neox::cpu
 
-NEOX_PLUGIN(backend, "cpu", "1.0.0", "fp32 kernels on the host (OpenBLAS matmul, OpenMP)",
+NEOX_PLUGIN(backend, "cpu", "1.0.0", "f32 kernels on the host (OpenBLAS matmul, OpenMP); bf16/f16 through f32",
             &neox::cpu::make_cpu_backend)

@@ -3,6 +3,10 @@
 // function per op with the op's name and the table's signature (see
 // neox/kernels.h for the contracts). Each checks its arguments and then runs
 // a plain float kernel defined beside it, in the file named after the op.
+// They take f32 tensors (and i32 ids); the backend's table reaches them
+// through mixed_precision.h, which converts bf16 and f16 tensors to f32 and
+// back. fill, convert, sum and sum_squares read and write every float dtype
+// themselves.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Reductions to a host double: sum and sum of squares.
+// Reductions to a host double: sum and sum of squares, of f32, bf16 or f16
+// tensors (read in their own dtype, no f32 copy). A NaN or infinity in x
+// gives a non-finite result: fp16 loss scaling detects overflow by it.
 #include <cstdint>
 
 #include "check.h"
@@ -10,32 +12,47 @@ namespace {
 
 constexpr std::int64_t kParallelMin = 1 << 15;
 
-// sum of x[n]^2, in double
-double sum_squares_f32(const float* x, std::int64_t n) {
+struct F32 {
+  using Storage = float;
+  static double load(float v) { return v; }
+};
+struct BF16 {
+  using Storage = std::uint16_t;
+  static double load(std::uint16_t v) { return bf16_to_float(v); }
+};
+struct F16 {
+  using Storage = std::uint16_t;
+  static double load(std::uint16_t v) { return f16_to_float(v); }
+};
+
+// sum of x[n]^2 (squares = true) or of x[n], in double
+template <typename T, bool squares>
+double reduce(const void* data, std::int64_t n) {
+  const auto* x = static_cast<const typename T::Storage*>(data);
   double acc = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : acc) if (n > kParallelMin)
-  for (std::int64_t i = 0; i < n; ++i) acc += static_cast<double>(x[i]) * x[i];
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double v = T::load(x[i]);
+    acc += squares ? v * v : v;
+  }
   return acc;
 }
 
-// sum of x[n], in double
-double sum_f32(const float* x, std::int64_t n) {
-  double acc = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : acc) if (n > kParallelMin)
-  for (std::int64_t i = 0; i < n; ++i) acc += x[i];
-  return acc;
+template <bool squares>
+double reduce_any(const Tensor& x, const char* op) {
+  if (!x.defined()) fail(op, "x is an undefined tensor");
+  switch (x.dtype()) {
+    case DType::f32: require(x, DType::f32, op, "x"); return reduce<F32, squares>(x.data(), x.numel());
+    case DType::bf16: require(x, DType::bf16, op, "x"); return reduce<BF16, squares>(x.data(), x.numel());
+    case DType::f16: require(x, DType::f16, op, "x"); return reduce<F16, squares>(x.data(), x.numel());
+    default: fail(op, "x " + x.str() + " must be f32, bf16 or f16");
+  }
 }
 
 }  // namespace
 
-double sum_squares(const Tensor& x) {
-  require(x, DType::f32, "sum_squares", "x");
-  return sum_squares_f32(x.ptr<float>(), x.numel());
-}
+double sum_squares(const Tensor& x) { return reduce_any<true>(x, "sum_squares"); }
 
-double sum(const Tensor& x) {
-  require(x, DType::f32, "sum", "x");
-  return sum_f32(x.ptr<float>(), x.numel());
-}
+double sum(const Tensor& x) { return reduce_any<false>(x, "sum"); }
 
 }  // namespace neox::cpu

@@ -8,7 +8,9 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "neox/kernels.h"
 #include "neox/tensor.h"
@@ -33,6 +35,24 @@ class NEOX_API Backend {
   virtual void synchronize() = 0;
   // Fills every operation this backend implements.
   virtual void register_kernels(Kernels& table) = 0;
+
+  // Memory the backend has handed out through allocate(), now and at most
+  // since the last reset_peak_memory(); `reserved` is what it holds from
+  // the system (a caching allocator keeps freed blocks). Backends that do
+  // not count return zeros.
+  struct MemoryStats {
+    std::size_t in_use = 0;
+    std::size_t peak_in_use = 0;
+    std::size_t reserved = 0;
+  };
+  virtual MemoryStats memory_stats() const { return {}; }
+  virtual void reset_peak_memory() {}
+
+  // Runs fn `warmup` times, then `runs` times, and returns the device time
+  // of each of the timed runs in milliseconds. The default synchronises
+  // around each run and reads the host clock; a GPU backend times with
+  // events on its stream, so launch gaps between runs are not counted.
+  virtual std::vector<double> time_runs(const std::function<void()>& fn, int warmup, int runs);
 
   // The table in use: the backend's own kernels with the manifest's
   // overrides applied (see PluginRegistry::make_backend). Public so that

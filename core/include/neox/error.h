@@ -18,6 +18,14 @@ class NEOX_API Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
+// The device a backend needs is not there (no GPU, no driver, a device
+// index beyond the count). Thrown by backend factories so that callers, and
+// the GPU tests, can tell "cannot run here" from a real failure.
+class NEOX_API DeviceUnavailable : public Error {
+ public:
+  explicit DeviceUnavailable(const std::string& what) : Error(what) {}
+};
+
 // Throws neox::Error with `message` when `condition` is false.
 inline void check(bool condition, const std::string& message) {
   if (!condition) throw Error(message);

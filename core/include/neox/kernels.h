@@ -7,8 +7,24 @@
 // (op name = plugin name), which is how A/B kernel benchmarks are wired.
 //
 // Conventions for every operation:
-//  * Tensors are contiguous and live on the backend's device. Activations are
-//    f32 unless a backend documents otherwise; token ids and targets are i32.
+//  * Tensors are contiguous and live on the backend's device. Token ids and
+//    targets are i32.
+//  * Precision. Every backend accepts three activation dtypes, f32, bf16
+//    and f16 (the "compute dtype"); within one call all activation tensors
+//    share it. The roles:
+//      - activations, and the parameters a forward reads (weights, biases,
+//        LayerNorm parameters, embedding tables: the model passes its
+//        compute-dtype copy): the compute dtype;
+//      - parameter gradients (matmul's c when it computes a weight gradient,
+//        bias_backward's dbias, layernorm_backward's dweight and dbias,
+//        embedding_backward's dtable): f32 always, whatever the compute
+//        dtype, so that accumulation over micro-batches stays in f32;
+//      - per-row statistics (mean, rstd, lse, losses): f32 always;
+//      - add, axpby, fill, convert, sum, sum_squares: any of the three float
+//        dtypes (add and axpby: all operands alike);
+//      - adamw_update: f32 (master weights and optimizer state).
+//    Arithmetic is f32 or better inside every kernel; only storage is in the
+//    compute dtype (results are rounded once, when written).
 //  * A tensor of rank > 2 used as a matrix is [prod(leading dims), last dim].
 //  * "writes" means the output is overwritten; "accumulates" means the result
 //    is added to what is there (parameter gradients always accumulate).
@@ -69,6 +85,7 @@ struct Kernels {
   // c[M,N] = alpha * op(a) @ op(b) + beta * c, op(x) = x or x^T.
   // a is [M,K] ([K,M] if trans_a); b is [K,N] ([N,K] if trans_b).
   // beta = 0 ignores what c held (NaNs included); beta = 1 accumulates.
+  // a and b share a dtype; c has that dtype or f32 (weight gradients).
   std::function<void(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a,
                      bool trans_b, float alpha, float beta)>
       matmul;
@@ -158,7 +175,10 @@ struct Kernels {
   std::function<void(Tensor& t, float value)> fill;
   // out = in converted to out's dtype (f32, bf16, f16), equal numel.
   std::function<void(Tensor& out, const Tensor& in)> convert;
-  // Sum of squares / sum of all elements of an f32 tensor, accumulated in double.
+  // Sum of squares / sum of all elements of an f32, bf16 or f16 tensor,
+  // accumulated in double (or in f32 per block and double across blocks). A
+  // NaN or infinity in x gives a non-finite result (overflow detection for
+  // fp16 loss scaling relies on it).
   std::function<double(const Tensor& x)> sum_squares;
   std::function<double(const Tensor& x)> sum;
 
