@@ -20,12 +20,37 @@ int ParameterArena::add(ParameterSpec spec) {
   return index;
 }
 
-void ParameterArena::allocate(Backend& backend) {
+void ParameterArena::allocate(Backend& backend, DType compute_dtype) {
   if (allocated()) throw Error("parameter arena allocated twice");
+  if (compute_dtype != DType::f32 && compute_dtype != DType::bf16 && compute_dtype != DType::f16)
+    throw Error("parameter arena: compute dtype must be f32, bf16 or f16, not " +
+                std::string(dtype_name(compute_dtype)));
+  compute_dtype_ = compute_dtype;
   params_ = Tensor::empty(&backend, {numel_}, DType::f32);
   grads_ = Tensor::empty(&backend, {numel_}, DType::f32);
   backend.kernels.fill(params_, 0.0f);
   backend.kernels.fill(grads_, 0.0f);
+  if (compute_dtype_ != DType::f32) {
+    weights_ = Tensor::empty(&backend, {numel_}, compute_dtype_);
+    backend.kernels.fill(weights_, 0.0f);
+  }
+  weights_stale_ = true;
+}
+
+Tensor ParameterArena::weight(int i) const {
+  const auto& s = specs_.at(static_cast<std::size_t>(i));
+  const Tensor& all = compute_dtype_ == DType::f32 ? params_ : weights_;
+  return all.slice(s.offset, neox::numel(s.shape)).view(s.shape);
+}
+
+void ParameterArena::refresh_weights(Backend& backend) {
+  if (compute_dtype_ == DType::f32 || !weights_stale_) return;
+  backend.kernels.convert(weights_, params_);
+  weights_stale_ = false;
+}
+
+std::size_t ParameterArena::bytes() const {
+  return params_.bytes() + grads_.bytes() + (weights_.defined() ? weights_.bytes() : 0);
 }
 
 int ParameterArena::index(const std::string& name) const {
@@ -38,6 +63,7 @@ bool ParameterArena::contains(const std::string& name) const { return by_name_.c
 
 Tensor ParameterArena::param(int i) const {
   const auto& s = specs_.at(static_cast<std::size_t>(i));
+  weights_stale_ = true;
   return params_.slice(s.offset, neox::numel(s.shape)).view(s.shape);
 }
 

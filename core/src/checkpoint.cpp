@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -217,6 +218,13 @@ std::string state_json(const CheckpointState& state, const Optimizer* optimizer)
     j["rng_state_base64"] = base64_encode(state.rng_state);
   }
   j["optimizer"] = optimizer ? json(optimizer->name()) : json(nullptr);
+  if (!state.trainer_values.empty()) {
+    j["trainer"] = json::object();
+    for (const auto& [key, value] : state.trainer_values) {
+      if (!std::isfinite(value)) throw Error("save_checkpoint: trainer value '" + key + "' is not finite");
+      j["trainer"][key] = value;
+    }
+  }
   return j.dump(2) + "\n";
 }
 
@@ -257,6 +265,11 @@ json read_state_json(const fs::path& file) {
     bad("'rng_state_base64' must be a base64 string");
   if (j.contains("optimizer") && !j["optimizer"].is_null() && !j["optimizer"].is_string())
     bad("'optimizer' must be a string or null");
+  if (j.contains("trainer")) {
+    if (!j["trainer"].is_object()) bad("'trainer' must be an object");
+    for (auto& [k, v] : j["trainer"].items())
+      if (!v.is_number()) bad("trainer['" + k + "'] must be a number");
+  }
   return j;
 }
 
@@ -588,6 +601,8 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
     for (auto& [k, v] : sj["data_positions"].items()) state.data_positions[k] = v.get<std::int64_t>();
   if (sj.contains("rng_state_base64"))
     state.rng_state = *base64_decode(sj["rng_state_base64"].get<std::string>());
+  if (sj.contains("trainer"))
+    for (auto& [k, v] : sj["trainer"].items()) state.trainer_values[k] = v.get<double>();
   else if (sj.contains("rng_state"))
     state.rng_state = sj["rng_state"].get<std::string>();
   state.config_toml = read_file(dir / kConfigFile);

@@ -506,9 +506,31 @@ std::vector<KeyDef> build_schema() {
                     "train in pieces, e.g. within a job's time limit); 0: never.")
                   .range(0, kBig));
   s.push_back(field("training", "precision", &C::training, &T::precision,
-                    "Compute precision (GPT-NeoX's fp16/bf16 settings). Only fp32 is "
-                    "implemented; a run asking for another is refused.")
+                    "Compute precision (GPT-NeoX's fp16/bf16 settings): activations and the "
+                    "weights' working copy in this type, with f32 master weights, gradients "
+                    "and optimizer state. fp16 uses loss scaling (the keys below).")
                   .one_of({"fp32", "bf16", "fp16"}));
+  s.push_back(field("training", "checkpoint_activations", &C::training, &T::checkpoint_activations,
+                    "Keep only each chunk of blocks' input during forward and recompute its "
+                    "activations in backward: less memory for about a third more compute."));
+  s.push_back(field("training", "checkpoint_num_layers", &C::training, &T::checkpoint_num_layers,
+                    "Transformer blocks per recomputed chunk (with checkpoint_activations).")
+                  .range(1, 1'000'000));
+  s.push_back(field("training", "loss_scale", &C::training, &T::loss_scale,
+                    "fp16 only: a fixed loss scale; 0: dynamic loss scaling.")
+                  .frange(0.0, 1e30));
+  s.push_back(field("training", "initial_scale_power", &C::training, &T::initial_scale_power,
+                    "fp16 only: dynamic scaling starts at 2^this.")
+                  .range(0, 100));
+  s.push_back(field("training", "loss_scale_window", &C::training, &T::loss_scale_window,
+                    "fp16 only: double the scale after this many steps without an overflow.")
+                  .range(1, kBig));
+  s.push_back(field("training", "hysteresis", &C::training, &T::hysteresis,
+                    "fp16 only: overflows tolerated before the scale is first halved.")
+                  .range(1, 1'000'000));
+  s.push_back(field("training", "min_loss_scale", &C::training, &T::min_loss_scale,
+                    "fp16 only: the dynamic scale never goes below this.")
+                  .frange(0.0, 1e30, true));
   s.push_back(field("training", "model_parallel_size", &C::training, &T::model_parallel_size,
                     "Tensor parallelism (GPT-NeoX's model_parallel_size). Not implemented: a "
                     "run with more than 1 is refused.")

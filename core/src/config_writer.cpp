@@ -71,4 +71,12 @@ std::string model_config_toml(const ModelConfig& m) {
   return out;
 }
 
+ComputeOptions compute_options(const TrainingConfig& t) {
+  ComputeOptions c;
+  c.dtype = t.precision == "bf16" ? DType::bf16 : t.precision == "fp16" ? DType::f16 : DType::f32;
+  c.checkpoint_activations = t.checkpoint_activations;
+  c.checkpoint_num_layers = t.checkpoint_num_layers;
+  return c;
+}
+
 }  // namespace neox

@@ -18,7 +18,7 @@ void EmbeddingLayer::declare(ParameterArena& arena) {
 
 void EmbeddingLayer::run(const LayerContext& ctx, const Tensor& ids, Tensor& out, Tensor& positions) const {
   Kernels& k = ctx.backend->kernels;
-  k.embedding_forward(out, ids, arena_->param(wte_), false);
+  k.embedding_forward(out, ids, arena_->weight(wte_), false);
   if (wpe_ >= 0) {
     const std::int64_t N = ctx.batch * ctx.seq;
     if (ctx.position_offset + ctx.seq > cfg_.max_position_embeddings)
@@ -28,7 +28,7 @@ void EmbeddingLayer::run(const LayerContext& ctx, const Tensor& ids, Tensor& out
     for (std::int64_t i = 0; i < N; ++i)
       pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(ctx.position_offset + i % ctx.seq);
     positions = ctx.backend->to_device(Tensor::wrap(pos.data(), {N}, DType::i32));
-    k.embedding_forward(out, positions, arena_->param(wpe_), true);
+    k.embedding_forward(out, positions, arena_->weight(wpe_), true);
   }
 }
 

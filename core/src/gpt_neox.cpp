@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -10,13 +11,16 @@
 
 namespace neox {
 
-// Buffers of one batch shape: the residual stream between layers, the logits,
-// and the gradients that flow backwards.
+// Buffers of one batch shape: the residual stream between layers, the
+// blocks' saved activations, the logits, and the gradients that flow
+// backwards. Activations are in the compute dtype; losses and statistics f32.
 struct GPTNeoX::Activations {
   std::int64_t batch = 0, seq = 0;
   Tensor ids;                   // i32 [N] on the device
   Tensor targets;               // i32 [N] on the device (-1: not trained on)
-  std::vector<Tensor> stream;   // num_layers + 1 tensors [N, C]
+  std::vector<Tensor> stream;   // num_layers + 1 tensors [N, C]: each block's input, then the last output
+  std::vector<layers::BlockBuffers> blocks;  // one per block, or per block of a checkpointed chunk
+  Tensor recompute_out;         // [N, C] a chunk's last output when recomputed (checkpointing)
   Tensor logits;                // [N, V] (overwritten by dlogits in backward)
   Tensor losses, lse;           // [N]
   Tensor d_a, d_b;              // [N, C] gradient of the stream, alternating
@@ -25,10 +29,15 @@ struct GPTNeoX::Activations {
   bool has_loss = false;
 };
 
-GPTNeoX::GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend)
-    : config_(config), backend_(std::move(backend)), acts_(std::make_unique<Activations>()) {
+GPTNeoX::GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend, ComputeOptions compute)
+    : config_(config), compute_(compute), backend_(std::move(backend)), acts_(std::make_unique<Activations>()) {
   config_.validate();
   if (!backend_) throw Error("GPTNeoX: no backend");
+  if (compute_.dtype != DType::f32 && compute_.dtype != DType::bf16 && compute_.dtype != DType::f16)
+    throw Error("GPTNeoX: compute dtype must be f32, bf16 or f16, not " + std::string(dtype_name(compute_.dtype)));
+  if (compute_.checkpoint_num_layers < 1)
+    throw Error("GPTNeoX: checkpoint_num_layers must be at least 1, got " +
+                std::to_string(compute_.checkpoint_num_layers));
   auto embedding = std::make_unique<layers::EmbeddingLayer>(config_);
   const layers::EmbeddingLayer* tied = embedding.get();
   layers_.push_back(std::move(embedding));
@@ -36,29 +45,57 @@ GPTNeoX::GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend)
     layers_.push_back(std::make_unique<layers::TransformerLayer>(config_, static_cast<int>(i), &acts_->scratch));
   layers_.push_back(std::make_unique<layers::OutputLayer>(config_, tied));
   for (auto& layer : layers_) layer->declare(arena_);
-  arena_.allocate(*backend_);
+  arena_.allocate(*backend_, compute_.dtype);
 }
 
 GPTNeoX::~GPTNeoX() = default;
 
-void GPTNeoX::initialize(std::uint64_t seed) { arena_.initialize(*backend_, seed); }
+void GPTNeoX::initialize(std::uint64_t seed) {
+  arena_.initialize(*backend_, seed);
+  arena_.mark_params_changed();
+}
+
+namespace {
+// Blocks per recomputed chunk, or all blocks when not checkpointing.
+std::int64_t chunk_layers(const ModelConfig& cfg, const ComputeOptions& c) {
+  return c.checkpoint_activations ? std::min(c.checkpoint_num_layers, cfg.num_layers) : cfg.num_layers;
+}
+}  // namespace
 
 void GPTNeoX::ensure_batch(std::int64_t B, std::int64_t T) {
   Activations& a = *acts_;
   if (a.batch == B && a.seq == T) return;
   const std::int64_t N = B * T, C = config_.hidden_size, V = config_.padded_vocab_size();
   Backend* be = backend_.get();
+  const DType dt = compute_.dtype;
+  auto act = [&](Shape s) { return Tensor::empty(be, std::move(s), dt); };
   auto f32 = [&](Shape s) { return Tensor::empty(be, std::move(s), DType::f32); };
-  a.stream.clear();
-  for (std::int64_t i = 0; i <= config_.num_layers; ++i) a.stream.push_back(f32({N, C}));
-  a.logits = f32({N, V});
+  // Free the old shape's buffers first so that both never coexist.
+  a = Activations{};
+  for (std::int64_t i = 0; i <= config_.num_layers; ++i) a.stream.push_back(act({N, C}));
+  const std::int64_t slots = chunk_layers(config_, compute_);
+  for (std::int64_t i = 0; i < slots; ++i)
+    a.blocks.push_back(layers::BlockBuffers::make(be, config_, B, T, dt, false, true));
+  if (compute_.checkpoint_activations) a.recompute_out = act({N, C});
+  a.logits = act({N, V});
   a.losses = f32({N});
   a.lse = f32({N});
-  a.d_a = f32({N, C});
-  a.d_b = f32({N, C});
-  a.scratch = {f32({N, C}), f32({N, C}), f32({N, C}), f32({N, 3 * C}), f32({N, config_.ffn_size()})};
+  a.d_a = act({N, C});
+  a.d_b = act({N, C});
+  a.scratch = {act({N, C}), act({N, C}), act({N, C}), act({N, 3 * C}), act({N, config_.ffn_size()})};
   a.batch = B;
   a.seq = T;
+}
+
+std::size_t GPTNeoX::activation_bytes() const {
+  const Activations& a = *acts_;
+  std::size_t n = 0;
+  for (const Tensor* t : {&a.recompute_out, &a.logits, &a.losses, &a.lse, &a.d_a, &a.d_b, &a.scratch.d_ln,
+                          &a.scratch.d_attn, &a.scratch.d_res, &a.scratch.d_qkv, &a.scratch.d_fc})
+    if (t->defined()) n += t->bytes();
+  for (const Tensor& t : a.stream) n += t.bytes();
+  for (const auto& b : a.blocks) n += b.bytes();
+  return n;
 }
 
 namespace {
@@ -107,13 +144,19 @@ Tensor GPTNeoX::forward(const Tensor& input_ids, std::int64_t position_offset) {
   Activations& a = *acts_;
   a.has_loss = false;
   a.ids = device_ids(*backend_, config_, input_ids, "forward");
+  arena_.refresh_weights(*backend_);
   LayerContext ctx{backend_.get(), B, T, position_offset};
   layers_.front()->forward(ctx, a.ids, a.stream[0]);
-  for (std::int64_t l = 0; l < config_.num_layers; ++l)
-    layers_[static_cast<std::size_t>(l + 1)]->forward(ctx, a.stream[static_cast<std::size_t>(l)],
-                                                       a.stream[static_cast<std::size_t>(l + 1)]);
+  for (std::int64_t l = 0; l < config_.num_layers; ++l) run_block(ctx, l, a.stream[static_cast<std::size_t>(l + 1)]);
   layers_.back()->forward(ctx, a.stream.back(), a.logits);
   return a.logits.view({B, T, config_.padded_vocab_size()});
+}
+
+void GPTNeoX::run_block(const LayerContext& ctx, std::int64_t l, Tensor& out) {
+  Activations& a = *acts_;
+  auto& block = static_cast<layers::TransformerLayer&>(*layers_[static_cast<std::size_t>(l + 1)]);
+  block.bind(&a.blocks[static_cast<std::size_t>(l % static_cast<std::int64_t>(a.blocks.size()))]);
+  block.forward(ctx, a.stream[static_cast<std::size_t>(l)], out);
 }
 
 Tensor GPTNeoX::logits() const {
@@ -157,9 +200,22 @@ void GPTNeoX::backward(float loss_scale) {
   Tensor* dout = &a.d_a;
   Tensor* din = &a.d_b;
   layers_.back()->backward(ctx, a.logits, *dout);
-  for (std::int64_t l = config_.num_layers - 1; l >= 0; --l) {
-    layers_[static_cast<std::size_t>(l + 1)]->backward(ctx, *dout, *din);
-    std::swap(dout, din);
+  // Chunk by chunk from the last: with checkpointing, first recompute the
+  // chunk's activations from its input (kept in the stream), then go back
+  // through its blocks. The recomputed blocks' outputs are not needed (the
+  // last one goes to a scratch buffer, the others are the stream's own
+  // values again), so the stream the later chunks read stays untouched.
+  const std::int64_t L = config_.num_layers, chunk = chunk_layers(config_, compute_);
+  for (std::int64_t end = L; end > 0;) {
+    const std::int64_t begin = compute_.checkpoint_activations ? ((end - 1) / chunk) * chunk : 0;
+    if (compute_.checkpoint_activations)
+      for (std::int64_t l = begin; l < end; ++l)
+        run_block(ctx, l, l + 1 < end ? a.stream[static_cast<std::size_t>(l + 1)] : a.recompute_out);
+    for (std::int64_t l = end - 1; l >= begin; --l) {
+      layers_[static_cast<std::size_t>(l + 1)]->backward(ctx, *dout, *din);
+      std::swap(dout, din);
+    }
+    end = begin;
   }
   Tensor none;
   layers_.front()->backward(ctx, *dout, none);
@@ -217,7 +273,8 @@ InferenceCache GPTNeoX::make_cache(std::int64_t batch, std::int64_t max_tokens) 
   s.max_tokens = max_tokens;
   const Shape shape{batch, config_.num_attention_heads, max_tokens, config_.head_size()};
   for (std::int64_t l = 0; l < config_.num_layers; ++l)
-    s.kv.push_back({Tensor::empty(backend_.get(), shape, DType::f32), Tensor::empty(backend_.get(), shape, DType::f32)});
+    s.kv.push_back({Tensor::empty(backend_.get(), shape, compute_.dtype),
+                    Tensor::empty(backend_.get(), shape, compute_.dtype)});
   return cache;
 }
 
@@ -235,19 +292,22 @@ Tensor GPTNeoX::forward_cached(const Tensor& input_ids, InferenceCache& cache, b
     throw Error("forward_cached: " + std::to_string(T) + " tokens at position " + std::to_string(s.length) +
                 " exceed the cache's max_tokens " + std::to_string(s.max_tokens));
   Tensor ids = device_ids(*backend_, config_, input_ids, "forward_cached");
+  arena_.refresh_weights(*backend_);
 
   Backend* be = backend_.get();
   const std::int64_t N = B * T, C = config_.hidden_size, V = config_.padded_vocab_size();
   const std::int64_t out_rows = last_only ? B : N;
   if (s.chunk != T || s.last_only != last_only) {
+    const DType dt = compute_.dtype;
+    auto act = [&](Shape shape) { return Tensor::empty(be, std::move(shape), dt); };
     auto f32 = [&](Shape shape) { return Tensor::empty(be, std::move(shape), DType::f32); };
     if (s.chunk != T) {
-      s.stream_a = f32({N, C});
-      s.stream_b = f32({N, C});
-      s.block = layers::BlockBuffers::make(be, config_, N, true);
+      s.stream_a = act({N, C});
+      s.stream_b = act({N, C});
+      s.block = layers::BlockBuffers::make(be, config_, B, T, dt, true, false);
     }
-    s.last = last_only && T > 1 ? f32({B, C}) : Tensor();
-    s.ln = f32({out_rows, C});
+    s.last = last_only && T > 1 ? act({B, C}) : Tensor();
+    s.ln = act({out_rows, C});
     s.mean = f32({out_rows});
     s.rstd = f32({out_rows});
     s.logits = f32({out_rows, V});

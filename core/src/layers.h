@@ -24,8 +24,10 @@ struct BlockScratch {
 };
 
 // The buffers one forward of a transformer block writes, N = B*T rows.
-// Training keeps one set per block for its backward; inference (see
-// forward_cached) shares one set among all blocks.
+// Training keeps one set per block for its backward (one set per block of a
+// chunk with activation checkpointing); inference (see forward_cached)
+// shares one set among all blocks. Activations are in the compute dtype,
+// the LayerNorm statistics in f32.
 struct BlockBuffers {
   Tensor ln1, ln1_mean, ln1_rstd;  // [N,C], [N], [N]
   Tensor qkv;                      // [N,3C] after rotary
@@ -35,8 +37,12 @@ struct BlockBuffers {
   Tensor ln2, ln2_mean, ln2_rstd;  // [N,C], [N], [N]
   Tensor fc, act;                  // [N,F] before and after GeLU (act may be fc: GeLU in place)
   Tensor mlp;                      // [N,C]
-  // Fresh buffers for N rows; act is fc itself when gelu_in_place.
-  static BlockBuffers make(Backend* backend, const ModelConfig& cfg, std::int64_t rows, bool gelu_in_place);
+  Tensor lse;                      // [B,nh,T] f32 attention statistics (training only)
+  // Fresh buffers for N = batch * seq rows; act is fc itself when
+  // gelu_in_place; lse only when with_lse.
+  static BlockBuffers make(Backend* backend, const ModelConfig& cfg, std::int64_t batch, std::int64_t seq,
+                           DType dtype, bool gelu_in_place, bool with_lse);
+  std::size_t bytes() const;
 };
 
 // One block's key/value cache for generation: [B, n_head, max_T, head_size]
@@ -85,6 +91,9 @@ class TransformerLayer final : public Layer {
       : cfg_(cfg), index_(index), scratch_(scratch) {}
   std::string name() const override { return "layers." + std::to_string(index_); }
   void declare(ParameterArena& arena) override;
+  // forward() writes, and backward() reads, the buffers bound last (the
+  // model binds one set per block, or per block of a checkpointed chunk).
+  void bind(BlockBuffers* buffers) { acts_ = buffers; }
   void forward(const LayerContext& ctx, const Tensor& in, Tensor& out) override;
   void backward(const LayerContext& ctx, const Tensor& dout, Tensor& din) override;
   // Inference: the forward of ctx.seq new tokens per sequence at positions
@@ -96,7 +105,6 @@ class TransformerLayer final : public Layer {
                       BlockBuffers& bufs) const;
 
  private:
-  void ensure(const LayerContext& ctx);
   // The block's forward into `b`; attend(attn3, qkv3) is the attention
   // ([B,T,C] from [B,T,3C] after rotary). Training and inference share it.
   template <typename Attend>
@@ -107,11 +115,9 @@ class TransformerLayer final : public Layer {
   ParameterArena* arena_ = nullptr;
   int ln1_w_ = -1, ln1_b_ = -1, qkv_w_ = -1, qkv_b_ = -1, dense_w_ = -1, dense_b_ = -1;
   int ln2_w_ = -1, ln2_b_ = -1, fc1_w_ = -1, fc1_b_ = -1, fc2_w_ = -1, fc2_b_ = -1;
-  // Saved activations for backward.
-  std::int64_t rows_ = -1;
-  Tensor in_;    // the input (borrowed view of the residual stream)
-  BlockBuffers acts_;
-  Tensor lse_;   // [B,nh,T]
+  // Saved for backward.
+  Tensor in_;                       // the input (borrowed view of the residual stream)
+  BlockBuffers* acts_ = nullptr;    // bound by the model
 };
 
 // Final LayerNorm and unembedding: [N, C] -> logits [N, V].

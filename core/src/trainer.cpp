@@ -15,6 +15,7 @@
 #include "neox/data_source.h"
 #include "neox/error.h"
 #include "neox/hf.h"
+#include "neox/loss_scaler.h"
 #include "neox/model.h"
 #include "neox/optimizer.h"
 #include "neox/registry.h"
@@ -78,6 +79,8 @@ class Trainer {
   std::shared_ptr<Optimizer> optimizer_;
   std::shared_ptr<DataSource> data_;
   std::unique_ptr<GPTNeoX> model_;
+  std::unique_ptr<LossScaler> scaler_;  // fp16 only
+  std::int64_t skipped_steps_ = 0;      // steps skipped for inf/NaN gradients
   std::unique_ptr<RunLog> log_;
   std::mt19937_64 rng_;
   std::int64_t iteration_ = 0;
@@ -98,9 +101,6 @@ class Trainer {
 void check_supported(const Config& c) {
   const std::string where = c.path.empty() ? std::string("config") : c.path;
   const TrainingConfig& t = c.training;
-  if (t.precision != "fp32")
-    throw Error(where + ": training.precision = " + t.precision +
-                ": mixed precision is not implemented yet (it comes with the cuda backend); use fp32");
   if (t.model_parallel_size > 1)
     throw Error(where + ": training.model_parallel_size = " + std::to_string(t.model_parallel_size) +
                 ": tensor parallelism is not implemented; set it to 1");
@@ -121,7 +121,12 @@ void Trainer::setup() {
   log_->write_config(config_to_toml(cfg_));
   backend_ = registry_->make_backend(cfg_.plugins.backend, cfg_.plugins.kernels, cfg_.plugins.options);
   optimizer_ = registry_->make_optimizer(cfg_.plugins.optimizer, optimizer_options(cfg_));
-  model_ = std::make_unique<GPTNeoX>(cfg_.model, backend_);
+  const ComputeOptions compute = compute_options(tc_);
+  model_ = std::make_unique<GPTNeoX>(cfg_.model, backend_, compute);
+  if (compute.dtype == DType::f16)
+    scaler_ = std::make_unique<LossScaler>(LossScalerConfig{tc_.loss_scale, tc_.initial_scale_power,
+                                                            tc_.loss_scale_window, tc_.hysteresis,
+                                                            tc_.min_loss_scale});
   rng_.seed(tc_.seed);
 
   const std::int64_t B = tc_.train_micro_batch_size_per_gpu, T = cfg_.model.seq_length;
@@ -146,6 +151,9 @@ void Trainer::setup() {
     log_->log().info("{} from {}", resuming ? "resuming" : "fine-tuning weights", path);
     if (resuming) {
       iteration_ = resumed.iteration;
+      if (auto it = resumed.trainer_values.find("skipped_steps"); it != resumed.trainer_values.end())
+        skipped_steps_ = static_cast<std::int64_t>(it->second);
+      if (scaler_) scaler_->load_state(resumed.trainer_values);
       if (!resumed.rng_state.empty()) {
         std::istringstream in(resumed.rng_state);
         in >> rng_;
@@ -183,6 +191,12 @@ void Trainer::setup() {
   log_->log().info("plugins: backend {} ({}), comm {} ({} rank{}), optimizer {}, data {}", backend_->name(),
                    device_name(backend_->device()), cfg_.plugins.comm, comm_->size(), comm_->size() > 1 ? "s" : "",
                    cfg_.plugins.optimizer, cfg_.plugins.data);
+  log_->log().info("precision: {}{}{}", tc_.precision,
+                   scaler_ ? fmt::format(", loss scale {} ({})", scaler_->scale(), scaler_->dynamic() ? "dynamic" : "static")
+                           : std::string(),
+                   tc_.checkpoint_activations
+                       ? fmt::format(", activation checkpointing every {} layer(s)", tc_.checkpoint_num_layers)
+                       : std::string());
   log_->log().info("batch: {} x {} micro-batches x {} ranks = {} sequences, {} tokens per step; {} steps",
                    B, tc_.gradient_accumulation_steps, comm_->size(), global_batch, tokens_per_step_, tc_.train_iters);
   log_->log().info("run directory: {}", log_->dir());
@@ -196,12 +210,15 @@ double Trainer::train_step() {
   arena.zero_grads(*backend_);
   double compute = seconds(t, Clock::now());
   const std::int64_t accum = tc_.gradient_accumulation_steps;
+  // fp16: the loss (so every gradient) is multiplied by the loss scale, and
+  // the optimizer divides it out again through grad_scale.
+  const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
   double loss_sum = 0.0;
   for (std::int64_t micro = 0; micro < accum; ++micro) {
     Batch batch = data_->next(Split::train);
     t = Clock::now();
     loss_sum += model_->forward_loss(batch.input_ids, batch.labels, batch.loss_mask);
-    model_->backward(1.0f / static_cast<float>(accum));
+    model_->backward(static_cast<float>(loss_scale / static_cast<double>(accum)));
     compute += seconds(t, Clock::now());
   }
   Tensor grads = arena.grads();
@@ -213,19 +230,32 @@ double Trainer::train_step() {
     comm_->all_reduce(l, ReduceOp::avg);
     loss = l.ptr<double>()[0];
   }
-  // Global-norm clipping as torch.nn.utils.clip_grad_norm_.
-  const double grad_norm = std::sqrt(k.sum_squares(grads));
-  float grad_scale = 1.0f;
-  const double clip = cfg_.optimizer.gradient_clipping;
-  if (clip > 0.0) {
-    const double coef = clip / (grad_norm + 1e-6);
-    if (coef < 1.0) grad_scale = static_cast<float>(coef);
-  }
+  // Global-norm clipping as torch.nn.utils.clip_grad_norm_, on the unscaled
+  // gradients. A non-finite norm means an inf or NaN gradient: with fp16
+  // the step is skipped and the scale lowered.
+  const double grad_norm = std::sqrt(k.sum_squares(grads)) / loss_scale;
   const double lr = schedule_.at(iteration_);
-  t = Clock::now();
-  optimizer_->step({static_cast<float>(lr), iteration_ + 1, grad_scale});
-  backend_->synchronize();
-  compute += seconds(t, Clock::now());
+  if (scaler_ && !std::isfinite(grad_norm)) {
+    const double old_scale = scaler_->scale();
+    scaler_->update(true);
+    ++skipped_steps_;
+    log_->log().warn("step {}: inf/NaN gradients at loss scale {}; step skipped ({} so far), loss scale now {}",
+                     iteration_ + 1, old_scale, skipped_steps_, scaler_->scale());
+  } else {
+    if (scaler_) scaler_->update(false);
+    double grad_scale = 1.0 / loss_scale;
+    const double clip = cfg_.optimizer.gradient_clipping;
+    if (clip > 0.0) {
+      const double coef = clip / (grad_norm + 1e-6);
+      if (coef < 1.0) grad_scale *= coef;
+    }
+    t = Clock::now();
+    // The step number counts the updates applied (Adam's bias correction).
+    optimizer_->step({static_cast<float>(lr), iteration_ + 1 - skipped_steps_, static_cast<float>(grad_scale)});
+    arena.mark_params_changed();
+    backend_->synchronize();
+    compute += seconds(t, Clock::now());
+  }
   ++iteration_;
   log_step(iteration_, loss, lr, grad_norm);
   compute_seconds_ += compute;
@@ -248,6 +278,7 @@ void Trainer::log_step(std::int64_t iteration, double loss, double lr, double gr
   const double mfu = tc_.peak_tflops > 0 ? flops / (tc_.peak_tflops * 1e12) : 0.0;
   const double elapsed = seconds(run_start_, now);
   std::string mfu_text = tc_.peak_tflops > 0 ? fmt::format(" | MFU {:.1f}%", 100.0 * mfu) : std::string();
+  if (scaler_) mfu_text += fmt::format(" | loss scale {} | skipped {}", scaler_->scale(), skipped_steps_);
   log_->log().info("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tokens/s{} | {} elapsed | ETA {}",
                    iteration, std::to_string(tc_.train_iters).size(), tc_.train_iters, mean_loss, lr, grad_norm,
                    tokens_per_s, mfu_text, format_duration(elapsed), format_duration(eta));
@@ -255,6 +286,10 @@ void Trainer::log_step(std::int64_t iteration, double loss, double lr, double gr
                      {"grad_norm", grad_norm},  {"tokens_per_sec", tokens_per_s}, {"elapsed_s", elapsed},
                      {"tokens", iteration * tokens_per_step_}};
   if (tc_.peak_tflops > 0) rec["mfu"] = mfu;
+  if (scaler_) {
+    rec["loss_scale"] = scaler_->scale();
+    rec["skipped_steps"] = skipped_steps_;
+  }
   log_->metrics(rec);
   interval_loss_ = 0.0;
   interval_steps_ = 0;
@@ -290,6 +325,9 @@ void Trainer::save() {
   rng << rng_;
   st.rng_state = rng.str();
   st.config_toml = config_to_toml(cfg_);
+  st.trainer_values["skipped_steps"] = static_cast<double>(skipped_steps_);
+  if (scaler_)
+    for (const auto& [key, value] : scaler_->state()) st.trainer_values[key] = value;
   if (comm_->rank() == 0) {
     result_.last_checkpoint = save_checkpoint(tc_.save, *model_, optimizer_.get(), st,
                                               static_cast<int>(tc_.keep_last_n_checkpoints));
@@ -331,6 +369,7 @@ TrainResult Trainer::run() {
     result_.test_loss = evaluate(Split::test, tc_.eval_iters);
   if (!saved_last && iteration_ > start) save();
   result_.iterations = iteration_;
+  result_.skipped_steps = skipped_steps_;
   const double total = seconds(run_start_, Clock::now());
   if (step_seconds_total_ > 0) result_.overhead = 1.0 - compute_seconds_ / step_seconds_total_;
   log_->log().info("{} after {} steps in {}; trainer overhead {:.2f}% of step time (data, clipping, logging)",

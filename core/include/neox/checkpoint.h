@@ -29,6 +29,7 @@ struct CheckpointState {
   std::map<std::string, std::int64_t> data_positions;   // split name -> samples consumed
   std::string rng_state;                                // the trainer's generator, serialised
   std::string config_toml;                              // the config text used
+  std::map<std::string, double> trainer_values;         // counters and scaler state (e.g. skipped_steps)
 };
 
 // Saves and returns the checkpoint directory. keep_last > 0 keeps only the

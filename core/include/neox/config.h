@@ -71,9 +71,17 @@ struct TrainingConfig {
   std::int64_t keep_last_n_checkpoints = 0;  // 0: keep all
   bool finetune = false;               // load weights only, start at step 0
   std::int64_t exit_interval = 0;      // stop (with a checkpoint) after a multiple of this; 0: never
+  std::string precision = "fp32";      // fp32 | bf16 | fp16
+  bool checkpoint_activations = false; // recompute activations in backward
+  std::int64_t checkpoint_num_layers = 1;
+  // fp16 loss scaling (GPT-NeoX's fp16 block, DeepSpeed semantics).
+  double loss_scale = 0.0;             // 0: dynamic
+  std::int64_t initial_scale_power = 16;
+  std::int64_t loss_scale_window = 1000;
+  std::int64_t hysteresis = 2;
+  double min_loss_scale = 1.0;
   // Settings of GPT-NeoX configs that this version cannot honour yet are
   // kept so that a config asking for them is refused, not silently ignored.
-  std::string precision = "fp32";      // fp32 | bf16 | fp16
   std::int64_t model_parallel_size = 1;
   std::int64_t pipe_parallel_size = 1;
   std::int64_t zero_stage = 0;
@@ -107,6 +115,10 @@ NEOX_API std::string config_to_toml(const Config& config);
 // `model` as a [model] table (every key, floats exact) that parse_config
 // reads back to the same ModelConfig; used to write a checkpoint's config.toml.
 NEOX_API std::string model_config_toml(const ModelConfig& model);
+
+// How the model computes under [training]'s precision and activation
+// checkpointing settings.
+NEOX_API ComputeOptions compute_options(const TrainingConfig& training);
 
 // Markdown reference of every key, its type, default, range and meaning.
 NEOX_API std::string config_reference_markdown();

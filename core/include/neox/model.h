@@ -48,6 +48,20 @@ struct ModelConfig {
   void validate() const;
 };
 
+// How the model computes: not part of the architecture (a checkpoint loads
+// under any of these).
+struct ComputeOptions {
+  // Activations and the weights' compute copy: f32, bf16 or f16. With bf16
+  // or f16 the f32 parameters stay the master copy and gradients are f32
+  // (see kernels.h, "Precision").
+  DType dtype = DType::f32;
+  // GPT-NeoX's checkpoint_activations: keep only each chunk's input during
+  // forward and recompute the chunk's activations in backward.
+  bool checkpoint_activations = false;
+  // Transformer blocks per recomputed chunk (GPT-NeoX's checkpoint_num_layers).
+  std::int64_t checkpoint_num_layers = 1;
+};
+
 class GPTNeoX;
 
 // The key/value cache of generation: every layer's keys and values for a
@@ -83,12 +97,13 @@ class NEOX_API InferenceCache {
 // allocated per batch shape and reused while the shape stays the same.
 class NEOX_API GPTNeoX {
  public:
-  GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend);
+  GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend, ComputeOptions compute = {});
   ~GPTNeoX();
   GPTNeoX(const GPTNeoX&) = delete;
   GPTNeoX& operator=(const GPTNeoX&) = delete;
 
   const ModelConfig& config() const { return config_; }
+  const ComputeOptions& compute() const { return compute_; }
   Backend& backend() const { return *backend_; }
   ParameterArena& arena() { return arena_; }
   const ParameterArena& arena() const { return arena_; }
@@ -96,8 +111,9 @@ class NEOX_API GPTNeoX {
   // Initialises weights with GPT-NeoX's init methods from `seed`.
   void initialize(std::uint64_t seed);
 
-  // Logits [B,T,padded_vocab] on the backend for input_ids [B,T] (i64 or
-  // i32, host or device). The view is valid until the next forward.
+  // Logits [B,T,padded_vocab] on the backend, in the compute dtype, for
+  // input_ids [B,T] (i64 or i32, host or device). The view is valid until
+  // the next forward.
   Tensor forward(const Tensor& input_ids, std::int64_t position_offset = 0);
   // Forward, then the mean cross-entropy against labels [B,T] over positions
   // whose label is >= 0 and whose loss_mask (if given, f32 [B,T]) is non-zero.
@@ -117,7 +133,8 @@ class NEOX_API GPTNeoX {
   // Runs input_ids [B,Tq] (i64 or i32 on the host, or i32 on the device) as
   // the tokens at positions cache.length() .. cache.length()+Tq-1 of each
   // sequence, attending to everything cached before them, appends them to the
-  // cache and returns their logits [B,Tq,padded_vocab]; with last_only, only
+  // cache and returns their logits [B,Tq,padded_vocab] (f32 whatever the
+  // compute dtype); with last_only, only
   // the logits of each sequence's last new token, [B,1,padded_vocab] (the
   // others are not unembedded). The view lives in the cache until its next
   // forward_cached. Running a sequence in chunks gives forward()'s logits up
@@ -126,13 +143,21 @@ class NEOX_API GPTNeoX {
   // and logits() are unaffected, and the two may be interleaved.
   Tensor forward_cached(const Tensor& input_ids, InferenceCache& cache, bool last_only = false);
 
+  // Bytes of the activation buffers held for the current batch shape
+  // (training path: residual stream, logits, per-block buffers, scratch).
+  std::size_t activation_bytes() const;
+
   // Floating-point operations of one forward+backward token (PaLM: 6N +
   // 12 L H Q T, N without embeddings), for MFU.
   double flops_per_token() const;
 
  private:
   void ensure_batch(std::int64_t B, std::int64_t T);
+  // Forward of block l (0-based) from the stream's input l into `out`, in
+  // the buffers of its slot.
+  void run_block(const LayerContext& ctx, std::int64_t l, Tensor& out);
   ModelConfig config_;
+  ComputeOptions compute_;
   std::shared_ptr<Backend> backend_;
   ParameterArena arena_;
   std::vector<std::unique_ptr<Layer>> layers_;

@@ -45,6 +45,7 @@ struct TrainResult {
   std::string last_checkpoint;             // empty if none was saved
   bool stopped = false;                    // ended early by request_stop() or exit_interval
   double overhead = 0.0;                   // share of step time outside the model and optimizer
+  std::int64_t skipped_steps = 0;          // fp16 steps skipped for inf/NaN gradients (all runs)
 };
 
 // Trains as the config says. Throws neox::Error for bad settings or data
