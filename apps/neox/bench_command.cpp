@@ -1,5 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// neox bench train-step --config FILE [--steps N] [--warmup N] [--set k=v]...
+// neox bench train --config FILE [--steps N] [--warmup N] [--set k=v]...
+//   (also `train-step`): one micro-batch's forward, backward and optimizer
+//   step on random tokens, with the config's precision and activation
+//   checkpointing; prints tokens/s, MFU (when training.peak_tflops is set)
+//   and the backend's peak memory.
+// neox bench op NAME --a PROVIDER --b PROVIDER ... (bench_op_command.cpp)
+// neox bench op NAME --a PROVIDER --b PROVIDER [...]   (bench_op_command.cpp)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +16,7 @@
 #include "commands.h"
 #include "neox/communicator.h"
 #include "neox/error.h"
+#include "neox/loss_scaler.h"
 #include "neox/model.h"
 #include "neox/optimizer.h"
 
@@ -29,17 +36,23 @@ double median(std::vector<double> v) {
 }
 
 int bench_train_step(const cxxopts::ParseResult& args) {
-  if (!args.count("config")) throw Error("bench train-step: --config is required");
+  if (!args.count("config")) throw Error("bench train: --config is required");
   Config config = config_from_args(args);
   const int steps = args["steps"].as<int>(), warmup = args["warmup"].as<int>();
-  if (steps < 1 || warmup < 0) throw Error("bench train-step: --steps must be >= 1 and --warmup >= 0");
+  if (steps < 1 || warmup < 0) throw Error("bench train: --steps must be >= 1 and --warmup >= 0");
 
   auto registry = make_registry(config);
   auto backend = make_backend(*registry, config);
   auto comm = registry->make_comm(config.plugins.comm, config.plugins.options_for(config.plugins.comm));
   auto optimizer =
       registry->make_optimizer(config.plugins.optimizer, optimizer_options(config));
-  GPTNeoX model(config.model, backend);
+  const ComputeOptions compute = compute_options(config.training);
+  GPTNeoX model(config.model, backend, compute);
+  // fp16: the initial loss scale (timing only: no overflow handling here).
+  const double loss_scale =
+      compute.dtype == DType::f16
+          ? LossScaler({config.training.loss_scale, config.training.initial_scale_power, 1, 1, 1.0}).scale()
+          : 1.0;
   model.initialize(config.training.seed);
   optimizer->init(*backend, *comm, model.arena().params(), model.arena().grads(),
                   model.arena().groups(static_cast<float>(config.optimizer.weight_decay)));
@@ -63,13 +76,15 @@ int bench_train_step(const cxxopts::ParseResult& args) {
     backend->synchronize();
     double t_fwd = seconds_since(t0);
     auto t1 = Clock::now();
-    model.backward();
+    model.backward(static_cast<float>(loss_scale));
     backend->synchronize();
     double t_bwd = seconds_since(t1);
     auto t2 = Clock::now();
-    optimizer->step({static_cast<float>(config.optimizer.lr), s + 1, 1.0f});
+    optimizer->step({static_cast<float>(config.optimizer.lr), s + 1, static_cast<float>(1.0 / loss_scale)});
+    model.arena().mark_params_changed();
     backend->synchronize();
     double t_opt = seconds_since(t2);
+    if (s + 1 == warmup) backend->reset_peak_memory();  // peak of the timed steps
     if (s >= warmup) {
       fwd.push_back(t_fwd);
       bwd.push_back(t_bwd);
@@ -88,33 +103,82 @@ int bench_train_step(const cxxopts::ParseResult& args) {
               static_cast<long long>(config.model.num_parameters()));
   std::printf("batch:       micro-batch %lld x seq %lld = %lld tokens/step\n", static_cast<long long>(B),
               static_cast<long long>(T), static_cast<long long>(B * T));
+  std::printf("precision:   %s%s\n", config.training.precision.c_str(),
+              compute.checkpoint_activations
+                  ? (", activation checkpointing every " + std::to_string(compute.checkpoint_num_layers) + " layer(s)")
+                        .c_str()
+                  : "");
   std::printf("steps:       %d timed after %d warm-up (median)\n", steps, warmup);
   std::printf("forward:     %.2f ms\n", median(fwd) * 1e3);
   std::printf("backward:    %.2f ms\n", median(bwd) * 1e3);
   std::printf("optimizer:   %.2f ms\n", median(opt) * 1e3);
   std::printf("step:        %.2f ms\n", step_s * 1e3);
   std::printf("throughput:  %.0f tokens/s, %.2f GFLOP/s (6N + 12LHQT per token)\n", tokens_per_s, flops / 1e9);
+  if (config.training.peak_tflops > 0)
+    std::printf("MFU:         %.1f%% of %g TFLOP/s\n", 100.0 * flops / (config.training.peak_tflops * 1e12),
+                config.training.peak_tflops);
+  const Backend::MemoryStats mem = backend->memory_stats();
+  if (mem.peak_in_use > 0)
+    std::printf("memory:      peak %.2f GiB in use (%.2f GiB reserved); activations %.2f GiB, parameters and "
+                "gradients %.2f GiB, optimizer state %.2f GiB\n",
+                static_cast<double>(mem.peak_in_use) / (1 << 30), static_cast<double>(mem.reserved) / (1 << 30),
+                static_cast<double>(model.activation_bytes()) / (1 << 30),
+                static_cast<double>(model.arena().bytes()) / (1 << 30),
+                static_cast<double>(optimizer->state_bytes()) / (1 << 30));
   std::printf("final loss:  %.4f\n", loss);
   return 0;
 }
 
 }  // namespace
 
+// bench_op_command.cpp
+int bench_op(const cxxopts::ParseResult& args);
+
 int cmd_bench(int argc, char** argv) {
-  cxxopts::Options opts(argv[0], "Benchmarks that print figures. Usage: neox bench train-step --config FILE");
-  opts.add_options()("what", "the benchmark: train-step", cxxopts::value<std::string>())(
-      "steps", "timed steps", cxxopts::value<int>()->default_value("10"))(
-      "warmup", "untimed steps first", cxxopts::value<int>()->default_value("2"))("h,help", "show this help");
-  add_config_options(opts, "TOML config of the model and plugins", true);
-  opts.parse_positional({"what"});
-  auto args = opts.parse(argc, argv);
+  cxxopts::Options opts(argv[0], "Benchmarks that print figures. Usage:\n"
+                                 "  neox bench train --config FILE [--steps N] [--warmup N]   (alias: train-step)\n"
+                                 "  neox bench op NAME --a PROVIDER --b PROVIDER [--dtype f32|bf16|f16] [--size S]\n"
+                                 "      [--runs N] [--warmup N] [--l2-mb MB] [--config FILE]\n"
+                                 "  (a PROVIDER is a backend plugin, e.g. cpu or cuda, or a kernels plugin)");
+  opts.add_options()("what", "the benchmark: train (or train-step) or op", cxxopts::value<std::string>())(
+      "name", "op: the kernel op (a name of neox/kernels.h)", cxxopts::value<std::string>())(
+      "steps", "train: timed steps", cxxopts::value<int>()->default_value("10"))(
+      "warmup", "untimed steps (train) or calls (op) first", cxxopts::value<int>()->default_value("2"))(
+      "a", "op: the first provider (backend or kernels plugin): --a NAME", cxxopts::value<std::string>())(
+      "b", "op: the second provider: --b NAME", cxxopts::value<std::string>())(
+      "dtype", "op: activation dtype, f32, bf16 or f16", cxxopts::value<std::string>()->default_value("f32"))(
+      "size", "op: scale of the op's shape (1 = the realistic shape; 0.01 for a quick CPU run)",
+      cxxopts::value<double>()->default_value("1"))(
+      "runs", "op: timed calls", cxxopts::value<int>()->default_value("10"))(
+      "l2-mb", "op: L2 cache size in MiB; the arguments are copied until the copies exceed it",
+      cxxopts::value<double>()->default_value("64"))("h,help", "show this help");
+  add_config_options(opts, "TOML config of the model and plugins (op: optional, for search paths and options)", true);
+  opts.parse_positional({"what", "name"});
+  // cxxopts reads a one-letter option only in its short form (-a X): --a X
+  // and --a=X, the documented spelling, are rewritten to it.
+  std::vector<std::string> words;
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i > 0 && (arg == "--a" || arg == "--b")) {
+      words.push_back(arg.substr(1));
+    } else if (i > 0 && (arg.rfind("--a=", 0) == 0 || arg.rfind("--b=", 0) == 0)) {
+      words.push_back(arg.substr(1, 2));
+      words.push_back(arg.substr(4));
+    } else {
+      words.push_back(arg);
+    }
+  }
+  std::vector<char*> argv2;
+  for (auto& w : words) argv2.push_back(w.data());
+  auto args = opts.parse(static_cast<int>(argv2.size()), argv2.data());
   if (args.count("help") || !args.count("what")) {
     std::cout << opts.help() << "\n";
     return args.count("help") ? 0 : 2;
   }
   const auto what = args["what"].as<std::string>();
-  if (what == "train-step") return bench_train_step(args);
-  throw Error("bench: unknown benchmark '" + what + "' (available: train-step)");
+  if (what == "train" || what == "train-step") return bench_train_step(args);
+  if (what == "op") return bench_op(args);
+  throw Error("bench: unknown benchmark '" + what + "' (available: train, train-step, op)");
 }
 
 }  // namespace neox::app

@@ -25,7 +25,8 @@ const Command kCommands[] = {
     {"plugins", "list the plugins found, or check one plugin file", neox::app::cmd_plugins},
     {"score", "run a model's forward pass on token ids and write the logits (and loss)", neox::app::cmd_score},
     {"generate", "generate text or token ids from a model (KV cache; greedy, top-k, top-p)", neox::app::cmd_generate},
-    {"bench", "benchmarks: train-step (time training steps of a config)", neox::app::cmd_bench},
+    {"bench", "benchmarks: train (time training steps of a config), op (compare two providers of a kernel)",
+     neox::app::cmd_bench},
     {"config", "validate a config file, or print the reference of every key", neox::app::cmd_config},
     {"convert", "convert checkpoints: neox to Hugging Face (--to-hf) and back (--from-hf)", neox::app::cmd_convert},
 };
