@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Sets everything up on a fresh Debian/Ubuntu machine and runs the whole test
-# suite: installs missing packages, builds (Release), runs ctest, then builds
-# the unit tests with AddressSanitizer + UndefinedBehaviorSanitizer and runs
-# them again. CI runs exactly this (.ci/run).
+# suite: installs missing packages, builds (Release, with the CUDA plugin
+# where nvcc is found), runs ctest, then builds the unit tests with
+# AddressSanitizer + UndefinedBehaviorSanitizer (without CUDA: the sanitizers
+# check host code) and runs them again. CI runs exactly this (.ci/run).
+# Without a GPU the GPU tests skip with a message; packaging/gpu-check.sh
+# runs them on a GPU machine.
 #
 #   bash packaging/test.sh            # everything
 #   NEOX_SKIP_SANITIZE=1 bash packaging/test.sh   # skip the sanitizer pass
@@ -21,7 +24,7 @@ ctest --test-dir build --output-on-failure -j"$jobs" --timeout 900
 
 if [ "${NEOX_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "== build (Debug, ASan + UBSan) =="
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DNEOX_SANITIZE=ON
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DNEOX_SANITIZE=ON -DNEOX_WITH_CUDA=OFF
   cmake --build build-asan -j"$jobs"
   echo "== tests (ASan + UBSan) =="
   # OpenBLAS and libgomp keep thread pools alive at exit; leaks in them are not ours.

@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+// Rotary embedding: argument checks (as the cpu backend's) and the cos/sin
+// tables. A table is built on the host with exactly the cpu backend's
+// arithmetic — inv_freq[i] = 1 / base^(2i / rotary_dims) in float, then
+// angle = position * inv_freq[i], cos and sin in double — uploaded once and
+// cached per (rotary_dims, base), covering positions [0, 2^k) (or, for very
+// long tables, exactly the positions of the call).
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "check.h"
+#include "launch.h"
+#include "ops.h"
+
+namespace neox::cuda {
+namespace {
+
+constexpr std::size_t kMaxTables = 8;
+constexpr std::int64_t kMinPositions = 256;
+constexpr std::size_t kMaxPow2TableBytes = std::size_t{64} << 20;
+
+// cos_sin[count, half, 2] for positions start .. start + count - 1
+std::vector<double> build_table(std::int64_t start, std::int64_t count, int rotary_dims, float base) {
+  const int half = rotary_dims / 2;
+  std::vector<float> inv_freq(static_cast<std::size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    float exponent = static_cast<float>(2 * i) / static_cast<float>(rotary_dims);
+    inv_freq[static_cast<std::size_t>(i)] = 1.0f / std::pow(base, exponent);
+  }
+  std::vector<double> table(static_cast<std::size_t>(count * half * 2));
+  for (std::int64_t t = 0; t < count; ++t)
+    for (int i = 0; i < half; ++i) {
+      double angle = static_cast<double>(start + t) * static_cast<double>(inv_freq[static_cast<std::size_t>(i)]);
+      table[static_cast<std::size_t>((t * half + i) * 2)] = std::cos(angle);
+      table[static_cast<std::size_t>((t * half + i) * 2 + 1)] = std::sin(angle);
+    }
+  return table;
+}
+
+// The device table for positions [offset, offset + T): a pointer to its first row.
+const double* rotary_table(Context& ctx, int rotary_dims, float base, std::int64_t offset, std::int64_t T) {
+  const std::int64_t half = rotary_dims / 2;
+  const std::int64_t end = offset + T;
+  RotaryTable* same_key = nullptr;
+  for (auto& e : ctx.rotary_tables) {
+    if (e.rotary_dims != rotary_dims || std::bit_cast<std::uint32_t>(e.base) != std::bit_cast<std::uint32_t>(base))
+      continue;
+    if (e.start <= offset && end <= e.start + e.count)
+      return e.table.as<double>() + (offset - e.start) * half * 2;
+    same_key = &e;
+  }
+  RotaryTable fresh;
+  fresh.rotary_dims = rotary_dims;
+  fresh.base = base;
+  const auto pow2 = static_cast<std::int64_t>(std::bit_ceil(static_cast<std::uint64_t>(std::max(end, kMinPositions))));
+  if (static_cast<std::size_t>(pow2 * half * 2) * sizeof(double) <= kMaxPow2TableBytes) {
+    fresh.start = 0;
+    fresh.count = pow2;
+  } else {
+    fresh.start = offset;
+    fresh.count = T;
+  }
+  const std::vector<double> host = build_table(fresh.start, fresh.count, rotary_dims, base);
+  fresh.table = ctx.temp(host.size() * sizeof(double));
+  ctx.upload(fresh.table.get(), host.data(), host.size() * sizeof(double));
+  // Replacing a table frees the old one into the cache: kernels queued before
+  // still read it in stream order, before anything can reuse the block.
+  if (same_key) {
+    *same_key = std::move(fresh);
+    return same_key->table.as<double>() + (offset - same_key->start) * half * 2;
+  }
+  if (ctx.rotary_tables.size() >= kMaxTables) ctx.rotary_tables.erase(ctx.rotary_tables.begin());
+  ctx.rotary_tables.push_back(std::move(fresh));
+  const RotaryTable& e = ctx.rotary_tables.back();
+  return e.table.as<double>() + (offset - e.start) * half * 2;
+}
+
+void rotary(Context& ctx, const char* op, const char* what, Tensor& qkv, int n_head, int rotary_dims, float base,
+            std::int64_t position_offset, double sign) {
+  Checker ck(op, ctx.device());
+  const QkvShape s = ck.qkv(qkv, n_head, what);
+  if (rotary_dims < 0 || rotary_dims % 2 != 0 || rotary_dims > s.hs)
+    ck.fail("rotary_dims = " + std::to_string(rotary_dims) + " must be even and in [0, head size = " +
+            std::to_string(s.hs) + "]");
+  if (!(base > 0.0f) || !std::isfinite(base)) ck.fail("base must be a positive number, got " + std::to_string(base));
+  if (position_offset < 0) ck.fail("position_offset must be >= 0, got " + std::to_string(position_offset));
+  if (rotary_dims == 0 || qkv.numel() == 0) return;
+  const double* table = rotary_table(ctx, rotary_dims, base, position_offset, s.T);
+  launch_rotary(Launch{ctx.stream(), ctx.max_blocks()}, qkv.dtype(), qkv.data(), table, s.B, s.T, s.C, s.n_head,
+                rotary_dims, sign);
+}
+
+}  // namespace
+
+void rotary_forward(Context& ctx, Tensor& qkv, int n_head, int rotary_dims, float base, std::int64_t position_offset) {
+  rotary(ctx, "rotary_forward", "qkv", qkv, n_head, rotary_dims, base, position_offset, +1.0);
+}
+
+void rotary_backward(Context& ctx, Tensor& dqkv, int n_head, int rotary_dims, float base,
+                     std::int64_t position_offset) {
+  rotary(ctx, "rotary_backward", "dqkv", dqkv, n_head, rotary_dims, base, position_offset, -1.0);
+}
+
+}  // namespace neox::cuda
