@@ -1,0 +1,564 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# The GPU check: builds neox with the cuda backend, then, on a machine with an
+# NVIDIA GPU, runs the GPU tests, compute-sanitizer and the benchmarks, and
+# prints a summary table last.
+#
+#   bash packaging/gpu-check.sh prepare   # build build-gpu (Release, CUDA) and stage
+#                                         # .gpu/ for a GPU machine without the build deps
+#   bash packaging/gpu-check.sh run       # on the GPU machine, from the repository root
+#   bash packaging/gpu-check.sh           # both in sequence (a machine with a GPU and
+#                                         # the build dependencies)
+#
+# prepare: configures and builds build-gpu (NEOX_WITH_CUDA=ON,
+# NEOX_CUDA_ARCHITECTURES=90 unless set), then stages under .gpu/ (ignored by
+# git) everything `run` needs besides the tracked tree: .gpu/build (the
+# binaries, libneox, the plugins and the test plugins, stripped),
+# .gpu/carry-lib.tar.gz (every shared library they need beyond glibc,
+# libstdc++, libgcc and the CUDA toolkit: spdlog, fmt, Boost, OpenBLAS and its
+# Fortran runtime, libgomp; also left unpacked in build-gpu/carry-lib) and
+# .gpu/testdata (a copy of ../shared/testdata). It prints the size of what
+# must travel (the tree plus .gpu) and fails above 64 MiB.
+#
+# run: expects .gpu (or build-gpu) and runs, each phase under its own time
+# limit within a total budget (GPU_CHECK_BUDGET seconds, default 540):
+#   env          nvidia-smi, compute-sanitizer version, `neox plugins`
+#   libs         every binary and plugin finds its shared libraries
+#   kernels      the kernel conformance suite (tests/test_kernels.cpp) on cuda only
+#   cuda-backend tests/test_cuda_backend.cpp
+#   gpu-model    tests/test_gpu_model.cpp (HF oracle fp32/bf16/f16, 200-step
+#                training vs CPU, activation checkpointing)
+#   attention-check  tests/cuda-emulation/attention_check.cpp built with nvcc
+#                (the attention kernels against a float64 reference, timings)
+#   bench-*      `neox bench train-step` on configs/bench/pythia-160m-cuda.toml:
+#                bf16 (micro-batch 16, falling back to 8), bf16 with activation
+#                checkpointing, fp32 (micro-batch 4, falling back to 2);
+#                `neox bench op` (matmul bf16 and f32, attention_forward bf16:
+#                cuda vs cpu at the op's realistic shape) when the command has it
+#   memcheck, racecheck  compute-sanitizer on a reduced kernel suite plus the
+#                small HF oracle (skipped where compute-sanitizer is missing or
+#                does not support the device)
+# Logs go to $OUT (default .gpu/out), at most 8 files. A test phase in which
+# tests skipped shows WARN (FAIL when as many skipped as passed: the GPU was
+# not used). The exit status is non-zero when a test phase (libs, the three
+# test phases, the sanitizers) failed or timed out (a sanitizer that times
+# out only reports); benchmarks only report.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+
+BUILD=${NEOX_GPU_BUILD_DIR:-build-gpu}
+ARCH=${NEOX_CUDA_ARCHITECTURES:-90}
+STAGE=.gpu
+LIMIT_MIB=64
+BENCH_CONFIG=configs/bench/pythia-160m-cuda.toml
+
+die() {
+  echo "gpu-check: $*" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------------------
+# prepare
+
+# Libraries the GPU machine has itself (or must take from its own driver and
+# toolkit): never carried.
+is_system_lib() {
+  case "$1" in
+    linux-vdso.so* | ld-linux*.so* | libc.so.* | libm.so.* | libstdc++.so.* | libgcc_s.so.* | \
+      libpthread.so.* | libdl.so.* | librt.so.* | libutil.so.* | libresolv.so.* | \
+      libcuda.so.* | libnvidia-*.so* | libcudart.so.* | libcublas*.so.* | libneox.so.*)
+      return 0 ;;
+  esac
+  return 1
+}
+
+prepare() {
+  local jobs
+  jobs=$(nproc 2>/dev/null || echo 2)
+  command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ] ||
+    die "prepare: nvcc not found (install the CUDA toolkit or put nvcc on PATH)"
+  if ! command -v nvcc >/dev/null 2>&1; then export PATH=/usr/local/cuda/bin:$PATH; fi
+
+  echo "== prepare: configure $BUILD (Release, NEOX_WITH_CUDA=ON, architectures $ARCH) =="
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DNEOX_WITH_CUDA=ON \
+    -DNEOX_CUDA_ARCHITECTURES="$ARCH" -DCMAKE_CUDA_ARCHITECTURES="$ARCH" >"$BUILD.configure.log" 2>&1 ||
+    { tail -30 "$BUILD.configure.log"; die "prepare: configure failed (log: $BUILD.configure.log)"; }
+  rm -f "$BUILD.configure.log"
+  echo "== prepare: build ($jobs jobs) =="
+  cmake --build "$BUILD" -j"$jobs" || die "prepare: build failed"
+  [ -f "$BUILD/plugins/neox_backend_cuda.so" ] || die "prepare: $BUILD/plugins/neox_backend_cuda.so was not built"
+  [ -x "$BUILD/bin/neox_tests" ] || die "prepare: $BUILD/bin/neox_tests was not built"
+
+  # The CUDA attention kernels' own check (the same source the CPU build runs
+  # under an emulation, ctest CudaAttentionEmulation.*), built for the device.
+  local attn_src=tests/cuda-emulation/attention_check.cpp
+  rm -f "$BUILD/bin/attention_check"
+  if [ -f "$attn_src" ]; then
+    echo "== prepare: $attn_src with nvcc -> $BUILD/bin/attention_check =="
+    local -a gencode=()
+    local a
+    for a in ${ARCH//;/ }; do gencode+=("-gencode=arch=compute_$a,code=sm_$a"); done
+    # shellcheck disable=SC2016  # $ORIGIN is for the linker
+    nvcc -x cu -std=c++20 -O2 "${gencode[@]}" -I core/include -I plugins/cuda "$attn_src" \
+      -L "$BUILD/lib" -lneox -Xlinker -rpath -Xlinker '$ORIGIN/../lib' -o "$BUILD/bin/attention_check" ||
+      { echo "prepare: warning: $attn_src did not build; the run skips it"; rm -f "$BUILD/bin/attention_check"; }
+  fi
+
+  # The binaries that travel.
+  local -a files=("$BUILD/bin/neox" "$BUILD/bin/neox_tests" "$BUILD/lib/libneox.so.0")
+  local f
+  for f in "$BUILD"/plugins/*.so "$BUILD"/tests/plugins/*.so; do files+=("$f"); done
+
+  echo "== prepare: shared libraries beyond the system's -> $BUILD/carry-lib =="
+  rm -rf "$BUILD/carry-lib"
+  mkdir -p "$BUILD/carry-lib"
+  local name path
+  while read -r name path; do
+    is_system_lib "$name" && continue
+    case "$path" in /usr/local/cuda* | "$ROOT/$BUILD"/* | "$BUILD"/*) continue ;; esac
+    [ -f "$BUILD/carry-lib/$name" ] && continue
+    cp -L "$path" "$BUILD/carry-lib/$name" || die "prepare: cannot copy $path"
+    printf '  %-36s %8s KiB  (%s)\n' "$name" "$(($(stat -c %s "$BUILD/carry-lib/$name") / 1024))" "$path"
+  done < <(for f in "${files[@]}"; do ldd "$f" 2>/dev/null; done | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u)
+  if for f in "${files[@]}"; do ldd "$f" 2>/dev/null; done | grep -q "not found"; then
+    for f in "${files[@]}"; do ldd "$f" 2>/dev/null | sed "s|^|$f: |"; done | grep "not found"
+    die "prepare: some libraries are not found here"
+  fi
+
+  echo "== prepare: stage $STAGE/ =="
+  rm -rf "$STAGE/build" "$STAGE/testdata" "$STAGE/carry-lib" "$STAGE/carry-lib.tar.gz" "$STAGE/out"
+  mkdir -p "$STAGE/build/bin" "$STAGE/build/lib" "$STAGE/build/plugins" "$STAGE/build/tests/plugins"
+  cp -L "$BUILD/bin/neox" "$BUILD/bin/neox_tests" "$STAGE/build/bin/"
+  [ -x "$BUILD/bin/attention_check" ] && cp -L "$BUILD/bin/attention_check" "$STAGE/build/bin/"
+  cp -L "$BUILD/lib/libneox.so.0" "$STAGE/build/lib/"
+  cp -L "$BUILD"/plugins/*.so "$STAGE/build/plugins/"
+  cp -L "$BUILD"/tests/plugins/*.so "$STAGE/build/tests/plugins/"  # deliberately broken: not stripped
+  strip --strip-unneeded "$STAGE"/build/bin/* "$STAGE"/build/lib/* "$STAGE"/build/plugins/*.so ||
+    die "prepare: strip failed"
+  tar -C "$BUILD" -cf - carry-lib | gzip -9 >"$STAGE/carry-lib.tar.gz"
+  local testdata=${NEOX_TESTDATA_SRC:-../shared/testdata}
+  [ -d "$testdata/hf" ] || die "prepare: no test data at $testdata (set NEOX_TESTDATA_SRC)"
+  mkdir -p "$STAGE/testdata"
+  cp -rL "$testdata"/. "$STAGE/testdata/"
+  chmod -R u+w "$STAGE/testdata"
+
+  # What travels: tracked and untracked-but-not-ignored files, plus .gpu.
+  local tree stage total
+  tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+  stage=$(du -sb "$STAGE" | cut -f1)
+  total=$((tree + stage))
+  echo "== prepare: sizes =="
+  du -sh "$STAGE"/build "$STAGE"/carry-lib.tar.gz "$STAGE"/testdata | sed 's/^/  /'
+  mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+  printf '  %-47s %6s MiB\n' "working tree (tracked + untracked, not ignored)" "$(mib "$tree")"
+  printf '  %-47s %6s MiB\n' "$STAGE (carry it)" "$(mib "$stage")"
+  printf '  %-47s %6s MiB (limit %d MiB)\n' "total" "$(mib "$total")" "$LIMIT_MIB"
+  [ "$total" -lt $((LIMIT_MIB * 1048576)) ] || die "prepare: $total bytes to carry, over $LIMIT_MIB MiB"
+  echo "prepare: done. On the GPU machine, from the repository root, with '$STAGE' carried:"
+  echo "  bash packaging/gpu-check.sh run"
+}
+
+# ---------------------------------------------------------------------------
+# run
+
+now() { date +%s; }
+
+# Phase bookkeeping: one row per phase for the summary.
+declare -a P_NAME=() P_STATUS=() P_TIME=() P_NOTE=() P_COUNTS=()
+record() {  # name status seconds counts(0/1: counts for the exit status) note
+  P_NAME+=("$1")
+  P_STATUS+=("$2")
+  P_TIME+=("$3")
+  P_COUNTS+=("$4")
+  P_NOTE+=("$5")
+  printf -- '-- %s: %s (%ss) %s\n' "$1" "$2" "$3" "$5"
+}
+
+# Seconds a phase may take: its own limit, within what is left of the budget.
+phase_limit() {
+  local want=$1 left
+  left=$((DEADLINE - $(now) - 10))
+  ((left < want)) && want=$left
+  echo "$want"
+}
+
+# run_logged LIMIT LOG CMD...: appends the command's output to LOG; returns
+# its exit status (124 on timeout).
+run_logged() {
+  local limit=$1 log=$2
+  shift 2
+  {
+    echo
+    echo "### $(date -u +%H:%M:%S) (limit ${limit}s): $*"
+  } >>"$log"
+  timeout -k 10 "$limit" "$@" >>"$log" 2>&1
+}
+
+# gtest filter of every suite defined in the given test sources.
+filter_for() {
+  local suites s filter=""
+  suites=$(grep -hoE '^[[:space:]]*(TEST|TEST_F|TEST_P|TYPED_TEST|TYPED_TEST_P)\([[:space:]]*[A-Za-z0-9_]+' "$@" |
+    sed -E 's/.*\([[:space:]]*//' | sort -u)
+  for s in $suites; do filter+="${filter:+:}$s.*:*/$s.*"; done
+  echo "$filter"
+}
+
+# "P passed, F failed, S skipped" from the last gtest run in LOG.
+gtest_counts() {
+  local log=$1 passed failed skipped
+  passed=$(grep -E '^\[  PASSED  \] [0-9]+ test' "$log" | tail -1 | awk '{print $4}')
+  failed=$(grep -E '^\[  FAILED  \] [0-9]+ test' "$log" | tail -1 | awk '{print $4}')
+  skipped=$(grep -E '^\[  SKIPPED \] [0-9]+ test' "$log" | tail -1 | awk '{print $4}')
+  echo "${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped"
+}
+
+# test_phase NAME MAXSECONDS SOURCE [ENV=VALUE...]: runs the suites of SOURCE.
+test_phase() {
+  local name=$1 max=$2 src=$3
+  shift 3
+  local log="$OUT/tests-$name.log" limit t0 rc status counts
+  if [ ! -f "$src" ]; then
+    record "$name" SKIP 0 1 "$src not in this tree"
+    return
+  fi
+  limit=$(phase_limit "$max")
+  if ((limit < 15)); then
+    record "$name" SKIP 0 1 "no time left in the budget"
+    return
+  fi
+  echo "== $name: $src (limit ${limit}s) =="
+  t0=$(now)
+  run_logged "$limit" "$log" env "$@" "$BIN/neox_tests" --gtest_color=no --gtest_print_time=1 \
+    --gtest_filter="$(filter_for "$src")"
+  rc=$?
+  counts=$(gtest_counts "$log")
+  case $rc in
+    0) status=PASS ;;
+    124 | 137) status=TIMEOUT ;;
+    *) status=FAIL ;;
+  esac
+  # On the GPU machine nothing should skip: a few skips are worth a look
+  # (WARN), more skips than passes mean the GPU was not used (FAIL).
+  local passed skipped
+  passed=$(echo "$counts" | awk '{print $1}')
+  skipped=$(echo "$counts" | awk '{print $5}')
+  if [ "$status" = PASS ] && [ "${passed:-0}" -eq 0 ] && [ "${skipped:-0}" -eq 0 ]; then
+    status=FAIL counts="no test ran"
+  elif [ "$status" = PASS ] && [ "${skipped:-0}" -gt 0 ]; then
+    if [ "$skipped" -ge "$passed" ]; then status=FAIL; else status=WARN; fi
+    echo "   skipped: $(grep -E '^\[  SKIPPED \] [A-Za-z]' "$log" | sed 's/^\[  SKIPPED \] //' | head -5 | tr '\n' ' ')"
+    grep -B1 -E '^\[  SKIPPED \] [A-Za-z].*\([0-9]+ ms\)' "$log" | grep -vE '^\[|^--' | sort | uniq -c | sort -rn |
+      head -3 | sed 's/^/   reason: /'
+  fi
+  if [ "$status" != PASS ]; then
+    grep -E '^\[  FAILED  \]|Failure$|error:|Expected|Which is|actual' "$log" | tail -25 | sed 's/^/   /'
+    [ $rc -ne 1 ] && tail -8 "$log" | sed 's/^/   | /'
+  fi
+  record "$name" "$status" $(($(now) - t0)) 1 "$counts (rc $rc)"
+}
+
+# The CUDA attention kernels' standalone check, when prepare could build it.
+attention_check() {
+  local log="$OUT/tests-cuda-backend.log" limit t0 rc part before
+  if [ ! -x "$BIN/attention_check" ]; then
+    record attention-check SKIP 0 1 "not built (tests/cuda-emulation/attention_check.cpp)"
+    return
+  fi
+  limit=$(phase_limit 90)
+  if ((limit < 15)); then
+    record attention-check SKIP 0 1 "no time left in the budget"
+    return
+  fi
+  echo "== attention-check: tests/cuda-emulation/attention_check.cpp on the GPU (limit ${limit}s) =="
+  t0=$(now)
+  before=$(wc -l <"$log")
+  run_logged "$limit" "$log" "$BIN/attention_check"
+  rc=$?
+  part=$(tail -n +"$((before + 1))" "$log")
+  echo "$part" | grep -E '^bench|FAIL' | head -8 | sed 's/^/   /'
+  if [ $rc -eq 0 ] && echo "$part" | grep -q "ALL PASSED"; then
+    record attention-check PASS $(($(now) - t0)) 1 "$(echo "$part" | grep -c '^bench') timings in tests-cuda-backend.log"
+  elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    record attention-check TIMEOUT $(($(now) - t0)) 1 ""
+  else
+    record attention-check FAIL $(($(now) - t0)) 1 \
+      "rc $rc: $(echo "$part" | grep -v '^###' | grep -E 'FAIL|error|Error' | tail -1 | cut -c1-100)"
+  fi
+}
+
+# sanitizer_phase TOOL MAXSECONDS FILTER
+sanitizer_phase() {
+  local tool=$1 max=$2 filter=$3
+  local log="$OUT/sanitizer.log" limit t0 rc status note
+  if [ -z "$SANITIZER" ]; then
+    record "$tool" SKIP 0 1 "compute-sanitizer not found"
+    return
+  fi
+  limit=$(phase_limit "$max")
+  if ((limit < 20)); then
+    record "$tool" SKIP 0 1 "no time left in the budget"
+    return
+  fi
+  echo "== $tool: compute-sanitizer on the reduced suite (limit ${limit}s) =="
+  local before
+  before=$(wc -l <"$log")
+  t0=$(now)
+  run_logged "$limit" "$log" env NEOX_TEST_BACKENDS=cuda "$SANITIZER" --tool "$tool" --error-exitcode 86 \
+    --print-limit 20 "$BIN/neox_tests" --gtest_color=no --gtest_filter="$filter"
+  rc=$?
+  local part
+  part=$(tail -n +"$((before + 1))" "$log")
+  note=$(echo "$part" | grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' | tail -1 | sed 's/^=* *//')
+  case $rc in
+    0) status=PASS ;;
+    86) status=FAIL ;;
+    124 | 137) status=TIMEOUT note="timed out (not counted as a failure)${note:+; $note}" ;;
+    *)
+      if echo "$part" | grep -qiE 'not supported|unsupported|device not supported|Unable to|Error: Target application terminated before'; then
+        status=SKIP note="compute-sanitizer could not run here: $(echo "$part" | grep -iE 'not supported|unsupported|Unable to|Error:' | head -1 | sed 's/^=* *//')"
+      else
+        status=FAIL note="tests failed under the sanitizer${note:+; $note}"
+      fi
+      ;;
+  esac
+  if [ "$status" = FAIL ]; then
+    echo "$part" | grep -E '^=+ +(Invalid|Race|Error|ERROR|Warning)|^\[  FAILED  \]|at 0x|in .*\(' | head -25 | sed 's/^/   /'
+  fi
+  local counts=1
+  [ "$status" = TIMEOUT ] && counts=0
+  record "$tool" "$status" $(($(now) - t0)) "$counts" "${note:-rc $rc}"
+}
+
+# bench_train NAME MAXSECONDS PEAK_TFLOPS MB FALLBACK_MB [--set k=v...]
+bench_train() {
+  local name=$1 max=$2 peak=$3 mb=$4 fallback=$5
+  shift 5
+  local log="$OUT/bench.log" limit t0 rc status note tps gflops used=$mb
+  if [ ! -f "$BENCH_CONFIG" ]; then
+    record "$name" SKIP 0 0 "$BENCH_CONFIG not in this tree"
+    return
+  fi
+  limit=$(phase_limit "$max")
+  if ((limit < 20)); then
+    record "$name" SKIP 0 0 "no time left in the budget"
+    return
+  fi
+  echo "== $name: neox bench train-step, micro-batch $mb $* (limit ${limit}s) =="
+  t0=$(now)
+  local before
+  before=$(wc -l <"$log")
+  run_logged "$limit" "$log" "$BIN/neox" bench train-step --config "$BENCH_CONFIG" --steps 10 --warmup 3 \
+    --set training.train_micro_batch_size_per_gpu="$mb" "$@"
+  rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne 137 ] && [ -n "$fallback" ]; then
+    echo "   micro-batch $mb failed (rc $rc): $(tail -n +"$((before + 1))" "$log" | grep -iE 'error|memory' | head -1)"
+    limit=$(phase_limit $((max - ($(now) - t0))))
+    if ((limit >= 20)); then
+      used=$fallback
+      before=$(wc -l <"$log")
+      run_logged "$limit" "$log" "$BIN/neox" bench train-step --config "$BENCH_CONFIG" --steps 10 --warmup 3 \
+        --set training.train_micro_batch_size_per_gpu="$fallback" "$@"
+      rc=$?
+    fi
+  fi
+  local part
+  part=$(tail -n +"$((before + 1))" "$log")
+  tps=$(echo "$part" | awk '/^throughput:/ {print $2}' | tail -1)
+  gflops=$(echo "$part" | awk '/^throughput:/ {print $4}' | tail -1)
+  case $rc in
+    0) status=PASS ;;
+    124 | 137) status=TIMEOUT ;;
+    *) status=FAIL ;;
+  esac
+  if [ -n "$tps" ]; then
+    note=$(awk -v t="$tps" -v g="$gflops" -v p="$peak" -v mb="$used" \
+      'BEGIN { printf "%.0f tokens/s, %.1f TFLOP/s, MFU %.1f%% of %g, micro-batch %s", t, g / 1000, 100 * g / (p * 1000), p, mb }')
+    local step
+    step=$(echo "$part" | awk '/^step:/ {print $2}' | tail -1)
+    [ -n "$step" ] && note+=", step ${step} ms"
+    echo "$part" | grep -qiE '^(precision|compute).*(bf16|fp16|fp32|f32)' ||
+      note+=" (the bench printed no precision line: check that it honours training.precision)"
+  else
+    note="no throughput line (rc $rc): $(echo "$part" | grep -iE 'error' | head -1 | cut -c1-150)"
+    echo "$part" | tail -6 | sed 's/^/   | /'
+  fi
+  record "$name" "$status" $(($(now) - t0)) 0 "$note"
+}
+
+# bench_op OP DTYPE SHORT: `neox bench op` cuda vs cpu at the op's realistic
+# shape (--size 1), when this neox has the command.
+bench_op() {
+  local op=$1 dtype=$2 name="op-$3-$2"
+  local log="$OUT/bench.log" limit t0 rc note part before
+  if ! "$BIN/neox" bench --help 2>&1 | grep -q "bench op"; then
+    record "$name" SKIP 0 0 "this neox has no 'bench op'"
+    return
+  fi
+  limit=$(phase_limit 45)
+  if ((limit < 15)); then
+    record "$name" SKIP 0 0 "no time left in the budget"
+    return
+  fi
+  echo "== $name: neox bench op $op --a cuda --b cpu --dtype $dtype (limit ${limit}s) =="
+  t0=$(now)
+  before=$(wc -l <"$log")
+  run_logged "$limit" "$log" "$BIN/neox" bench op "$op" --a cuda --b cpu --dtype "$dtype" --size 1 --runs 5 --warmup 1
+  rc=$?
+  part=$(tail -n +"$((before + 1))" "$log")
+  # provider backend device median_ms min_ms max_ms rate rel_err max_abs_err
+  note=$(echo "$part" | awk '
+    $1 == "provider" { unit = $7; on = 1; next }
+    on && NF == 9 { printf "%s%s %.3f ms %.2f %s (err %s)", sep, $1, $4, $7, unit, $8; sep = "; " }')
+  case $rc in
+    0) record "$name" PASS $(($(now) - t0)) 0 "${note:-see bench.log}" ;;
+    124 | 137) record "$name" TIMEOUT $(($(now) - t0)) 0 "$note" ;;
+    *)
+      echo "$part" | grep -v '^###' | grep -v '^$' | tail -4 | sed 's/^/   | /'
+      record "$name" FAIL $(($(now) - t0)) 0 "rc $rc: $(echo "$part" | grep -iE 'error' | head -1 | cut -c1-120)"
+      ;;
+  esac
+}
+
+run_checks() {
+  OUT=${OUT:-$ROOT/$STAGE/out}
+  mkdir -p "$OUT"
+  OUT=$(cd "$OUT" && pwd)
+  # At most 8 files come back from a device run: these 7.
+  local f
+  for f in env tests-kernels tests-cuda-backend tests-gpu-model bench sanitizer summary; do
+    [ "$f" = summary ] && f=summary.txt || f=$f.log
+    : >"$OUT/$f"
+  done
+  local budget=${GPU_CHECK_BUDGET:-540}
+  START=$(now)
+  DEADLINE=$((START + budget))
+
+  # The build: the staged one when there is one, else the build tree.
+  local build
+  if [ -x "$STAGE/build/bin/neox_tests" ]; then build=$STAGE/build; else build=$BUILD; fi
+  [ -x "$build/bin/neox_tests" ] || die "run: no $STAGE/build or $BUILD (run 'bash packaging/gpu-check.sh prepare' first)"
+  build=$(cd "$build" && pwd)
+  BIN=$build/bin
+
+  # Carried libraries.
+  local libdir=""
+  if [ -f "$STAGE/carry-lib.tar.gz" ]; then
+    rm -rf "$STAGE/carry-lib"
+    tar -C "$STAGE" -xzf "$STAGE/carry-lib.tar.gz" && libdir=$ROOT/$STAGE/carry-lib
+  elif [ -d "$BUILD/carry-lib" ]; then
+    libdir=$ROOT/$BUILD/carry-lib
+  fi
+  local testdata=$ROOT/$STAGE/testdata
+  [ -d "$testdata/hf" ] || testdata=$(cd "$ROOT/.." && pwd)/shared/testdata
+
+  local cudalib=""
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$d" ] && cudalib+="${cudalib:+:}$d"
+  done
+  export LD_LIBRARY_PATH="${libdir}${libdir:+:}${cudalib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export NEOX_TEST_BUILD_DIR=$build
+  export NEOX_TEST_TESTDATA_DIR=$testdata
+  export NEOX_TEST_SOURCE_DIR=$ROOT
+  export NEOX_PLUGIN_PATH=$build/plugins
+  export NEOX_TEST_REQUIRE_CUDA=1
+  export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+  export PATH=$PATH:/usr/local/cuda/bin
+
+  SANITIZER=$(command -v compute-sanitizer || true)
+  for s in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+    [ -z "$SANITIZER" ] && [ -x "$s" ] && SANITIZER=$s
+  done
+
+  # env
+  local env_log="$OUT/env.log" t0 gpu
+  t0=$(now)
+  {
+    echo "date: $(date -u)"
+    echo "host: $(uname -a)"
+    grep PRETTY_NAME /etc/os-release 2>/dev/null
+    echo "build: $build"
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    echo "NEOX_TEST_TESTDATA_DIR=$NEOX_TEST_TESTDATA_DIR"
+    echo "--- nvidia-smi"
+    timeout 20 nvidia-smi 2>&1
+    timeout 20 nvidia-smi --query-gpu=index,name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv 2>&1
+    echo "--- compute-sanitizer: ${SANITIZER:-none}"
+    [ -n "$SANITIZER" ] && timeout 20 "$SANITIZER" --version 2>&1
+    echo "--- nvcc"
+    timeout 20 nvcc --version 2>&1
+    echo "--- neox plugins"
+    timeout 30 "$BIN/neox" plugins 2>&1
+  } >"$env_log" 2>&1
+  gpu=$(timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
+  echo "== env: ${gpu:-no GPU found by nvidia-smi} =="
+  grep -E '^(backend|rejected)|cuda' "$env_log" | grep -v '^LD_' | head -6 | sed 's/^/   /'
+  if [ -n "$gpu" ]; then record env PASS $(($(now) - t0)) 0 "$gpu"; else record env FAIL $(($(now) - t0)) 0 "nvidia-smi found no GPU"; fi
+
+  # libs
+  t0=$(now)
+  local missing
+  missing=$(for f in "$BIN"/* "$build"/lib/* "$build"/plugins/*.so; do ldd "$f" 2>&1 | grep "not found" | sed "s|^|$(basename "$f"): |"; done)
+  if [ -z "$missing" ]; then
+    record libs PASS $(($(now) - t0)) 1 "every library found${libdir:+ (carried: $(find "$libdir" -type f | wc -l))}"
+  else
+    echo "$missing" | sed 's/^/   /' | head -20
+    echo "$missing" >>"$env_log"
+    record libs FAIL $(($(now) - t0)) 1 "$(echo "$missing" | wc -l) missing (see env.log)"
+  fi
+
+  # tests
+  test_phase kernels 150 tests/test_kernels.cpp NEOX_TEST_BACKENDS=cuda
+  test_phase cuda-backend 120 tests/test_cuda_backend.cpp NEOX_TEST_BACKENDS=cuda
+  test_phase gpu-model 200 tests/test_gpu_model.cpp
+  attention_check
+
+  # benchmarks (before the sanitizers, which are the likeliest to run long)
+  bench_train bench-bf16 90 989 16 8
+  bench_train bench-bf16-ckpt 60 989 16 8 --set training.checkpoint_activations=true
+  bench_train bench-fp32 75 67 4 2 --set training.precision=fp32
+  bench_op matmul bf16 matmul
+  bench_op matmul f32 matmul
+  bench_op attention_forward bf16 attention
+
+  # sanitizers on a reduced suite: the kernels without the finite-difference
+  # tests, and the small HF oracle's forward + backward in every dtype
+  local reduced
+  reduced="$(filter_for tests/test_kernels.cpp):*CudaHfOracle.EveryParameterGradientMatches/neox_tiny_parallel_*"
+  reduced+="-*FiniteDifferences*"
+  sanitizer_phase memcheck 100 "$reduced"
+  sanitizer_phase racecheck 80 "$(filter_for tests/test_kernels.cpp)-*FiniteDifferences*"
+
+  # summary, last
+  local i failed=0 summary="$OUT/summary.txt"
+  for i in "${!P_NAME[@]}"; do
+    if [ "${P_COUNTS[$i]}" = 1 ] && { [ "${P_STATUS[$i]}" = FAIL ] || [ "${P_STATUS[$i]}" = TIMEOUT ]; }; then
+      failed=$((failed + 1))
+    fi
+  done
+  {
+    echo
+    echo "== gpu-check summary (${gpu:-no GPU}; $(($(now) - START))s of ${budget}s; logs in $OUT) =="
+    printf '%-20s %-8s %6s  %s\n' phase status time note
+    for i in "${!P_NAME[@]}"; do
+      printf '%-20s %-8s %5ss  %s\n' "${P_NAME[$i]}" "${P_STATUS[$i]}" "${P_TIME[$i]}" "${P_NOTE[$i]:0:120}"
+    done
+    if ((failed > 0)); then
+      echo "RESULT: FAIL ($failed test phase(s) failed)"
+    else
+      echo "RESULT: PASS (no test phase failed; WARN and SKIP rows are worth a look)"
+    fi
+  } | tee "$summary"
+  ((failed == 0))
+}
+
+case "${1:-all}" in
+  prepare) prepare ;;
+  run) run_checks ;;
+  all)
+    prepare || exit 1
+    run_checks
+    ;;
+  -h | --help) sed -n '2,40p' "$0" ;;
+  *) die "unknown command '$1' (prepare, run, or nothing for both)" ;;
+esac
