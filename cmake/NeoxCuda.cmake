@@ -48,3 +48,35 @@ if(NOT _neox_with_cuda STREQUAL "OFF")
 else()
   message(STATUS "neox: not building the cuda backend plugin (NEOX_WITH_CUDA=OFF)")
 endif()
+
+# neox_cuda_directory(): the project's warning and sanitizer flags
+# (add_compile_options at the top) are host-compiler flags that nvcc rejects:
+# in the calling directory, keep them for C and C++ sources only. CUDA
+# sources get -Wall -Wextra through -Xcompiler (neox_cuda_target).
+macro(neox_cuda_directory)
+  get_property(_neox_dir_options DIRECTORY PROPERTY COMPILE_OPTIONS)
+  set(_neox_host_options "")
+  foreach(_opt IN LISTS _neox_dir_options)
+    list(APPEND _neox_host_options "$<$<COMPILE_LANGUAGE:C,CXX>:${_opt}>")
+  endforeach()
+  set_property(DIRECTORY PROPERTY COMPILE_OPTIONS "${_neox_host_options}")
+  # The neox headers are C++20 (CUDA sources take the CXX_STANDARD when
+  # CUDA_STANDARD is unset). CMake before 3.26 does not know nvcc's C++20 flag.
+  if(NOT DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+  endif()
+endmacro()
+
+# neox_cuda_target(<target>): compiles the target's .cu sources for
+# NEOX_CUDA_ARCHITECTURES as C++20 and links the static CUDA runtime, which
+# loads the driver (libcuda.so.1) on first use, so that the library loads on
+# machines without one.
+function(neox_cuda_target target)
+  set_target_properties(${target} PROPERTIES
+    CUDA_ARCHITECTURES "${NEOX_CUDA_ARCHITECTURES}"
+    CUDA_RUNTIME_LIBRARY Static
+    CUDA_STANDARD 20 CUDA_STANDARD_REQUIRED ON CUDA_EXTENSIONS OFF)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra>)
+  target_link_libraries(${target} PRIVATE CUDA::cudart_static)
+endfunction()

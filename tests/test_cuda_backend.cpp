@@ -518,4 +518,48 @@ TEST(CudaBackend, MatmulMixedPrecision) {
   expect_error([&] { be.kernels.matmul(c, a, b2, false, false, 1.0f, 0.0f); }, {"matmul: c", "or f32"});
 }
 
+// [plugins.kernels] gelu_forward = "test-cuda-gelu-tanh": a CUDA kernels
+// plugin (tests/plugins/cuda) replaces one op of the cuda backend and runs on
+// its stream, in order with the backend's own kernels, in every dtype.
+TEST(CudaBackend, KernelOverrideFromTheManifestRunsOnTheGpu) {
+  REQUIRE_GPU();
+  neox::PluginRegistry registry({neox::test::test_plugin_dir(), neox::test::build_plugin_dir()});
+  auto be = registry.make_backend("cuda", {{"gelu_forward", "test-cuda-gelu-tanh"}}, {});
+  const auto& plain = *cuda_setup().backend;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  std::vector<float> x(1 << 16);
+  for (auto& v : x) v = dist(rng);
+  for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(std::string(neox::dtype_name(dt)));
+    Tensor host = Tensor::wrap(x.data(), {static_cast<std::int64_t>(x.size())}, DType::f32);
+    Tensor in32 = be->to_device(host);
+    Tensor in = Tensor::empty(be.get(), in32.shape(), dt), out = Tensor::empty(be.get(), in32.shape(), dt);
+    be->kernels.convert(in, in32);
+    be->kernels.fill(out, std::nanf(""));  // every element must be written
+    be->kernels.gelu_forward(out, in);     // the plugin's kernel, on the backend's stream
+    Tensor out32 = Tensor::empty(be.get(), in32.shape(), DType::f32);
+    be->kernels.convert(out32, out);       // the backend's kernel, after it
+    Tensor got = be->to_host(out32), rounded_in = Tensor::empty(be.get(), in32.shape(), DType::f32);
+    be->kernels.convert(rounded_in, in);
+    Tensor xin = be->to_host(rounded_in);
+    double num = 0, den = 0, exact_num = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const double v = xin.ptr<float>()[i];
+      const double tanh_gelu = 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+      const double erf_gelu = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+      const double g = got.ptr<float>()[i];
+      num += (g - tanh_gelu) * (g - tanh_gelu);
+      exact_num += (g - erf_gelu) * (g - erf_gelu);
+      den += tanh_gelu * tanh_gelu;
+    }
+    const double tol = dt == DType::f32 ? 1e-6 : dt == DType::bf16 ? 1e-2 : 2e-3;
+    EXPECT_LT(std::sqrt(num / den), tol) << "the override's tanh GeLU";
+    if (dt == DType::f32) {
+      EXPECT_GT(std::sqrt(exact_num / den), 1e-5) << "the exact GeLU ran, not the override";
+    }
+  }
+  EXPECT_NE(&plain, be.get());
+}
+
 }  // namespace

@@ -69,6 +69,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   Device device() const override { return ctx_->device(); }
+  void* native_stream() override { return ctx_->stream(); }
 
   void* allocate(std::size_t bytes) override {
     ctx_->activate();

@@ -48,6 +48,11 @@ class NEOX_API Backend {
   virtual MemoryStats memory_stats() const { return {}; }
   virtual void reset_peak_memory() {}
 
+  // The native queue the backend's kernels run on, for kernels plugins that
+  // launch their own work in order with the backend's (a cudaStream_t for
+  // the cuda backend); null for backends that run on the calling thread.
+  virtual void* native_stream() { return nullptr; }
+
   // Runs fn `warmup` times, then `runs` times, and returns the device time
   // of each of the timed runs in milliseconds. The default synchronises
   // around each run and reads the host clock; a GPU backend times with
