@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "neox/kernels.h"
 
+#include <cmath>
 #include <string>
 
 #include "neox/error.h"
@@ -56,6 +57,23 @@ std::vector<std::string_view> kernel_ops_missing(const Kernels& k) {
   for (auto n : kernel_op_names())
     if (!kernel_op_present(k, n)) missing.push_back(n);
   return missing;
+}
+
+std::vector<double> rotary_cos_sin_table(std::int64_t start, std::int64_t count, int rotary_dims, float base) {
+  const int half = rotary_dims / 2;
+  std::vector<float> inv_freq(static_cast<std::size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(rotary_dims);
+    inv_freq[static_cast<std::size_t>(i)] = 1.0f / std::pow(base, exponent);
+  }
+  std::vector<double> table(static_cast<std::size_t>(count * half * 2));
+  for (std::int64_t t = 0; t < count; ++t)
+    for (int i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(start + t) * static_cast<double>(inv_freq[static_cast<std::size_t>(i)]);
+      table[static_cast<std::size_t>((t * half + i) * 2)] = std::cos(angle);
+      table[static_cast<std::size_t>((t * half + i) * 2 + 1)] = std::sin(angle);
+    }
+  return table;
 }
 
 }  // namespace neox

@@ -16,24 +16,6 @@
 namespace neox::cpu {
 namespace {
 
-// cos_sin[T, half, 2] for positions offset .. offset + T - 1
-std::vector<double> rotary_table(std::int64_t T, int rotary_dims, float base, std::int64_t offset) {
-  const int half = rotary_dims / 2;
-  std::vector<float> inv_freq(static_cast<std::size_t>(half));
-  for (int i = 0; i < half; ++i) {
-    float exponent = static_cast<float>(2 * i) / static_cast<float>(rotary_dims);
-    inv_freq[static_cast<std::size_t>(i)] = 1.0f / std::pow(base, exponent);
-  }
-  std::vector<double> table(static_cast<std::size_t>(T * half * 2));
-  for (std::int64_t t = 0; t < T; ++t)
-    for (int i = 0; i < half; ++i) {
-      double angle = static_cast<double>(offset + t) * static_cast<double>(inv_freq[static_cast<std::size_t>(i)]);
-      table[static_cast<std::size_t>((t * half + i) * 2)] = std::cos(angle);
-      table[static_cast<std::size_t>((t * half + i) * 2 + 1)] = std::sin(angle);
-    }
-  return table;
-}
-
 // qkv[B,T,3C] rotated in place: q and k of each head, first rotary_dims dims;
 // direction +1 rotates by +angle (forward), -1 by -angle (backward = transpose)
 void rotary_f32(float* qkv, const double* cos_sin, std::int64_t B, std::int64_t T, std::int64_t C,
@@ -70,7 +52,7 @@ void rotary(const char* op, const char* what, Tensor& qkv, int n_head, int rotar
   if (position_offset < 0)
     fail(op, "position_offset must be >= 0, got " + std::to_string(position_offset));
   if (rotary_dims == 0 || qkv.numel() == 0) return;
-  std::vector<double> table = rotary_table(s.T, rotary_dims, base, position_offset);
+  std::vector<double> table = rotary_cos_sin_table(position_offset, s.T, rotary_dims, base);
   rotary_f32(qkv.ptr<float>(), table.data(), s.B, s.T, s.C, s.n_head, rotary_dims, direction);
 }
 

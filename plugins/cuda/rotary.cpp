@@ -23,24 +23,6 @@ constexpr std::size_t kMaxTables = 8;
 constexpr std::int64_t kMinPositions = 256;
 constexpr std::size_t kMaxPow2TableBytes = std::size_t{64} << 20;
 
-// cos_sin[count, half, 2] for positions start .. start + count - 1
-std::vector<double> build_table(std::int64_t start, std::int64_t count, int rotary_dims, float base) {
-  const int half = rotary_dims / 2;
-  std::vector<float> inv_freq(static_cast<std::size_t>(half));
-  for (int i = 0; i < half; ++i) {
-    float exponent = static_cast<float>(2 * i) / static_cast<float>(rotary_dims);
-    inv_freq[static_cast<std::size_t>(i)] = 1.0f / std::pow(base, exponent);
-  }
-  std::vector<double> table(static_cast<std::size_t>(count * half * 2));
-  for (std::int64_t t = 0; t < count; ++t)
-    for (int i = 0; i < half; ++i) {
-      double angle = static_cast<double>(start + t) * static_cast<double>(inv_freq[static_cast<std::size_t>(i)]);
-      table[static_cast<std::size_t>((t * half + i) * 2)] = std::cos(angle);
-      table[static_cast<std::size_t>((t * half + i) * 2 + 1)] = std::sin(angle);
-    }
-  return table;
-}
-
 // The device table for positions [offset, offset + T): a pointer to its first row.
 const double* rotary_table(Context& ctx, int rotary_dims, float base, std::int64_t offset, std::int64_t T) {
   const std::int64_t half = rotary_dims / 2;
@@ -64,7 +46,7 @@ const double* rotary_table(Context& ctx, int rotary_dims, float base, std::int64
     fresh.start = offset;
     fresh.count = T;
   }
-  const std::vector<double> host = build_table(fresh.start, fresh.count, rotary_dims, base);
+  const std::vector<double> host = rotary_cos_sin_table(fresh.start, fresh.count, rotary_dims, base);
   fresh.table = ctx.temp(host.size() * sizeof(double));
   ctx.upload(fresh.table.get(), host.data(), host.size() * sizeof(double));
   // Replacing a table frees the old one into the cache: kernels queued before

@@ -39,7 +39,9 @@
 #include <cstdint>
 #include <functional>
 #include <string_view>
+#include <vector>
 
+#include "neox/export.h"
 #include "neox/tensor.h"
 
 namespace neox {
@@ -203,6 +205,13 @@ constexpr std::uint64_t kernel_table_fingerprint() {
   for (char c : names) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
   return (h ^ sizeof(Kernels)) * 1099511628211ull;
 }
+
+// The rotary embedding's cos and sin, [count, rotary_dims/2, 2] (cos then
+// sin) for positions start .. start+count-1: inv_freq rounded to float32 as
+// Hugging Face and GPT-NeoX compute it, angles and their cos/sin in double.
+// Every backend's rotary kernels use this table, so that they agree.
+NEOX_API std::vector<double> rotary_cos_sin_table(std::int64_t start, std::int64_t count, int rotary_dims,
+                                                  float base);
 
 // Names of all operations, in declaration order.
 const std::vector<std::string_view>& kernel_op_names();
