@@ -38,6 +38,15 @@ neox_require(OPENBLAS_FOUND "libopenblas-dev pkg-config" "OpenBLAS (found throug
 find_package(OpenMP QUIET COMPONENTS CXX)
 neox_require(OpenMP_CXX_FOUND "libgomp1 (part of g++)" "OpenMP")
 
+# Optional: Open MPI (C bindings) for the `mpi` comm plugin (plugins/comm-mpi).
+find_package(MPI QUIET COMPONENTS C)
+if(MPI_C_FOUND)
+  message(STATUS "neox: MPI ${MPI_C_VERSION} found: building the 'mpi' comm plugin")
+else()
+  message(STATUS "neox: MPI not found: the 'mpi' comm plugin is not built "
+                 "(sudo apt-get install libopenmpi-dev openmpi-bin)")
+endif()
+
 if(NEOX_BUILD_TESTS)
   find_package(GTest QUIET)
   neox_require(GTest_FOUND "libgtest-dev" "GoogleTest")

@@ -18,6 +18,8 @@ packages=(
   libopenblas-dev
   libgtest-dev
   nlohmann-json3-dev
+  libopenmpi-dev
+  openmpi-bin
 )
 
 missing=()

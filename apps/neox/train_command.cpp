@@ -37,7 +37,7 @@ int cmd_train(int argc, char** argv) {
 
   TrainResult r = train(config);
   if (!r.last_checkpoint.empty()) std::cout << "checkpoint: " << r.last_checkpoint << "\n";
-  std::cout << "run directory: " << r.run_dir << "\n";
+  if (!r.run_dir.empty()) std::cout << "run directory: " << r.run_dir << "\n";  // rank 0 only
   return 0;
 }
 

@@ -2,6 +2,7 @@
 #include "run_log.h"
 
 #include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/spdlog.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <unistd.h>
 
@@ -79,6 +80,14 @@ RunLog::RunLog(const std::string& log_dir, const std::string& run_name, int rank
                                  : "[%H:%M:%S] %^%l%$ %v");
   logger_->set_level(rank == 0 ? spdlog::level::info : spdlog::level::warn);
   logger_->flush_on(spdlog::level::info);
+  if (world > 1) {
+    // The rest of the process logs through spdlog's default logger (e.g.
+    // checkpoint loading): give it the same rank prefix, and keep ranks
+    // other than 0 to warnings and errors there too.
+    auto def = spdlog::default_logger();
+    def->set_pattern("[%H:%M:%S] [rank " + std::to_string(rank) + "] %^%l%$ %v");
+    if (rank != 0 && def->level() < spdlog::level::warn) def->set_level(spdlog::level::warn);
+  }
 }
 
 RunLog::~RunLog() { end_progress(); }

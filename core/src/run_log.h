@@ -18,7 +18,9 @@ namespace neox {
 class RunLog {
  public:
   // Creates log_dir/run_name (a timestamp when empty). rank 0 writes files
-  // and the console; other ranks only log warnings and errors with a prefix.
+  // and the console (and draws the progress bar); other ranks only log
+  // warnings and errors. With world > 1 every console line, spdlog's default
+  // logger's included, carries "[rank r]".
   RunLog(const std::string& log_dir, const std::string& run_name, int rank, int world);
   ~RunLog();
 

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: Apache-2.0
+// mpi_collectives_check: run under mpirun (any number of ranks, e.g.
+//   mpirun -np 2 tests/mpi_collectives_check [PLUGIN_DIR]
+// ). Loads the `mpi` comm plugin through the registry and checks every
+// Communicator method, for every dtype it takes, against values computed
+// here; then the errors (non-host tensors, mismatched sizes, bad peers and
+// roots, a truncated receive reported through MPI_Error_string). Exits 0 and
+// prints "OK" on every rank when all is right, non-zero on the first rank
+// that sees a mismatch (mpirun then ends the job).
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "neox/communicator.h"
+#include "neox/error.h"
+#include "neox/options.h"
+#include "neox/registry.h"
+#include "neox/tensor.h"
+
+using namespace neox;
+
+namespace {
+
+int failures = 0;
+int my_rank = -1;
+
+void expect(bool ok, const std::string& what) {
+  if (ok) return;
+  ++failures;
+  std::fprintf(stderr, "mpi_collectives_check: rank %d: FAILED: %s\n", my_rank, what.c_str());
+}
+
+// An error whose message contains every one of `parts`.
+template <typename F>
+void expect_error(const std::string& what, std::initializer_list<std::string> parts, F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) expect(msg.find(p) != std::string::npos, what + ": '" + p + "' missing in: " + msg);
+    return;
+  }
+  expect(false, what + ": no neox::Error thrown");
+}
+
+template <typename T> DType dtype_of();
+template <> DType dtype_of<float>() { return DType::f32; }
+template <> DType dtype_of<double>() { return DType::f64; }
+template <> DType dtype_of<std::int32_t>() { return DType::i32; }
+template <> DType dtype_of<std::int64_t>() { return DType::i64; }
+
+// Rank r's value at element i: exact in every type.
+template <typename T> T value(int r, std::int64_t i) { return static_cast<T>(r + 1 + 2 * i); }
+
+template <typename T>
+void check_reductions(Communicator& c) {
+  const int n = c.size(), r = c.rank();
+  const std::string ty = dtype_name(dtype_of<T>()).data();
+  const std::int64_t len = 37;
+  for (ReduceOp op : {ReduceOp::sum, ReduceOp::avg, ReduceOp::max, ReduceOp::min}) {
+    const std::string opn = op == ReduceOp::sum ? "sum" : op == ReduceOp::avg ? "avg" : op == ReduceOp::max ? "max" : "min";
+    auto expected = [&](std::int64_t i) -> T {
+      T s = 0;
+      for (int q = 0; q < n; ++q) s = static_cast<T>(s + value<T>(q, i));
+      switch (op) {
+        case ReduceOp::sum: return s;
+        case ReduceOp::avg: return static_cast<T>(s / static_cast<T>(n));
+        case ReduceOp::max: return value<T>(n - 1, i);
+        case ReduceOp::min: return value<T>(0, i);
+      }
+      return 0;
+    };
+    // all_reduce, in place.
+    Tensor t = Tensor::zeros_host({len}, dtype_of<T>());
+    for (std::int64_t i = 0; i < len; ++i) t.ptr<T>()[i] = value<T>(r, i);
+    c.all_reduce(t, op);
+    bool ok = true;
+    for (std::int64_t i = 0; i < len; ++i) ok = ok && t.ptr<T>()[i] == expected(i);
+    expect(ok, "all_reduce " + ty + " " + opn);
+    // reduce_scatter: in has n*len elements, rank r gets part r.
+    Tensor in = Tensor::zeros_host({n * len}, dtype_of<T>());
+    for (std::int64_t i = 0; i < n * len; ++i) in.ptr<T>()[i] = value<T>(r, i);
+    Tensor out = Tensor::zeros_host({len}, dtype_of<T>());
+    c.reduce_scatter(in, out, op);
+    ok = true;
+    for (std::int64_t i = 0; i < len; ++i) ok = ok && out.ptr<T>()[i] == expected(r * len + i);
+    expect(ok, "reduce_scatter " + ty + " " + opn);
+  }
+  // Zero elements: a no-op that must still work.
+  Tensor empty = Tensor::zeros_host({0}, dtype_of<T>());
+  c.all_reduce(empty, ReduceOp::sum);
+}
+
+// Data movement, checked byte for byte: every dtype, 16-bit ones included.
+void check_movement(Communicator& c, DType dt) {
+  const int n = c.size(), r = c.rank();
+  const std::string ty = dtype_name(dt).data();
+  const std::int64_t len = 11;
+  const std::size_t es = dtype_size(dt);
+  auto pattern = [&](int rank, std::int64_t i, std::size_t b) {
+    return static_cast<unsigned char>((rank * 31 + i * 7 + static_cast<std::int64_t>(b) * 3 + 1) & 0xff);
+  };
+  auto fill = [&](Tensor& t, int rank, std::int64_t offset) {
+    auto* p = static_cast<unsigned char*>(t.data()) + offset * static_cast<std::int64_t>(es);
+    for (std::int64_t i = 0; i < len; ++i)
+      for (std::size_t b = 0; b < es; ++b) p[i * es + b] = pattern(rank, i, b);
+  };
+  auto holds = [&](const Tensor& t, int rank, std::int64_t offset) {
+    auto* p = static_cast<const unsigned char*>(t.data()) + offset * static_cast<std::int64_t>(es);
+    for (std::int64_t i = 0; i < len; ++i)
+      for (std::size_t b = 0; b < es; ++b)
+        if (p[i * es + b] != pattern(rank, i, b)) return false;
+    return true;
+  };
+  // all_gather, separate buffers and in place.
+  Tensor in = Tensor::zeros_host({len}, dt);
+  fill(in, r, 0);
+  Tensor out = Tensor::zeros_host({n * len}, dt);
+  c.all_gather(in, out);
+  bool ok = true;
+  for (int q = 0; q < n; ++q) ok = ok && holds(out, q, q * len);
+  expect(ok, "all_gather " + ty);
+  Tensor out2 = Tensor::zeros_host({n * len}, dt);
+  fill(out2, r, r * len);
+  Tensor mine = out2.slice(r * len, len);
+  c.all_gather(mine, out2);
+  ok = true;
+  for (int q = 0; q < n; ++q) ok = ok && holds(out2, q, q * len);
+  expect(ok, "all_gather in place " + ty);
+  // broadcast from every root.
+  for (int root = 0; root < n; ++root) {
+    Tensor b = Tensor::zeros_host({len}, dt);
+    if (r == root) fill(b, root, 0);
+    c.broadcast(b, root);
+    expect(holds(b, root, 0), "broadcast " + ty + " from root " + std::to_string(root));
+  }
+  // send/recv around a ring: even ranks send first, odd ones receive first.
+  if (n > 1) {
+    const int next = (r + 1) % n, prev = (r + n - 1) % n;
+    Tensor s = Tensor::zeros_host({len}, dt);
+    fill(s, r, 0);
+    Tensor got = Tensor::zeros_host({len}, dt);
+    if (r % 2 == 0) {
+      c.send(s, next, 5);
+      c.recv(got, prev, 5);
+    } else {
+      c.recv(got, prev, 5);
+      c.send(s, next, 5);
+    }
+    expect(holds(got, prev, 0), "send/recv " + ty);
+  }
+}
+
+void check_errors(Communicator& c) {
+  const int n = c.size(), r = c.rank();
+  const std::string me = "rank " + std::to_string(r);
+  float dummy[4] = {0, 0, 0, 0};
+  Tensor gpu = Tensor::wrap(dummy, {4}, DType::f32, Device{DeviceType::cuda, 0});
+  expect_error("all_reduce on a GPU tensor", {me, "all_reduce", "host tensors only"},
+               [&] { c.all_reduce(gpu, ReduceOp::sum); });
+  expect_error("broadcast on a GPU tensor", {me, "broadcast", "host tensors only"}, [&] { c.broadcast(gpu, 0); });
+  Tensor bf = Tensor::zeros_host({4}, DType::bf16);
+  expect_error("all_reduce bf16", {me, "all_reduce", "f32, f64, i32 or i64"},
+               [&] { c.all_reduce(bf, ReduceOp::sum); });
+  Tensor a = Tensor::zeros_host({3}, DType::f32), b = Tensor::zeros_host({4}, DType::f32);
+  expect_error("reduce_scatter sizes", {me, "reduce_scatter", "size() * out.numel()"},
+               [&] { c.reduce_scatter(a, b, ReduceOp::sum); });
+  expect_error("all_gather sizes", {me, "all_gather", "size() * in.numel()"}, [&] { c.all_gather(b, a); });
+  Tensor d = Tensor::zeros_host({4}, DType::f64);
+  Tensor bigger = Tensor::zeros_host({static_cast<std::int64_t>(4) * n}, DType::f32);
+  expect_error("all_gather dtypes", {me, "all_gather", "dtypes differ"}, [&] { c.all_gather(d, bigger); });
+  expect_error("broadcast root", {me, "broadcast", "root " + std::to_string(n), "not a rank"},
+               [&] { c.broadcast(b, n); });
+  expect_error("send to a bad peer", {me, "send", "peer -1"}, [&] { c.send(b, -1, 0); });
+  expect_error("send to self", {me, "send", "is this rank"}, [&] { c.send(b, r, 0); });
+  if (n > 1) expect_error("negative tag", {me, "recv", "tag -3"}, [&] { c.recv(b, r == 0 ? 1 : 0, -3); });
+  // A real MPI error: rank 0 sends 4 floats, rank 1 receives into 2.
+  if (n > 1 && r < 2) {
+    if (r == 0) {
+      c.send(b, 1, 9);
+    } else {
+      Tensor small = Tensor::zeros_host({2}, DType::f32);
+      expect_error("truncated recv", {"rank 1", "recv", "peer 0", "MPI call failed", "truncat"},
+                   [&] { c.recv(small, 0, 9); });
+    }
+  }
+  // Fewer elements than sent is an MPI error; more is caught by the count check.
+  if (n > 1 && r < 2) {
+    if (r == 0) {
+      Tensor two = Tensor::zeros_host({2}, DType::f32);
+      c.send(two, 1, 10);
+    } else {
+      expect_error("short recv", {"rank 1", "recv", "received 2 elements", "sizes differ"},
+                   [&] { c.recv(b, 0, 10); });
+    }
+  }
+  c.barrier();
+}
+
+int run(const std::string& plugin_dir) {
+  PluginRegistry registry(plugin_dir.empty() ? std::vector<std::string>{} : std::vector<std::string>{plugin_dir});
+  std::shared_ptr<Communicator> c = registry.make_comm("mpi", Options("plugins.options.mpi"));
+  my_rank = c->rank();
+  const int n = c->size();
+  expect(c->name() == "mpi", "name() is " + c->name());
+  expect(n >= 1 && c->rank() >= 0 && c->rank() < n, "rank/size");
+  // One node: the local rank is the rank.
+  expect(c->local_rank() == c->rank(), "local_rank " + std::to_string(c->local_rank()));
+  check_reductions<float>(*c);
+  check_reductions<double>(*c);
+  check_reductions<std::int32_t>(*c);
+  check_reductions<std::int64_t>(*c);
+  for (DType dt : {DType::f32, DType::f64, DType::i32, DType::i64, DType::bf16, DType::f16, DType::u16})
+    check_movement(*c, dt);
+  check_errors(*c);
+  c->barrier();
+  return n;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string plugin_dir = argc > 1 ? argv[1] : "";
+  try {
+    run(plugin_dir);
+    // A second communicator (another registry, so the plugin may be loaded
+    // anew) reuses the MPI that the first one initialised.
+    const int n = run(plugin_dir);
+    if (failures == 0) std::printf("mpi_collectives_check: rank %d of %d: OK\n", my_rank, n);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpi_collectives_check: rank %d: error: %s\n", my_rank, e.what());
+    return 2;
+  }
+  return failures == 0 ? 0 : 1;
+}
