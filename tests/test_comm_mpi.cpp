@@ -212,6 +212,21 @@ TEST_P(MpiDataParallel, NRanksEqualOneProcessWithTheGlobalBatch) {
   fs::remove_all(dir);
 }
 
+// Ranks that were given different settings refuse to start, every one of
+// them, naming the ranks (MPMD: one mpirun, two command lines).
+TEST(MpiDataParallel, RanksWithDifferentConfigsRefuseToStart) {
+  SKIP_WITHOUT_MPI();
+  const std::string dir = temp_dir("differ");
+  const std::string cfg = dir + "/c.toml";
+  std::ofstream(cfg) << dp_config(dir, "mpi", 2);
+  const std::string neox = neox::test::neox_binary() + " train " + cfg;
+  auto r = run_command(mpirun(1) + neox + " : -np 1 " + neox + " : -np 1 " + neox + " --set training.seed=7");
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("the config differs between ranks: rank 2 and rank 0"), std::string::npos) << r.output;
+  EXPECT_EQ(count(r.output, "step 1/"), 0) << "no rank may start training:\n" << r.output;
+  fs::remove_all(dir);
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, MpiDataParallel, ::testing::Values(2, 4),
                          [](const auto& info) { return "np" + std::to_string(info.param); });
 

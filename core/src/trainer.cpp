@@ -112,10 +112,32 @@ void check_supported(const Config& c) {
                 ": ZeRO is not implemented yet; set it to 0");
 }
 
+// Every rank must train with the same settings: compares a hash of each
+// rank's whole config (config_to_toml, defaults and --set overrides
+// included) and refuses to start, on every rank, naming the ranks that
+// differ from rank 0.
+void check_same_config_on_all_ranks(Communicator& comm, const Config& cfg) {
+  if (comm.size() <= 1) return;
+  std::uint64_t h = 14695981039346656037ull;  // FNV-1a
+  for (char c : config_to_toml(cfg)) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  Tensor mine = Tensor::zeros_host({1}, DType::i64);
+  mine.ptr<std::int64_t>()[0] = static_cast<std::int64_t>(h);
+  Tensor all = Tensor::zeros_host({comm.size()}, DType::i64);
+  comm.all_gather(mine, all);
+  std::string differ;
+  for (int r = 1; r < comm.size(); ++r)
+    if (all.ptr<std::int64_t>()[r] != all.ptr<std::int64_t>()[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
+  if (!differ.empty())
+    throw Error((cfg.path.empty() ? std::string("config") : cfg.path) + ": the config differs between ranks: rank" +
+                (differ.find(',') != std::string::npos ? "s " : " ") + differ + " and rank 0 (rank " +
+                std::to_string(comm.rank()) + " here); every rank must get the same config file and --set overrides");
+}
+
 void Trainer::setup() {
   check_supported(cfg_);
   registry_ = std::make_unique<PluginRegistry>(cfg_.plugins.search_paths);
   comm_ = registry_->make_comm(cfg_.plugins.comm, cfg_.plugins.options_for(cfg_.plugins.comm));
+  check_same_config_on_all_ranks(*comm_, cfg_);
   log_ = std::make_unique<RunLog>(tc_.log_dir, tc_.run_name, comm_->rank(), comm_->size());
   result_.run_dir = log_->dir();
   log_->write_config(config_to_toml(cfg_));
