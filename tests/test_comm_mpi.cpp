@@ -70,12 +70,7 @@ int count(const std::string& text, const std::string& what) {
   return n;
 }
 
-std::string temp_dir(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("neox_mpi_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string temp_dir(const std::string& name) { return neox::test::temp_dir("neox_mpi", name); }
 
 class MpiCollectives : public ::testing::TestWithParam<int> {};
 

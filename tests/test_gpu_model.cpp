@@ -350,12 +350,7 @@ constexpr int kMicroBatch = 8;
 constexpr int kSeq = 128;
 constexpr int kVocab = 257;
 
-std::string temp_dir(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("neox_gpu_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string temp_dir(const std::string& name) { return neox::test::temp_dir("neox_gpu", name); }
 
 // A learnable corpus with no files behind it: token sequences of a fixed
 // random Markov chain in which each token has four successors with

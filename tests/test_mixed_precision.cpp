@@ -245,12 +245,7 @@ double mean(const std::vector<double>& v, std::size_t begin, std::size_t end) {
   return s / static_cast<double>(end - begin);
 }
 
-std::string temp_dir(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("neox_mp_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string temp_dir(const std::string& name) { return neox::test::temp_dir("neox_mp", name); }
 
 // A small model on GPT-NeoX's test corpus.
 neox::Config train_config(const std::string& dir, const std::string& precision, int iters) {

@@ -5,10 +5,12 @@
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -90,6 +92,16 @@ inline std::string read_text(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// A fresh, empty directory <TempDir>/<prefix>_<name>_<pid> (removed first
+// if a previous run left it).
+inline std::string temp_dir(const std::string& prefix, const std::string& name) {
+  namespace fs = std::filesystem;
+  fs::path p = fs::path(::testing::TempDir()) / (prefix + "_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
 }
 
 }  // namespace neox::test

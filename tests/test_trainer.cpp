@@ -34,12 +34,7 @@ namespace {
 const std::string kTestdata = neox::test::testdata_dir();
 const std::string kCorpusA = kTestdata + "/megatron/corpus_a";
 
-std::string temp_dir(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("neox_trainer_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string temp_dir(const std::string& name) { return neox::test::temp_dir("neox_trainer", name); }
 
 using neox::test::read_text;
 
