@@ -5,9 +5,22 @@
 // be made by every rank in the same order with equal-sized buffers. Buffers
 // live on the device the plugin documents (host for `local` and `mpi`, GPU
 // for `nccl`). Failures (a dead peer, a timeout) throw neox::Error naming
-// the rank and the operation.
+// the rank and the operation; a communicator that has failed stays failed.
+// Plugins that can hang on a dead or stopped peer take a `timeout_s` option
+// (default 300 seconds) after which the waiting ranks give up.
+//
+// Each communicator counts what it sends (stats()), by operation, in the
+// bytes one rank sends under the bandwidth-optimal ring algorithms (the "bus
+// bytes" of nccl-tests), whatever algorithm the library really picks, so
+// that figures from any engine compare with theory: for N ranks and an
+// n-byte buffer, all_reduce 2(N-1)/N n; reduce_scatter (n bytes in) and
+// all_gather (n bytes out) (N-1)/N n; broadcast n on every rank but the
+// last of the chain (counted as n on every rank except the root's
+// predecessor, i.e. rank (root-1) mod N); send n; recv and barrier 0.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 
 #include "neox/tensor.h"
@@ -16,6 +29,31 @@
 namespace neox {
 
 enum class ReduceOp { sum, avg, max, min };
+
+struct CommOpStats {
+  std::int64_t calls = 0;
+  std::int64_t bytes = 0;  // sent by this rank (ring-algorithm count, see above)
+  double seconds = 0.0;    // wall time inside the calls
+};
+
+// By operation name: "all_reduce", "reduce_scatter", "all_gather",
+// "broadcast", "send", "recv", "barrier".
+struct CommStats {
+  std::map<std::string, CommOpStats> ops;
+  std::int64_t total_bytes() const {
+    std::int64_t n = 0;
+    for (const auto& [name, op] : ops) n += op.bytes;
+    return n;
+  }
+};
+
+// The ring-algorithm bytes one of `ranks` ranks sends (see above).
+inline std::int64_t ring_all_reduce_bytes(std::int64_t buffer_bytes, int ranks) {
+  return ranks > 1 ? 2 * (ranks - 1) * buffer_bytes / ranks : 0;
+}
+inline std::int64_t ring_gather_bytes(std::int64_t total_bytes, int ranks) {
+  return ranks > 1 ? (ranks - 1) * total_bytes / ranks : 0;
+}
 
 class NEOX_API Communicator {
  public:
@@ -36,6 +74,22 @@ class NEOX_API Communicator {
   virtual void send(const Tensor& buffer, int peer, int tag) = 0;
   virtual void recv(Tensor& buffer, int peer, int tag) = 0;
   virtual void barrier() = 0;
+
+  // What this communicator has sent since it was made or reset_stats().
+  const CommStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = CommStats{}; }
+
+ protected:
+  // Plugins call this once per completed operation.
+  void record(const char* op, std::int64_t bytes_sent, double seconds) {
+    CommOpStats& s = stats_.ops[op];
+    ++s.calls;
+    s.bytes += bytes_sent;
+    s.seconds += seconds;
+  }
+
+ private:
+  CommStats stats_;
 };
 
 }  // namespace neox
