@@ -237,7 +237,9 @@ TEST(Trainer, RefusesWhatItCannotHonour) {
   EXPECT_NE(error_of({"training.checkpoint_num_layers=0"}).find("training.checkpoint_num_layers"), std::string::npos);
   EXPECT_NE(error_of({"training.model_parallel_size=2"}).find("tensor parallelism is not implemented"), std::string::npos);
   EXPECT_NE(error_of({"training.pipe_parallel_size=2"}).find("pipeline parallelism is not implemented"), std::string::npos);
-  EXPECT_NE(error_of({"training.zero_stage=1"}).find("ZeRO is not implemented yet"), std::string::npos);
+  EXPECT_NE(error_of({"training.zero_stage=1", "plugins.optimizer=sgd"}).find("needs the zero optimizer"),
+            std::string::npos);
+  EXPECT_NE(error_of({"plugins.optimizer=zero"}).find("needs training.zero_stage 1, 2 or 3"), std::string::npos);
   EXPECT_NE(error_of({"plugins.data="}).find("plugins.data: no data source chosen"), std::string::npos);
   EXPECT_NE(error_of({"training.load=hf:" + kTestdata + "/hf/neox_tiny_parallel/hf"})
                 .find("model.hidden_size is 32 in the config but 64"),

@@ -15,13 +15,24 @@ int ParameterArena::add(ParameterSpec spec) {
   spec.offset = numel_;
   numel_ += neox::numel(spec.shape);
   int index = static_cast<int>(specs_.size());
+  unit_of_.push_back(static_cast<int>(units_.size()));
   by_name_[spec.name] = index;
   specs_.push_back(std::move(spec));
   return index;
 }
 
+void ParameterArena::close_unit() {
+  if (allocated()) throw Error("parameter arena: close_unit() after allocate()");
+  if (numel_ == unit_start_) return;  // nothing added since the last unit
+  units_.push_back({unit_start_, numel_ - unit_start_});
+  unit_start_ = numel_;
+}
+
 void ParameterArena::allocate(Backend& backend, DType compute_dtype) {
   if (allocated()) throw Error("parameter arena allocated twice");
+  close_unit();
+  backend_ = &backend;
+  allocated_ = true;
   if (compute_dtype != DType::f32 && compute_dtype != DType::bf16 && compute_dtype != DType::f16)
     throw Error("parameter arena: compute dtype must be f32, bf16 or f16, not " +
                 std::string(dtype_name(compute_dtype)));
@@ -37,20 +48,41 @@ void ParameterArena::allocate(Backend& backend, DType compute_dtype) {
   weights_stale_ = true;
 }
 
+namespace {
+[[noreturn]] void not_gathered(const ParameterSpec& s, int unit) {
+  throw Error("parameter '" + s.name + "' (unit " + std::to_string(unit) +
+              ") is partitioned across ranks and not gathered: the model uses it outside a ParameterHooks "
+              "gather()/release() pair");
+}
+}  // namespace
+
 Tensor ParameterArena::weight(int i) const {
   const auto& s = specs_.at(static_cast<std::size_t>(i));
+  if (params_partitioned_) {
+    const int u = unit_of(i);
+    const UnitBuffers& b = unit_buffers_[static_cast<std::size_t>(u)];
+    if (!b.gathered) not_gathered(s, u);
+    const Tensor& all = compute_dtype_ == DType::f32 ? b.params : b.weights;
+    return all.slice(s.offset - units_[static_cast<std::size_t>(u)].offset, neox::numel(s.shape)).view(s.shape);
+  }
   const Tensor& all = compute_dtype_ == DType::f32 ? params_ : weights_;
   return all.slice(s.offset, neox::numel(s.shape)).view(s.shape);
 }
 
 void ParameterArena::refresh_weights(Backend& backend) {
+  if (params_partitioned_) return;  // each unit's copy is made when it is gathered
   if (compute_dtype_ == DType::f32 || !weights_stale_) return;
   backend.kernels.convert(weights_, params_);
   weights_stale_ = false;
 }
 
 std::size_t ParameterArena::bytes() const {
-  return params_.bytes() + grads_.bytes() + (weights_.defined() ? weights_.bytes() : 0);
+  std::size_t n = (params_.defined() ? params_.bytes() : 0) + (grads_.defined() ? grads_.bytes() : 0) +
+                  (weights_.defined() ? weights_.bytes() : 0);
+  for (const auto& b : unit_buffers_)
+    for (const Tensor* t : {&b.params, &b.weights, &b.grads})
+      if (t->defined()) n += t->bytes();
+  return n;
 }
 
 int ParameterArena::index(const std::string& name) const {
@@ -63,13 +95,113 @@ bool ParameterArena::contains(const std::string& name) const { return by_name_.c
 
 Tensor ParameterArena::param(int i) const {
   const auto& s = specs_.at(static_cast<std::size_t>(i));
+  if (params_partitioned_) {
+    const int u = unit_of(i);
+    const UnitBuffers& b = unit_buffers_[static_cast<std::size_t>(u)];
+    if (!b.gathered) not_gathered(s, u);
+    return b.params.slice(s.offset - units_[static_cast<std::size_t>(u)].offset, neox::numel(s.shape)).view(s.shape);
+  }
   weights_stale_ = true;
   return params_.slice(s.offset, neox::numel(s.shape)).view(s.shape);
 }
 
 Tensor ParameterArena::grad(int i) const {
   const auto& s = specs_.at(static_cast<std::size_t>(i));
+  if (grads_partitioned_) {
+    const int u = unit_of(i);
+    return ensure_unit_grads(u).slice(s.offset - units_[static_cast<std::size_t>(u)].offset, neox::numel(s.shape))
+        .view(s.shape);
+  }
   return grads_.slice(s.offset, neox::numel(s.shape)).view(s.shape);
+}
+
+// ---------------------------------------------------------------- partitioning
+
+void ParameterArena::check_unit(int unit, const char* op) const {
+  if (!allocated()) throw Error(std::string("parameter arena: ") + op + " before allocate()");
+  if (unit < 0 || unit >= static_cast<int>(units_.size()))
+    throw Error(std::string("parameter arena: ") + op + ": unit " + std::to_string(unit) + " is not in [0, " +
+                std::to_string(units_.size()) + ")");
+}
+
+void ParameterArena::partition(bool params, bool grads) {
+  if (!allocated()) throw Error("parameter arena: partition() before allocate()");
+  unit_buffers_.resize(units_.size());
+  if (params && !params_partitioned_) {
+    params_partitioned_ = true;
+    params_ = Tensor();
+    weights_ = Tensor();
+  }
+  if (grads && !grads_partitioned_) {
+    grads_partitioned_ = true;
+    grads_ = Tensor();
+  }
+}
+
+Tensor ParameterArena::unit_params(int unit) {
+  check_unit(unit, "unit_params");
+  const ParamRange& r = units_[static_cast<std::size_t>(unit)];
+  if (!params_partitioned_) {
+    weights_stale_ = true;
+    return params_.slice(r.offset, r.count);
+  }
+  UnitBuffers& b = unit_buffers_[static_cast<std::size_t>(unit)];
+  if (!b.params.defined()) b.params = Tensor::empty(backend_, {r.count}, DType::f32);
+  return b.params;
+}
+
+void ParameterArena::unit_params_ready(int unit) {
+  check_unit(unit, "unit_params_ready");
+  if (!params_partitioned_) return;
+  UnitBuffers& b = unit_buffers_[static_cast<std::size_t>(unit)];
+  if (!b.params.defined()) throw Error("parameter arena: unit_params_ready(" + std::to_string(unit) + ") before unit_params()");
+  if (compute_dtype_ != DType::f32) {
+    if (!b.weights.defined()) b.weights = Tensor::empty(backend_, {b.params.numel()}, compute_dtype_);
+    backend_->kernels.convert(b.weights, b.params);
+  }
+  b.gathered = true;
+}
+
+bool ParameterArena::unit_gathered(int unit) const {
+  check_unit(unit, "unit_gathered");
+  return !params_partitioned_ || unit_buffers_[static_cast<std::size_t>(unit)].gathered;
+}
+
+void ParameterArena::drop_unit_params(int unit) {
+  check_unit(unit, "drop_unit_params");
+  if (!params_partitioned_) return;
+  UnitBuffers& b = unit_buffers_[static_cast<std::size_t>(unit)];
+  b.params = Tensor();
+  b.weights = Tensor();
+  b.gathered = false;
+}
+
+Tensor& ParameterArena::ensure_unit_grads(int unit) const {
+  UnitBuffers& b = unit_buffers_[static_cast<std::size_t>(unit)];
+  if (!b.grads.defined()) {
+    b.grads = Tensor::empty(backend_, {units_[static_cast<std::size_t>(unit)].count}, DType::f32);
+    backend_->kernels.fill(b.grads, 0.0f);
+  }
+  return b.grads;
+}
+
+Tensor ParameterArena::unit_grads(int unit) {
+  check_unit(unit, "unit_grads");
+  if (!grads_partitioned_) {
+    const ParamRange& r = units_[static_cast<std::size_t>(unit)];
+    return grads_.slice(r.offset, r.count);
+  }
+  return ensure_unit_grads(unit);
+}
+
+bool ParameterArena::has_unit_grads(int unit) const {
+  check_unit(unit, "has_unit_grads");
+  return !grads_partitioned_ || unit_buffers_[static_cast<std::size_t>(unit)].grads.defined();
+}
+
+void ParameterArena::drop_unit_grads(int unit) {
+  check_unit(unit, "drop_unit_grads");
+  if (grads_partitioned_) unit_buffers_[static_cast<std::size_t>(unit)].grads = Tensor();
 }
 
 std::vector<ParamGroup> ParameterArena::groups(float weight_decay) const {
@@ -113,6 +245,7 @@ void fill_normal(float* out, std::int64_t n, float std, std::uint64_t seed) {
 
 void ParameterArena::initialize(Backend& backend, std::uint64_t seed) {
   if (!allocated()) throw Error("initialize() before allocate()");
+  if (params_partitioned_) throw Error("initialize(): the parameters are partitioned (initialise before partitioning)");
   Tensor host = Tensor::empty(nullptr, {numel_}, DType::f32);
   float* p = host.ptr<float>();
   for (std::size_t i = 0; i < specs_.size(); ++i) {
@@ -132,6 +265,12 @@ void ParameterArena::initialize(Backend& backend, std::uint64_t seed) {
   backend.copy_tensor(params_, host);
 }
 
-void ParameterArena::zero_grads(Backend& backend) { backend.kernels.fill(grads_, 0.0f); }
+void ParameterArena::zero_grads(Backend& backend) {
+  if (grads_partitioned_) {
+    for (auto& b : unit_buffers_) b.grads = Tensor();
+    return;
+  }
+  backend.kernels.fill(grads_, 0.0f);
+}
 
 }  // namespace neox

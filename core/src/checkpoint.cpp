@@ -35,6 +35,7 @@
 
 #include "neox/arena.h"
 #include "neox/backend.h"
+#include "neox/communicator.h"
 #include "neox/error.h"
 #include "neox/hf.h"
 #include "neox/model.h"
@@ -61,6 +62,9 @@ constexpr const char* kConfigFile = "config.toml";
 constexpr const char* kLatest = "latest";
 constexpr const char* kStepPrefix = "global_step";
 constexpr const char* kTmpPrefix = ".tmp-";
+constexpr const char* kRangesTensor = "arena_ranges";  // in optimizer shards
+
+std::string shard_file(std::int64_t rank) { return "optimizer.rank" + std::to_string(rank) + ".safetensors"; }
 
 std::string errno_message(int err) { return std::strerror(err); }
 
@@ -196,7 +200,7 @@ std::optional<std::string> base64_decode(const std::string& in) {
 
 // --- state.json --------------------------------------------------------------
 
-std::string state_json(const CheckpointState& state, const Optimizer* optimizer) {
+std::string state_json(const CheckpointState& state, const Optimizer* optimizer, int shards) {
   json j = json::object();
   j["format"] = kFormatName;
   j["format_version"] = kFormatVersion;
@@ -218,6 +222,8 @@ std::string state_json(const CheckpointState& state, const Optimizer* optimizer)
     j["rng_state_base64"] = base64_encode(state.rng_state);
   }
   j["optimizer"] = optimizer ? json(optimizer->name()) : json(nullptr);
+  if (optimizer) j["optimizer_state"] = optimizer->state_kind();
+  if (shards > 0) j["optimizer_shards"] = shards;
   if (!state.trainer_values.empty()) {
     j["trainer"] = json::object();
     for (const auto& [key, value] : state.trainer_values) {
@@ -265,6 +271,11 @@ json read_state_json(const fs::path& file) {
     bad("'rng_state_base64' must be a base64 string");
   if (j.contains("optimizer") && !j["optimizer"].is_null() && !j["optimizer"].is_string())
     bad("'optimizer' must be a string or null");
+  if (j.contains("optimizer_state") && !j["optimizer_state"].is_string()) bad("'optimizer_state' must be a string");
+  if (j.contains("optimizer_shards") &&
+      (!j["optimizer_shards"].is_number_integer() || j["optimizer_shards"].get<std::int64_t>() < 1 ||
+       j["optimizer_shards"].get<std::int64_t>() > 1'000'000))
+    bad("'optimizer_shards' must be a positive integer");
   if (j.contains("trainer")) {
     if (!j["trainer"].is_object()) bad("'trainer' must be an object");
     for (auto& [k, v] : j["trainer"].items())
@@ -275,6 +286,14 @@ json read_state_json(const fs::path& file) {
 
 bool has_optimizer_state(const json& state) {
   return state.contains("optimizer") && state["optimizer"].is_string();
+}
+
+// The optimizer files state.json promises: one whole file or one per rank.
+std::vector<std::string> optimizer_files(const json& state) {
+  if (!state.contains("optimizer_shards")) return {kOptimizerFile};
+  std::vector<std::string> files;
+  for (std::int64_t r = 0; r < state["optimizer_shards"].get<std::int64_t>(); ++r) files.push_back(shard_file(r));
+  return files;
 }
 
 // "" when `dir` holds a complete checkpoint, else why not (naming the file).
@@ -288,12 +307,13 @@ std::string incomplete_reason(const fs::path& dir) {
   try {
     state = read_state_json(dir / kStateFile);
     SafeTensorsFile::open((dir / kModelFile).string());
-    if (has_optimizer_state(state)) {
-      if (!fs::is_regular_file(dir / kOptimizerFile, ec))
-        return (dir / kOptimizerFile).string() + ": missing (incomplete checkpoint; state.json says it was saved with optimizer '" +
-               state["optimizer"].get<std::string>() + "')";
-      SafeTensorsFile::open((dir / kOptimizerFile).string());
-    }
+    if (has_optimizer_state(state))
+      for (const std::string& file : optimizer_files(state)) {
+        if (!fs::is_regular_file(dir / file, ec))
+          return (dir / file).string() + ": missing (incomplete checkpoint; state.json says it was saved with optimizer '" +
+                 state["optimizer"].get<std::string>() + "')";
+        SafeTensorsFile::open((dir / file).string());
+      }
   } catch (const Error& e) {
     return e.what();
   }
@@ -399,66 +419,148 @@ std::vector<std::pair<std::string, Tensor>> optimizer_tensors(Optimizer& optimiz
 
 }  // namespace
 
+namespace {
+
+// This rank's part of a partitioned optimizer's state, with the ranges it covers.
+void write_optimizer_shard(const fs::path& dir, Optimizer& optimizer, Backend& backend, int rank, int ranks,
+                           std::int64_t parameters) {
+  auto tensors = optimizer_tensors(optimizer, backend);
+  for (const auto& [name, t] : tensors)
+    if (name == kRangesTensor)
+      throw Error("save_checkpoint: optimizer '" + optimizer.name() + "' has a state tensor named '" + kRangesTensor +
+                  "', which checkpoints reserve");
+  const std::vector<ParamRange> ranges = optimizer.state_ranges();
+  Tensor r = Tensor::zeros_host({static_cast<std::int64_t>(ranges.size()), 2}, DType::i64);
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    r.ptr<std::int64_t>()[2 * i] = ranges[i].offset;
+    r.ptr<std::int64_t>()[2 * i + 1] = ranges[i].count;
+  }
+  tensors.emplace_back(kRangesTensor, r);
+  const std::map<std::string, std::string> meta = {
+      {"format", "neox-optimizer-shard"},
+      {"format_version", std::to_string(kFormatVersion)},
+      {"optimizer", optimizer.name()},
+      {"rank", std::to_string(rank)},
+      {"ranks", std::to_string(ranks)},
+      {"parameters", std::to_string(parameters)},
+  };
+  write_safetensors((dir / shard_file(rank)).string(), tensors, meta);
+}
+
+// Every rank learns whether every rank succeeded: -1, or the highest rank that failed.
+int first_failure(Communicator* comm, bool ok) {
+  const int rank = comm ? comm->rank() : 0;
+  if (!comm || comm->size() == 1) return ok ? -1 : rank;
+  Tensor flag = Tensor::zeros_host({1}, DType::i64);
+  flag.ptr<std::int64_t>()[0] = ok ? -1 : rank;
+  comm->all_reduce(flag, ReduceOp::max);
+  return static_cast<int>(flag.ptr<std::int64_t>()[0]);
+}
+
+}  // namespace
+
 std::string save_checkpoint(const std::string& save_dir, const GPTNeoX& model, Optimizer* optimizer,
-                            const CheckpointState& state, int keep_last) {
+                            const CheckpointState& state, int keep_last, Communicator* comm) {
   if (state.iteration < 0)
     throw Error("save_checkpoint: iteration " + std::to_string(state.iteration) + " is negative");
   if (keep_last < 0) throw Error("save_checkpoint: keep_last " + std::to_string(keep_last) + " is negative");
   if (save_dir.empty()) throw Error("save_checkpoint: the save directory is empty");
+  const int rank = comm ? comm->rank() : 0;
+  const int ranks = comm ? comm->size() : 1;
+  const bool sharded = optimizer && !optimizer->state_ranges().empty();
   const fs::path root = normalized(save_dir);
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  if (ec) throw Error(root.string() + ": cannot create the save directory: " + ec.message());
-  remove_stale_temporaries(root);
-
   const std::string name = kStepPrefix + std::to_string(state.iteration);
-  const std::string pid = std::to_string(::getpid());
-  const fs::path tmp = root / (kTmpPrefix + name + "-" + pid);
-  fs::remove_all(tmp, ec);
-  if (!fs::create_directory(tmp, ec) || ec)
-    throw Error(tmp.string() + ": cannot create the temporary checkpoint directory: " +
-                (ec ? ec.message() : std::string("it already exists")));
-  try {
-    write_safetensors((tmp / kModelFile).string(), hf_tensors(model), {{"format", "pt"}});
-    if (optimizer) {
-      const std::map<std::string, std::string> meta = {
-          {"format", "neox-optimizer"},
-          {"format_version", std::to_string(kFormatVersion)},
-          {"optimizer", optimizer->name()},
-          {"parameters", std::to_string(model.arena().numel())},
-      };
-      write_safetensors((tmp / kOptimizerFile).string(), optimizer_tensors(*optimizer, model.backend()), meta);
+
+  // 1. Rank 0 makes the temporary directory; the others learn its name.
+  std::string failure;
+  std::int64_t token = -1;
+  if (rank == 0) {
+    try {
+      std::error_code ec;
+      fs::create_directories(root, ec);
+      if (ec) throw Error(root.string() + ": cannot create the save directory: " + ec.message());
+      remove_stale_temporaries(root);
+      const fs::path tmp = root / (kTmpPrefix + name + "-" + std::to_string(::getpid()));
+      fs::remove_all(tmp, ec);
+      if (!fs::create_directory(tmp, ec) || ec)
+        throw Error(tmp.string() + ": cannot create the temporary checkpoint directory: " +
+                    (ec ? ec.message() : std::string("it already exists")));
+      token = ::getpid();
+    } catch (const Error& e) {
+      failure = e.what();
     }
-    write_file_synced(tmp / kConfigFile, state.config_toml);
-    // state.json last: its presence marks a directory whose other files were written.
-    write_file_synced(tmp / kStateFile, state_json(state, optimizer));
-    sync_path(tmp, true);
-  } catch (...) {
+  }
+  if (comm && ranks > 1) {
+    Tensor t = Tensor::zeros_host({1}, DType::i64);
+    t.ptr<std::int64_t>()[0] = token;
+    comm->broadcast(t, 0);
+    token = t.ptr<std::int64_t>()[0];
+  }
+  if (token < 0)
+    throw Error(rank == 0 ? failure
+                          : root.string() + ": rank 0 could not prepare the checkpoint directory (see its error)");
+  const fs::path tmp = root / (kTmpPrefix + name + "-" + std::to_string(token));
+  auto discard = [&] {
     std::error_code rm;
-    fs::remove_all(tmp, rm);
-    throw;
+    if (rank == 0) fs::remove_all(tmp, rm);
+  };
+
+  // 2. Every rank writes its optimizer shard.
+  bool ok = true;
+  if (sharded) {
+    try {
+      write_optimizer_shard(tmp, *optimizer, model.backend(), rank, ranks, model.arena().numel());
+    } catch (const Error& e) {
+      failure = e.what();
+      ok = false;
+    }
+  }
+  int failed = first_failure(comm, ok);
+  if (failed >= 0) {
+    discard();
+    throw Error(ok ? "checkpoint " + name + ": rank " + std::to_string(failed) +
+                         " could not write its optimizer shard (see its error); nothing was saved"
+                   : failure);
   }
 
+  // 3. Rank 0 writes the rest and installs the directory, then `latest`.
   const fs::path dest = root / name;
-  try {
-    install_directory(tmp, dest, root / (std::string(kTmpPrefix) + "old-" + name + "-" + pid));
-  } catch (...) {
-    std::error_code rm;
-    fs::remove_all(tmp, rm);
-    throw;
+  if (rank == 0) {
+    try {
+      write_safetensors((tmp / kModelFile).string(), hf_tensors(model), {{"format", "pt"}});
+      if (optimizer && !sharded) {
+        const std::map<std::string, std::string> meta = {
+            {"format", "neox-optimizer"},
+            {"format_version", std::to_string(kFormatVersion)},
+            {"optimizer", optimizer->name()},
+            {"parameters", std::to_string(model.arena().numel())},
+        };
+        write_safetensors((tmp / kOptimizerFile).string(), optimizer_tensors(*optimizer, model.backend()), meta);
+      }
+      write_file_synced(tmp / kConfigFile, state.config_toml);
+      // state.json last: its presence marks a directory whose other files were written.
+      write_file_synced(tmp / kStateFile, state_json(state, optimizer, sharded ? ranks : 0));
+      sync_path(tmp, true);
+      install_directory(tmp, dest, root / (std::string(kTmpPrefix) + "old-" + name + "-" + std::to_string(token)));
+      const fs::path latest_tmp = root / (std::string(kLatest) + ".tmp");
+      const fs::path latest = root / kLatest;
+      write_file_synced(latest_tmp, name + "\n");
+      if (std::rename(latest_tmp.c_str(), latest.c_str()) != 0) {
+        int err = errno;
+        throw Error(latest.string() + ": cannot rename " + latest_tmp.string() + " into place: " + errno_message(err));
+      }
+      sync_path(root, true);
+      prune(root, keep_last, dest);
+    } catch (const Error& e) {
+      failure = e.what();
+      ok = false;
+      discard();
+    }
   }
-
-  const fs::path latest_tmp = root / (std::string(kLatest) + ".tmp");
-  const fs::path latest = root / kLatest;
-  write_file_synced(latest_tmp, name + "\n");
-  if (std::rename(latest_tmp.c_str(), latest.c_str()) != 0) {
-    int err = errno;
-    throw Error(latest.string() + ": cannot rename " + latest_tmp.string() + " into place: " + errno_message(err));
-  }
-  sync_path(root, true);
-
-  prune(root, keep_last, dest);
-  spdlog::info("checkpoint: saved {} (iteration {})", dest.string(), state.iteration);
+  failed = first_failure(comm, ok);
+  if (failed >= 0)
+    throw Error(ok ? "checkpoint " + name + ": rank 0 could not complete the save (see its error)" : failure);
+  if (rank == 0) spdlog::info("checkpoint: saved {} (iteration {})", dest.string(), state.iteration);
   return dest.string();
 }
 
@@ -519,6 +621,109 @@ std::string read_checkpoint_config(const std::string& path) {
   return read_file(dir / kConfigFile);
 }
 
+namespace {
+
+// The optimizer state saved in `dir` (one whole file or per-rank shards),
+// assembled for the ranges `optimizer` owns now (state_ranges(), or the whole
+// arena), as host tensors. Checks everything; throws naming the file.
+TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& optimizer, std::int64_t parameters) {
+  const std::string first = (dir / optimizer_files(sj).front()).string();
+  if (!has_optimizer_state(sj))
+    throw Error(first + ": the checkpoint has no optimizer state (it was saved without an optimizer, e.g. by "
+                "'neox convert --from-hf'); load it without one (finetune = true loads weights only)");
+  const std::string saved_by = sj["optimizer"].get<std::string>();
+  const std::string saved_kind = sj.value("optimizer_state", saved_by);
+  if (saved_kind != optimizer.state_kind())
+    throw Error(first + ": optimizer state of '" + saved_by + "' (" + saved_kind + " state), but this run uses '" +
+                optimizer.name() + "' (" + optimizer.state_kind() + " state; load weights only with finetune = true)");
+
+  struct Source {
+    SafeTensorsFile file;
+    std::vector<ParamRange> ranges;
+    std::int64_t total = 0;
+  };
+  std::vector<Source> sources;
+  const bool sharded = sj.contains("optimizer_shards");
+  for (const std::string& name : optimizer_files(sj)) {
+    Source src{SafeTensorsFile::open((dir / name).string()), {}, 0};
+    const std::string& path = src.file.path();
+    auto it = src.file.metadata().find("parameters");
+    if (it != src.file.metadata().end() && it->second != std::to_string(parameters))
+      throw Error(path + ": saved for a model of " + it->second + " parameters, this model has " +
+                  std::to_string(parameters) + " (does the config match the checkpoint's?)");
+    if (sharded) {
+      Tensor r = src.file.read(kRangesTensor, DType::i64);
+      if (r.ndim() != 2 || r.dim(1) != 2) throw Error(path + ": '" + kRangesTensor + "' must be [k, 2], got " + r.str());
+      for (std::int64_t i = 0; i < r.dim(0); ++i) {
+        const ParamRange pr{r.ptr<std::int64_t>()[2 * i], r.ptr<std::int64_t>()[2 * i + 1]};
+        if (pr.offset < 0 || pr.count < 0 || pr.offset > parameters || pr.count > parameters - pr.offset)
+          throw Error(path + ": range [" + std::to_string(pr.offset) + ", " + std::to_string(pr.offset + pr.count) +
+                      ") is outside the model's " + std::to_string(parameters) + " parameters");
+        src.ranges.push_back(pr);
+        src.total += pr.count;
+      }
+    } else {
+      src.ranges = {{0, parameters}};
+      src.total = parameters;
+    }
+    sources.push_back(std::move(src));
+  }
+
+  std::vector<ParamRange> wanted = optimizer.state_ranges();
+  if (wanted.empty()) wanted = {{0, parameters}};
+  std::int64_t wanted_total = 0;
+  for (const auto& w : wanted) wanted_total += w.count;
+
+  const TensorMap current = optimizer.state();
+  TensorMap out;
+  for (const auto& [name, t] : current) {
+    if (t.dtype() != DType::f32 || t.numel() != wanted_total)
+      throw Error("optimizer '" + optimizer.name() + "': state tensor '" + name + "' is " + t.str() +
+                  ", expected f32 with one element per parameter it covers (" + std::to_string(wanted_total) + ")");
+    Tensor dst = Tensor::zeros_host({wanted_total}, DType::f32);
+    std::int64_t copied = 0;
+    for (const Source& src : sources) {
+      const std::string& path = src.file.path();
+      if (!src.file.contains(name)) throw Error(path + ": optimizer state tensor '" + name + "' is missing");
+      const SafeTensorInfo& info = src.file.info(name);
+      if (info.dtype != DType::f32 || neox::numel(info.shape) != src.total)
+        throw Error(path + ": optimizer state tensor '" + name + "' is " + std::string(dtype_name(info.dtype)) +
+                    shape_str(info.shape) + ", expected f32[" + std::to_string(src.total) +
+                    "] (does the model match the checkpoint's?)");
+      Tensor view = src.file.read(name, DType::f32);
+      const float* from = view.ptr<float>();
+      std::int64_t spos = 0;
+      for (const ParamRange& s : src.ranges) {
+        std::int64_t wpos = 0;
+        for (const ParamRange& w : wanted) {
+          const std::int64_t lo = std::max(s.offset, w.offset);
+          const std::int64_t hi = std::min(s.offset + s.count, w.offset + w.count);
+          if (lo < hi) {
+            std::memcpy(dst.ptr<float>() + wpos + (lo - w.offset), from + spos + (lo - s.offset),
+                        static_cast<std::size_t>(hi - lo) * sizeof(float));
+            copied += hi - lo;
+          }
+          wpos += w.count;
+        }
+        spos += s.count;
+      }
+    }
+    if (copied != wanted_total)
+      throw Error(first + ": the saved optimizer state covers " + std::to_string(copied) + " of the " +
+                  std::to_string(wanted_total) + " parameter elements this rank needs (missing or overlapping "
+                  "shards: a corrupted or mixed checkpoint)");
+    out[name] = dst;
+  }
+  for (const Source& src : sources)
+    for (const auto& info : src.file.tensors())
+      if (info.name != kRangesTensor && !current.count(info.name))
+        throw Error(src.file.path() + ": unexpected optimizer state tensor '" + info.name + "' (optimizer '" +
+                    optimizer.name() + "' does not have it)");
+  return out;
+}
+
+}  // namespace
+
 CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimizer* optimizer) {
   const fs::path dir = resolve_checkpoint(path);
   const json sj = read_state_json(dir / kStateFile);
@@ -547,33 +752,8 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
       throw Error(model_path + ": unexpected tensor '" + t.name + "' (not a parameter of this model" +
                   (t.name == "embed_out.weight" ? "; the model ties its output layer to embed_in" : "") + ")");
 
-  const std::string opt_path = (dir / kOptimizerFile).string();
   TensorMap opt_state;
-  if (optimizer) {
-    if (!has_optimizer_state(sj))
-      throw Error(opt_path + ": the checkpoint has no optimizer state (it was saved without an optimizer, e.g. by "
-                  "'neox convert --from-hf'); load it without one (finetune = true loads weights only)");
-    const SafeTensorsFile f = SafeTensorsFile::open(opt_path);
-    const std::string saved_by = sj["optimizer"].get<std::string>();
-    if (saved_by != optimizer->name())
-      throw Error(opt_path + ": optimizer state of '" + saved_by + "', but this run uses '" + optimizer->name() +
-                  "' (load weights only with finetune = true)");
-    TensorMap current = optimizer->state();
-    for (const auto& [name, t] : current) {
-      if (!f.contains(name)) throw Error(opt_path + ": optimizer state tensor '" + name + "' is missing");
-      const SafeTensorInfo& info = f.info(name);
-      if (info.shape != t.shape() || info.dtype != t.dtype())
-        throw Error(opt_path + ": optimizer state tensor '" + name + "' is " + std::string(dtype_name(info.dtype)) +
-                    shape_str(info.shape) + ", the optimizer expects " + std::string(dtype_name(t.dtype())) + shape_str(t.shape()) +
-                    " (does the model match the checkpoint's?)");
-    }
-    for (const auto& info : f.tensors()) {
-      if (!current.count(info.name))
-        throw Error(opt_path + ": unexpected optimizer state tensor '" + info.name + "' (optimizer '" +
-                    optimizer->name() + "' does not have it)");
-      opt_state[info.name] = f.read(info.name, info.dtype);  // an aligned host copy
-    }
-  }
+  if (optimizer) opt_state = read_optimizer_state(dir, sj, *optimizer, arena.numel());
 
   for (const auto& spec : arena.specs()) {
     Tensor host = weights.read(spec.name, DType::f32);
@@ -591,7 +771,7 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
     try {
       optimizer->load_state(opt_state);
     } catch (const Error& e) {
-      throw Error(opt_path + ": " + e.what());
+      throw Error((dir / optimizer_files(sj).front()).string() + ": " + e.what());
     }
   }
 
@@ -609,6 +789,22 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
   spdlog::info("checkpoint: loaded {} (iteration {}{})", dir.string(), state.iteration,
                optimizer ? ", with optimizer state" : ", weights only");
   return state;
+}
+
+}  // namespace neox
+
+namespace neox {
+
+void load_optimizer_state(const std::string& path, Optimizer& optimizer, std::int64_t parameters) {
+  const fs::path dir = resolve_checkpoint(path);
+  const json sj = read_state_json(dir / kStateFile);
+  TensorMap state = read_optimizer_state(dir, sj, optimizer, parameters);
+  try {
+    optimizer.load_state(state);
+  } catch (const Error& e) {
+    throw Error((dir / optimizer_files(sj).front()).string() + ": " + e.what());
+  }
+  spdlog::info("checkpoint: loaded the optimizer state of {}", dir.string());
 }
 
 }  // namespace neox

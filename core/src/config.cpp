@@ -67,13 +67,40 @@ Options PluginsConfig::options_for(const std::string& plugin) const {
   return Options("plugins.options." + plugin);
 }
 
+std::string optimizer_plugin(const Config& config) {
+  const std::string& chosen = config.plugins.optimizer;
+  const std::int64_t stage = config.training.zero_stage;
+  const std::string where = config.path.empty() ? std::string("config") : config.path;
+  if (stage == 0) {
+    if (chosen == "zero")
+      throw Error(where + ": plugins.optimizer = \"zero\" needs training.zero_stage 1, 2 or 3 (it is 0)");
+    return chosen;
+  }
+  if (chosen == "adamw" || chosen == "zero") return "zero";
+  throw Error(where + ": training.zero_stage = " + std::to_string(stage) + " needs the zero optimizer (AdamW with "
+              "ZeRO partitioning), but plugins.optimizer = \"" + chosen + "\"; set plugins.optimizer to \"adamw\" or "
+              "\"zero\", or zero_stage to 0");
+}
+
 Options optimizer_options(const Config& config) {
-  Options o = config.plugins.options_for(config.plugins.optimizer);
+  const std::string plugin = optimizer_plugin(config);
+  Options o = config.plugins.options_for(plugin);
   const OptimizerConfig& opt = config.optimizer;
-  const SourceLocation from_optimizer_table{config.path.empty() ? "<config>" : config.path, 0, 0};
-  if (!o.has("beta1")) o.set("beta1", opt.beta1, from_optimizer_table);
-  if (!o.has("beta2")) o.set("beta2", opt.beta2, from_optimizer_table);
-  if (!o.has("eps")) o.set("eps", opt.eps, from_optimizer_table);
+  const TrainingConfig& t = config.training;
+  const SourceLocation from_config{config.path.empty() ? "<config>" : config.path, 0, 0};
+  if (!o.has("beta1")) o.set("beta1", opt.beta1, from_config);
+  if (!o.has("beta2")) o.set("beta2", opt.beta2, from_config);
+  if (!o.has("eps")) o.set("eps", opt.eps, from_config);
+  if (plugin == "zero") {
+    if (o.has("stage") && o.get_int("stage", 0, 0, 3) != t.zero_stage)
+      throw Error(o.where("stage") + ": contradicts training.zero_stage = " + std::to_string(t.zero_stage) +
+                  " (set the stage in one place: training.zero_stage)");
+    o.set("stage", t.zero_stage, from_config);
+    if (!o.has("reduce_bucket_size")) o.set("reduce_bucket_size", t.zero_reduce_bucket_size, from_config);
+    if (!o.has("allgather_bucket_size")) o.set("allgather_bucket_size", t.zero_allgather_bucket_size, from_config);
+    if (!o.has("overlap_comm")) o.set("overlap_comm", t.zero_overlap_comm, from_config);
+    if (!o.has("contiguous_gradients")) o.set("contiguous_gradients", t.zero_contiguous_gradients, from_config);
+  }
   return o;
 }
 
@@ -540,9 +567,23 @@ std::vector<KeyDef> build_schema() {
                     "none here). Not implemented: a run with more than 1 is refused.")
                   .range(0, 1024));
   s.push_back(field("training", "zero_stage", &C::training, &T::zero_stage,
-                    "DeepSpeed ZeRO stage. Not implemented: a run with a stage above 0 is "
-                    "refused.")
+                    "DeepSpeed ZeRO stage (zero_optimization.stage): 0 none; 1 optimizer state, 2 "
+                    "also gradients, 3 also parameters partitioned over the data-parallel ranks "
+                    "(the `zero` optimizer plugin; see docs/distributed.md).")
                   .range(0, 3));
+  s.push_back(field("training", "zero_reduce_bucket_size", &C::training, &T::zero_reduce_bucket_size,
+                    "ZeRO: most elements per reduce-scatter (DeepSpeed's reduce_bucket_size); also "
+                    "the bucket of the data-parallel gradient all-reduce.")
+                  .range(1, std::int64_t{1} << 40));
+  s.push_back(field("training", "zero_allgather_bucket_size", &C::training, &T::zero_allgather_bucket_size,
+                    "ZeRO: most elements per all-gather (DeepSpeed's allgather_bucket_size).")
+                  .range(1, std::int64_t{1} << 40));
+  s.push_back(field("training", "zero_overlap_comm", &C::training, &T::zero_overlap_comm,
+                    "ZeRO: DeepSpeed's overlap_comm. Accepted; collectives are blocking in this "
+                    "version."));
+  s.push_back(field("training", "zero_contiguous_gradients", &C::training, &T::zero_contiguous_gradients,
+                    "ZeRO: DeepSpeed's contiguous_gradients. Accepted; gradient partitions are "
+                    "always contiguous."));
   return s;
 }
 

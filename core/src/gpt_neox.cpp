@@ -44,8 +44,38 @@ GPTNeoX::GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend, Co
   for (std::int64_t i = 0; i < config_.num_layers; ++i)
     layers_.push_back(std::make_unique<layers::TransformerLayer>(config_, static_cast<int>(i), &acts_->scratch));
   layers_.push_back(std::make_unique<layers::OutputLayer>(config_, tied));
-  for (auto& layer : layers_) layer->declare(arena_);
+  for (auto& layer : layers_) {
+    layer->declare(arena_);
+    arena_.close_unit();
+  }
   arena_.allocate(*backend_, compute_.dtype);
+  if (arena_.units().size() != layers_.size())
+    throw Error("GPTNeoX: " + std::to_string(arena_.units().size()) + " parameter units for " +
+                std::to_string(layers_.size()) + " layers (every layer must have parameters)");
+}
+
+void GPTNeoX::gather(int u) {
+  if (hooks_) hooks_->gather(u);
+}
+void GPTNeoX::release(int u) {
+  if (hooks_) hooks_->release(u);
+}
+void GPTNeoX::gradients_ready(int u) {
+  if (hooks_) hooks_->gradients_ready(u);
+}
+void GPTNeoX::gather_output() {
+  gather(output_unit());
+  if (!config_.no_weight_tying) gather(0);
+}
+void GPTNeoX::release_output() {
+  release(output_unit());
+  if (!config_.no_weight_tying) release(0);
+}
+void GPTNeoX::gather_all() {
+  for (int u = 0; u <= output_unit(); ++u) gather(u);
+}
+void GPTNeoX::release_all() {
+  for (int u = 0; u <= output_unit(); ++u) release(u);
 }
 
 GPTNeoX::~GPTNeoX() = default;
@@ -146,9 +176,19 @@ Tensor GPTNeoX::forward(const Tensor& input_ids, std::int64_t position_offset) {
   a.ids = device_ids(*backend_, config_, input_ids, "forward");
   arena_.refresh_weights(*backend_);
   LayerContext ctx{backend_.get(), B, T, position_offset};
+  // Units left gathered by an earlier forward_loss without backward.
+  if (hooks_) release_output();
+  gather(0);
   layers_.front()->forward(ctx, a.ids, a.stream[0]);
-  for (std::int64_t l = 0; l < config_.num_layers; ++l) run_block(ctx, l, a.stream[static_cast<std::size_t>(l + 1)]);
+  release(0);
+  for (std::int64_t l = 0; l < config_.num_layers; ++l) {
+    gather(static_cast<int>(l + 1));
+    run_block(ctx, l, a.stream[static_cast<std::size_t>(l + 1)]);
+    release(static_cast<int>(l + 1));
+  }
+  gather_output();
   layers_.back()->forward(ctx, a.stream.back(), a.logits);
+  if (!keep_output_) release_output();
   return a.logits.view({B, T, config_.padded_vocab_size()});
 }
 
@@ -179,7 +219,14 @@ double GPTNeoX::forward_loss(const Tensor& input_ids, const Tensor& labels, cons
                   " is outside the vocabulary");
     if (targets[i] >= 0) ++count;
   }
-  forward(input_ids);
+  keep_output_ = true;  // backward reads the output layer's weights again
+  try {
+    forward(input_ids);
+  } catch (...) {
+    keep_output_ = false;
+    throw;
+  }
+  keep_output_ = false;
   Activations& a = *acts_;
   a.targets = backend_->to_device(Tensor::wrap(targets.data(), {static_cast<std::int64_t>(targets.size())}, DType::i32));
   Kernels& k = backend_->kernels;
@@ -199,7 +246,10 @@ void GPTNeoX::backward(float loss_scale) {
   k.cross_entropy_backward(a.logits, a.logits, a.lse, a.targets, dloss);  // in place
   Tensor* dout = &a.d_a;
   Tensor* din = &a.d_b;
+  gather_output();  // still gathered since forward_loss
   layers_.back()->backward(ctx, a.logits, *dout);
+  gradients_ready(output_unit());
+  release_output();
   // Chunk by chunk from the last: with checkpointing, first recompute the
   // chunk's activations from its input (kept in the stream), then go back
   // through its blocks. The recomputed blocks' outputs are not needed (the
@@ -209,16 +259,23 @@ void GPTNeoX::backward(float loss_scale) {
   for (std::int64_t end = L; end > 0;) {
     const std::int64_t begin = compute_.checkpoint_activations ? ((end - 1) / chunk) * chunk : 0;
     if (compute_.checkpoint_activations)
-      for (std::int64_t l = begin; l < end; ++l)
+      for (std::int64_t l = begin; l < end; ++l) {
+        gather(static_cast<int>(l + 1));  // kept until the block's backward
         run_block(ctx, l, l + 1 < end ? a.stream[static_cast<std::size_t>(l + 1)] : a.recompute_out);
+      }
     for (std::int64_t l = end - 1; l >= begin; --l) {
+      gather(static_cast<int>(l + 1));
       layers_[static_cast<std::size_t>(l + 1)]->backward(ctx, *dout, *din);
+      gradients_ready(static_cast<int>(l + 1));
+      release(static_cast<int>(l + 1));
       std::swap(dout, din);
     }
     end = begin;
   }
+  // The embedding's backward reads no weights, only its gradients.
   Tensor none;
   layers_.front()->backward(ctx, *dout, none);
+  gradients_ready(0);
 }
 
 // ---------------------------------------------------------------- inference
@@ -318,12 +375,18 @@ Tensor GPTNeoX::forward_cached(const Tensor& input_ids, InferenceCache& cache, b
   const LayerContext ctx{be, B, T, s.length};
   Tensor* x = &s.stream_a;
   Tensor* y = &s.stream_b;
+  if (hooks_) release_output();
+  gather(0);
   static_cast<const layers::EmbeddingLayer&>(*layers_.front()).forward_cached(ctx, ids, *x);
+  release(0);
   for (std::int64_t l = 0; l < config_.num_layers; ++l) {
     auto& block = static_cast<const layers::TransformerLayer&>(*layers_[static_cast<std::size_t>(l + 1)]);
+    gather(static_cast<int>(l + 1));
     block.forward_cached(ctx, *x, *y, s.kv[static_cast<std::size_t>(l)], s.block);
+    release(static_cast<int>(l + 1));
     std::swap(x, y);
   }
+  gather_output();
   auto& output = static_cast<const layers::OutputLayer&>(*layers_.back());
   if (last_only && T > 1) {
     for (std::int64_t b = 0; b < B; ++b) {
@@ -335,6 +398,7 @@ Tensor GPTNeoX::forward_cached(const Tensor& input_ids, InferenceCache& cache, b
   } else {
     output.forward_cached(ctx, *x, s.logits, s.ln, s.mean, s.rstd);
   }
+  release_output();
   s.length += T;
   return s.logits.view({B, last_only ? 1 : T, V});
 }

@@ -2,7 +2,10 @@
 // Out-of-line pieces of the small interface headers.
 #include <string>
 
+#include "neox/arena.h"
 #include "neox/data_source.h"
+#include "neox/error.h"
+#include "neox/optimizer.h"
 #include "neox/plugin.h"
 
 namespace neox {
@@ -28,6 +31,14 @@ const char* plugin_kind_name(PluginKind kind) {
   static thread_local std::string unknown;
   unknown = "unknown(" + std::to_string(static_cast<std::uint32_t>(kind)) + ")";
   return unknown.c_str();
+}
+
+void Optimizer::init_arena(Backend& backend, Communicator& comm, ParameterArena& arena, float weight_decay) {
+  init(backend, comm, arena.params(), arena.grads(), arena.groups(weight_decay));
+}
+
+double Optimizer::gradient_sum_squares() {
+  throw Error("optimizer '" + name() + "': gradient_sum_squares() called, but it does not reduce gradients itself");
 }
 
 }  // namespace neox

@@ -99,6 +99,13 @@ void RunLog::write_config(const std::string& toml_text) {
   if (!out) throw Error(dir_ + "/config.toml: cannot write");
 }
 
+void RunLog::write_json(const std::string& name, const nlohmann::json& value) {
+  if (rank_ != 0) return;
+  std::ofstream out(fs::path(dir_) / name);
+  out << value.dump(2) << "\n";
+  if (!out) throw Error(dir_ + "/" + name + ": cannot write");
+}
+
 void RunLog::metrics(const nlohmann::json& record) {
   if (rank_ != 0) return;
   metrics_ << record.dump() << "\n";

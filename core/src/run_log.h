@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // A training run's directory and its outputs: config.toml as used,
-// metrics.jsonl (one JSON object per line), train.log, and the console view
+// metrics.jsonl (one JSON object per line), memory.json, train.log, and the console view
 // (plain lines, or a live progress bar when stderr is a terminal).
 #pragma once
 
@@ -26,6 +26,8 @@ class RunLog {
 
   const std::string& dir() const { return dir_; }
   void write_config(const std::string& toml_text);
+  // Writes dir()/name (rank 0 only), e.g. memory.json.
+  void write_json(const std::string& name, const nlohmann::json& value);
   void metrics(const nlohmann::json& record);
   spdlog::logger& log() { return *logger_; }
   // Redraws the progress bar (terminal only): step of total, loss, tokens/s, ETA.

@@ -69,6 +69,7 @@ class Trainer {
   double evaluate(Split split, std::int64_t batches);
   void save();
   void log_step(std::int64_t iteration, double loss, double lr, double grad_norm);
+  void log_memory();
 
   Config cfg_;
   const TrainingConfig& tc_;
@@ -107,9 +108,18 @@ void check_supported(const Config& c) {
   if (t.pipe_parallel_size > 1)
     throw Error(where + ": training.pipe_parallel_size = " + std::to_string(t.pipe_parallel_size) +
                 ": pipeline parallelism is not implemented; set it to 1");
-  if (t.zero_stage > 0)
-    throw Error(where + ": training.zero_stage = " + std::to_string(t.zero_stage) +
-                ": ZeRO is not implemented yet; set it to 0");
+  (void)optimizer_plugin(c);  // refuses a zero_stage the optimizer cannot honour
+}
+
+// Averages the whole gradient arena over the ranks in buckets of at most
+// `bucket` elements, last layers first (the order backward finishes them).
+void all_reduce_in_buckets(Communicator& comm, Tensor& grads, std::int64_t bucket) {
+  for (std::int64_t end = grads.numel(); end > 0;) {
+    const std::int64_t begin = std::max<std::int64_t>(0, end - bucket);
+    Tensor part = grads.slice(begin, end - begin);
+    comm.all_reduce(part, ReduceOp::avg);
+    end = begin;
+  }
 }
 
 // Every rank must train with the same settings: compares a hash of each
@@ -142,7 +152,7 @@ void Trainer::setup() {
   result_.run_dir = log_->dir();
   log_->write_config(config_to_toml(cfg_));
   backend_ = registry_->make_backend(cfg_.plugins.backend, cfg_.plugins.kernels, cfg_.plugins.options);
-  optimizer_ = registry_->make_optimizer(cfg_.plugins.optimizer, optimizer_options(cfg_));
+  optimizer_ = registry_->make_optimizer(optimizer_plugin(cfg_), optimizer_options(cfg_));
   const ComputeOptions compute = compute_options(tc_);
   model_ = std::make_unique<GPTNeoX>(cfg_.model, backend_, compute);
   if (compute.dtype == DType::f16)
@@ -155,12 +165,11 @@ void Trainer::setup() {
   const std::int64_t global_batch = B * tc_.gradient_accumulation_steps * comm_->size();
   tokens_per_step_ = global_batch * T;
 
-  optimizer_->init(*backend_, *comm_, model_->arena().params(), model_->arena().grads(),
-                   model_->arena().groups(static_cast<float>(cfg_.optimizer.weight_decay)));
-
   // Weights: hf:DIR, a checkpoint (with the optimizer state unless
-  // finetuning), or fresh.
+  // finetuning), or fresh. The weights are loaded whole before the optimizer
+  // takes the arena (ZeRO-3 then keeps only each rank's part).
   CheckpointState resumed;
+  std::string resume_path;
   const bool resuming = !tc_.load.empty() && tc_.load.rfind("hf:", 0) != 0 && !tc_.finetune;
   if (tc_.load.rfind("hf:", 0) == 0) {
     const std::string dir = tc_.load.substr(3);
@@ -169,9 +178,10 @@ void Trainer::setup() {
     log_->log().info("weights from Hugging Face directory {}", dir);
   } else if (!tc_.load.empty()) {
     const std::string path = resolve_checkpoint(tc_.load);
-    resumed = load_checkpoint(path, *model_, resuming ? optimizer_.get() : nullptr);
+    resumed = load_checkpoint(path, *model_, nullptr);
     log_->log().info("{} from {}", resuming ? "resuming" : "fine-tuning weights", path);
     if (resuming) {
+      resume_path = path;
       iteration_ = resumed.iteration;
       if (auto it = resumed.trainer_values.find("skipped_steps"); it != resumed.trainer_values.end())
         skipped_steps_ = static_cast<std::int64_t>(it->second);
@@ -184,6 +194,9 @@ void Trainer::setup() {
   } else {
     model_->initialize(tc_.seed);
   }
+  optimizer_->init_arena(*backend_, *comm_, model_->arena(), static_cast<float>(cfg_.optimizer.weight_decay));
+  model_->set_parameter_hooks(optimizer_->hooks());
+  if (!resume_path.empty()) load_optimizer_state(resume_path, *optimizer_, model_->arena().numel());
 
   // Data: the samples each split must supply, as GPT-NeoX computes them.
   if (cfg_.plugins.data.empty())
@@ -212,7 +225,7 @@ void Trainer::setup() {
                    m.padded_vocab_size(), static_cast<double>(m.num_parameters()) / 1e6);
   log_->log().info("plugins: backend {} ({}), comm {} ({} rank{}), optimizer {}, data {}", backend_->name(),
                    device_name(backend_->device()), cfg_.plugins.comm, comm_->size(), comm_->size() > 1 ? "s" : "",
-                   cfg_.plugins.optimizer, cfg_.plugins.data);
+                   optimizer_->name(), cfg_.plugins.data);
   log_->log().info("precision: {}{}{}", tc_.precision,
                    scaler_ ? fmt::format(", loss scale {} ({})", scaler_->scale(), scaler_->dynamic() ? "dynamic" : "static")
                            : std::string(),
@@ -221,6 +234,7 @@ void Trainer::setup() {
                        : std::string());
   log_->log().info("batch: {} x {} micro-batches x {} ranks = {} sequences, {} tokens per step; {} steps",
                    B, tc_.gradient_accumulation_steps, comm_->size(), global_batch, tokens_per_step_, tc_.train_iters);
+  log_memory();
   log_->log().info("run directory: {}", log_->dir());
 }
 
@@ -230,6 +244,7 @@ double Trainer::train_step() {
   ParameterArena& arena = model_->arena();
   auto t = Clock::now();
   arena.zero_grads(*backend_);
+  optimizer_->zero_grad();
   double compute = seconds(t, Clock::now());
   const std::int64_t accum = tc_.gradient_accumulation_steps;
   // fp16: the loss (so every gradient) is multiplied by the loss scale, and
@@ -243,10 +258,21 @@ double Trainer::train_step() {
     model_->backward(static_cast<float>(loss_scale / static_cast<double>(accum)));
     compute += seconds(t, Clock::now());
   }
-  Tensor grads = arena.grads();
+  // Gradients averaged over the ranks: by the optimizer (ZeRO, partly during
+  // backward) or here, in buckets.
+  t = Clock::now();
+  double sum_squares = 0.0;
+  if (optimizer_->reduces_gradients()) {
+    optimizer_->reduce_gradients();
+    sum_squares = optimizer_->gradient_sum_squares();
+  } else {
+    Tensor grads = arena.grads();
+    if (comm_->size() > 1) all_reduce_in_buckets(*comm_, grads, tc_.zero_reduce_bucket_size);
+    sum_squares = k.sum_squares(grads);
+  }
+  compute += seconds(t, Clock::now());
   double loss = loss_sum / static_cast<double>(accum);
   if (comm_->size() > 1) {
-    comm_->all_reduce(grads, ReduceOp::avg);
     Tensor l = Tensor::empty(nullptr, {1}, DType::f64);
     l.ptr<double>()[0] = loss;
     comm_->all_reduce(l, ReduceOp::avg);
@@ -255,7 +281,7 @@ double Trainer::train_step() {
   // Global-norm clipping as torch.nn.utils.clip_grad_norm_, on the unscaled
   // gradients. A non-finite norm means an inf or NaN gradient: with fp16
   // the step is skipped and the scale lowered.
-  const double grad_norm = std::sqrt(k.sum_squares(grads)) / loss_scale;
+  const double grad_norm = std::sqrt(sum_squares) / loss_scale;
   const double lr = schedule_.at(iteration_);
   if (scaler_ && !std::isfinite(grad_norm)) {
     const double old_scale = scaler_->scale();
@@ -283,6 +309,26 @@ double Trainer::train_step() {
   compute_seconds_ += compute;
   step_seconds_total_ += seconds(step_start, Clock::now());
   return loss;
+}
+
+// What each rank holds for the parameters and the optimizer (the largest
+// over the ranks): the arena's buffers now, and the optimizer's own state and
+// partitions. Logged and written to the run directory's memory.json.
+void Trainer::log_memory() {
+  Tensor m = Tensor::zeros_host({3}, DType::i64);
+  m.ptr<std::int64_t>()[0] = static_cast<std::int64_t>(model_->arena().bytes());
+  m.ptr<std::int64_t>()[1] = optimizer_->state_bytes();
+  m.ptr<std::int64_t>()[2] = optimizer_->parameter_bytes();
+  if (comm_->size() > 1) comm_->all_reduce(m, ReduceOp::max);
+  const std::int64_t* v = m.ptr<std::int64_t>();
+  auto mib = [](std::int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
+  log_->log().info("memory per rank: arena {:.2f} MiB, optimizer state {:.2f} MiB, optimizer partitions {:.2f} MiB ({}{})",
+                   mib(v[0]), mib(v[1]), mib(v[2]), optimizer_->name(),
+                   tc_.zero_stage > 0 ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
+                                      : std::string());
+  log_->write_json("memory.json", {{"arena_bytes", v[0]}, {"optimizer_state_bytes", v[1]},
+                                   {"optimizer_partition_bytes", v[2]}, {"optimizer", optimizer_->name()},
+                                   {"zero_stage", tc_.zero_stage}, {"ranks", comm_->size()}});
 }
 
 void Trainer::log_step(std::int64_t iteration, double loss, double lr, double grad_norm) {
@@ -350,11 +396,13 @@ void Trainer::save() {
   st.trainer_values["skipped_steps"] = static_cast<double>(skipped_steps_);
   if (scaler_)
     for (const auto& [key, value] : scaler_->state()) st.trainer_values[key] = value;
-  if (comm_->rank() == 0) {
-    result_.last_checkpoint = save_checkpoint(tc_.save, *model_, optimizer_.get(), st,
-                                              static_cast<int>(tc_.keep_last_n_checkpoints));
-  }
-  if (comm_->size() > 1) comm_->barrier();
+  // Every rank takes part: ZeRO-3 gathers the parameters for rank 0 to
+  // write, and each rank writes its optimizer shard.
+  const bool partitioned = model_->arena().params_partitioned();
+  if (partitioned) model_->gather_all();
+  result_.last_checkpoint = save_checkpoint(tc_.save, *model_, optimizer_.get(), st,
+                                            static_cast<int>(tc_.keep_last_n_checkpoints), comm_.get());
+  if (partitioned) model_->release_all();
   interval_start_ = Clock::now();
 }
 

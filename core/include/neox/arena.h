@@ -2,11 +2,18 @@
 // ParameterArena: every parameter of a model as a view into one flat buffer,
 // and every gradient as a view into a second buffer with the same layout.
 //
-// Layers add their parameters (in the order they are used), then the model
-// calls allocate() once. Optimizers and collectives then work on contiguous
-// slices of params()/grads(); groups() gives the runs that share a weight
-// decay setting (biases and norm weights are excluded from decay, as in
-// GPT-NeoX).
+// Layers add their parameters (in the order they are used), each layer's
+// closed into a unit, then the model calls allocate() once. Optimizers and
+// collectives then work on contiguous slices of params()/grads(); groups()
+// gives the runs that share a weight decay setting (biases and norm weights
+// are excluded from decay, as in GPT-NeoX).
+//
+// Partitioning (ZeRO): an optimizer that keeps the parameters or gradients
+// partitioned across ranks calls partition(); the arena then drops the whole
+// buffer(s) and holds one unit at a time: a unit's parameters while the
+// optimizer has gathered them (unit_params, unit_params_ready,
+// drop_unit_params), a unit's gradients from their first use in a backward
+// until the optimizer has reduced them (drop_unit_grads).
 #pragma once
 
 #include <cstdint>
@@ -37,17 +44,25 @@ class NEOX_API ParameterArena {
  public:
   // Adds a parameter before allocate(); returns its index.
   int add(ParameterSpec spec);
+  // The parameters added since the previous close_unit() form one unit (one
+  // layer's parameters; see ParameterHooks). allocate() closes a last unit
+  // if parameters were added after the last close_unit().
+  void close_unit();
+  const std::vector<ParamRange>& units() const { return units_; }
+  int unit_of(int param_index) const { return unit_of_.at(static_cast<std::size_t>(param_index)); }
   // One buffer for parameters and one for gradients, f32, on the backend,
   // plus, when compute_dtype is bf16 or f16, a third buffer with the
   // parameters in that dtype (the weights the kernels read; the f32
   // parameters are the optimizer's master copy). Gradients start at zero.
   void allocate(Backend& backend, DType compute_dtype = DType::f32);
-  bool allocated() const { return params_.defined(); }
+  bool allocated() const { return allocated_; }
 
   const std::vector<ParameterSpec>& specs() const { return specs_; }
   int index(const std::string& name) const;  // throws naming the parameter
   bool contains(const std::string& name) const;
-  Tensor param(int index) const;  // f32; counts as a write, like params()
+  // f32; counts as a write, like params(). With partitioned parameters only
+  // for a gathered unit, and only to read.
+  Tensor param(int index) const;
   Tensor grad(int index) const;
   Tensor param(const std::string& name) const { return param(index(name)); }
   Tensor grad(const std::string& name) const { return grad(index(name)); }
@@ -58,7 +73,7 @@ class NEOX_API ParameterArena {
     weights_stale_ = true;
     return params_;
   }
-  Tensor grads() const { return grads_; }
+  Tensor grads() const { return grads_; }  // undefined when gradients are partitioned
 
   // Mixed precision. weight(i) is parameter i in the compute dtype: the f32
   // parameter itself when the compute dtype is f32, else its copy, which
@@ -71,7 +86,8 @@ class NEOX_API ParameterArena {
   void mark_params_changed() { weights_stale_ = true; }
   // Converts the f32 parameters into the compute copy if they changed.
   void refresh_weights(Backend& backend);
-  // Bytes of parameters (f32 plus any compute copy) and gradients.
+  // Bytes of parameters (f32 plus any compute copy) and gradients the arena
+  // holds now (with partitioning: the units it holds at the moment).
   std::size_t bytes() const;
   std::int64_t numel() const { return numel_; }
 
@@ -80,9 +96,39 @@ class NEOX_API ParameterArena {
   // Fills parameters by their InitKind from a seeded generator (same values
   // on every backend and every run for the same seed).
   void initialize(Backend& backend, std::uint64_t seed);
-  void zero_grads(Backend& backend);
+  void zero_grads(Backend& backend);  // partitioned gradients: drops every unit's
+
+  // ---- Partitioning (see the top of the file)
+  // Drops the whole f32 parameters and their compute copy (params = true)
+  // and/or the whole gradients (grads = true). Irreversible.
+  void partition(bool params, bool grads);
+  bool params_partitioned() const { return params_partitioned_; }
+  bool grads_partitioned() const { return grads_partitioned_; }
+  // The f32 buffer [units()[unit].count] for the optimizer to fill with the
+  // unit's parameters: allocated on first use while partitioned, else a view
+  // of the whole buffer. Then unit_params_ready() makes the compute copy and
+  // counts the unit as gathered until drop_unit_params().
+  Tensor unit_params(int unit);
+  void unit_params_ready(int unit);
+  bool unit_gathered(int unit) const;
+  void drop_unit_params(int unit);
+  // The unit's gradients [count]: a view of the whole buffer, or, when
+  // partitioned, the unit's own buffer (made zeroed on first use by grad()
+  // or here) until drop_unit_grads(). has_unit_grads: whether it exists.
+  Tensor unit_grads(int unit);
+  bool has_unit_grads(int unit) const;
+  void drop_unit_grads(int unit);
 
  private:
+  struct UnitBuffers {
+    Tensor params;   // f32
+    Tensor weights;  // compute copy (bf16/f16 only)
+    Tensor grads;    // f32
+    bool gathered = false;
+  };
+  Tensor& ensure_unit_grads(int unit) const;
+  void check_unit(int unit, const char* op) const;
+
   std::vector<ParameterSpec> specs_;
   std::map<std::string, int> by_name_;
   std::int64_t numel_ = 0;
@@ -91,6 +137,14 @@ class NEOX_API ParameterArena {
   Tensor weights_;  // compute-dtype copy (undefined for f32)
   DType compute_dtype_ = DType::f32;
   mutable bool weights_stale_ = true;
+  std::vector<ParamRange> units_;
+  std::vector<int> unit_of_;  // by parameter index
+  std::int64_t unit_start_ = 0;
+  Backend* backend_ = nullptr;
+  bool allocated_ = false;
+  bool params_partitioned_ = false;
+  bool grads_partitioned_ = false;
+  mutable std::vector<UnitBuffers> unit_buffers_;  // by unit, while partitioned
 };
 
 }  // namespace neox

@@ -84,7 +84,13 @@ struct TrainingConfig {
   // kept so that a config asking for them is refused, not silently ignored.
   std::int64_t model_parallel_size = 1;
   std::int64_t pipe_parallel_size = 1;
+  // DeepSpeed's zero_optimization block: stage > 0 trains with the `zero`
+  // optimizer plugin (AdamW with ZeRO partitioning).
   std::int64_t zero_stage = 0;
+  std::int64_t zero_reduce_bucket_size = 500'000'000;     // elements
+  std::int64_t zero_allgather_bucket_size = 500'000'000;  // elements
+  bool zero_overlap_comm = false;
+  bool zero_contiguous_gradients = true;
 };
 
 struct Config {
@@ -103,8 +109,13 @@ NEOX_API Config load_config(const std::string& path,
 // The same from text; `source_name` stands in for the file name in messages.
 NEOX_API Config parse_config(std::string_view toml_text, const std::string& source_name,
                              const std::vector<std::string>& overrides = {});
-// The optimizer plugin's options: its [plugins.options.<name>] table plus
-// beta1, beta2 and eps from [optimizer] (the plugin table wins).
+// The optimizer plugin a run uses: plugins.optimizer, except that
+// training.zero_stage > 0 turns the default "adamw" into "zero" (AdamW with
+// ZeRO partitioning). Throws for a stage the chosen plugin cannot honour.
+NEOX_API std::string optimizer_plugin(const Config& config);
+// That plugin's options: its [plugins.options.<name>] table plus beta1,
+// beta2 and eps from [optimizer] (the plugin table wins); for "zero" also
+// stage and the bucket settings from [training]'s zero_* keys.
 NEOX_API Options optimizer_options(const Config& config);
 
 // The whole config as TOML: every key of every table with its value

@@ -143,6 +143,16 @@ class NEOX_API GPTNeoX {
   // and logits() are unaffected, and the two may be interleaved.
   Tensor forward_cached(const Tensor& input_ids, InferenceCache& cache, bool last_only = false);
 
+  // Hooks called as the model uses each unit's parameters (units() of the
+  // arena: one per layer; see ParameterHooks). Null (the default): none.
+  // Set by the trainer from the optimizer (ZeRO); must outlive its use.
+  void set_parameter_hooks(ParameterHooks* hooks) { hooks_ = hooks; }
+  // Gathers (release_all: releases) every unit through the hooks, e.g. to
+  // read all parameters for a checkpoint when they are partitioned. A
+  // collective call under ZeRO-3: every rank must make it.
+  void gather_all();
+  void release_all();
+
   // Bytes of the activation buffers held for the current batch shape
   // (training path: residual stream, logits, per-block buffers, scratch).
   std::size_t activation_bytes() const;
@@ -156,7 +166,17 @@ class NEOX_API GPTNeoX {
   // Forward of block l (0-based) from the stream's input l into `out`, in
   // the buffers of its slot.
   void run_block(const LayerContext& ctx, std::int64_t l, Tensor& out);
+  // The hooks around unit u (no-ops without hooks).
+  void gather(int u);
+  void release(int u);
+  void gradients_ready(int u);
+  // The units the output layer reads: its own, and the embedding's if tied.
+  void gather_output();
+  void release_output();
+  int output_unit() const { return static_cast<int>(layers_.size()) - 1; }
   ModelConfig config_;
+  ParameterHooks* hooks_ = nullptr;
+  bool keep_output_ = false;  // forward_loss: the output units stay gathered for backward
   ComputeOptions compute_;
   std::shared_ptr<Backend> backend_;
   ParameterArena arena_;

@@ -2,11 +2,23 @@
 // Optimizer: updates the flat parameter arena from the flat gradient arena.
 //
 // Made by an `optimizer` plugin. The core calls init() once with the backend,
-// the communicator and the layout of the arena (parameter groups are
-// contiguous slices with their own weight decay), then step() once per
-// optimizer step. The optimizer owns its state (moments, master weights);
-// state() exposes it as named tensors for checkpoints, load_state() restores
-// it. Errors throw neox::Error.
+// the communicator and the arena (parameter groups are contiguous slices
+// with their own weight decay), then, for every optimizer step:
+//
+//   (once) init_arena()
+//   zero_grad()                       with the arena's zero_grads()
+//   forward/backward of each micro-batch, calling hooks() (if any) as the
+//     model uses each unit's parameters
+//   reduces_gradients() ? reduce_gradients() and gradient_sum_squares()
+//                       : the trainer all-reduces the whole gradient arena
+//                         (average over ranks) and takes its norm
+//   step()                            unless the step is skipped (fp16 overflow)
+//
+// The optimizer owns its state (moments, master weights); state() exposes it
+// as named tensors for checkpoints, load_state() restores it. A partitioned
+// optimizer (ZeRO) holds only part of the state on each rank: state_ranges()
+// says which part, and checkpoints store one file per rank and reshard on
+// load. Errors throw neox::Error.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +33,7 @@ namespace neox {
 
 class Backend;
 class Communicator;
+class ParameterArena;
 
 // A contiguous run of the arena [offset, offset + count) sharing settings.
 struct ParamGroup {
@@ -37,6 +50,32 @@ struct StepContext {
 
 using TensorMap = std::map<std::string, Tensor>;
 
+// A run of arena elements [offset, offset + count).
+struct ParamRange {
+  std::int64_t offset = 0;
+  std::int64_t count = 0;
+  bool operator==(const ParamRange& o) const { return offset == o.offset && count == o.count; }
+};
+
+// Called by the model as it uses each unit's parameters (a unit is one
+// layer's parameters, ParameterArena::units(): 0 the embedding, 1..L the
+// transformer blocks, L+1 the final norm and output layer; the output layer
+// also reads unit 0 when the embeddings are tied). Lets a ZeRO optimizer
+// gather partitioned parameters just in time and reduce each unit's
+// gradients as soon as they are complete. gather/release pairs may nest or
+// repeat: gather of a gathered unit and release of a released one do
+// nothing.
+class NEOX_API ParameterHooks {
+ public:
+  virtual ~ParameterHooks() = default;
+  // The model is about to read unit's weights (forward, recompute, backward).
+  virtual void gather(int unit) = 0;
+  // The model will not read unit's weights until the next gather().
+  virtual void release(int unit) = 0;
+  // unit's gradients of this micro-batch's backward are complete.
+  virtual void gradients_ready(int unit) = 0;
+};
+
 class NEOX_API Optimizer {
  public:
   virtual ~Optimizer() = default;
@@ -44,6 +83,10 @@ class NEOX_API Optimizer {
   // params and grads are the whole arenas (1-D, equal numel) on the backend.
   virtual void init(Backend& backend, Communicator& comm, const Tensor& params,
                     const Tensor& grads, const std::vector<ParamGroup>& groups) = 0;
+  // What the trainer calls instead of init(): the arena itself (ZeRO
+  // partitions it). The default calls init() with the arena's whole buffers
+  // and its groups for `weight_decay`.
+  virtual void init_arena(Backend& backend, Communicator& comm, ParameterArena& arena, float weight_decay);
   virtual void step(const StepContext& ctx) = 0;
   // Views of the state (on the backend's device); names are stable.
   virtual TensorMap state() = 0;
@@ -51,6 +94,32 @@ class NEOX_API Optimizer {
   virtual void load_state(const TensorMap& state) = 0;
   // Bytes of optimizer state this rank holds (for memory accounting).
   virtual std::int64_t state_bytes() const = 0;
+
+  // ---- Data parallelism and partitioning (defaults: a replicated optimizer)
+
+  // Optimizers whose state() tensors mean the same thing (and can load each
+  // other's checkpoints) share a state kind: `zero` and `adamw` are both
+  // "adamw".
+  virtual std::string state_kind() const { return name(); }
+  // The arena ranges this rank's state tensors cover, in order: each state
+  // tensor is their concatenation, one f32 element per parameter element.
+  // Empty: the whole arena (not partitioned).
+  virtual std::vector<ParamRange> state_ranges() const { return {}; }
+  // Bytes of parameters and gradients held by the optimizer itself (ZeRO's
+  // master weights and gradient partitions); the arena counts its own.
+  virtual std::int64_t parameter_bytes() const { return 0; }
+  // Called by the model around its use of parameters; null: no hooks.
+  virtual ParameterHooks* hooks() { return nullptr; }
+  // Called at the start of every step, with the arena's zero_grads().
+  virtual void zero_grad() {}
+  // true: the optimizer averages gradients over the data-parallel ranks
+  // itself (in hooks() and reduce_gradients()) and computes their norm; the
+  // trainer then never touches the whole gradient arena.
+  virtual bool reduces_gradients() const { return false; }
+  virtual void reduce_gradients() {}
+  // The sum of squares of the averaged gradients over the whole model (every
+  // rank gets the same value). Only called when reduces_gradients().
+  virtual double gradient_sum_squares();
 };
 
 }  // namespace neox

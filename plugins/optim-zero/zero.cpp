@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: Apache-2.0
+// optimizer plugin `zero`: AdamW (torch.optim.AdamW, as the `adamw` plugin)
+// with DeepSpeed's ZeRO partitioning over the data-parallel ranks.
+//
+// Layout. The arena's units (one per layer) are cut into pieces of at most
+// min(reduce_bucket_size, allgather_bucket_size) elements, and every piece
+// is split evenly over the N ranks (padded to a multiple of N): rank r owns
+// elements [r s, (r+1) s) of each piece, s = ceil(count / N). A rank keeps
+// the Adam moments (exp_avg, exp_avg_sq, f32) and the averaged gradients of
+// the parts it owns, concatenated in piece order; state_ranges() lists them
+// so that checkpoints can reshard onto another number of ranks. Each
+// reduce-scatter and all-gather moves one piece.
+//
+//   stage 1  gradients are accumulated whole on every rank; after the last
+//            micro-batch each piece is reduce-scattered (average) into the
+//            owner's partition; each rank steps its parts of the f32
+//            parameters, which are then all-gathered.
+//   stage 2  as 1, but gradients are partitioned too: a unit's gradients
+//            exist whole only from its backward until gradients_ready(),
+//            which reduce-scatters them into the partition (accumulating
+//            over micro-batches) and frees them.
+//   stage 3  as 2, and the f32 parameters are partitioned too (each rank
+//            keeps the master copy of its parts): the model gathers a unit
+//            (all-gather) just before using its weights and frees it after.
+//
+// Options ([plugins.options.zero]; neox train fills them from [training]
+// zero_* and [optimizer]):
+//   stage (1, 2 or 3; required)
+//   beta1, beta2 (default 0.9, 0.999), eps (default 1e-8): as `adamw`
+//   reduce_bucket_size, allgather_bucket_size (elements, default 5e8)
+//   overlap_comm, contiguous_gradients (accepted for DeepSpeed configs:
+//     collectives are blocking, and the partitions are always contiguous)
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "neox/arena.h"
+#include "neox/backend.h"
+#include "neox/communicator.h"
+#include "neox/error.h"
+#include "neox/optimizer.h"
+#include "neox/options.h"
+#include "neox/plugin.h"
+
+namespace neox {
+namespace {
+
+constexpr const char* kExpAvg = "exp_avg";
+constexpr const char* kExpAvgSq = "exp_avg_sq";
+
+struct ZeroSettings {
+  int stage = 1;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::int64_t reduce_bucket_size = 500'000'000;
+  std::int64_t allgather_bucket_size = 500'000'000;
+};
+
+// One piece of a unit, split over the ranks.
+struct Piece {
+  int unit = 0;
+  std::int64_t offset = 0;     // in the arena
+  std::int64_t unit_pos = 0;   // from the unit's start
+  std::int64_t count = 0;
+  std::int64_t shard = 0;      // ceil(count / N): each rank's share, padded
+  std::int64_t mine_pos = 0;   // this rank's part: [offset + mine_pos, + mine_count)
+  std::int64_t mine_count = 0;
+  std::int64_t local = 0;      // where that part starts in the local buffers
+};
+
+// A run of this rank's part with one weight decay.
+struct Segment {
+  std::int64_t arena = 0, local = 0, count = 0;
+  float weight_decay = 0.0f;
+};
+
+class Zero final : public Optimizer, public ParameterHooks {
+ public:
+  explicit Zero(ZeroSettings s) : s_(s) {}
+
+  std::string name() const override { return "zero"; }
+  std::string state_kind() const override { return "adamw"; }
+
+  void init(Backend&, Communicator&, const Tensor&, const Tensor&, const std::vector<ParamGroup>&) override {
+    fail("init", "the zero optimizer partitions the parameter arena and needs init_arena() (as neox train calls it)");
+  }
+
+  void init_arena(Backend& backend, Communicator& comm, ParameterArena& arena, float weight_decay) override {
+    if (backend_) fail("init", "called twice");
+    if (!arena.allocated()) fail("init", "the arena is not allocated");
+    if (arena.params_partitioned() || arena.grads_partitioned()) fail("init", "the arena is already partitioned");
+    if (!backend.kernels.fill || !backend.kernels.adamw_update || !backend.kernels.axpby || !backend.kernels.sum_squares)
+      fail("init", "backend '" + backend.name() + "' lacks the fill, axpby, sum_squares or adamw_update kernel");
+    backend_ = &backend;
+    comm_ = &comm;
+    arena_ = &arena;
+    const std::int64_t N = comm.size(), r = comm.rank();
+    const std::int64_t bucket = std::min(s_.reduce_bucket_size, s_.allgather_bucket_size);
+
+    // Pieces and this rank's parts of them.
+    std::int64_t local = 0, padded_max = 0;
+    by_unit_.assign(arena.units().size(), {});
+    for (std::size_t u = 0; u < arena.units().size(); ++u) {
+      const ParamRange unit = arena.units()[u];
+      for (std::int64_t pos = 0; pos < unit.count; pos += bucket) {
+        Piece p;
+        p.unit = static_cast<int>(u);
+        p.unit_pos = pos;
+        p.offset = unit.offset + pos;
+        p.count = std::min(bucket, unit.count - pos);
+        p.shard = (p.count + N - 1) / N;
+        p.mine_pos = std::min(r * p.shard, p.count);
+        p.mine_count = std::min(p.shard, p.count - p.mine_pos);
+        p.local = local;
+        local += p.mine_count;
+        if (p.count != N * p.shard) padded_max = std::max(padded_max, N * p.shard);
+        shard_max_ = std::max(shard_max_, p.shard);
+        by_unit_[u].push_back(static_cast<int>(pieces_.size()));
+        pieces_.push_back(p);
+        if (p.mine_count > 0) ranges_.push_back({p.offset + p.mine_pos, p.mine_count});
+      }
+    }
+    // Weight decay per run of this rank's parts.
+    const std::vector<ParamGroup> groups = arena.groups(weight_decay);
+    for (const Piece& p : pieces_) {
+      const std::int64_t lo = p.offset + p.mine_pos, hi = lo + p.mine_count;
+      for (const ParamGroup& g : groups) {
+        const std::int64_t a = std::max(lo, g.offset), b = std::min(hi, g.offset + g.count);
+        if (a < b) segments_.push_back({a, p.local + (a - lo), b - a, g.weight_decay});
+      }
+    }
+
+    auto zeros = [&](std::int64_t n) {
+      Tensor t = Tensor::empty(&backend, {n}, DType::f32);
+      if (n > 0) backend.kernels.fill(t, 0.0f);
+      return t;
+    };
+    grads_ = zeros(local);
+    m_ = zeros(local);
+    v_ = zeros(local);
+    send_ = zeros(shard_max_);
+    if (padded_max > 0) padded_ = zeros(padded_max);
+    if (s_.stage >= 3) {
+      master_ = zeros(local);
+      const Tensor whole = arena.params();
+      for (const Piece& p : pieces_)
+        if (p.mine_count > 0) copy(master_.slice(p.local, p.mine_count), whole.slice(p.offset + p.mine_pos, p.mine_count));
+    } else {
+      params_ = arena.params();
+    }
+    if (s_.stage >= 2) arena.partition(s_.stage >= 3, true);
+  }
+
+  // ---- hooks
+  ParameterHooks* hooks() override { return s_.stage >= 2 ? this : nullptr; }
+
+  void gather(int unit) override {
+    if (s_.stage < 3 || arena_->unit_gathered(unit)) return;
+    Tensor full = arena_->unit_params(unit);
+    for (int i : by_unit_.at(static_cast<std::size_t>(unit))) {
+      const Piece& p = pieces_[static_cast<std::size_t>(i)];
+      all_gather_piece(p, full.slice(p.unit_pos, p.count), master_.slice(p.local, p.mine_count));
+    }
+    arena_->unit_params_ready(unit);
+  }
+
+  void release(int unit) override {
+    if (s_.stage >= 3) arena_->drop_unit_params(unit);
+  }
+
+  void gradients_ready(int unit) override {
+    if (s_.stage < 2 || !arena_->has_unit_grads(unit)) return;
+    reduce_unit(unit, true);
+    arena_->drop_unit_grads(unit);
+  }
+
+  // ---- step
+  bool reduces_gradients() const override { return true; }
+
+  void zero_grad() override {
+    require_init("zero_grad");
+    if (grads_.numel() > 0) backend_->kernels.fill(grads_, 0.0f);
+  }
+
+  void reduce_gradients() override {
+    require_init("reduce_gradients");
+    // Stage 1 reduces the whole gradients now; stages 2 and 3 reduced each
+    // unit as its backward finished (any unit left over is reduced here).
+    for (std::size_t u = 0; u < by_unit_.size(); ++u) {
+      const int unit = static_cast<int>(u);
+      if (s_.stage == 1) {
+        reduce_unit(unit, false);
+      } else if (arena_->has_unit_grads(unit)) {
+        reduce_unit(unit, true);
+        arena_->drop_unit_grads(unit);
+      }
+    }
+  }
+
+  double gradient_sum_squares() override {
+    require_init("gradient_sum_squares");
+    Tensor total = Tensor::zeros_host({1}, DType::f64);
+    total.ptr<double>()[0] = grads_.numel() > 0 ? backend_->kernels.sum_squares(grads_) : 0.0;
+    if (comm_->size() > 1) comm_->all_reduce(total, ReduceOp::sum);
+    return total.ptr<double>()[0];
+  }
+
+  void step(const StepContext& ctx) override {
+    require_init("step");
+    if (ctx.step < 1) fail("step", "step number " + std::to_string(ctx.step) + " must be 1 or more (1-based)");
+    if (!std::isfinite(ctx.lr) || ctx.lr < 0.0f)
+      fail("step", "learning rate " + std::to_string(ctx.lr) + " must be finite and >= 0");
+    if (!std::isfinite(ctx.grad_scale)) fail("step", "grad_scale " + std::to_string(ctx.grad_scale) + " is not finite");
+    AdamWParams a;
+    a.lr = ctx.lr;
+    a.beta1 = static_cast<float>(s_.beta1);
+    a.beta2 = static_cast<float>(s_.beta2);
+    a.eps = static_cast<float>(s_.eps);
+    a.step = ctx.step;
+    a.grad_scale = ctx.grad_scale;
+    for (const Segment& seg : segments_) {
+      a.weight_decay = seg.weight_decay;
+      Tensor param = s_.stage >= 3 ? master_.slice(seg.local, seg.count) : params_.slice(seg.arena, seg.count);
+      Tensor grad = grads_.slice(seg.local, seg.count);
+      Tensor m = m_.slice(seg.local, seg.count);
+      Tensor v = v_.slice(seg.local, seg.count);
+      backend_->kernels.adamw_update(param, grad, m, v, a);
+    }
+    // Stages 1 and 2: every rank needs every updated parameter.
+    if (s_.stage < 3)
+      for (const Piece& p : pieces_)
+        all_gather_piece(p, params_.slice(p.offset, p.count), params_.slice(p.offset + p.mine_pos, p.mine_count));
+  }
+
+  // ---- state
+  TensorMap state() override {
+    require_init("state");
+    return {{kExpAvg, m_}, {kExpAvgSq, v_}};
+  }
+
+  std::vector<ParamRange> state_ranges() const override { return ranges_; }
+
+  void load_state(const TensorMap& state) override {
+    require_init("load_state");
+    for (const auto& [name, t] : state)
+      if (name != kExpAvg && name != kExpAvgSq)
+        fail("load_state", "unknown state tensor '" + name + "' (expected '" + kExpAvg + "' and '" + kExpAvgSq + "')");
+    for (const char* name : {kExpAvg, kExpAvgSq}) {
+      auto it = state.find(name);
+      if (it == state.end()) fail("load_state", std::string("state tensor '") + name + "' is missing");
+      if (it->second.dtype() != DType::f32 || it->second.numel() != m_.numel())
+        fail("load_state", std::string("state tensor '") + name + "': expected f32[" + std::to_string(m_.numel()) +
+                               "] (this rank's partition), got " + it->second.str());
+    }
+    for (auto [name, dst] : {std::pair<const char*, Tensor*>{kExpAvg, &m_}, {kExpAvgSq, &v_}}) {
+      const Tensor& src = state.at(name);
+      if (dst->bytes() > 0) backend_->copy(dst->data(), dst->device(), src.data(), src.device(), dst->bytes());
+    }
+  }
+
+  std::int64_t state_bytes() const override { return static_cast<std::int64_t>(m_.bytes() + v_.bytes()); }
+  std::int64_t parameter_bytes() const override {
+    return static_cast<std::int64_t>(grads_.bytes() + (master_.defined() ? master_.bytes() : 0));
+  }
+
+ private:
+  [[noreturn]] static void fail(const char* where, const std::string& problem) {
+    throw Error(std::string("optimizer 'zero': ") + where + ": " + problem);
+  }
+  void require_init(const char* where) const {
+    if (!backend_) fail(where, "called before init_arena()");
+  }
+  void copy(Tensor dst, const Tensor& src) { backend_->copy_tensor(dst, src); }
+
+  // Reduce-scatters (average) each piece of `unit`'s gradients into this
+  // rank's partition, adding to it (accumulate) or replacing it.
+  void reduce_unit(int unit, bool accumulate) {
+    const Tensor full = arena_->unit_grads(unit);
+    for (int i : by_unit_[static_cast<std::size_t>(unit)]) {
+      const Piece& p = pieces_[static_cast<std::size_t>(i)];
+      const std::int64_t N = comm_->size();
+      Tensor in = full.slice(p.unit_pos, p.count);
+      if (p.count != N * p.shard) {  // pad to N equal parts
+        Tensor padded = padded_.slice(0, N * p.shard);
+        copy(padded.slice(0, p.count), in);
+        Tensor tail = padded.slice(p.count, N * p.shard - p.count);
+        backend_->kernels.fill(tail, 0.0f);
+        in = padded;
+      }
+      Tensor out = send_.slice(0, p.shard);
+      comm_->reduce_scatter(in, out, ReduceOp::avg);
+      if (p.mine_count == 0) continue;
+      Tensor mine = grads_.slice(p.local, p.mine_count);
+      backend_->kernels.axpby(mine, out.slice(0, p.mine_count), 1.0f, accumulate ? 1.0f : 0.0f);
+    }
+  }
+
+  // All-gathers one piece into `dst` [count] from every rank's part; `mine`
+  // is this rank's part (may alias dst: it is copied out first).
+  void all_gather_piece(const Piece& p, Tensor dst, const Tensor& mine) {
+    const std::int64_t N = comm_->size();
+    Tensor in = send_.slice(0, p.shard);
+    if (p.mine_count > 0) copy(in.slice(0, p.mine_count), mine);
+    if (p.mine_count < p.shard) {
+      Tensor tail = in.slice(p.mine_count, p.shard - p.mine_count);
+      backend_->kernels.fill(tail, 0.0f);
+    }
+    if (p.count == N * p.shard) {
+      comm_->all_gather(in, dst);
+    } else {
+      Tensor padded = padded_.slice(0, N * p.shard);
+      comm_->all_gather(in, padded);
+      copy(dst, padded.slice(0, p.count));
+    }
+  }
+
+  ZeroSettings s_;
+  Backend* backend_ = nullptr;
+  Communicator* comm_ = nullptr;
+  ParameterArena* arena_ = nullptr;
+  std::vector<Piece> pieces_;
+  std::vector<std::vector<int>> by_unit_;  // piece indices of each unit
+  std::vector<Segment> segments_;
+  std::vector<ParamRange> ranges_;         // this rank's parts, in local order
+  std::int64_t shard_max_ = 0;
+  Tensor params_;   // stages 1-2: the arena's whole f32 parameters
+  Tensor master_;   // stage 3: this rank's parts of the f32 parameters
+  Tensor grads_, m_, v_;
+  Tensor send_;     // [max shard]: reduce-scatter output, all-gather input
+  Tensor padded_;   // [N x shard] for pieces that do not split evenly
+};
+
+double beta_option(const Options& options, const char* key, double def) {
+  double b = options.get_double(key, def, 0.0, 1.0);
+  if (!(b < 1.0)) throw Error(options.where(key) + ": must be below 1 (got " + std::to_string(b) + ")");
+  return b;
+}
+
+Optimizer* make_zero(const Options& options) {
+  ZeroSettings s;
+  if (!options.has("stage"))
+    throw Error(options.where("stage") + ": the ZeRO stage (1, 2 or 3) is required (neox train sets it from "
+                                         "training.zero_stage)");
+  s.stage = static_cast<int>(options.get_int("stage", 1, 1, 3));
+  s.beta1 = beta_option(options, "beta1", 0.9);
+  s.beta2 = beta_option(options, "beta2", 0.999);
+  s.eps = options.get_double("eps", 1e-8, 0.0, 1.0);
+  s.reduce_bucket_size = options.get_int("reduce_bucket_size", s.reduce_bucket_size, 1, std::int64_t{1} << 40);
+  s.allgather_bucket_size = options.get_int("allgather_bucket_size", s.allgather_bucket_size, 1, std::int64_t{1} << 40);
+  (void)options.get_bool("overlap_comm", false);
+  (void)options.get_bool("contiguous_gradients", true);
+  options.reject_unknown();
+  return new Zero(s);
+}
+
+}  // namespace
+}  // namespace neox
+
+NEOX_PLUGIN(optimizer, "zero", "1.0",
+            "AdamW with DeepSpeed ZeRO stages 1-3: optimizer state, gradients and parameters partitioned over ranks",
+            &neox::make_zero)

@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: Apache-2.0
+// The `zero` optimizer plugin (AdamW with ZeRO stages 1-3).
+//
+// One process (comm "local"): every stage steps exactly as `adamw`. Under
+// mpirun on 2 and 4 ranks (skipped without MPI, as test_comm_mpi.cpp): each
+// stage trains like one process with the same global batch (losses and final
+// weights within 1e-5 relative over 20 steps); each rank holds 1/N of the
+// optimizer state (and with stage 3 of the parameters), by the plugin's own
+// accounting in the run's memory.json; and a checkpoint saved on 4 ranks
+// resumes on 2 (and 2 on 4) with the losses of the uninterrupted run.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "neox/config.h"
+#include "neox/error.h"
+#include "neox/safetensors.h"
+#include "neox/trainer.h"
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+using neox::test::run_command;
+
+namespace {
+
+// The small model of test_comm_mpi.cpp: 2 layers, hidden 32, padded vocab
+// 1024 (tied embeddings off), 89,792 parameters; global batch 4.
+std::string zero_config(const std::string& dir, const std::string& comm, int micro_batch, int stage,
+                        int train_iters = 20) {
+  return R"([plugins]
+comm = ")" + comm + R"("
+data = "mmap"
+[plugins.options.mmap]
+data_path = ")" + neox::test::testdata_dir() + R"(/megatron/corpus_a"
+split = "80,15,5"
+[model]
+num_layers = 2
+hidden_size = 32
+num_attention_heads = 2
+vocab_size = 1000
+seq_length = 16
+max_position_embeddings = 16
+rotary_pct = 0.5
+gpt_j_residual = true
+[optimizer]
+lr = 1e-3
+warmup = 0.2
+lr_decay_style = "cosine"
+gradient_clipping = 1.0
+weight_decay = 0.01
+[training]
+train_micro_batch_size_per_gpu = )" + std::to_string(micro_batch) + R"(
+gradient_accumulation_steps = 2
+train_iters = )" + std::to_string(train_iters) + R"(
+eval_interval = 10
+eval_iters = 1
+log_interval = 1
+checkpoint_factor = 10
+zero_stage = )" + std::to_string(stage) + R"(
+zero_reduce_bucket_size = 5000
+log_dir = ")" + dir + R"(/runs"
+run_name = "r"
+save = ")" + dir + R"(/ckpt"
+)";
+}
+
+std::vector<double> train_losses(const std::string& metrics) {
+  std::vector<double> out;
+  std::ifstream in(metrics);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (!j.contains("split")) out.push_back(j.at("loss").get<double>());
+  }
+  return out;
+}
+
+// ||a - b|| / ||a|| over every weight of two model.safetensors.
+double weights_error(const std::string& a_path, const std::string& b_path) {
+  auto a = neox::SafeTensorsFile::open(a_path);
+  auto b = neox::SafeTensorsFile::open(b_path);
+  EXPECT_EQ(a.tensors().size(), b.tensors().size());
+  double num = 0, den = 0;
+  for (const auto& info : a.tensors()) {
+    neox::Tensor x = a.read(info.name, neox::DType::f64), y = b.read(info.name, neox::DType::f64);
+    EXPECT_EQ(x.numel(), y.numel()) << info.name;
+    for (std::int64_t i = 0; i < x.numel() && i < y.numel(); ++i) {
+      const double d = x.ptr<double>()[i] - y.ptr<double>()[i];
+      num += d * d;
+      den += x.ptr<double>()[i] * x.ptr<double>()[i];
+    }
+  }
+  return std::sqrt(num / den);
+}
+
+void expect_close(const std::vector<double>& got, const std::vector<double>& want, double rel,
+                  std::size_t first_step = 1) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], rel * std::abs(want[i])) << "step " << first_step + i;
+}
+
+// The reference: one process, plain adamw, micro-batch 4 x 2 accumulation.
+struct Reference {
+  neox::TrainResult result;
+  std::string dir;
+};
+const Reference& reference() {
+  static const Reference ref = [] {
+    const std::string dir = neox::test::temp_dir("zero_ref", "one");
+    fs::remove_all(dir);
+    neox::TrainResult r = neox::train(neox::parse_config(zero_config(dir, "local", 4, 0), "ref.toml"));
+    return Reference{r, dir};
+  }();
+  return ref;
+}
+
+// ---------------------------------------------------------------- one process
+
+class ZeroOneProcess : public ::testing::TestWithParam<int> {};
+
+// With one rank every stage partitions nothing away, so it must step exactly
+// as adamw: same losses and weights up to summation order.
+TEST_P(ZeroOneProcess, StepsAsAdamW) {
+  const int stage = GetParam();
+  const Reference& ref = reference();
+  const std::string dir = neox::test::temp_dir("zero_one", std::to_string(stage));
+  fs::remove_all(dir);
+  neox::TrainResult r = neox::train(neox::parse_config(zero_config(dir, "local", 4, stage), "zero.toml"));
+  ASSERT_EQ(r.train_losses.size(), 20u);
+  expect_close(r.train_losses, ref.result.train_losses, 1e-6);
+  EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
+                          dir + "/ckpt/global_step20/model.safetensors"),
+            1e-6);
+  // One shard file per rank and the state kind both optimizers share.
+  EXPECT_TRUE(fs::exists(dir + "/ckpt/global_step20/optimizer.rank0.safetensors"));
+  EXPECT_FALSE(fs::exists(dir + "/ckpt/global_step20/optimizer.safetensors"));
+  auto state = nlohmann::json::parse(neox::test::read_text(dir + "/ckpt/global_step20/state.json"));
+  EXPECT_EQ(state.at("optimizer"), "zero");
+  EXPECT_EQ(state.at("optimizer_state"), "adamw");
+  EXPECT_EQ(state.at("optimizer_shards"), 1);
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stages, ZeroOneProcess, ::testing::Values(1, 2, 3),
+                         [](const auto& info) { return "stage" + std::to_string(info.param); });
+
+// A zero checkpoint resumes under plain adamw and the other way round (the
+// same "adamw" state kind), continuing the uninterrupted run's losses.
+TEST(ZeroOneProcess, CheckpointsInterchangeWithAdamW) {
+  const Reference& ref = reference();
+  const std::string dir = neox::test::temp_dir("zero_swap", "x");
+  fs::remove_all(dir);
+  for (auto [first, second] : {std::pair{3, 0}, std::pair{0, 2}}) {
+    fs::remove_all(dir);
+    neox::train(neox::parse_config(zero_config(dir, "local", 4, first), "a.toml",
+                                   {"training.exit_interval=10"}));
+    neox::TrainResult r = neox::train(neox::parse_config(
+        zero_config(dir, "local", 4, second), "b.toml", {"training.load=\"" + dir + "/ckpt\"", "training.run_name=\"b\""}));
+    ASSERT_EQ(r.train_losses.size(), 10u) << first << " -> " << second;
+    expect_close(r.train_losses, {ref.result.train_losses.begin() + 10, ref.result.train_losses.end()}, 1e-6, 11);
+  }
+  fs::remove_all(dir);
+}
+
+TEST(ZeroOneProcess, RefusesBadOptions) {
+  const std::string dir = neox::test::temp_dir("zero_bad", "x");
+  auto error_of = [&](const std::vector<std::string>& sets) {
+    return neox::test::error_of([&] { neox::train(neox::parse_config(zero_config(dir, "local", 4, 1), "z.toml", sets)); });
+  };
+  EXPECT_NE(error_of({"plugins.options.zero.stage=2"}).find("contradicts training.zero_stage = 1"), std::string::npos);
+  EXPECT_NE(error_of({"plugins.options.zero.bucket=2"}).find("bucket"), std::string::npos);
+  EXPECT_NE(error_of({"training.zero_reduce_bucket_size=0"}).find("zero_reduce_bucket_size"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------- mpirun
+
+std::string why_no_mpi() {
+  if (!fs::exists(neox::test::build_plugin_dir() + "/neox_comm_mpi.so")) return "the mpi comm plugin was not built";
+  if (run_command("command -v mpirun").status != 0) return "mpirun is not on PATH (apt-get install openmpi-bin)";
+  return "";
+}
+
+std::string mpirun(int np) {
+  return "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 timeout 180 mpirun "
+         "--oversubscribe --allow-run-as-root --mca btl self,vader -x OMP_NUM_THREADS=1 -x NEOX_PLUGIN_PATH -np " +
+         std::to_string(np) + " ";
+}
+
+// Runs `neox train` on np ranks with the config text; returns the output.
+std::string run_ranks(int np, const std::string& dir, const std::string& config, const std::string& sets = "") {
+  fs::create_directories(dir);
+  const std::string cfg = dir + "/train.toml";
+  std::ofstream(cfg) << config;
+  auto r = run_command(mpirun(np) + neox::test::neox_binary() + " train " + cfg + " " + sets);
+  EXPECT_EQ(r.status, 0) << r.output;
+  return r.output;
+}
+
+class ZeroRanks : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
+  const std::string why = why_no_mpi();
+  if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
+  const auto [np, stage] = GetParam();
+  const Reference& ref = reference();
+  const std::string dir = neox::test::temp_dir("zero_mpi", std::to_string(np) + "_" + std::to_string(stage));
+  fs::remove_all(dir);
+  const std::string out = run_ranks(np, dir, zero_config(dir, "mpi", 4 / np, stage));
+  EXPECT_NE(out.find("ZeRO stage " + std::to_string(stage) + " over " + std::to_string(np) + " ranks"), std::string::npos)
+      << out;
+  expect_close(train_losses(dir + "/runs/r/metrics.jsonl"), ref.result.train_losses, 1e-5);
+  EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
+                          dir + "/ckpt/global_step20/model.safetensors"),
+            1e-5);
+  for (int r = 0; r < np; ++r)
+    EXPECT_TRUE(fs::exists(dir + "/ckpt/global_step20/optimizer.rank" + std::to_string(r) + ".safetensors")) << r;
+
+  // Memory by the plugin's and the arena's own accounting, the largest rank.
+  // One process holds m and v, 8 bytes per parameter (Psi parameters). One
+  // rank's part is Psi/N plus at most one element of padding per piece (the
+  // 4 layers' parameters cut into pieces of <= 5000 elements).
+  auto one = nlohmann::json::parse(neox::test::read_text(ref.dir + "/runs/r/memory.json"));
+  auto many = nlohmann::json::parse(neox::test::read_text(dir + "/runs/r/memory.json"));
+  const double psi = one.at("optimizer_state_bytes").get<double>() / 8.0;
+  ASSERT_GT(psi, 80000.0);
+  ASSERT_EQ(one.at("arena_bytes").get<double>(), 8.0 * psi);  // f32 parameters and gradients
+  const double pieces = std::ceil(psi / 5000.0) + 4.0;
+  const double part = 8.0 * psi / np;
+  EXPECT_GE(many.at("optimizer_state_bytes").get<double>(), part);
+  EXPECT_LE(many.at("optimizer_state_bytes").get<double>(), part + 8.0 * pieces);
+  const double whole_params = 4.0 * psi, whole_grads = 4.0 * psi;
+  const double arena = many.at("arena_bytes").get<double>();
+  const double partitions = many.at("optimizer_partition_bytes").get<double>();
+  switch (stage) {
+    case 1:  // whole parameters and gradients; the partition holds the gradient part
+      EXPECT_EQ(arena, whole_params + whole_grads);
+      EXPECT_LE(partitions, 4.0 * (psi / np + pieces));
+      break;
+    case 2:  // whole parameters only; gradients in the partition
+      EXPECT_EQ(arena, whole_params);
+      EXPECT_LE(partitions, 4.0 * (psi / np + pieces));
+      break;
+    case 3:  // nothing whole between layers: master weights and gradients in the partition
+      EXPECT_EQ(arena, 0.0);
+      EXPECT_GE(partitions, 8.0 * psi / np);
+      EXPECT_LE(partitions, 8.0 * (psi / np + pieces));
+      break;
+  }
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(RanksAndStages, ZeroRanks,
+                         ::testing::Combine(::testing::Values(2, 4), ::testing::Values(1, 2, 3)),
+                         [](const auto& info) {
+                           return "np" + std::to_string(std::get<0>(info.param)) + "_stage" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+class ZeroReshard : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+// Saved on `from` ranks at step 10, resumed on `to` ranks (same global
+// batch): steps 11-20 have the uninterrupted run's losses.
+TEST_P(ZeroReshard, ResumesOnAnotherNumberOfRanks) {
+  const std::string why = why_no_mpi();
+  if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
+  const auto [from, to, stage] = GetParam();
+  const Reference& ref = reference();
+  const std::string dir = neox::test::temp_dir("zero_reshard", std::to_string(from) + std::to_string(to) + "_" +
+                                                                  std::to_string(stage));
+  fs::remove_all(dir);
+  run_ranks(from, dir + "/a", zero_config(dir, "mpi", 4 / from, stage), "--set training.exit_interval=10");
+  ASSERT_TRUE(fs::exists(dir + "/ckpt/global_step10/optimizer.rank" + std::to_string(from - 1) + ".safetensors"));
+  const std::string out = run_ranks(to, dir + "/b", zero_config(dir, "mpi", 4 / to, stage),
+                                    "--set training.load=" + dir + "/ckpt --set training.run_name=b");
+  EXPECT_NE(out.find("resuming from"), std::string::npos) << out;
+  expect_close(train_losses(dir + "/runs/b/metrics.jsonl"),
+               {ref.result.train_losses.begin() + 10, ref.result.train_losses.end()}, 1e-5, 11);
+  EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
+                          dir + "/ckpt/global_step20/model.safetensors"),
+            1e-5);
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, ZeroReshard,
+                         ::testing::Values(std::make_tuple(4, 2, 1), std::make_tuple(2, 4, 2),
+                                           std::make_tuple(4, 2, 3), std::make_tuple(2, 4, 3)),
+                         [](const auto& info) {
+                           return "from" + std::to_string(std::get<0>(info.param)) + "_to" +
+                                  std::to_string(std::get<1>(info.param)) + "_stage" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
+
+}  // namespace
