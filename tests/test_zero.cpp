@@ -34,6 +34,7 @@ std::string zero_config(const std::string& dir, const std::string& comm, int mic
                         int train_iters = 20) {
   return R"([plugins]
 comm = ")" + comm + R"("
+optimizer = ")" + (stage > 0 ? "zero" : "adamw") + R"("
 data = "mmap"
 [plugins.options.mmap]
 data_path = ")" + neox::test::testdata_dir() + R"(/megatron/corpus_a"
@@ -179,6 +180,18 @@ TEST(ZeroOneProcess, RefusesBadOptions) {
   fs::remove_all(dir);
 }
 
+// A GPT-NeoX config's zero_stage on one rank trains with plain adamw.
+TEST(ZeroOneProcess, OneRankWithTheDefaultOptimizerUsesAdamW) {
+  const std::string dir = neox::test::temp_dir("zero_moot", "x");
+  fs::remove_all(dir);
+  neox::train(neox::parse_config(zero_config(dir, "local", 4, 2, 2), "z.toml", {"plugins.optimizer=adamw"}));
+  EXPECT_NE(neox::test::read_text(dir + "/runs/r/train.log").find("training.zero_stage 2 on one rank: nothing to "
+                                                                  "partition, optimizer adamw"),
+            std::string::npos);
+  EXPECT_TRUE(fs::exists(dir + "/ckpt/global_step2/optimizer.safetensors"));
+  fs::remove_all(dir);
+}
+
 // ---------------------------------------------------------------- mpirun
 
 std::string why_no_mpi() {
@@ -212,7 +225,8 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
   const Reference& ref = reference();
   const std::string dir = neox::test::temp_dir("zero_mpi", std::to_string(np) + "_" + std::to_string(stage));
   fs::remove_all(dir);
-  const std::string out = run_ranks(np, dir, zero_config(dir, "mpi", 4 / np, stage));
+  // As a GPT-NeoX config says it: optimizer adamw and a zero_stage.
+  const std::string out = run_ranks(np, dir, zero_config(dir, "mpi", 4 / np, stage), "--set plugins.optimizer=adamw");
   EXPECT_NE(out.find("ZeRO stage " + std::to_string(stage) + " over " + std::to_string(np) + " ranks"), std::string::npos)
       << out;
   expect_close(train_losses(dir + "/runs/r/metrics.jsonl"), ref.result.train_losses, 1e-5);

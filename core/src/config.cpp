@@ -82,8 +82,9 @@ std::string optimizer_plugin(const Config& config) {
               "\"zero\", or zero_stage to 0");
 }
 
-Options optimizer_options(const Config& config) {
-  const std::string plugin = optimizer_plugin(config);
+Options optimizer_options(const Config& config) { return optimizer_options(config, optimizer_plugin(config)); }
+
+Options optimizer_options(const Config& config, const std::string& plugin) {
   Options o = config.plugins.options_for(plugin);
   const OptimizerConfig& opt = config.optimizer;
   const TrainingConfig& t = config.training;

@@ -152,7 +152,15 @@ void Trainer::setup() {
   result_.run_dir = log_->dir();
   log_->write_config(config_to_toml(cfg_));
   backend_ = registry_->make_backend(cfg_.plugins.backend, cfg_.plugins.kernels, cfg_.plugins.options);
-  optimizer_ = registry_->make_optimizer(optimizer_plugin(cfg_), optimizer_options(cfg_));
+  // One rank has nothing to partition: a zero_stage of a GPT-NeoX config
+  // then trains with plain adamw (which, unlike the host-buffer `local`
+  // communicator, also works on a GPU), unless `zero` was chosen by name.
+  std::string optimizer = optimizer_plugin(cfg_);
+  if (optimizer == "zero" && cfg_.plugins.optimizer != "zero" && comm_->size() == 1) {
+    optimizer = cfg_.plugins.optimizer;
+    log_->log().info("training.zero_stage {} on one rank: nothing to partition, optimizer {}", tc_.zero_stage, optimizer);
+  }
+  optimizer_ = registry_->make_optimizer(optimizer, optimizer_options(cfg_, optimizer));
   const ComputeOptions compute = compute_options(tc_);
   model_ = std::make_unique<GPTNeoX>(cfg_.model, backend_, compute);
   if (compute.dtype == DType::f16)
@@ -324,8 +332,8 @@ void Trainer::log_memory() {
   auto mib = [](std::int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
   log_->log().info("memory per rank: arena {:.2f} MiB, optimizer state {:.2f} MiB, optimizer partitions {:.2f} MiB ({}{})",
                    mib(v[0]), mib(v[1]), mib(v[2]), optimizer_->name(),
-                   tc_.zero_stage > 0 ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
-                                      : std::string());
+                   optimizer_->name() == "zero" ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
+                                                : std::string());
   log_->write_json("memory.json", {{"arena_bytes", v[0]}, {"optimizer_state_bytes", v[1]},
                                    {"optimizer_partition_bytes", v[2]}, {"optimizer", optimizer_->name()},
                                    {"zero_stage", tc_.zero_stage}, {"ranks", comm_->size()}});

@@ -117,6 +117,8 @@ NEOX_API std::string optimizer_plugin(const Config& config);
 // beta2 and eps from [optimizer] (the plugin table wins); for "zero" also
 // stage and the bucket settings from [training]'s zero_* keys.
 NEOX_API Options optimizer_options(const Config& config);
+// The options for `plugin` (e.g. "adamw" when one rank makes ZeRO moot).
+NEOX_API Options optimizer_options(const Config& config, const std::string& plugin);
 
 // The whole config as TOML: every key of every table with its value
 // (defaults included), kernel overrides and plugin options. parse_config of
