@@ -26,6 +26,10 @@
 #   libs         every binary and plugin finds its shared libraries
 #   kernels      the kernel conformance suite (tests/test_kernels.cpp) on cuda only
 #   cuda-backend tests/test_cuda_backend.cpp
+#   comm-nccl    tests/test_comm_nccl.cpp (the nccl comm plugin: every
+#                collective through tests/nccl_collectives_check.cpp on one
+#                rank, two processes over the TCP bootstrap, mpirun when
+#                present, a dead peer; the TCP rendezvous)
 #   gpu-model    tests/test_gpu_model.cpp (HF oracle fp32/bf16/f16, 200-step
 #                training vs CPU, activation checkpointing)
 #   attention-check  tests/cuda-emulation/attention_check.cpp built with nvcc
@@ -107,6 +111,7 @@ prepare() {
 
   # The binaries that travel.
   local -a files=("$BUILD/bin/neox" "$BUILD/bin/neox_tests" "$BUILD/lib/libneox.so.0")
+  [ -x "$BUILD/bin/neox_nccl_collectives_check" ] && files+=("$BUILD/bin/neox_nccl_collectives_check")
   local f
   for f in "$BUILD"/plugins/*.so "$BUILD"/tests/plugins/*.so; do files+=("$f"); done
 
@@ -131,6 +136,9 @@ prepare() {
   mkdir -p "$STAGE/build/bin" "$STAGE/build/lib" "$STAGE/build/plugins" "$STAGE/build/tests/plugins"
   cp -L "$BUILD/bin/neox" "$BUILD/bin/neox_tests" "$STAGE/build/bin/"
   [ -x "$BUILD/bin/attention_check" ] && cp -L "$BUILD/bin/attention_check" "$STAGE/build/bin/"
+  # The nccl plugin's collectives check (built with the plugin, where NCCL was found).
+  [ -x "$BUILD/bin/neox_nccl_collectives_check" ] &&
+    cp -L "$BUILD/bin/neox_nccl_collectives_check" "$STAGE/build/bin/"
   cp -L "$BUILD/lib/libneox.so.0" "$STAGE/build/lib/"
   cp -L "$BUILD"/plugins/*.so "$STAGE/build/plugins/"
   cp -L "$BUILD"/tests/plugins/*.so "$STAGE/build/tests/plugins/"  # deliberately broken: not stripped
@@ -424,9 +432,9 @@ run_checks() {
   OUT=${OUT:-$ROOT/$STAGE/out}
   mkdir -p "$OUT"
   OUT=$(cd "$OUT" && pwd)
-  # At most 8 files come back from a device run: these 7.
+  # At most 8 files come back from a device run: these 8.
   local f
-  for f in env tests-kernels tests-cuda-backend tests-gpu-model bench sanitizer summary; do
+  for f in env tests-kernels tests-cuda-backend tests-comm-nccl tests-gpu-model bench sanitizer summary; do
     [ "$f" = summary ] && f=summary.txt || f=$f.log
     : >"$OUT/$f"
   done
@@ -510,6 +518,7 @@ run_checks() {
   # tests
   test_phase kernels 150 tests/test_kernels.cpp NEOX_TEST_BACKENDS=cuda
   test_phase cuda-backend 120 tests/test_cuda_backend.cpp NEOX_TEST_BACKENDS=cuda
+  test_phase comm-nccl 90 tests/test_comm_nccl.cpp
   test_phase gpu-model 200 tests/test_gpu_model.cpp
   attention_check
 

@@ -4,8 +4,9 @@
 // for matmul and the kernels of this folder for everything else.
 //
 // Options ([plugins.options.cuda]):
-//   device        the CUDA device index; default LOCAL_RANK modulo the visible
-//                 devices when LOCAL_RANK is set, else 0
+//   device        the CUDA device index; default this process's local rank
+//                 (neox::detect_launch: mpirun, srun, torchrun or LOCAL_RANK)
+//                 modulo the visible devices, i.e. 0 outside a launcher
 //   allow_tf32    let fp32 matmuls use TF32 tensor cores (default false: true fp32)
 //   workspace_mb  cuBLASLt workspace in MiB (default 32)
 //
@@ -25,6 +26,7 @@
 #include "cuda_check.h"
 #include "neox/backend.h"
 #include "neox/error.h"
+#include "neox/launch.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
 #include "ops.h"
@@ -153,21 +155,15 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Context> ctx_;
 };
 
-// The default device: LOCAL_RANK (one process per GPU under a launcher;
-// taken modulo the visible devices) or 0.
+// The default device: the local rank under a launcher (one process per
+// GPU; taken modulo the visible devices below), 0 without one. A launch
+// environment with bad values throws, naming the variable.
 int default_device(std::string& source) {
-  const char* env = std::getenv("LOCAL_RANK");
-  if (!env || !*env) {
-    source = "the default";
-    return 0;
-  }
-  char* end = nullptr;
-  const long v = std::strtol(env, &end, 10);
-  if (*end != '\0' || v < 0 || v > 4095)
-    throw Error(std::string("cuda backend: LOCAL_RANK='") + env +
-                "' is not a device index; set plugins.options.cuda.device to choose the GPU");
-  source = std::string("LOCAL_RANK=") + env;
-  return static_cast<int>(v);
+  const LaunchInfo launch = detect_launch();
+  source = launch.launcher == Launcher::none ? std::string("the default")
+                                             : "local rank " + std::to_string(launch.local_rank) + " from " +
+                                                   launcher_name(launch.launcher);
+  return launch.local_rank;
 }
 
 Backend* make_cuda_backend(const Options& options) {
@@ -192,7 +188,7 @@ Backend* make_cuda_backend(const Options& options) {
                               cudaGetErrorString(e) + ")");
     }
     if (count == 0) throw DeviceUnavailable("cuda backend: no CUDA device available (cudaGetDeviceCount found none)");
-    // From LOCAL_RANK: wrap around the visible devices, so that a launcher
+    // From the local rank: wrap around the visible devices, so that a launcher
     // giving each rank one GPU through CUDA_VISIBLE_DEVICES, or several
     // ranks sharing a GPU, works. An explicit device must exist.
     if (!options.has("device")) device %= count;

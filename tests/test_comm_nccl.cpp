@@ -1,0 +1,514 @@
+// SPDX-License-Identifier: Apache-2.0
+// The `nccl` comm plugin (plugins/comm-nccl) and its TCP rendezvous.
+//
+// TcpRendezvous.* run everywhere (no GPU): threads exchanging a 128-byte
+// blob, timeouts, refusals, bad ports. NcclComm.* need the plugin (built
+// where CUDA and NCCL are found): without a GPU they check that it loads,
+// that options and the launch environment are checked first, and that
+// making it throws DeviceUnavailable; the GPU tests run
+// tests/nccl_collectives_check.cpp as one rank, as two processes meeting at
+// MASTER_ADDR:MASTER_PORT, and under mpirun. They skip without a GPU unless
+// NEOX_TEST_REQUIRE_CUDA=1.
+//
+// Two ranks on one GPU: NCCL refuses them at init ("Duplicate GPU
+// detected": ranks on one host must use different GPUs), which the plugin
+// reports with what to do. Giving each process its own NCCL_HOSTID makes
+// NCCL treat them as two hosts talking over sockets (here the loopback),
+// which is how the two-process tests run every collective on one GPU.
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "neox/communicator.h"
+#include "neox/error.h"
+#include "neox/options.h"
+#include "neox/plugin.h"
+#include "neox/registry.h"
+#include "tcp_rendezvous.h"
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+using neox::TcpRendezvous;
+using neox::test::error_of;
+using neox::test::run_command;
+
+namespace {
+
+// A port that was free a moment ago (the kernel's choice for port 0).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw std::runtime_error("free_port: no socket");
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::vector<unsigned char> pattern_blob() {
+  std::vector<unsigned char> b(128);
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<unsigned char>(i * 37 + 11);
+  return b;
+}
+
+// Runs ranks 0..n-1 of a rendezvous on threads; returns each rank's blob
+// (rank 0's own) and error message ("" when none).
+struct RankResult {
+  std::vector<unsigned char> blob = std::vector<unsigned char>(128, 0);
+  std::string error;
+};
+
+std::vector<RankResult> run_ranks(const std::string& host, int port, int n, double timeout_s,
+                                  const std::vector<int>& ranks, int world_size_of_last = 0) {
+  std::vector<RankResult> out(ranks.size());
+  std::vector<std::thread> threads;
+  for (std::size_t k = 0; k < ranks.size(); ++k) {
+    threads.emplace_back([&, k] {
+      const int world = (k + 1 == ranks.size() && world_size_of_last) ? world_size_of_last : n;
+      if (ranks[k] == 0) out[k].blob = pattern_blob();
+      try {
+        TcpRendezvous(host, std::to_string(port), ranks[k], world, timeout_s).broadcast(out[k].blob.data(), 128);
+      } catch (const neox::Error& e) {
+        out[k].error = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return out;
+}
+
+TEST(TcpRendezvous, TwoRanksExchangeTheBlob) {
+  const int port = free_port();
+  auto r = run_ranks("127.0.0.1", port, 2, 20, {0, 1});
+  EXPECT_EQ(r[0].error, "");
+  EXPECT_EQ(r[1].error, "");
+  EXPECT_EQ(r[1].blob, pattern_blob());
+}
+
+// Four ranks, the peers first (they retry until rank 0 listens), through a
+// host name.
+TEST(TcpRendezvous, FourRanksPeersFirstByName) {
+  const int port = free_port();
+  std::vector<RankResult> peers;
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    auto r0 = run_ranks("localhost", port, 4, 20, {0});
+    EXPECT_EQ(r0[0].error, "");
+  });
+  peers = run_ranks("localhost", port, 4, 20, {1, 2, 3});
+  late.join();
+  for (const auto& p : peers) {
+    EXPECT_EQ(p.error, "");
+    EXPECT_EQ(p.blob, pattern_blob());
+  }
+}
+
+TEST(TcpRendezvous, WorldOfOneNeedsNoNetwork) {
+  std::vector<unsigned char> blob = pattern_blob();
+  TcpRendezvous("no-such-host.invalid", "1", 0, 1, 0.1).broadcast(blob.data(), blob.size());
+  EXPECT_EQ(blob, pattern_blob());
+}
+
+TEST(TcpRendezvous, RankZeroTimesOutWhenNoPeerComes) {
+  const int port = free_port();
+  const auto start = std::chrono::steady_clock::now();
+  auto r = run_ranks("127.0.0.1", port, 3, 0.4, {0});
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string& e = r[0].error;
+  for (const std::string& part : {"MASTER_ADDR:MASTER_PORT = 127.0.0.1:" + std::to_string(port), std::string("0.4 s"),
+                                 std::string("rank 0 of 3"), std::string("0 of 2 other ranks"),
+                                 std::string("missing: ranks 1, 2")})
+    EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
+  EXPECT_LT(took, 3.0);
+}
+
+TEST(TcpRendezvous, PeerTimesOutWithoutRankZero) {
+  const int port = free_port();
+  auto r = run_ranks("127.0.0.1", port, 2, 0.4, {1});
+  const std::string& e = r[0].error;
+  for (const std::string& part : {"MASTER_ADDR:MASTER_PORT = 127.0.0.1:" + std::to_string(port), std::string("0.4 s"),
+                                 std::string("rank 1 of 2"), std::string("rank 0 did not answer"),
+                                 std::string("Connection refused")})
+    EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
+}
+
+TEST(TcpRendezvous, BadPortsAndHosts) {
+  for (const char* port : {"abc", "0", "65536", "-1", "", "80x", "123456"}) {
+    const std::string e = error_of([&] { TcpRendezvous("127.0.0.1", port, 1, 2, 1); });
+    EXPECT_NE(e.find(std::string("MASTER_PORT='") + port + "' is not a port number (1 to 65535)"),
+              std::string::npos)
+        << e;
+  }
+  const std::string e = error_of([] { TcpRendezvous("", "29500", 1, 2, 1); });
+  EXPECT_NE(e.find("MASTER_ADDR is not set"), std::string::npos) << e;
+  const std::string r = error_of([] { TcpRendezvous("h", "29500", 2, 2, 1); });
+  EXPECT_NE(r.find("rank 2 is not a rank of a job of 2"), std::string::npos) << r;
+}
+
+TEST(TcpRendezvous, UnresolvableHostIsNamedAfterTheTimeout) {
+  auto r = run_ranks("no-such-host.invalid", free_port(), 2, 0.3, {1});
+  EXPECT_NE(r[0].error.find("cannot resolve 'no-such-host.invalid'"), std::string::npos) << r[0].error;
+}
+
+TEST(TcpRendezvous, PortInUseIsNamed) {
+  const int port = free_port();
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  a.sin_port = htons(static_cast<std::uint16_t>(port));
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  auto r = run_ranks("127.0.0.1", port, 2, 1, {0});
+  ::close(fd);
+  EXPECT_NE(r[0].error.find("cannot listen on port " + std::to_string(port)), std::string::npos) << r[0].error;
+  EXPECT_NE(r[0].error.find("choose another MASTER_PORT"), std::string::npos) << r[0].error;
+}
+
+// A peer started with another WORLD_SIZE is refused, and rank 0 fails too.
+TEST(TcpRendezvous, DifferentWorldSizesAreRefusedOnBothSides) {
+  auto r = run_ranks("127.0.0.1", free_port(), 2, 10, {0, 1}, /*world_size_of_last=*/3);
+  EXPECT_NE(r[0].error.find("a process with rank 1 says the world size is 3, this rank says 2"), std::string::npos)
+      << r[0].error;
+  EXPECT_NE(r[1].error.find("rank 0 refused this rank: the world sizes differ"), std::string::npos) << r[1].error;
+}
+
+TEST(TcpRendezvous, TwoProcessesClaimingOneRankAreRefused) {
+  auto r = run_ranks("127.0.0.1", free_port(), 3, 10, {0, 1, 1});
+  EXPECT_NE(r[0].error.find("two processes say they are rank 1"), std::string::npos) << r[0].error;
+  const bool first_refused = r[1].error.find("another process already connected with this rank") != std::string::npos;
+  const bool second_refused = r[2].error.find("another process already connected with this rank") != std::string::npos;
+  EXPECT_NE(first_refused, second_refused) << r[1].error << " | " << r[2].error;
+  EXPECT_EQ(first_refused ? r[2].blob : r[1].blob, pattern_blob());
+}
+
+// Something else connecting first (a port scanner, a stale client) is
+// dropped; the real peer still gets the blob.
+TEST(TcpRendezvous, StrangersAreIgnored) {
+  const int port = free_port();
+  std::thread rank0([&] {
+    auto r = run_ranks("127.0.0.1", port, 2, 20, {0});
+    EXPECT_EQ(r[0].error, "");
+  });
+  // Connects (retrying until rank 0 listens), sends an HTTP request and
+  // waits until rank 0 hangs up.
+  int fd = -1;
+  for (int i = 0; i < 200 && fd < 0; ++i) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd);
+      fd = -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ASSERT_GE(fd, 0);
+  const char request[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(fd, request, sizeof request - 1, 0), static_cast<ssize_t>(sizeof request - 1));
+  char c;
+  // Closed (0) or reset (-1: the rest of the request was left unread).
+  EXPECT_LE(::recv(fd, &c, 1, 0), 0) << "rank 0 should close a connection that is not a rendezvous";
+  ::close(fd);
+  auto peer = run_ranks("127.0.0.1", port, 2, 20, {1});
+  rank0.join();
+  EXPECT_EQ(peer[0].error, "");
+  EXPECT_EQ(peer[0].blob, pattern_blob());
+}
+
+// ------------------------------------------------------------------ the plugin
+
+std::string plugin_path() { return neox::test::build_plugin_dir() + "/neox_comm_nccl.so"; }
+bool plugin_built() { return fs::exists(plugin_path()); }
+
+#ifdef NEOX_NCCL_CHECK_BINARY
+const std::string kCheckBinary =
+    neox::test::env_or("NEOX_TEST_NCCL_CHECK_BINARY",
+                       neox::test::build_dir_or("bin/neox_nccl_collectives_check", NEOX_NCCL_CHECK_BINARY));
+#else
+const std::string kCheckBinary = neox::test::env_or("NEOX_TEST_NCCL_CHECK_BINARY", "");
+#endif
+
+bool require_cuda() {
+  const char* v = std::getenv("NEOX_TEST_REQUIRE_CUDA");
+  return v && *v && std::string(v) != "0";
+}
+
+bool nvidia_device_present() { return fs::exists("/dev/nvidia0") || fs::exists("/dev/nvidiactl"); }
+
+#define SKIP_UNLESS_PLUGIN_BUILT()                                                                        \
+  do {                                                                                                    \
+    if (!plugin_built())                                                                                  \
+      GTEST_SKIP() << "the nccl plugin is not built (no " << plugin_path()                               \
+                   << "; it is built where CMake finds CUDA and NCCL: -DNEOX_WITH_NCCL=ON to insist)";    \
+  } while (0)
+
+// The GPU tests: the plugin, the check program and a GPU.
+#define REQUIRE_NCCL_GPU()                                                                                 \
+  do {                                                                                                     \
+    SKIP_UNLESS_PLUGIN_BUILT();                                                                            \
+    if (kCheckBinary.empty() || !fs::exists(kCheckBinary))                                                 \
+      GTEST_SKIP() << "tests/nccl_collectives_check was not built (" << kCheckBinary << ")";              \
+    if (!nvidia_device_present()) {                                                                        \
+      if (require_cuda()) FAIL() << "NEOX_TEST_REQUIRE_CUDA is set, but there is no NVIDIA device";       \
+      GTEST_SKIP() << "no NVIDIA device (/dev/nvidia0)";                                                   \
+    }                                                                                                      \
+  } while (0)
+
+// Sets environment variables for a scope (unset: nullptr), then restores them.
+class ScopedEnv {
+ public:
+  explicit ScopedEnv(const std::map<std::string, const char*>& values) {
+    for (const auto& [name, value] : values) {
+      const char* old = std::getenv(name.c_str());
+      saved_[name] = old ? std::optional<std::string>(old) : std::nullopt;
+      if (value) setenv(name.c_str(), value, 1); else unsetenv(name.c_str());
+    }
+  }
+  ~ScopedEnv() {
+    for (const auto& [name, old] : saved_)
+      if (old) setenv(name.c_str(), old->c_str(), 1); else unsetenv(name.c_str());
+  }
+
+ private:
+  std::map<std::string, std::optional<std::string>> saved_;
+};
+
+// The plugin's factory itself (not through the registry), so that the type
+// of what it throws shows.
+neox::CommFactory direct_factory() {
+  void* handle = dlopen(plugin_path().c_str(), RTLD_NOW | RTLD_LOCAL);  // kept loaded
+  if (!handle) throw std::runtime_error(std::string("dlopen: ") + dlerror());
+  auto entry = reinterpret_cast<const neox::PluginDescriptor* (*)()>(dlsym(handle, NEOX_PLUGIN_ENTRY_SYMBOL));
+  if (!entry) throw std::runtime_error("no " NEOX_PLUGIN_ENTRY_SYMBOL " in " + plugin_path());
+  return reinterpret_cast<neox::CommFactory>(const_cast<void*>(entry()->factory));
+}
+
+// The factory's error, and whether it was DeviceUnavailable; "" when it made
+// a communicator (a GPU is there).
+struct FactoryOutcome {
+  std::string error;
+  bool device_unavailable = false;
+  std::unique_ptr<neox::Communicator> comm;
+};
+
+FactoryOutcome make_directly(const neox::Options& options) {
+  FactoryOutcome out;
+  try {
+    out.comm.reset(direct_factory()(options));
+  } catch (const neox::DeviceUnavailable& e) {
+    out.error = e.what();
+    out.device_unavailable = true;
+  } catch (const neox::Error& e) {
+    out.error = e.what();
+  }
+  return out;
+}
+
+// No launcher: a job of one (NCCL on the loopback where a GPU makes it).
+const std::map<std::string, const char*> kNoLauncher = {
+    {"RANK", nullptr},          {"WORLD_SIZE", nullptr},           {"LOCAL_RANK", nullptr},
+    {"LOCAL_WORLD_SIZE", nullptr}, {"OMPI_COMM_WORLD_RANK", nullptr}, {"OMPI_COMM_WORLD_SIZE", nullptr},
+    {"PMIX_RANK", nullptr},     {"PMI_RANK", nullptr},             {"SLURM_STEP_ID", nullptr},
+    {"SLURM_STEPID", nullptr},  {"TORCHELASTIC_RUN_ID", nullptr},       {"NCCL_SOCKET_IFNAME", "lo"}};
+
+TEST(NcclComm, PluginLoadsWithoutADriver) {
+  SKIP_UNLESS_PLUGIN_BUILT();
+  neox::PluginInfo info = neox::PluginRegistry::check_file(plugin_path());
+  EXPECT_EQ(info.kind, neox::PluginKind::comm);
+  EXPECT_EQ(info.name, "nccl");
+  neox::PluginRegistry registry({neox::test::build_plugin_dir()});
+  bool listed = false;
+  for (const auto& p : registry.plugins()) listed = listed || (p.kind == neox::PluginKind::comm && p.name == "nccl");
+  EXPECT_TRUE(listed);
+}
+
+// Without a GPU: DeviceUnavailable, saying so. With one: rank 0 of 1.
+TEST(NcclComm, WithoutGpuThrowsDeviceUnavailable) {
+  SKIP_UNLESS_PLUGIN_BUILT();
+  ScopedEnv env(kNoLauncher);
+  FactoryOutcome out = make_directly(neox::Options("plugins.options.nccl"));
+  if (out.comm) {
+    EXPECT_EQ(out.comm->rank(), 0);
+    EXPECT_EQ(out.comm->size(), 1);
+    return;
+  }
+  EXPECT_TRUE(out.device_unavailable) << out.error;
+  EXPECT_NE(out.error.find("comm 'nccl': no CUDA device available"), std::string::npos) << out.error;
+}
+
+// Options and the launch environment are checked before the GPU is looked
+// for, so that configuration errors show on any machine.
+TEST(NcclComm, ConfigurationErrorsComeBeforeTheDevice) {
+  SKIP_UNLESS_PLUGIN_BUILT();
+  ScopedEnv env(kNoLauncher);
+  struct Case {
+    std::string key;
+    neox::Options::Value value;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {"bootstrap", std::string("udp"), "bootstrap"},
+      {"timeout_s", -1.0, "timeout_s"},
+      {"timeout", std::int64_t{5}, "timeout"},
+      {"device", std::int64_t{-2}, "device"},
+  };
+  for (const Case& c : cases) {
+    neox::Options options("plugins.options.nccl");
+    options.set(c.key, c.value);
+    FactoryOutcome out = make_directly(options);
+    EXPECT_FALSE(out.device_unavailable) << out.error;
+    EXPECT_NE(out.error.find("plugins.options.nccl." + c.expected), std::string::npos) << out.error;
+  }
+}
+
+TEST(NcclComm, LaunchEnvironmentErrorsComeBeforeTheDevice) {
+  SKIP_UNLESS_PLUGIN_BUILT();
+  {
+    ScopedEnv env({{"RANK", "abc"}, {"WORLD_SIZE", "2"}});
+    FactoryOutcome out = make_directly(neox::Options("plugins.options.nccl"));
+    EXPECT_FALSE(out.device_unavailable) << out.error;
+    EXPECT_NE(out.error.find("RANK='abc' is not a non-negative integer"), std::string::npos) << out.error;
+  }
+  {
+    ScopedEnv env({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", nullptr}, {"MASTER_PORT", nullptr}});
+    neox::Options options("plugins.options.nccl");
+    options.set("bootstrap", std::string("tcp"));
+    FactoryOutcome out = make_directly(options);
+    EXPECT_FALSE(out.device_unavailable) << out.error;
+    EXPECT_NE(out.error.find("rank 1 of 2"), std::string::npos) << out.error;
+    EXPECT_NE(out.error.find("needs MASTER_ADDR and MASTER_PORT"), std::string::npos) << out.error;
+  }
+  {
+    ScopedEnv env({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "http"}});
+    neox::Options options("plugins.options.nccl");
+    options.set("bootstrap", std::string("tcp"));
+    FactoryOutcome out = make_directly(options);
+    EXPECT_NE(out.error.find("MASTER_PORT='http' is not a port number"), std::string::npos) << out.error;
+  }
+}
+
+// ------------------------------------------------------------------ on a GPU
+
+std::string check_command(const std::string& args) {
+  return kCheckBinary + " " + neox::test::build_plugin_dir() + " " + args;
+}
+
+// No launcher around the check, and NCCL on the loopback (every rank is on
+// this machine, which may have no other network).
+const char* kAlone =
+    "env -u RANK -u WORLD_SIZE -u LOCAL_RANK -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE -u PMIX_RANK "
+    "-u PMI_RANK -u SLURM_STEP_ID -u SLURM_STEPID -u TORCHELASTIC_RUN_ID NCCL_SOCKET_IFNAME=lo NCCL_IB_DISABLE=1 ";
+
+// Environment of a job of `n` started by hand, meeting at 127.0.0.1:port.
+std::string tcp_job_env(int port, int n) {
+  return std::string(kAlone) + "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
+         " WORLD_SIZE=" + std::to_string(n) + " LOCAL_WORLD_SIZE=" + std::to_string(n) + " ";
+}
+
+// Two processes of the check with RANK 0 and 1; both exit statuses count.
+// With `distinct_hosts`, each has its own NCCL_HOSTID: NCCL treats them as
+// two hosts talking over sockets, so that they may share a GPU.
+neox::test::CommandResult two_processes(const std::string& args, bool distinct_hosts) {
+  const std::string env = tcp_job_env(free_port(), 2);
+  auto rank = [&](int r) {
+    return env + "RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
+           (distinct_hosts ? " NCCL_HOSTID=neox-test-host-" + std::to_string(r) : std::string()) + " timeout 120 " +
+           check_command(args);
+  };
+  return run_command("( " + rank(0) + " & p0=$!; " + rank(1) +
+                     " & p1=$!; wait $p0; s0=$?; wait $p1; s1=$?; exit $((s0 | s1)) )");
+}
+
+bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
+
+TEST(NcclComm, EveryCollectiveOnOneRank) {
+  REQUIRE_NCCL_GPU();
+  auto r = run_command(std::string(kAlone) + "timeout 120 " + check_command("--timeout 60"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "rank 0 of 1: OK")) << r.output;
+}
+
+TEST(NcclComm, TcpBootstrapOnOneRank) {
+  REQUIRE_NCCL_GPU();
+  auto r = run_command(tcp_job_env(free_port(), 1) + "RANK=0 LOCAL_RANK=0 timeout 120 " +
+                       check_command("--bootstrap tcp --timeout 60"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "rank 0 of 1: OK")) << r.output;
+}
+
+// Every collective, two processes over the TCP bootstrap, one GPU each or
+// both on one (as two NCCL hosts).
+TEST(NcclComm, TwoProcessesOverTcpBootstrap) {
+  REQUIRE_NCCL_GPU();
+  auto r = two_processes("--bootstrap tcp --timeout 90", /*distinct_hosts=*/true);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "rank 0 of 2: OK")) << r.output;
+  EXPECT_TRUE(has(r.output, "rank 1 of 2: OK")) << r.output;
+}
+
+// Without distinct host ids, two ranks on one GPU are refused by NCCL; the
+// error names the operation, NCCL's words and what to do. Where there are
+// two GPUs, the ranks take one each and the check passes.
+TEST(NcclComm, TwoRanksOnOneGpuAreRefusedClearly) {
+  REQUIRE_NCCL_GPU();
+  auto r = two_processes("--bootstrap tcp --timeout 60", /*distinct_hosts=*/false);
+  if (!has(r.output, "Duplicate GPU")) {
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_TRUE(has(r.output, "rank 1 of 2: OK")) << r.output;
+    return;
+  }
+  EXPECT_NE(r.status, 0) << r.output;
+  for (const char* part : {"comm 'nccl' (rank 0 of 2, cuda:0): init: NCCL error", "comm 'nccl' (rank 1 of 2, cuda:0)",
+                           "NCCL takes one rank per GPU", "the communicator was aborted"})
+    EXPECT_TRUE(has(r.output, part)) << "'" << part << "' not in:\n" << r.output;
+}
+
+// Rank 1 dies after init; rank 0's all_reduce ends within the timeout with
+// an error naming the rank and the operation, not a hang.
+TEST(NcclComm, DeadPeerGivesAnErrorNotAHang) {
+  REQUIRE_NCCL_GPU();
+  const auto start = std::chrono::steady_clock::now();
+  auto r = two_processes("--bootstrap tcp --timeout 8 --dead-peer", /*distinct_hosts=*/true);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "rank 0 of 2: OK")) << r.output;
+  EXPECT_LT(took, 60.0) << r.output;
+}
+
+// Under mpirun (MPI bootstrap), each rank its own NCCL host id.
+TEST(NcclComm, TwoRanksUnderMpirun) {
+  REQUIRE_NCCL_GPU();
+  if (run_command("command -v mpirun").status != 0) GTEST_SKIP() << "mpirun is not on PATH";
+  const std::string cmd =
+      "OMPI_MCA_btl_vader_single_copy_mechanism=none timeout 180 mpirun --oversubscribe --allow-run-as-root "
+      "--mca btl self,vader -x NEOX_PLUGIN_PATH -x LD_LIBRARY_PATH -np 2 sh -c '"
+      "NCCL_SOCKET_IFNAME=lo NCCL_IB_DISABLE=1 NCCL_HOSTID=neox-test-host-$OMPI_COMM_WORLD_RANK exec " +
+      check_command("--bootstrap mpi --timeout 90") + "'";
+  auto r = run_command(cmd);
+  if (has(r.output, "built without MPI")) GTEST_SKIP() << "the nccl plugin was built without MPI";
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "rank 0 of 2: OK")) << r.output;
+  EXPECT_TRUE(has(r.output, "rank 1 of 2: OK")) << r.output;
+}
+
+}  // namespace
