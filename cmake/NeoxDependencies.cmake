@@ -26,6 +26,11 @@ neox_require(nlohmann_json_FOUND nlohmann-json3-dev "nlohmann-json (JSON for saf
 find_path(TOMLPP_INCLUDE_DIR toml++/toml.h)
 neox_require(TOMLPP_INCLUDE_DIR libtomlplusplus-dev "TOML++ (toml++/toml.h)")
 
+# ICU's common library: the Unicode categories and normalization of the
+# tokenizers (core/src/unicode_text.cpp).
+find_package(ICU QUIET COMPONENTS uc)
+neox_require(ICU_FOUND libicu-dev "ICU (Unicode properties and normalization for the tokenizers)")
+
 find_package(Boost 1.71 QUIET COMPONENTS filesystem)
 neox_require(Boost_FOUND "libboost-dev libboost-filesystem-dev" "Boost.DLL and Boost.Filesystem")
 

@@ -18,6 +18,7 @@ packages=(
   libopenblas-dev
   libgtest-dev
   nlohmann-json3-dev
+  libicu-dev
   libopenmpi-dev
   openmpi-bin
 )

@@ -22,6 +22,7 @@ int cmd_config(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_preprocess(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
 
 // Adds --config FILE (described by `config_help`; "" means optional) and the
 // repeatable --set section.key=value.

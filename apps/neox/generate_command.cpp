@@ -26,6 +26,7 @@
 #include "neox/hf.h"
 #include "neox/model.h"
 #include "neox/tokenizer.h"
+#include "neox/tokenizers.h"
 
 namespace fs = std::filesystem;
 
@@ -38,6 +39,7 @@ struct LoadedModel {
   std::unique_ptr<GPTNeoX> model;
   std::string tokenizer_name;            // a checkpoint config's [plugins] tokenizer ("" if none)
   std::optional<std::int32_t> eos_id;    // config.json's eos_token_id
+  std::string hf_dir;                    // the Hugging Face directory ("" for a checkpoint)
 };
 
 LoadedModel load_model(const std::string& path, const std::shared_ptr<Backend>& backend) {
@@ -49,6 +51,7 @@ LoadedModel load_model(const std::string& path, const std::shared_ptr<Backend>& 
     auto j = nlohmann::json::parse(in, nullptr, false);
     if (j.is_object() && j.contains("eos_token_id") && j["eos_token_id"].is_number_integer())
       m.eos_id = j["eos_token_id"].get<std::int32_t>();
+    m.hf_dir = path;
     return m;
   }
   const std::string checkpoint = resolve_checkpoint(path);
@@ -60,24 +63,34 @@ LoadedModel load_model(const std::string& path, const std::shared_ptr<Backend>& 
 }
 
 // The tokenizer for text in and out, or null for token ids only. `requested`
-// is --tokenizer: auto (the byte tokenizer when the checkpoint names it, or
-// names none and the model's vocab_size is 257), byte, or none.
-// This is the seam for the BPE tokenizers of a later version: they would be
-// chosen here from the checkpoint's tokenizer name or files next to the model.
+// is --tokenizer: auto (a Hugging Face directory's tokenizer.json, or its
+// vocab.json + merges.txt; else the byte tokenizer when the checkpoint names
+// it, or names none and the model's vocab_size is 257), byte, none, or the
+// path of a tokenizer.json (docs/tokenizers.md).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& requested, const LoadedModel& m) {
   const ModelConfig& cfg = m.model->config();
   if (requested == "none") return nullptr;
+  std::unique_ptr<Tokenizer> t;
+  const fs::path dir(m.hf_dir);
   if (requested == "byte") {
-    if (cfg.padded_vocab_size() < ByteTokenizer().vocab_size())
-      throw Error("--tokenizer byte: the model's vocabulary (" + std::to_string(cfg.padded_vocab_size()) +
-                  ") is smaller than the byte tokenizer's (257)");
+    t = std::make_unique<ByteTokenizer>();
+  } else if (requested != "auto") {
+    if (!fs::is_regular_file(requested))
+      throw Error("--tokenizer " + requested + ": expected auto, byte, none or a tokenizer.json file");
+    t = neox::make_tokenizer("HFTokenizer", requested, "");
+  } else if (!m.hf_dir.empty() && fs::is_regular_file(dir / "tokenizer.json")) {
+    t = neox::make_tokenizer("HFTokenizer", (dir / "tokenizer.json").string(), "");
+  } else if (!m.hf_dir.empty() && fs::is_regular_file(dir / "vocab.json") && fs::is_regular_file(dir / "merges.txt")) {
+    t = neox::make_tokenizer("GPT2BPETokenizer", (dir / "vocab.json").string(), (dir / "merges.txt").string());
+  } else if (m.tokenizer_name == "byte" || (m.tokenizer_name.empty() && cfg.vocab_size == 257)) {
     return std::make_unique<ByteTokenizer>();
+  } else {
+    return nullptr;
   }
-  if (requested != "auto")
-    throw Error("--tokenizer " + requested + ": the built-in tokenizers are 'byte' and 'none' (or 'auto')");
-  if (m.tokenizer_name == "byte" || (m.tokenizer_name.empty() && cfg.vocab_size == 257))
-    return std::make_unique<ByteTokenizer>();
-  return nullptr;
+  if (cfg.padded_vocab_size() < t->vocab_size())
+    throw Error("--tokenizer " + requested + ": the model's vocabulary (" + std::to_string(cfg.padded_vocab_size()) +
+                ") is smaller than the " + t->name() + " tokenizer's (" + std::to_string(t->vocab_size()) + ")");
+  return t;
 }
 
 std::vector<std::int32_t> parse_ids(const std::string& text, const std::string& what) {
@@ -260,7 +273,7 @@ int cmd_generate(int argc, char** argv) {
       cxxopts::value<std::int32_t>())(
       "max-length", "positions per sample at most, prompt included (0: the model's seq_length)",
       cxxopts::value<std::int64_t>()->default_value("0"))(
-      "tokenizer", "auto, byte (the built-in byte tokenizer) or none (token ids only)",
+      "tokenizer", "auto, byte (the built-in byte tokenizer), none (token ids only) or a tokenizer.json file",
       cxxopts::value<std::string>()->default_value("auto"))("h,help", "show this help");
   add_config_options(opts, "TOML config whose [plugins] manifest chooses the backend and kernels", false);
   auto args = opts.parse(argc, argv);

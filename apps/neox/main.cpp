@@ -29,6 +29,7 @@ const Command kCommands[] = {
      neox::app::cmd_bench},
     {"config", "validate a config file, or print the reference of every key", neox::app::cmd_config},
     {"convert", "convert checkpoints: neox to Hugging Face (--to-hf) and back (--from-hf)", neox::app::cmd_convert},
+    {"tokenize", "encode text to token ids or decode ids to text (BPE, char-level, byte)", neox::app::cmd_tokenize},
 };
 
 void usage(std::FILE* out) {
