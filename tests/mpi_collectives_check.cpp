@@ -3,13 +3,17 @@
 //   mpirun -np 2 tests/mpi_collectives_check [PLUGIN_DIR]
 // ). Loads the `mpi` comm plugin through the registry and checks every
 // Communicator method, for every dtype it takes, against values computed
-// here; then the errors (non-host tensors, mismatched sizes, bad peers and
-// roots, a truncated receive reported through MPI_Error_string). Exits 0 and
+// here, on small buffers (sent directly to every rank) and large ones (sent
+// around a ring, the broadcast in several messages); then the bytes each
+// operation counted (stats()) against the ring-algorithm formula; then the
+// errors (non-host tensors, mismatched sizes, bad peers and roots, a
+// truncated receive reported through MPI_Error_string). Exits 0 and
 // prints "OK" on every rank when all is right, non-zero on the first rank
 // that sees a mismatch (mpirun then ends the job).
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,11 +59,15 @@ template <> DType dtype_of<std::int64_t>() { return DType::i64; }
 // Rank r's value at element i: exact in every type.
 template <typename T> T value(int r, std::int64_t i) { return static_cast<T>(r + 1 + 2 * i); }
 
+// Lengths of the checks: a small buffer, and one large enough for the ring
+// algorithms (over 64 KiB, not a multiple of the ranks).
+constexpr std::int64_t kSmall = 37;
+constexpr std::int64_t kLarge = 20011;
+
 template <typename T>
-void check_reductions(Communicator& c) {
+void check_reductions(Communicator& c, std::int64_t len) {
   const int n = c.size(), r = c.rank();
-  const std::string ty = dtype_name(dtype_of<T>()).data();
-  const std::int64_t len = 37;
+  const std::string ty = std::string(dtype_name(dtype_of<T>())) + "[" + std::to_string(len) + "]";
   for (ReduceOp op : {ReduceOp::sum, ReduceOp::avg, ReduceOp::max, ReduceOp::min}) {
     const std::string opn = op == ReduceOp::sum ? "sum" : op == ReduceOp::avg ? "avg" : op == ReduceOp::max ? "max" : "min";
     auto expected = [&](std::int64_t i) -> T {
@@ -95,10 +103,9 @@ void check_reductions(Communicator& c) {
 }
 
 // Data movement, checked byte for byte: every dtype, 16-bit ones included.
-void check_movement(Communicator& c, DType dt) {
+void check_movement(Communicator& c, DType dt, std::int64_t len) {
   const int n = c.size(), r = c.rank();
-  const std::string ty = dtype_name(dt).data();
-  const std::int64_t len = 11;
+  const std::string ty = std::string(dtype_name(dt)) + "[" + std::to_string(len) + "]";
   const std::size_t es = dtype_size(dt);
   auto pattern = [&](int rank, std::int64_t i, std::size_t b) {
     return static_cast<unsigned char>((rank * 31 + i * 7 + static_cast<std::int64_t>(b) * 3 + 1) & 0xff);
@@ -152,6 +159,77 @@ void check_movement(Communicator& c, DType dt) {
     }
     expect(holds(got, prev, 0), "send/recv " + ty);
   }
+}
+
+// The bytes counted by stats() for each operation: the ring-algorithm
+// convention of neox/communicator.h, written out here for N ranks and an
+// n-byte buffer: all_reduce 2(N-1)n/N, reduce_scatter and all_gather
+// (N-1)n/N of the larger buffer, broadcast n except on the root's
+// predecessor, send n, recv and barrier 0; and nothing for a call that
+// failed on its arguments.
+void check_counting(Communicator& c) {
+  const std::int64_t N = c.size(), r = c.rank();
+  c.reset_stats();
+  std::map<std::string, std::pair<std::int64_t, std::int64_t>> expected;  // op: calls, bytes
+  auto expect_op = [&](const std::string& op, std::int64_t bytes) {
+    ++expected[op].first;
+    expected[op].second += bytes;
+  };
+  for (std::int64_t len : {kSmall, kLarge}) {
+    const std::int64_t bytes = 4 * len;  // f32
+    Tensor buf = Tensor::zeros_host({len}, DType::f32);
+    c.all_reduce(buf, ReduceOp::sum);
+    expect_op("all_reduce", 2 * (N - 1) * bytes / N);
+    Tensor whole = Tensor::zeros_host({N * len}, DType::f32), part = Tensor::zeros_host({len}, DType::f32);
+    c.reduce_scatter(whole, part, ReduceOp::avg);
+    expect_op("reduce_scatter", (N - 1) * N * bytes / N);
+    c.all_gather(part, whole);
+    expect_op("all_gather", (N - 1) * N * bytes / N);
+    for (std::int64_t root = 0; root < N; ++root) {
+      c.broadcast(buf, static_cast<int>(root));
+      expect_op("broadcast", r == (root + N - 1) % N ? 0 : bytes);
+    }
+    if (N > 1) {
+      const int next = static_cast<int>((r + 1) % N), prev = static_cast<int>((r + N - 1) % N);
+      Tensor got = Tensor::zeros_host({len}, DType::f32);
+      if (r % 2 == 0) {
+        c.send(buf, next, 3);
+        c.recv(got, prev, 3);
+      } else {
+        c.recv(got, prev, 3);
+        c.send(buf, next, 3);
+      }
+      expect_op("send", bytes);
+      expect_op("recv", 0);
+    }
+  }
+  c.barrier();
+  expect_op("barrier", 0);
+  // Refused before any message: not counted.
+  Tensor bf = Tensor::zeros_host({4}, DType::bf16);
+  try {
+    c.all_reduce(bf, ReduceOp::sum);
+  } catch (const Error&) {
+  }
+  const CommStats& st = c.stats();
+  std::int64_t total = 0;
+  for (const auto& [op, want] : expected) {
+    total += want.second;
+    const auto it = st.ops.find(op);
+    if (it == st.ops.end()) {
+      expect(false, "stats: no entry for " + op);
+      continue;
+    }
+    expect(it->second.calls == want.first,
+           "stats: " + op + " calls " + std::to_string(it->second.calls) + ", expected " + std::to_string(want.first));
+    expect(it->second.bytes == want.second,
+           "stats: " + op + " bytes " + std::to_string(it->second.bytes) + ", expected " + std::to_string(want.second));
+    expect(it->second.seconds >= 0.0, "stats: " + op + " seconds " + std::to_string(it->second.seconds));
+  }
+  expect(st.ops.size() == expected.size(),
+         "stats: " + std::to_string(st.ops.size()) + " operations counted, expected " + std::to_string(expected.size()));
+  expect(st.total_bytes() == total, "stats: total_bytes " + std::to_string(st.total_bytes()) + ", expected " +
+                                        std::to_string(total));
 }
 
 void check_errors(Communicator& c) {
@@ -209,12 +287,17 @@ int run(const std::string& plugin_dir) {
   expect(n >= 1 && c->rank() >= 0 && c->rank() < n, "rank/size");
   // One node: the local rank is the rank.
   expect(c->local_rank() == c->rank(), "local_rank " + std::to_string(c->local_rank()));
-  check_reductions<float>(*c);
-  check_reductions<double>(*c);
-  check_reductions<std::int32_t>(*c);
-  check_reductions<std::int64_t>(*c);
-  for (DType dt : {DType::f32, DType::f64, DType::i32, DType::i64, DType::bf16, DType::f16, DType::u16})
-    check_movement(*c, dt);
+  for (std::int64_t len : {kSmall, kLarge}) {
+    check_reductions<float>(*c, len);
+    check_reductions<double>(*c, len);
+    check_reductions<std::int32_t>(*c, len);
+    check_reductions<std::int64_t>(*c, len);
+  }
+  // 300001 elements: over 1 MiB in 32 and 64 bits, the broadcast's chain in several messages.
+  for (std::int64_t len : {std::int64_t{11}, std::int64_t{300001}})
+    for (DType dt : {DType::f32, DType::f64, DType::i32, DType::i64, DType::bf16, DType::f16, DType::u16})
+      check_movement(*c, dt, len);
+  check_counting(*c);
   check_errors(*c);
   c->barrier();
   return n;

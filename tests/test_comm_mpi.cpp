@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// The `mpi` comm plugin, under mpirun: every collective on 2 and 4 ranks
-// (tests/mpi_collectives_check.cpp), and data parallelism end to end: N
-// ranks of `neox train` with micro-batch B give the losses and the final
-// weights of one process with micro-batch B*N.
+// The `mpi` comm plugin, under mpirun: every collective and the bytes it
+// counts on 1 to 4 ranks (tests/mpi_collectives_check.cpp); data
+// parallelism end to end: N ranks of `neox train` with micro-batch B give
+// the losses and the final weights of one process with micro-batch B*N;
+// faults (tests/mpi_fault_check.cpp): a rank that hangs, stops or dies makes
+// the job end within the timeout with an error naming it; the timeout_s
+// option; `neox bench comm` on 2 ranks.
 //
 // Skipped (with the reason) when the plugin or the check program was not
 // built (no MPI at configure time) or mpirun is not on PATH. The jobs run
@@ -14,14 +17,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "neox/communicator.h"
 #include "neox/config.h"
+#include "neox/options.h"
+#include "neox/registry.h"
 #include "neox/safetensors.h"
 #include "neox/trainer.h"
 #include "test_support.h"
@@ -36,6 +45,11 @@ namespace {
 const std::string kCheckBinary = neox::test::env_or("NEOX_TEST_MPI_CHECK_BINARY", NEOX_MPI_CHECK_BINARY);
 #else
 const std::string kCheckBinary = neox::test::env_or("NEOX_TEST_MPI_CHECK_BINARY", "");
+#endif
+#ifdef NEOX_MPI_FAULT_BINARY
+const std::string kFaultBinary = neox::test::env_or("NEOX_TEST_MPI_FAULT_BINARY", NEOX_MPI_FAULT_BINARY);
+#else
+const std::string kFaultBinary = neox::test::env_or("NEOX_TEST_MPI_FAULT_BINARY", "");
 #endif
 
 std::string mpi_plugin() { return neox::test::build_plugin_dir() + "/neox_comm_mpi.so"; }
@@ -85,7 +99,8 @@ TEST_P(MpiCollectives, EveryMethodGivesTheRightNumbersOnEveryRank) {
         << r.output;
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, MpiCollectives, ::testing::Values(2, 4),
+// 3: a ring whose parts are not all the same length.
+INSTANTIATE_TEST_SUITE_P(Ranks, MpiCollectives, ::testing::Values(2, 3, 4),
                          [](const auto& info) { return "np" + std::to_string(info.param); });
 
 // The small model of test_trainer.cpp on GPT-NeoX's test corpus; one
@@ -222,8 +237,203 @@ TEST(MpiDataParallel, RanksWithDifferentConfigsRefuseToStart) {
   fs::remove_all(dir);
 }
 
+// comm = "local" under mpirun would train N unrelated copies: refused.
+TEST(MpiDataParallel, LocalCommUnderMpirunIsRefused) {
+  SKIP_WITHOUT_MPI();
+  const std::string dir = temp_dir("local_under_mpirun");
+  const std::string cfg = dir + "/c.toml";
+  std::ofstream(cfg) << dp_config(dir, "local", 2);
+  auto r = run_command(mpirun(2) + neox::test::neox_binary() + " train " + cfg);
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("the local communicator runs one process alone: set plugins.comm to \"mpi\""),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("rank 1 of 2"), std::string::npos) << r.output;
+  EXPECT_EQ(count(r.output, "step 1/"), 0) << r.output;
+  fs::remove_all(dir);
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, MpiDataParallel, ::testing::Values(2, 4),
                          [](const auto& info) { return "np" + std::to_string(info.param); });
+
+// ---------------------------------------------------------------- faults
+
+struct Timed {
+  neox::test::CommandResult result;
+  double seconds = 0;
+};
+
+// mpi_fault_check on `np` ranks (with `mpirun_flags`): rank `faulty` goes
+// wrong (`mode`) before collective #3, under timeout_s = `timeout_s`.
+Timed run_fault(int np, const std::string& mode, int faulty, double timeout_s, const std::string& mpirun_flags = "") {
+  const auto t0 = std::chrono::steady_clock::now();
+  Timed t;
+  t.result = run_command(mpirun(np) + mpirun_flags + " " + kFaultBinary + " " + neox::test::build_plugin_dir() + " " +
+                         mode + " " + std::to_string(faulty) + " " + std::to_string(timeout_s));
+  t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return t;
+}
+
+#define SKIP_WITHOUT_FAULT_CHECK()                                                  \
+  do {                                                                              \
+    SKIP_WITHOUT_MPI();                                                             \
+    if (kFaultBinary.empty() || !std::filesystem::exists(kFaultBinary))             \
+      GTEST_SKIP() << "tests/mpi_fault_check was not built (no MPI at configure time)"; \
+  } while (0)
+
+// The waiting ranks give up after timeout_s plus the grace period in which
+// they ask the others where they are (2 s); the job startup and MPI_Abort
+// take a few seconds more on a loaded machine.
+constexpr double kTimeout = 3.0;
+constexpr double kLatest = kTimeout + 2.0 + 12.0;
+
+// A rank that sleeps (or is stopped) before all_reduce #3: every other rank
+// ends with an error naming the operation, its number, itself and rank 1,
+// and the job ends (MPI_Abort) although rank 1 never comes back.
+class MpiFaults : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MpiFaults, AHungRankIsNamedAndTheJobEnds) {
+  SKIP_WITHOUT_FAULT_CHECK();
+  const Timed t = run_fault(2, GetParam(), 1, kTimeout);
+  EXPECT_NE(t.result.status, 0) << t.result.output;
+  EXPECT_GE(t.seconds, kTimeout) << t.result.output;
+  EXPECT_LE(t.seconds, kLatest) << t.result.output;
+  EXPECT_NE(t.result.output.find("rank 1: " + GetParam() + " before step 3"), std::string::npos) << t.result.output;
+  EXPECT_NE(t.result.output.find("comm 'mpi' (rank 0 of 2): all_reduce #3 (4096 bytes) timed out after 3 s "
+                                 "(<command line>: plugins.options.mpi.timeout_s)"),
+            std::string::npos)
+      << t.result.output;
+  EXPECT_NE(t.result.output.find("Did not arrive: rank 1 not responding (dead, stopped, or busy outside the "
+                                 "communicator)."),
+            std::string::npos)
+      << t.result.output;
+  // Only MPI_Abort ends rank 1 before its 10 minutes (mpirun's "MPI_ABORT
+  // was invoked" notice is not always printed: Open MPI 4.1 sometimes fails
+  // to relay it).
+  EXPECT_EQ(count(t.result.output, ": done"), 0) << t.result.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, MpiFaults, ::testing::Values("hang", "stop"),
+                         [](const auto& info) { return info.param; });
+
+// 4 ranks: rank 1 sleeps; rank 3 waits for a message from it instead of
+// entering all_reduce #3 with ranks 0 and 2. Ranks 0 and 2 name rank 1 as
+// not responding and rank 3 as behind, with where it is; rank 3 names
+// rank 1 and where the others are.
+TEST(MpiFaultsReport, RanksThatAnswerFromEarlierAreBehind) {
+  SKIP_WITHOUT_FAULT_CHECK();
+  const Timed t = run_fault(4, "behind", 1, kTimeout);
+  const std::string& out = t.result.output;
+  EXPECT_NE(t.result.status, 0) << out;
+  EXPECT_LE(t.seconds, kLatest) << out;
+  const std::string missing =
+      "Did not arrive: rank 1 not responding (dead, stopped, or busy outside the communicator); "
+      "rank 3 behind, in recv #1 from rank 1 (tag 7), after collective #2.";
+  // The first rank to abort ends the job: at least one of ranks 0 and 2 reports.
+  const bool zero = out.find("(rank 0 of 4): all_reduce #3 (4096 bytes) timed out") != std::string::npos;
+  const bool two = out.find("(rank 2 of 4): all_reduce #3 (4096 bytes) timed out") != std::string::npos;
+  EXPECT_TRUE(zero || two) << out;
+  EXPECT_NE(out.find(missing), std::string::npos) << out;
+  if (zero) {
+    EXPECT_NE(out.find(missing + " In all_reduce #3 like this rank: rank 2."), std::string::npos) << out;
+  }
+  if (two) {
+    EXPECT_NE(out.find(missing + " In all_reduce #3 like this rank: rank 0."), std::string::npos) << out;
+  }
+  if (out.find("(rank 3 of 4): recv #1 from rank 1 (tag 7, 16 bytes) timed out") != std::string::npos) {
+    EXPECT_NE(out.find("Did not arrive: rank 1 not responding (dead, stopped, or busy outside the communicator). "
+                       "Elsewhere: rank 0 in all_reduce #3; rank 2 in all_reduce #3."),
+              std::string::npos)
+        << out;
+  }
+}
+
+// A rank killed by SIGKILL: Open MPI 4.1's mpirun notices at once and ends
+// the job naming the rank, long before timeout_s (60 s here).
+TEST(MpiFaultsReport, AKilledRankEndsTheJobThroughMpirun) {
+  SKIP_WITHOUT_FAULT_CHECK();
+  const Timed t = run_fault(2, "kill", 1, 60.0);
+  EXPECT_NE(t.result.status, 0) << t.result.output;
+  EXPECT_LE(t.seconds, 20.0) << t.result.output;
+  EXPECT_NE(t.result.output.find("mpirun noticed that process rank 1 with PID"), std::string::npos) << t.result.output;
+  EXPECT_NE(t.result.output.find("exited on signal 9 (Killed)"), std::string::npos) << t.result.output;
+}
+
+// The same under `mpirun --enable-recovery`, which lets the job go on
+// without the dead rank: the others' timeout names it.
+TEST(MpiFaultsReport, AKilledRankIsNamedWhenMpirunLetsTheJobGoOn) {
+  SKIP_WITHOUT_FAULT_CHECK();
+  const Timed t = run_fault(3, "kill", 1, kTimeout, "--enable-recovery");
+  EXPECT_LE(t.seconds, kLatest) << t.result.output;
+  EXPECT_NE(t.result.output.find("all_reduce #3 (4096 bytes) timed out after 3 s"), std::string::npos)
+      << t.result.output;
+  EXPECT_NE(t.result.output.find("Did not arrive: rank 1 not responding"), std::string::npos) << t.result.output;
+  EXPECT_EQ(count(t.result.output, ": done"), 0) << t.result.output;
+}
+
+// timeout_s must be a number of seconds > 0; the error names the key (and
+// where it was set). Checked before MPI starts, so in this process.
+TEST(MpiComm, TimeoutOptionIsChecked) {
+  SKIP_WITHOUT_MPI();
+  neox::PluginRegistry registry({neox::test::build_plugin_dir()});
+  auto make = [&](neox::Options::Value v) {
+    neox::Options o("plugins.options.mpi");
+    o.set("timeout_s", std::move(v), {"c.toml", 4, 1});
+    return neox::test::error_of([&] { registry.make_comm("mpi", o); });
+  };
+  const std::string key = "c.toml:4:1: plugins.options.mpi.timeout_s";
+  for (neox::Options::Value v : {neox::Options::Value{0.0}, neox::Options::Value{std::int64_t{-5}},
+                                 neox::Options::Value{-0.5}}) {
+    const std::string e = make(v);
+    EXPECT_NE(e.find(key), std::string::npos) << e;
+    EXPECT_NE(e.find("is not a timeout: give the seconds (> 0"), std::string::npos) << e;
+  }
+  const std::string e = make(std::string("ten"));
+  EXPECT_NE(e.find(key + ": expected a number, got a string"), std::string::npos) << e;
+  neox::Options typo("plugins.options.mpi");
+  typo.set("timeout", 5.0);
+  const std::string u = neox::test::error_of([&] { registry.make_comm("mpi", typo); });
+  EXPECT_NE(u.find("plugins.options.mpi.timeout: unknown option"), std::string::npos) << u;
+  // From the command line of neox, printed before the process ends.
+  auto r = neox::test::run_neox("bench comm --set plugins.options.mpi.timeout_s=0");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("plugins.options.mpi.timeout_s: 0 is not a timeout"), std::string::npos) << r.output;
+}
+
+// ------------------------------------------------------------ bench comm
+
+// Two ranks, 4 KiB: a row per op with the bytes rank 0 counted equal to the
+// ring formula (all_reduce 2(N-1)/N x 4096, reduce_scatter and all_gather
+// (N-1)/N x 4096, broadcast 4096 from the root), on every rank.
+TEST(MpiBenchComm, TableShowsCountedBytesEqualToTheFormula) {
+  SKIP_WITHOUT_MPI();
+  auto r = run_command(mpirun(2) + neox::test::neox_binary() + " bench comm --sizes 4K --runs 2");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("comm mpi, 2 ranks, 2 timed calls"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("counted B/call"), std::string::npos) << r.output;
+  const std::map<std::string, long long> expected = {
+      {"all_reduce", 4096}, {"reduce_scatter", 2048}, {"all_gather", 2048}, {"broadcast", 4096}};
+  int rows = 0;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream in(line);
+    std::string op, size, match;
+    double time_us = 0, algbw = 0, busbw = 0;
+    long long counted = -1, formula = -1;
+    if (!(in >> op >> size >> time_us >> algbw >> busbw >> counted >> formula >> match)) continue;
+    if (!expected.count(op)) continue;
+    ++rows;
+    EXPECT_EQ(size, "4K") << line;
+    EXPECT_GT(time_us, 0.0) << line;
+    EXPECT_EQ(counted, expected.at(op)) << line;
+    EXPECT_EQ(formula, expected.at(op)) << line;
+    EXPECT_EQ(match, "yes") << "a rank's count differs from its formula: " << line;
+    // busbw = algbw x 2(N-1)/N (all_reduce), (N-1)/N (gathers), 1 (broadcast)
+    const double factor = op == "all_reduce" || op == "broadcast" ? 1.0 : 0.5;
+    EXPECT_NEAR(busbw, algbw * factor, 2e-3 + 1e-2 * algbw) << line;
+  }
+  EXPECT_EQ(rows, 4) << r.output;
+}
 
 // A config that asks for the mpi plugin outside mpirun still runs, as a
 // job of one rank (MPI singleton).

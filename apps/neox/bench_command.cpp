@@ -6,6 +6,7 @@
 //   and the backend's peak memory.
 // neox bench op NAME --a PROVIDER --b PROVIDER ... (bench_op_command.cpp)
 // neox bench op NAME --a PROVIDER --b PROVIDER [...]   (bench_op_command.cpp)
+// neox bench comm [--sizes ...] [--ops ...]             (bench_comm_command.cpp)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -133,12 +134,17 @@ int bench_train_step(const cxxopts::ParseResult& args) {
 
 // bench_op_command.cpp
 int bench_op(const cxxopts::ParseResult& args);
+// bench_comm_command.cpp (its own options; argv[0] is "comm")
+int bench_comm(int argc, char** argv);
 
 int cmd_bench(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "comm") return bench_comm(argc - 1, argv + 1);
   cxxopts::Options opts(argv[0], "Benchmarks that print figures. Usage:\n"
                                  "  neox bench train --config FILE [--steps N] [--warmup N]   (alias: train-step)\n"
                                  "  neox bench op NAME --a PROVIDER --b PROVIDER [--dtype f32|bf16|f16] [--size S]\n"
                                  "      [--runs N] [--warmup N] [--l2-mb MB] [--config FILE]\n"
+                                 "  neox bench comm [--comm NAME] [--sizes 4K,1M] [--ops all_reduce,...] [--runs N]\n"
+                                 "      [--json FILE]   (under mpirun; 'neox bench comm --help')\n"
                                  "  (a PROVIDER is a backend plugin, e.g. cpu or cuda, or a kernels plugin)");
   opts.add_options()("what", "the benchmark: train (or train-step) or op", cxxopts::value<std::string>())(
       "name", "op: the kernel op (a name of neox/kernels.h)", cxxopts::value<std::string>())(
@@ -178,7 +184,7 @@ int cmd_bench(int argc, char** argv) {
   const auto what = args["what"].as<std::string>();
   if (what == "train" || what == "train-step") return bench_train_step(args);
   if (what == "op") return bench_op(args);
-  throw Error("bench: unknown benchmark '" + what + "' (available: train, train-step, op)");
+  throw Error("bench: unknown benchmark '" + what + "' (available: train, train-step, op, comm)");
 }
 
 }  // namespace neox::app

@@ -3,12 +3,16 @@
 //
 // Rank 0 of a job of size 1 (local rank 0). Collectives over one rank are
 // identities or copies; there are no peers, so send and recv throw. Buffers
-// are host tensors. No options.
+// are host tensors. Every completed call is counted (stats()) with 0 bytes
+// sent, as the ring formulas of neox/communicator.h give for one rank, and
+// its wall time. No options.
+#include <chrono>
 #include <cstring>
 #include <string>
 
 #include "neox/communicator.h"
 #include "neox/error.h"
+#include "neox/launch.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
 
@@ -23,12 +27,15 @@ class LocalCommunicator final : public Communicator {
   int local_rank() const override { return 0; }
 
   void all_reduce(Tensor& buffer, ReduceOp op) override {
+    const Timer timer;
     check_op("all_reduce", op);
     check_host("all_reduce", "buffer", buffer);
     // Sum, average, max or min over a single rank leave the buffer as it is.
+    done("all_reduce", timer);
   }
 
   void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) override {
+    const Timer timer;
     check_op("reduce_scatter", op);
     check_host("reduce_scatter", "in", in);
     check_host("reduce_scatter", "out", out);
@@ -38,9 +45,11 @@ class LocalCommunicator final : public Communicator {
                                  std::to_string(size() * out.numel()) + " elements, got " +
                                  in.str() + " for out " + out.str());
     copy(out, in);
+    done("reduce_scatter", timer);
   }
 
   void all_gather(const Tensor& in, Tensor& out) override {
+    const Timer timer;
     check_host("all_gather", "in", in);
     check_host("all_gather", "out", out);
     check_same_dtype("all_gather", in, out);
@@ -49,13 +58,16 @@ class LocalCommunicator final : public Communicator {
                              std::to_string(size() * in.numel()) + " elements, got " + out.str() +
                              " for in " + in.str());
     copy(out, in);
+    done("all_gather", timer);
   }
 
   void broadcast(Tensor& buffer, int root) override {
+    const Timer timer;
     if (root != 0)
       fail("broadcast", "root " + std::to_string(root) +
                             " is not a rank of this job (ranks 0 to 0, size 1)");
     check_host("broadcast", "buffer", buffer);
+    done("broadcast", timer);
   }
 
   void send(const Tensor& /*buffer*/, int peer, int tag) override {
@@ -69,9 +81,17 @@ class LocalCommunicator final : public Communicator {
                      "): a one-process job has no peers (use a multi-process comm plugin)");
   }
 
-  void barrier() override {}
+  void barrier() override { done("barrier", Timer()); }
 
  private:
+  struct Timer {
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  };
+  // Counts a completed call: one rank sends nothing.
+  void done(const char* op, const Timer& timer) {
+    record(op, 0, std::chrono::duration<double>(std::chrono::steady_clock::now() - timer.start).count());
+  }
+
   [[noreturn]] static void fail(const char* op, const std::string& problem) {
     throw Error(std::string("comm 'local' (rank 0 of 1): ") + op + ": " + problem);
   }
@@ -108,6 +128,11 @@ class LocalCommunicator final : public Communicator {
 
 Communicator* make_local_comm(const Options& options) {
   options.reject_unknown();
+  // Started as one of several ranks (mpirun, srun, torchrun): running alone
+  // would train N separate copies of the model.
+  if (const LaunchInfo launch = detect_launch(); launch.world_size > 1)
+    throw Error("comm 'local': this process is " + launch.str() +
+                ", but the local communicator runs one process alone: set plugins.comm to \"mpi\" or \"nccl\"");
   return new LocalCommunicator();
 }
 
