@@ -252,6 +252,25 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
   const double whole_params = 4.0 * psi, whole_grads = 4.0 * psi;
   const double arena = many.at("arena_bytes").get<double>();
   const double partitions = many.at("optimizer_partition_bytes").get<double>();
+
+  // Bytes rank 0 sent in step 1 (the communicator's ring-algorithm count)
+  // against the theory for Psi bytes of f32 parameters, N ranks, A = 2
+  // micro-batches: stage 1 reduce-scatters once and all-gathers once,
+  // 2 (N-1)/N Psi; stage 2 reduce-scatters every micro-batch, (A+1) (N-1)/N
+  // Psi; stage 3 per micro-batch gathers everything for forward, the blocks
+  // again for backward (the embedding's backward reads no weights and the
+  // output layer stays gathered from its forward) and reduce-scatters,
+  // A (N-1)/N (2 Psi + blocks). Plus two 8-byte scalar all-reduces (loss,
+  // gradient norm).
+  std::ifstream metrics(dir + "/runs/r/metrics.jsonl");
+  std::string first;
+  std::getline(metrics, first);
+  const double sent = nlohmann::json::parse(first).at("comm_bytes").get<double>();
+  const double f = (np - 1.0) / np, psi_bytes = 4.0 * psi, blocks_bytes = 4.0 * (psi - 2 * 32768 - 64);
+  const double theory = stage == 1 ? 2 * f * psi_bytes : stage == 2 ? 3 * f * psi_bytes
+                                                                     : 2 * f * (2 * psi_bytes + blocks_bytes);
+  EXPECT_NEAR(sent, theory + 2 * 2 * f * 8, 1e-3 * theory) << "stage " << stage;
+
   switch (stage) {
     case 1:  // whole parameters and gradients; the partition holds the gradient part
       EXPECT_EQ(arena, whole_params + whole_grads);

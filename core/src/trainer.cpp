@@ -96,6 +96,9 @@ class Trainer {
   // trainer's own overhead (data, clipping, logging).
   double step_seconds_total_ = 0.0;
   double compute_seconds_ = 0.0;
+  std::int64_t step_comm_bytes_ = 0;  // sent inside train_step, this run
+  std::int64_t steps_run_ = 0;
+  std::int64_t last_step_comm_bytes_ = 0;
 };
 
 // Refuses settings this version cannot honour, naming the key.
@@ -248,6 +251,7 @@ void Trainer::setup() {
 
 double Trainer::train_step() {
   const auto step_start = Clock::now();
+  const std::int64_t comm_bytes_before = comm_->stats().total_bytes();
   Kernels& k = backend_->kernels;
   ParameterArena& arena = model_->arena();
   auto t = Clock::now();
@@ -313,6 +317,9 @@ double Trainer::train_step() {
     compute += seconds(t, Clock::now());
   }
   ++iteration_;
+  last_step_comm_bytes_ = comm_->stats().total_bytes() - comm_bytes_before;
+  step_comm_bytes_ += last_step_comm_bytes_;
+  ++steps_run_;
   log_step(iteration_, loss, lr, grad_norm);
   compute_seconds_ += compute;
   step_seconds_total_ += seconds(step_start, Clock::now());
@@ -362,6 +369,7 @@ void Trainer::log_step(std::int64_t iteration, double loss, double lr, double gr
                      {"grad_norm", grad_norm},  {"tokens_per_sec", tokens_per_s}, {"elapsed_s", elapsed},
                      {"tokens", iteration * tokens_per_step_}};
   if (tc_.peak_tflops > 0) rec["mfu"] = mfu;
+  if (comm_->size() > 1) rec["comm_bytes"] = last_step_comm_bytes_;  // sent by this rank in the last step
   if (scaler_) {
     rec["loss_scale"] = scaler_->scale();
     rec["skipped_steps"] = skipped_steps_;
@@ -448,6 +456,7 @@ TrainResult Trainer::run() {
   if (!saved_last && iteration_ > start) save();
   result_.iterations = iteration_;
   result_.skipped_steps = skipped_steps_;
+  if (steps_run_ > 0) result_.comm_bytes_per_step = static_cast<double>(step_comm_bytes_) / static_cast<double>(steps_run_);
   const double total = seconds(run_start_, Clock::now());
   if (step_seconds_total_ > 0) result_.overhead = 1.0 - compute_seconds_ / step_seconds_total_;
   log_->log().info("{} after {} steps in {}; trainer overhead {:.2f}% of step time (data, clipping, logging)",

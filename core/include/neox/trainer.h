@@ -46,6 +46,9 @@ struct TrainResult {
   bool stopped = false;                    // ended early by request_stop() or exit_interval
   double overhead = 0.0;                   // share of step time outside the model and optimizer
   std::int64_t skipped_steps = 0;          // fp16 steps skipped for inf/NaN gradients (all runs)
+  // Bytes this rank sent per training step (the communicator's ring-algorithm
+  // count, train_step only: not evaluation or checkpoints), this run.
+  double comm_bytes_per_step = 0.0;
 };
 
 // Trains as the config says. Throws neox::Error for bad settings or data
