@@ -296,6 +296,27 @@ INSTANTIATE_TEST_SUITE_P(RanksAndStages, ZeroRanks,
                                   std::to_string(std::get<1>(info.param));
                          });
 
+// neox bench comm --train-steps: the counted bytes per step equal neox's
+// schedule for DP and every stage (ratio printed to 4 decimals).
+TEST(ZeroBench, BytesPerStepMatchTheSchedule) {
+  const std::string why = why_no_mpi();
+  if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
+  const std::string dir = neox::test::temp_dir("zero_bench", "x");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/c.toml") << zero_config(dir, "mpi", 2, 0);
+  auto r = run_command(mpirun(2) + neox::test::neox_binary() + " bench comm --sizes 4K --runs 1 --config " + dir +
+                       "/c.toml --train-steps 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* stage : {"DP ", "ZeRO-1 ", "ZeRO-2 ", "ZeRO-3 "}) {
+    const auto at = r.output.find(std::string("\n") + stage);
+    ASSERT_NE(at, std::string::npos) << stage << r.output;
+    const std::string line = r.output.substr(at + 1, r.output.find('\n', at + 1) - at - 1);
+    EXPECT_NE(line.find(" 1.0000 "), std::string::npos) << line;
+  }
+  fs::remove_all(dir);
+}
+
 class ZeroReshard : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
 
 // Saved on `from` ranks at step 10, resumed on `to` ranks (same global

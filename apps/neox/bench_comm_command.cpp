@@ -19,6 +19,13 @@
 // comm`); --config gives plugin search paths and the plugin's options (e.g.
 // [plugins.options.mpi] timeout_s). Rank 0 prints the table and writes
 // --json (to a temporary name, then renamed).
+//
+// --train-steps S (with a --config that trains, e.g. configs/tiny-cpu.toml)
+// then trains S steps of that config once per --stages entry (0 = plain data
+// parallelism, 1-3 = ZeRO) over the same comm plugin and prints the bytes
+// one rank sent per step, counted by the communicator, next to neox's own
+// schedule and DeepSpeed's round figures (2 Psi for DP and stages 1-2, 3 Psi
+// for stage 3; Psi = f32 parameter bytes; docs/distributed.md).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -34,7 +41,9 @@
 #include "cli_options.h"
 #include "commands.h"
 #include "neox/communicator.h"
+#include "neox/config.h"
 #include "neox/error.h"
+#include "neox/trainer.h"
 
 namespace neox::app {
 
@@ -210,12 +219,65 @@ void write_json(const std::string& path, const std::vector<Row>& rows, const std
 }
 
 // ------------------------------------------------------------------------
-// PART 2 HOOK (not implemented): data-parallel and ZeRO training steps.
-// The coordinator adds here a function that runs a few training steps of a
-// config (--config) with the DP / ZeRO optimizers and prints the bytes per
-// step counted by Communicator::stats() against the theory; bench_comm()
-// calls it after the collective table (see the marked place below).
-// ------------------------------------------------------------------------
+// Training steps: bytes per step of data parallelism and each ZeRO stage.
+
+// The bytes one of n ranks sends per step under neox's schedule (see
+// docs/distributed.md, "ZeRO"), for f32 parameters.
+double schedule_bytes(const ModelConfig& m, int stage, std::int64_t accumulation, int n) {
+  const double f = (n - 1.0) / n;
+  const double psi = 4.0 * static_cast<double>(m.num_parameters());
+  const double embedding = 4.0 * static_cast<double>(m.padded_vocab_size() * m.hidden_size +
+                                                     (m.pos_emb == "learned" ? m.max_position_embeddings * m.hidden_size : 0));
+  const double output = 4.0 * static_cast<double>(2 * m.hidden_size + (m.no_weight_tying ? m.padded_vocab_size() * m.hidden_size : 0));
+  const double blocks = psi - embedding - output;
+  const double a = static_cast<double>(accumulation);
+  switch (stage) {
+    case 0:
+    case 1: return 2 * f * psi;
+    case 2: return (a + 1) * f * psi;
+    default:  // forward gathers everything (the tied embedding twice), backward the blocks
+      return a * f * (psi + (m.no_weight_tying ? 0.0 : embedding) + blocks + psi);
+  }
+}
+
+void bench_training_steps(const Config& base, const std::string& comm_name, int n, int rank, std::int64_t steps,
+                          const std::vector<int>& stages) {
+  struct Result {
+    int stage;
+    double counted, schedule, deepspeed;
+  };
+  std::vector<Result> results;
+  const double psi = 4.0 * static_cast<double>(base.model.num_parameters());
+  for (int stage : stages) {
+    Config c = base;
+    c.plugins.comm = comm_name;
+    c.plugins.optimizer = "adamw";  // zero_stage > 0 on several ranks makes it `zero`
+    c.training.zero_stage = stage;
+    c.training.train_iters = steps;
+    c.training.eval_iters = 0;
+    c.training.save = "";
+    c.training.load = "";
+    c.training.exit_interval = 0;
+    c.training.log_interval = steps;
+    c.training.log_dir = (std::filesystem::temp_directory_path() / "neox-bench-comm").string();
+    c.training.run_name = "stage" + std::to_string(stage);
+    const TrainResult r = train(c);
+    results.push_back({stage, r.comm_bytes_per_step,
+                       schedule_bytes(c.model, stage, c.training.gradient_accumulation_steps, n),
+                       (stage == 3 ? 3.0 : 2.0) * psi * (n - 1.0) / n});
+  }
+  if (rank != 0) return;
+  std::printf("\nbytes sent per training step by one rank (%s, %d ranks, %lld steps, %lld micro-batches per step, "
+              "Psi = %.0f bytes of f32 parameters)\n",
+              comm_name.c_str(), n, static_cast<long long>(steps),
+              static_cast<long long>(base.training.gradient_accumulation_steps), psi);
+  std::printf("%-8s %16s %16s %8s %22s\n", "stage", "counted", "neox schedule", "ratio", "DeepSpeed (2/2/2/3 Psi)");
+  for (const Result& r : results)
+    std::printf("%-8s %16.0f %16.0f %8.4f %22.0f\n", r.stage == 0 ? "DP" : ("ZeRO-" + std::to_string(r.stage)).c_str(),
+                r.counted, r.schedule, r.schedule > 0 ? r.counted / r.schedule : 0.0, r.deepspeed);
+  std::printf("(counted includes the loss and gradient-norm scalars; the DeepSpeed figures are (N-1)/N x its round "
+              "numbers; neox's stage 3 regathers only the blocks in backward)\n");
+}
 
 }  // namespace
 
@@ -230,6 +292,10 @@ int bench_comm(int argc, char** argv) {
       "runs", "timed calls per op and size", cxxopts::value<int>()->default_value("10"))(
       "warmup", "untimed calls first", cxxopts::value<int>()->default_value("2"))(
       "json", "also write the figures to this JSON file (rank 0)", cxxopts::value<std::string>())(
+      "train-steps", "then train this many steps of --config per stage and print bytes per step",
+      cxxopts::value<std::int64_t>()->default_value("0"))(
+      "stages", "with --train-steps: 0 (data parallel) and ZeRO stages, comma-separated",
+      cxxopts::value<std::string>()->default_value("0,1,2,3"))(
       "h,help", "show this help");
   add_config_options(opts, "TOML config: plugin search paths and the comm plugin's options (optional)", false);
   auto args = opts.parse(argc, argv);
@@ -268,9 +334,20 @@ int bench_comm(int argc, char** argv) {
     print_table(rows, comm_name, n, warmup, runs);
     if (args.count("json")) write_json(args["json"].as<std::string>(), rows, comm_name, n, warmup, runs);
   }
-  // PART 2 HOOK: the training-step figures (see above) go here.
   std::fflush(stdout);
   comm->barrier();
+  if (const std::int64_t steps = args["train-steps"].as<std::int64_t>(); steps > 0) {
+    std::vector<int> stages;
+    for (const auto& text : split_list(args["stages"].as<std::string>())) {
+      if (text.size() != 1 || text[0] < '0' || text[0] > '3')
+        throw Error("bench comm: --stages: '" + text + "' is not a stage (0, 1, 2 or 3)");
+      stages.push_back(text[0] - '0');
+    }
+    if (config.plugins.data.empty())
+      throw Error("bench comm: --train-steps needs a --config that trains (plugins.data chosen)");
+    bench_training_steps(config, comm_name, n, comm->rank(), steps, stages);
+    std::fflush(stdout);
+  }
   return 0;
 }
 
