@@ -40,6 +40,15 @@ if(PkgConfig_FOUND)
 endif()
 neox_require(OPENBLAS_FOUND "libopenblas-dev pkg-config" "OpenBLAS (found through pkg-config 'openblas')")
 
+# zlib and zstd: reading .gz and .zst corpora in `neox preprocess`
+# (core/src/line_reader.cpp).
+find_package(ZLIB QUIET)
+neox_require(ZLIB_FOUND zlib1g-dev "zlib (gzip input for neox preprocess)")
+if(PkgConfig_FOUND)
+  pkg_check_modules(ZSTD QUIET IMPORTED_TARGET libzstd)
+endif()
+neox_require(ZSTD_FOUND "libzstd-dev pkg-config" "zstd (found through pkg-config 'libzstd'; .zst input for neox preprocess)")
+
 find_package(OpenMP QUIET COMPONENTS CXX)
 neox_require(OpenMP_CXX_FOUND "libgomp1 (part of g++)" "OpenMP")
 

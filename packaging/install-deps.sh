@@ -19,6 +19,8 @@ packages=(
   libgtest-dev
   nlohmann-json3-dev
   libicu-dev
+  zlib1g-dev
+  libzstd-dev
   libopenmpi-dev
   openmpi-bin
 )

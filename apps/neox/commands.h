@@ -21,6 +21,7 @@ int cmd_bench(int argc, char** argv);
 int cmd_config(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_preprocess(int argc, char** argv);
+int cmd_data(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 

@@ -21,7 +21,8 @@ struct Command {
 
 const Command kCommands[] = {
     {"train", "train a model from a TOML config", neox::app::cmd_train},
-    {"preprocess", "tokenize text files into an indexed dataset", neox::app::cmd_preprocess},
+    {"preprocess", "tokenize jsonl (.gz, .zst) and text files into indexed datasets", neox::app::cmd_preprocess},
+    {"data", "indexed datasets: inspect (counts, dtype, a decoded sample), merge (concatenate)", neox::app::cmd_data},
     {"plugins", "list the plugins found, or check one plugin file", neox::app::cmd_plugins},
     {"score", "run a model's forward pass on token ids and write the logits (and loss)", neox::app::cmd_score},
     {"generate", "generate text or token ids from a model (KV cache; greedy, top-k, top-p)", neox::app::cmd_generate},

@@ -1,22 +1,49 @@
 // SPDX-License-Identifier: Apache-2.0
-// neox preprocess --input a.txt,b.txt --output-prefix P [--append-eod]
-// Plain-text files to a Megatron indexed dataset with the byte tokenizer,
-// one document per file. (BPE tokenizers and jsonl input come later.)
-#include "cli_options.h"
-#include <algorithm>
-#include <filesystem>
-#include <fstream>
-#include <iostream>
-#include <sstream>
+// neox preprocess --input a.jsonl,b.jsonl.zst,c.txt --jsonl-keys text
+//   --tokenizer-type T [--vocab-file V] [--merge-file M] [--append-eod]
+//   --output-prefix P [--workers N] [--skip-malformed]
+// The flags of GPT-NeoX's tools/datasets/preprocess_data.py. jsonl files
+// (plain, gzip or zstd) hold one JSON object per line; every other file is
+// one plain-text document. Writes one Megatron indexed dataset per key,
+// P_<key>_document.bin/.idx (docs/data.md).
+//
+// Streaming: a reader thread reads the next chunk of lines (at most
+// kChunkLines lines or kChunkBytes bytes) while `--workers` threads parse
+// and tokenize the current one and the main thread appends it in order, so
+// memory is bounded by two chunks plus the index (12 bytes per document).
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <future>
+#include <iostream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "cli_options.h"
 #include "commands.h"
-#include "neox/byte_tokenizer.h"
 #include "neox/error.h"
 #include "neox/indexed_dataset.h"
+#include "neox/line_reader.h"
+#include "neox/tokenizers.h"
 
 namespace neox::app {
 
 namespace {
+
+constexpr std::size_t kChunkLines = 4096;
+constexpr std::size_t kChunkBytes = 8u << 20;
+
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
@@ -25,18 +52,161 @@ std::vector<std::string> split_list(const std::string& s) {
     if (!item.empty()) out.push_back(item);
   return out;
 }
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// jsonl when the name, less a .gz/.zst suffix, ends in .jsonl or .json.
+bool is_jsonl(const std::filesystem::path& p) {
+  std::string name = p.filename().string();
+  for (const char* z : {".gz", ".gzip", ".zst", ".zstd"})
+    if (ends_with(name, z)) name.resize(name.size() - std::strlen(z));
+  return ends_with(name, ".jsonl") || ends_with(name, ".json");
+}
+
+// One document to tokenize: a jsonl line, or a whole plain-text file.
+struct Record {
+  std::size_t file = 0;
+  std::int64_t line = 0;  // 0 for a plain-text file
+  std::string text;
+};
+
+struct Encoded {
+  std::string error;                            // "FILE:LINE: ..." for a malformed line
+  std::vector<std::vector<std::int32_t>> ids;   // one per key
+};
+
+// Reads the inputs one chunk at a time.
+class ChunkReader {
+ public:
+  explicit ChunkReader(const std::vector<std::filesystem::path>& files) : files_(files) {}
+
+  // The next chunk; empty at the end of the inputs.
+  std::vector<Record> next() {
+    std::vector<Record> chunk;
+    std::size_t bytes = 0;
+    while (chunk.size() < kChunkLines && bytes < kChunkBytes) {
+      if (!reader_) {
+        if (next_file_ == files_.size()) break;
+        current_ = next_file_++;
+        reader_ = std::make_unique<LineReader>(files_[current_].string());
+        jsonl_ = is_jsonl(files_[current_]);
+      }
+      Record r;
+      r.file = current_;
+      if (!jsonl_) {
+        r.text = reader_->read_all();
+        finish_file();
+      } else if (reader_->next_line(r.text)) {
+        r.line = reader_->line_number();
+        bytes_ += static_cast<std::int64_t>(r.text.size()) + 1;
+        if (r.text.find_first_not_of(" \t") == std::string::npos) continue;  // blank line
+      } else {
+        finish_file();
+        continue;
+      }
+      if (!jsonl_) bytes_ += static_cast<std::int64_t>(r.text.size());
+      bytes += r.text.size();
+      chunk.push_back(std::move(r));
+    }
+    return chunk;
+  }
+  // Uncompressed bytes read so far.
+  std::int64_t bytes() const { return bytes_; }
+  std::size_t files_done() const { return files_done_; }
+
+ private:
+  void finish_file() {
+    reader_.reset();
+    ++files_done_;
+  }
+  const std::vector<std::filesystem::path>& files_;
+  std::size_t next_file_ = 0, current_ = 0;
+  std::atomic<std::size_t> files_done_{0};
+  std::unique_ptr<LineReader> reader_;
+  bool jsonl_ = false;
+  std::atomic<std::int64_t> bytes_{0};
+};
+
+Encoded encode_record(const Record& r, const std::vector<std::filesystem::path>& files,
+                      const std::vector<std::string>& keys, const Tokenizer& tok, bool append_eod) {
+  Encoded e;
+  e.ids.resize(keys.size());
+  const std::string where = files[r.file].string() + (r.line ? ":" + std::to_string(r.line) : std::string());
+  try {
+    if (r.line == 0) {  // a plain-text file: a document of the first key
+      e.ids[0] = tok.encode(r.text);
+      if (append_eod) e.ids[0].push_back(tok.eod_id());
+      return e;
+    }
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(r.text);
+    } catch (const nlohmann::json::exception& ex) {
+      std::string msg = ex.what();
+      // nlohmann's "[json.exception.parse_error.101] parse error at line 1, column 5: ..."
+      // (each jsonl line is parsed alone: its "line 1" is the file's line r.line).
+      if (auto p = msg.find("] "); p != std::string::npos) msg = msg.substr(p + 2);
+      if (auto p = msg.find("at line 1, column "); p != std::string::npos) msg.replace(p, 18, "at column ");
+      e.error = where + ": invalid JSON: " + msg;
+      return e;
+    }
+    if (!j.is_object()) {
+      e.error = where + ": expected a JSON object, found " + std::string(j.type_name());
+      return e;
+    }
+    for (std::size_t k = 0; k < keys.size(); ++k) {
+      auto it = j.find(keys[k]);
+      if (it == j.end()) {
+        e.error = where + ": no key \"" + keys[k] + "\" (choose the keys with --jsonl-keys)";
+        return e;
+      }
+      if (!it->is_string()) {
+        e.error = where + ": key \"" + keys[k] + "\" is a " + it->type_name() + ", not a string";
+        return e;
+      }
+      e.ids[k] = tok.encode(it->get_ref<const std::string&>());
+      if (append_eod) e.ids[k].push_back(tok.eod_id());
+    }
+  } catch (const Error& ex) {
+    e.error = where + ": cannot tokenize: " + ex.what();
+  }
+  return e;
+}
+
+// Peak resident memory of this process in MiB (ru_maxrss is in KiB on Linux).
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
 }  // namespace
 
 int cmd_preprocess(int argc, char** argv) {
   cxxopts::Options opts(argv[0],
-                        "Tokenize plain-text files into PREFIX_text_document.bin/.idx (Megatron's indexed format, "
-                        "readable by GPT-NeoX and the mmap data plugin). Each file is one document. A directory "
-                        "stands for the regular files in it, in name order.");
-  opts.add_options()("input", "comma-separated text files or directories", cxxopts::value<std::string>())(
-      "output-prefix", "output prefix P (writes P_text_document.bin/.idx)", cxxopts::value<std::string>())(
-      "tokenizer-type", "tokenizer: byte (256 bytes + end-of-document 256)",
+                        "Tokenize jsonl and plain-text files into Megatron indexed datasets "
+                        "PREFIX_<key>_document.bin/.idx, readable by GPT-NeoX, Megatron-LM and the mmap data "
+                        "plugin (docs/data.md). A .jsonl/.json file (optionally .gz or .zst) holds one JSON object "
+                        "per line; any other file is one document. A directory stands for the regular files in "
+                        "it, in name order.");
+  opts.add_options()("input", "comma-separated input files or directories", cxxopts::value<std::string>())(
+      "output-prefix", "output prefix P (writes P_<key>_document.bin/.idx)", cxxopts::value<std::string>())(
+      "jsonl-keys", "comma-separated keys of the jsonl objects to tokenize, one dataset each",
+      cxxopts::value<std::string>()->default_value("text"))(
+      "tokenizer-type", "HFTokenizer, GPT2BPETokenizer, CharLevelTokenizer or byte",
       cxxopts::value<std::string>()->default_value("byte"))(
-      "append-eod", "append the end-of-document token to every document")("h,help", "show this help");
+      "vocab-file", "tokenizer.json (HFTokenizer) or vocab.json (GPT2BPETokenizer)",
+      cxxopts::value<std::string>()->default_value(""))(
+      "merge-file", "merges.txt (GPT2BPETokenizer)", cxxopts::value<std::string>()->default_value(""))(
+      "append-eod", "append the end-of-document token to every document")(
+      "workers", "tokenizing threads (0: one per hardware thread)", cxxopts::value<int>()->default_value("1"))(
+      "skip-malformed", "skip malformed jsonl lines (reported, counted) instead of stopping at the first")(
+      "dataset-impl", "GPT-NeoX's dataset implementation: only mmap is written",
+      cxxopts::value<std::string>()->default_value("mmap"))(
+      "progress-interval", "seconds between progress lines on stderr (0: none)",
+      cxxopts::value<double>()->default_value("1"))("h,help", "show this help");
   auto args = opts.parse(argc, argv);
   if (args.count("help")) {
     std::cout << opts.help() << "\n";
@@ -44,9 +214,18 @@ int cmd_preprocess(int argc, char** argv) {
   }
   for (const char* required : {"input", "output-prefix"})
     if (!args.count(required)) throw Error(std::string("preprocess: --") + required + " is required (see --help)");
-  if (args["tokenizer-type"].as<std::string>() != "byte")
-    throw Error("preprocess: --tokenizer-type " + args["tokenizer-type"].as<std::string>() +
-                " is not available yet (only byte)");
+  if (args["dataset-impl"].as<std::string>() != "mmap")
+    throw Error("preprocess: --dataset-impl " + args["dataset-impl"].as<std::string>() +
+                " is not supported: neox writes the mmap format (GPT-NeoX's default)");
+  const auto keys = split_list(args["jsonl-keys"].as<std::string>());
+  if (keys.empty()) throw Error("preprocess: --jsonl-keys is empty");
+  const int workers_arg = args["workers"].as<int>();
+  if (workers_arg < 0) throw Error("preprocess: --workers must be >= 0");
+  const int workers =
+      workers_arg > 0 ? workers_arg : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const bool append_eod = args.count("append-eod") > 0;
+  const bool skip_malformed = args.count("skip-malformed") > 0;
+  const double interval = args["progress-interval"].as<double>();
 
   std::vector<std::filesystem::path> files;
   for (const auto& in : split_list(args["input"].as<std::string>())) {
@@ -65,23 +244,99 @@ int cmd_preprocess(int argc, char** argv) {
   }
   if (files.empty()) throw Error("preprocess: no input files");
 
-  ByteTokenizer tokenizer;
-  const std::string prefix = args["output-prefix"].as<std::string>() + "_text_document";
-  IndexedDatasetWriter writer(prefix, best_token_dtype(tokenizer.vocab_size()));
-  std::int64_t tokens = 0;
-  for (const auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    if (!in) throw Error(f.string() + ": cannot open");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto ids = tokenizer.encode(text);
-    if (args.count("append-eod")) ids.push_back(tokenizer.eod_id());
-    if (ids.empty()) continue;
-    writer.add_item(ids.data(), static_cast<std::int64_t>(ids.size()));
-    writer.end_document();
-    tokens += static_cast<std::int64_t>(ids.size());
+  auto tokenizer = make_tokenizer(args["tokenizer-type"].as<std::string>(), args["vocab-file"].as<std::string>(),
+                                  args["merge-file"].as<std::string>());
+  const DType dtype = best_token_dtype(tokenizer->vocab_size());
+  const std::string out = args["output-prefix"].as<std::string>();
+  const auto parent = std::filesystem::path(out).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  // Written under temporary names; a failure below destroys the writers,
+  // which removes them, and leaves any earlier dataset of the same name intact.
+  std::vector<std::unique_ptr<IndexedDatasetWriter>> writers;
+  for (const auto& k : keys) writers.push_back(std::make_unique<IndexedDatasetWriter>(out + "_" + k + "_document", dtype));
+  std::vector<std::int64_t> docs(keys.size(), 0), tokens(keys.size(), 0);
+  std::int64_t records = 0, malformed = 0, empty = 0;
+
+  const bool tty = ::isatty(::fileno(stderr));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last = t0;
+  ChunkReader reader(files);
+  auto progress = [&](bool final) {
+    const auto now = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(now - t0).count();
+    if (interval <= 0 || (!final && std::chrono::duration<double>(now - last).count() < interval)) return;
+    if (final && !tty) return;  // the summary on stdout says the same
+    last = now;
+    const double mb = static_cast<double>(reader.bytes()) / 1e6;
+    std::fprintf(stderr, "%spreprocess: %lld documents, %.0f docs/s, %.1f MB, %.1f MB/s, file %zu/%zu%s",
+                 tty ? "\r\033[K" : "", static_cast<long long>(records), s > 0 ? records / s : 0.0, mb,
+                 s > 0 ? mb / s : 0.0, std::min(reader.files_done() + 1, files.size()), files.size(),
+                 tty && !final ? "" : "\n");
+    std::fflush(stderr);
+  };
+
+  auto pending = std::async(std::launch::async, [&] { return reader.next(); });
+  for (;;) {
+    std::vector<Record> chunk = pending.get();
+    if (chunk.empty()) break;
+    pending = std::async(std::launch::async, [&] { return reader.next(); });
+
+    std::vector<Encoded> encoded(chunk.size());
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;  // anything but a malformed line (out of memory, ...)
+    std::mutex failure_mutex;
+    auto work = [&] {
+      try {
+        for (std::size_t i; (i = next.fetch_add(1)) < chunk.size();)
+          encoded[i] = encode_record(chunk[i], files, keys, *tokenizer, append_eod);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        if (!failure) failure = std::current_exception();
+        next = chunk.size();
+      }
+    };
+    const int n_threads = static_cast<int>(std::min<std::size_t>(workers, chunk.size()));
+    std::vector<std::thread> threads;
+    for (int t = 1; t < n_threads; ++t) threads.emplace_back(work);
+    work();
+    for (auto& t : threads) t.join();
+    if (failure) std::rethrow_exception(failure);
+
+    for (auto& e : encoded) {
+      if (!e.error.empty()) {
+        if (!skip_malformed) throw Error(e.error + " (--skip-malformed skips such lines)");
+        if (++malformed <= 10) spdlog::warn("skipped {}", e.error);
+        continue;
+      }
+      ++records;
+      for (std::size_t k = 0; k < keys.size(); ++k) {
+        if (e.ids[k].empty()) {
+          ++empty;
+          continue;
+        }
+        writers[k]->add_item(e.ids[k].data(), static_cast<std::int64_t>(e.ids[k].size()));
+        writers[k]->end_document();
+        ++docs[k];
+        tokens[k] += static_cast<std::int64_t>(e.ids[k].size());
+      }
+    }
+    progress(false);
   }
-  writer.finish();
-  std::cout << "wrote " << prefix << ".bin/.idx: " << files.size() << " documents, " << tokens << " tokens\n";
+  for (auto& w : writers) w->finish();
+  progress(true);
+
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double mb = static_cast<double>(reader.bytes()) / 1e6;
+  for (std::size_t k = 0; k < keys.size(); ++k)
+    std::cout << "wrote " << out << "_" << keys[k] << "_document.bin/.idx: " << docs[k] << " documents, "
+              << tokens[k] << " tokens (" << (dtype == DType::u16 ? "uint16" : "int32") << ")\n";
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "read %zu files, %.1f MB in %.2f s (%.0f docs/s, %.1f MB/s); %lld malformed lines skipped, "
+                "%lld empty documents left out; peak RSS %.1f MiB\n",
+                files.size(), mb, s, s > 0 ? records / s : 0.0, s > 0 ? mb / s : 0.0,
+                static_cast<long long>(malformed), static_cast<long long>(empty), peak_rss_mib());
+  std::cout << line;
   return 0;
 }
 
