@@ -52,16 +52,12 @@ const std::string kFaultBinary = neox::test::env_or("NEOX_TEST_MPI_FAULT_BINARY"
 const std::string kFaultBinary = neox::test::env_or("NEOX_TEST_MPI_FAULT_BINARY", "");
 #endif
 
-std::string mpi_plugin() { return neox::test::build_plugin_dir() + "/neox_comm_mpi.so"; }
 
 // Why MPI tests cannot run here, or "" when they can.
 std::string why_not() {
-  if (!fs::exists(mpi_plugin()))
-    return "the mpi comm plugin was not built (" + mpi_plugin() +
-           " is missing; install libopenmpi-dev openmpi-bin and reconfigure)";
+  if (std::string why = neox::test::why_no_mpirun(); !why.empty()) return why;
   if (kCheckBinary.empty() || !fs::exists(kCheckBinary))
     return "tests/mpi_collectives_check was not built (no MPI at configure time)";
-  if (run_command("command -v mpirun").status != 0) return "mpirun is not on PATH (apt-get install openmpi-bin)";
   return "";
 }
 
@@ -72,11 +68,7 @@ std::string why_not() {
   } while (0)
 
 // The mpirun prefix for `np` ranks (see the file comment).
-std::string mpirun(int np) {
-  return "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 timeout 120 mpirun "
-         "--oversubscribe --allow-run-as-root --mca btl self,vader -x OMP_NUM_THREADS=1 -x NEOX_PLUGIN_PATH -np " +
-         std::to_string(np) + " ";
-}
+std::string mpirun(int np) { return neox::test::mpirun_prefix(np); }
 
 int count(const std::string& text, const std::string& what) {
   int n = 0;

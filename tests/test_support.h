@@ -94,6 +94,27 @@ inline std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+// The mpirun prefix of the MPI tests for np ranks: shared memory only
+// (vader, single-copy off for containers), oversubscribed cores, root
+// allowed, one OpenMP thread per rank, and a wall-clock limit.
+inline std::string mpirun_prefix(int np, int timeout_s = 120) {
+  return "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 timeout " +
+         std::to_string(timeout_s) +
+         " mpirun --oversubscribe --allow-run-as-root --mca btl self,vader -x OMP_NUM_THREADS=1 -x NEOX_PLUGIN_PATH "
+         "-np " +
+         std::to_string(np) + " ";
+}
+
+// Why `neox` cannot run under mpirun here, or "" when it can.
+inline std::string why_no_mpirun() {
+  const std::string plugin = build_plugin_dir() + "/neox_comm_mpi.so";
+  if (!std::filesystem::exists(plugin))
+    return "the mpi comm plugin was not built (" + plugin +
+           " is missing; install libopenmpi-dev openmpi-bin and reconfigure)";
+  if (run_command("command -v mpirun").status != 0) return "mpirun is not on PATH (apt-get install openmpi-bin)";
+  return "";
+}
+
 // A fresh, empty directory <TempDir>/<prefix>_<name>_<pid> (removed first
 // if a previous run left it).
 inline std::string temp_dir(const std::string& prefix, const std::string& name) {

@@ -194,17 +194,8 @@ TEST(ZeroOneProcess, OneRankWithTheDefaultOptimizerUsesAdamW) {
 
 // ---------------------------------------------------------------- mpirun
 
-std::string why_no_mpi() {
-  if (!fs::exists(neox::test::build_plugin_dir() + "/neox_comm_mpi.so")) return "the mpi comm plugin was not built";
-  if (run_command("command -v mpirun").status != 0) return "mpirun is not on PATH (apt-get install openmpi-bin)";
-  return "";
-}
-
-std::string mpirun(int np) {
-  return "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1 timeout 180 mpirun "
-         "--oversubscribe --allow-run-as-root --mca btl self,vader -x OMP_NUM_THREADS=1 -x NEOX_PLUGIN_PATH -np " +
-         std::to_string(np) + " ";
-}
+using neox::test::why_no_mpirun;
+std::string mpirun(int np) { return neox::test::mpirun_prefix(np, 180); }
 
 // Runs `neox train` on np ranks with the config text; returns the output.
 std::string run_ranks(int np, const std::string& dir, const std::string& config, const std::string& sets = "") {
@@ -219,7 +210,7 @@ std::string run_ranks(int np, const std::string& dir, const std::string& config,
 class ZeroRanks : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
-  const std::string why = why_no_mpi();
+  const std::string why = why_no_mpirun();
   if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
   const auto [np, stage] = GetParam();
   const Reference& ref = reference();
@@ -299,7 +290,7 @@ INSTANTIATE_TEST_SUITE_P(RanksAndStages, ZeroRanks,
 // neox bench comm --train-steps: the counted bytes per step equal neox's
 // schedule for DP and every stage (ratio printed to 4 decimals).
 TEST(ZeroBench, BytesPerStepMatchTheSchedule) {
-  const std::string why = why_no_mpi();
+  const std::string why = why_no_mpirun();
   if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
   const std::string dir = neox::test::temp_dir("zero_bench", "x");
   fs::remove_all(dir);
@@ -322,7 +313,7 @@ class ZeroReshard : public ::testing::TestWithParam<std::tuple<int, int, int>> {
 // Saved on `from` ranks at step 10, resumed on `to` ranks (same global
 // batch): steps 11-20 have the uninterrupted run's losses.
 TEST_P(ZeroReshard, ResumesOnAnotherNumberOfRanks) {
-  const std::string why = why_no_mpi();
+  const std::string why = why_no_mpirun();
   if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
   const auto [from, to, stage] = GetParam();
   const Reference& ref = reference();

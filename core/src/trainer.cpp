@@ -339,7 +339,7 @@ void Trainer::log_memory() {
   auto mib = [](std::int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
   log_->log().info("memory per rank: arena {:.2f} MiB, optimizer state {:.2f} MiB, optimizer partitions {:.2f} MiB ({}{})",
                    mib(v[0]), mib(v[1]), mib(v[2]), optimizer_->name(),
-                   optimizer_->name() == "zero" ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
+                   !optimizer_->state_ranges().empty() ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
                                                 : std::string());
   log_->write_json("memory.json", {{"arena_bytes", v[0]}, {"optimizer_state_bytes", v[1]},
                                    {"optimizer_partition_bytes", v[2]}, {"optimizer", optimizer_->name()},
