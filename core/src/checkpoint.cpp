@@ -690,8 +690,9 @@ TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& o
         throw Error(path + ": optimizer state tensor '" + name + "' is " + std::string(dtype_name(info.dtype)) +
                     shape_str(info.shape) + ", expected f32[" + std::to_string(src.total) +
                     "] (does the model match the checkpoint's?)");
-      Tensor view = src.file.read(name, DType::f32);
-      const float* from = view.ptr<float>();
+      // The mapped bytes: only the pages of the ranges this rank needs are read.
+      const Tensor view = src.file.view(name);
+      const char* from = static_cast<const char*>(view.data());
       std::int64_t spos = 0;
       for (const ParamRange& s : src.ranges) {
         std::int64_t wpos = 0;
@@ -699,7 +700,8 @@ TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& o
           const std::int64_t lo = std::max(s.offset, w.offset);
           const std::int64_t hi = std::min(s.offset + s.count, w.offset + w.count);
           if (lo < hi) {
-            std::memcpy(dst.ptr<float>() + wpos + (lo - w.offset), from + spos + (lo - s.offset),
+            std::memcpy(dst.ptr<float>() + wpos + (lo - w.offset),
+                        from + static_cast<std::size_t>(spos + (lo - s.offset)) * sizeof(float),
                         static_cast<std::size_t>(hi - lo) * sizeof(float));
             copied += hi - lo;
           }
