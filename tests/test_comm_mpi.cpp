@@ -38,6 +38,7 @@
 namespace fs = std::filesystem;
 using neox::test::read_text;
 using neox::test::run_command;
+using neox::test::run_mpirun;
 
 namespace {
 
@@ -83,7 +84,7 @@ class MpiCollectives : public ::testing::TestWithParam<int> {};
 TEST_P(MpiCollectives, EveryMethodGivesTheRightNumbersOnEveryRank) {
   SKIP_WITHOUT_MPI();
   const int np = GetParam();
-  auto r = run_command(mpirun(np) + kCheckBinary + " " + neox::test::build_plugin_dir());
+  auto r = run_mpirun(mpirun(np) + kCheckBinary + " " + neox::test::build_plugin_dir());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(count(r.output, "OK"), np) << r.output;
   for (int rank = 0; rank < np; ++rank)
@@ -166,7 +167,7 @@ TEST_P(MpiDataParallel, NRanksEqualOneProcessWithTheGlobalBatch) {
 
   const std::string cfg = dir + "/many/c.toml";
   std::ofstream(cfg) << dp_config(dir + "/many", "mpi", 4 / np);
-  auto r = run_command(mpirun(np) + neox::test::neox_binary() + " train " + cfg);
+  auto r = run_mpirun(mpirun(np) + neox::test::neox_binary() + " train " + cfg);
   ASSERT_EQ(r.status, 0) << r.output;
   // Rank 0 alone prints the info lines; the others stay quiet.
   EXPECT_NE(r.output.find("comm mpi (" + std::to_string(np) + " ranks)"), std::string::npos) << r.output;
@@ -222,7 +223,7 @@ TEST(MpiDataParallel, RanksWithDifferentConfigsRefuseToStart) {
   const std::string cfg = dir + "/c.toml";
   std::ofstream(cfg) << dp_config(dir, "mpi", 2);
   const std::string neox = neox::test::neox_binary() + " train " + cfg;
-  auto r = run_command(mpirun(1) + neox + " : -np 1 " + neox + " : -np 1 " + neox + " --set training.seed=7");
+  auto r = run_mpirun(mpirun(1) + neox + " : -np 1 " + neox + " : -np 1 " + neox + " --set training.seed=7");
   EXPECT_NE(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("the config differs between ranks: rank 2 and rank 0"), std::string::npos) << r.output;
   EXPECT_EQ(count(r.output, "step 1/"), 0) << "no rank may start training:\n" << r.output;
@@ -235,7 +236,7 @@ TEST(MpiDataParallel, LocalCommUnderMpirunIsRefused) {
   const std::string dir = temp_dir("local_under_mpirun");
   const std::string cfg = dir + "/c.toml";
   std::ofstream(cfg) << dp_config(dir, "local", 2);
-  auto r = run_command(mpirun(2) + neox::test::neox_binary() + " train " + cfg);
+  auto r = run_mpirun(mpirun(2) + neox::test::neox_binary() + " train " + cfg);
   EXPECT_NE(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("the local communicator runs one process alone: set plugins.comm to \"mpi\""),
             std::string::npos)
@@ -260,7 +261,7 @@ struct Timed {
 Timed run_fault(int np, const std::string& mode, int faulty, double timeout_s, const std::string& mpirun_flags = "") {
   const auto t0 = std::chrono::steady_clock::now();
   Timed t;
-  t.result = run_command(mpirun(np) + mpirun_flags + " " + kFaultBinary + " " + neox::test::build_plugin_dir() + " " +
+  t.result = run_mpirun(mpirun(np) + mpirun_flags + " " + kFaultBinary + " " + neox::test::build_plugin_dir() + " " +
                          mode + " " + std::to_string(faulty) + " " + std::to_string(timeout_s));
   t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return t;
@@ -399,7 +400,7 @@ TEST(MpiComm, TimeoutOptionIsChecked) {
 // (N-1)/N x 4096, broadcast 4096 from the root), on every rank.
 TEST(MpiBenchComm, TableShowsCountedBytesEqualToTheFormula) {
   SKIP_WITHOUT_MPI();
-  auto r = run_command(mpirun(2) + neox::test::neox_binary() + " bench comm --sizes 4K --runs 2");
+  auto r = run_mpirun(mpirun(2) + neox::test::neox_binary() + " bench comm --sizes 4K --runs 2");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("comm mpi, 2 ranks, 2 timed calls"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("counted B/call"), std::string::npos) << r.output;

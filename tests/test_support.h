@@ -115,6 +115,31 @@ inline std::string why_no_mpirun() {
   return "";
 }
 
+// Open MPI's own start-up failures (the runtime, before any code under test
+// ran): messages that neox and the test programs never print.
+inline bool mpi_startup_failed(const CommandResult& r) {
+  if (r.status == 0) return false;
+  for (const char* sign : {"It looks like MPI_INIT failed", "It looks like orte_init failed",
+                           "It looks like opal_init failed", "ORTE_ERROR_LOG", "PMIX ERROR", "opal_shmem_base_select",
+                           "mpirun was unable to launch", "ompi_mpi_init: ompi_rte_init failed"})
+    if (r.output.find(sign) != std::string::npos) return true;
+  return false;
+}
+
+// Runs an mpirun command line (mpirun_prefix + program). When Open MPI itself
+// failed to start (seen once in CI, two 4-rank jobs starting together on 2
+// cores), waits a moment and tries once more, saying so on stderr; a failure
+// of the program under test is returned as it is.
+inline CommandResult run_mpirun(const std::string& command) {
+  CommandResult r = run_command(command);
+  if (mpi_startup_failed(r)) {
+    std::fprintf(stderr, "note: Open MPI failed to start; retrying once. Its output was:\n%s\n", r.output.c_str());
+    ::usleep(500 * 1000);
+    r = run_command(command);
+  }
+  return r;
+}
+
 // A fresh, empty directory <TempDir>/<prefix>_<name>_<pid> (removed first
 // if a previous run left it).
 inline std::string temp_dir(const std::string& prefix, const std::string& name) {

@@ -25,6 +25,7 @@
 
 namespace fs = std::filesystem;
 using neox::test::run_command;
+using neox::test::run_mpirun;
 
 namespace {
 
@@ -202,7 +203,7 @@ std::string run_ranks(int np, const std::string& dir, const std::string& config,
   fs::create_directories(dir);
   const std::string cfg = dir + "/train.toml";
   std::ofstream(cfg) << config;
-  auto r = run_command(mpirun(np) + neox::test::neox_binary() + " train " + cfg + " " + sets);
+  auto r = run_mpirun(mpirun(np) + neox::test::neox_binary() + " train " + cfg + " " + sets);
   EXPECT_EQ(r.status, 0) << r.output;
   return r.output;
 }
@@ -296,7 +297,7 @@ TEST(ZeroBench, BytesPerStepMatchTheSchedule) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   std::ofstream(dir + "/c.toml") << zero_config(dir, "mpi", 2, 0);
-  auto r = run_command(mpirun(2) + neox::test::neox_binary() + " bench comm --sizes 4K --runs 1 --config " + dir +
+  auto r = run_mpirun(mpirun(2) + neox::test::neox_binary() + " bench comm --sizes 4K --runs 1 --config " + dir +
                        "/c.toml --train-steps 1");
   ASSERT_EQ(r.status, 0) << r.output;
   for (const char* stage : {"DP ", "ZeRO-1 ", "ZeRO-2 ", "ZeRO-3 "}) {
