@@ -14,7 +14,7 @@
 # NEOX_CUDA_ARCHITECTURES=90 unless set), then stages under .gpu/ (ignored by
 # git) everything `run` needs besides the tracked tree: .gpu/build (the
 # binaries, libneox, the plugins and the test plugins, stripped),
-# .gpu/carry-lib.tar.gz (every shared library they need beyond glibc,
+# .gpu/carry-lib.tar.xz (every shared library they need beyond glibc,
 # libstdc++, libgcc and the CUDA toolkit: spdlog, fmt, Boost, OpenBLAS and its
 # Fortran runtime, libgomp; also left unpacked in build-gpu/carry-lib) and
 # .gpu/testdata (a copy of ../shared/testdata). It prints the size of what
@@ -55,7 +55,6 @@ BUILD=${NEOX_GPU_BUILD_DIR:-build-gpu}
 ARCH=${NEOX_CUDA_ARCHITECTURES:-90}
 STAGE=.gpu
 LIMIT_MIB=64
-BENCH_CONFIG=configs/bench/pythia-160m-cuda.toml
 
 die() {
   echo "gpu-check: $*" >&2
@@ -132,7 +131,7 @@ prepare() {
   fi
 
   echo "== prepare: stage $STAGE/ =="
-  rm -rf "$STAGE/build" "$STAGE/testdata" "$STAGE/carry-lib" "$STAGE/carry-lib.tar.gz" "$STAGE/out"
+  rm -rf "$STAGE/build" "$STAGE/testdata" "$STAGE/carry-lib" "$STAGE/carry-lib.tar.gz" "$STAGE/carry-lib.tar.xz" "$STAGE/out"
   mkdir -p "$STAGE/build/bin" "$STAGE/build/lib" "$STAGE/build/plugins" "$STAGE/build/tests/plugins"
   cp -L "$BUILD/bin/neox" "$BUILD/bin/neox_tests" "$STAGE/build/bin/"
   [ -x "$BUILD/bin/attention_check" ] && cp -L "$BUILD/bin/attention_check" "$STAGE/build/bin/"
@@ -144,7 +143,8 @@ prepare() {
   cp -L "$BUILD"/tests/plugins/*.so "$STAGE/build/tests/plugins/"  # deliberately broken: not stripped
   strip --strip-unneeded "$STAGE"/build/bin/* "$STAGE"/build/lib/* "$STAGE"/build/plugins/*.so ||
     die "prepare: strip failed"
-  tar -C "$BUILD" -cf - carry-lib | gzip -9 >"$STAGE/carry-lib.tar.gz"
+  # xz: ICU's data library alone is 31 MB, 7 MB packed; the carry limit is 64 MiB.
+  tar -C "$BUILD" -cf - carry-lib | xz -9 -T0 >"$STAGE/carry-lib.tar.xz"
   local testdata=${NEOX_TESTDATA_SRC:-../shared/testdata}
   [ -d "$testdata/hf" ] || die "prepare: no test data at $testdata (set NEOX_TESTDATA_SRC)"
   mkdir -p "$STAGE/testdata"
@@ -157,7 +157,7 @@ prepare() {
   stage=$(du -sb "$STAGE" | cut -f1)
   total=$((tree + stage))
   echo "== prepare: sizes =="
-  du -sh "$STAGE"/build "$STAGE"/carry-lib.tar.gz "$STAGE"/testdata | sed 's/^/  /'
+  du -sh "$STAGE"/build "$STAGE"/carry-lib.tar.xz "$STAGE"/testdata | sed 's/^/  /'
   mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
   printf '  %-47s %6s MiB\n' "working tree (tracked + untracked, not ignored)" "$(mib "$tree")"
   printf '  %-47s %6s MiB\n' "$STAGE (carry it)" "$(mib "$stage")"
@@ -338,13 +338,14 @@ sanitizer_phase() {
   record "$tool" "$status" $(($(now) - t0)) "$counts" "${note:-rc $rc}"
 }
 
-# bench_train NAME MAXSECONDS PEAK_TFLOPS MB FALLBACK_MB [--set k=v...]
+# bench_train NAME MAXSECONDS CONFIG MB FALLBACK_MB [--set k=v...]: `neox bench
+# train --profile` (tokens/s, MFU, peak memory, then the per-op table).
 bench_train() {
-  local name=$1 max=$2 peak=$3 mb=$4 fallback=$5
+  local name=$1 max=$2 config=$3 mb=$4 fallback=$5
   shift 5
-  local log="$OUT/bench.log" limit t0 rc status note tps gflops used=$mb
-  if [ ! -f "$BENCH_CONFIG" ]; then
-    record "$name" SKIP 0 0 "$BENCH_CONFIG not in this tree"
+  local log="$OUT/bench.log" limit t0 rc status note used=$mb
+  if [ ! -f "$config" ]; then
+    record "$name" SKIP 0 0 "$config not in this tree"
     return
   fi
   limit=$(phase_limit "$max")
@@ -352,12 +353,13 @@ bench_train() {
     record "$name" SKIP 0 0 "no time left in the budget"
     return
   fi
-  echo "== $name: neox bench train-step, micro-batch $mb $* (limit ${limit}s) =="
+  echo "== $name: neox bench train $config, micro-batch $mb $* (limit ${limit}s) =="
   t0=$(now)
   local before
   before=$(wc -l <"$log")
-  run_logged "$limit" "$log" "$BIN/neox" bench train-step --config "$BENCH_CONFIG" --steps 10 --warmup 3 \
-    --set training.train_micro_batch_size_per_gpu="$mb" "$@"
+  local -a cmd=("$BIN/neox" bench train --config "$config" --steps 8 --warmup 3 --profile --profile-rows 30
+    --mem-gbs "$MEM_GBS" --gemm-tflops "$GEMM_TFLOPS")
+  run_logged "$limit" "$log" "${cmd[@]}" --set training.train_micro_batch_size_per_gpu="$mb" "$@"
   rc=$?
   if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne 137 ] && [ -n "$fallback" ]; then
     echo "   micro-batch $mb failed (rc $rc): $(tail -n +"$((before + 1))" "$log" | grep -iE 'error|memory' | head -1)"
@@ -365,33 +367,65 @@ bench_train() {
     if ((limit >= 20)); then
       used=$fallback
       before=$(wc -l <"$log")
-      run_logged "$limit" "$log" "$BIN/neox" bench train-step --config "$BENCH_CONFIG" --steps 10 --warmup 3 \
-        --set training.train_micro_batch_size_per_gpu="$fallback" "$@"
+      run_logged "$limit" "$log" "${cmd[@]}" --set training.train_micro_batch_size_per_gpu="$fallback" "$@"
       rc=$?
     fi
   fi
-  local part
+  local part tps mfu mem step loss
   part=$(tail -n +"$((before + 1))" "$log")
   tps=$(echo "$part" | awk '/^throughput:/ {print $2}' | tail -1)
-  gflops=$(echo "$part" | awk '/^throughput:/ {print $4}' | tail -1)
+  mfu=$(echo "$part" | awk '/^MFU:/ {print $2}' | tail -1)
+  mem=$(echo "$part" | awk '/^memory:/ {print $3}' | tail -1)
+  step=$(echo "$part" | awk '/^step:/ {print $2}' | tail -1)
+  loss=$(echo "$part" | awk '/^final loss:/ {print $3}' | tail -1)
   case $rc in
     0) status=PASS ;;
     124 | 137) status=TIMEOUT ;;
     *) status=FAIL ;;
   esac
   if [ -n "$tps" ]; then
-    note=$(awk -v t="$tps" -v g="$gflops" -v p="$peak" -v mb="$used" \
-      'BEGIN { printf "%.0f tokens/s, %.1f TFLOP/s, MFU %.1f%% of %g, micro-batch %s", t, g / 1000, 100 * g / (p * 1000), p, mb }')
-    local step
-    step=$(echo "$part" | awk '/^step:/ {print $2}' | tail -1)
-    [ -n "$step" ] && note+=", step ${step} ms"
-    echo "$part" | grep -qiE '^(precision|compute).*(bf16|fp16|fp32|f32)' ||
-      note+=" (the bench printed no precision line: check that it honours training.precision)"
+    note="$tps tokens/s, MFU ${mfu:-?}, peak ${mem:-?} GiB, step ${step:-?} ms, mb $used, loss ${loss:-?}"
+    echo "$part" | grep -E '^(forward|backward|optimizer|step|throughput|MFU|memory|profile|by op):' | cut -c1-400 |
+      sed 's/^/   /'
   else
     note="no throughput line (rc $rc): $(echo "$part" | grep -iE 'error' | head -1 | cut -c1-150)"
     echo "$part" | tail -6 | sed 's/^/   | /'
   fi
   record "$name" "$status" $(($(now) - t0)) 0 "$note"
+}
+
+# baseline NAME MAXSECONDS SHAPE [--compile]: packaging/bench/pytorch_baseline.py
+# (PyTorch + transformers GPTNeoXForCausalLM) on this machine.
+baseline() {
+  local name=$1 max=$2 shape=$3
+  shift 3
+  local log="$OUT/bench.log" limit t0 rc part before note
+  if ! python3 -c 'import torch, transformers' >/dev/null 2>&1; then
+    record "$name" SKIP 0 0 "python3 has no torch or transformers"
+    return
+  fi
+  limit=$(phase_limit "$max")
+  if ((limit < 30)); then
+    record "$name" SKIP 0 0 "no time left in the budget"
+    return
+  fi
+  echo "== $name: pytorch_baseline.py --shape $shape $* (limit ${limit}s) =="
+  t0=$(now)
+  before=$(wc -l <"$log")
+  run_logged "$limit" "$log" env PYTHONUNBUFFERED=1 python3 packaging/bench/pytorch_baseline.py --shape "$shape" \
+    --steps 8 --warmup 3 "$@"
+  rc=$?
+  part=$(tail -n +"$((before + 1))" "$log")
+  note=$(echo "$part" | awk '/^throughput:/ {sub(/^throughput: +/, ""); printf "%s", $0} /^peak memory:/ {printf ", peak %s GiB", $3} /^step:/ {printf ", step %s ms; ", $2}')
+  echo "$part" | grep -E '^(device|versions|throughput|peak memory|step):' | sed 's/^/   /'
+  case $rc in
+    0) record "$name" PASS $(($(now) - t0)) 0 "${note:-see bench.log}" ;;
+    124 | 137) record "$name" TIMEOUT $(($(now) - t0)) 0 "$note" ;;
+    *)
+      echo "$part" | grep -v '^###' | tail -4 | sed 's/^/   | /'
+      record "$name" FAIL $(($(now) - t0)) 0 "rc $rc: $(echo "$part" | grep -iE 'error' | tail -1 | cut -c1-120)"
+      ;;
+  esac
 }
 
 # bench_op OP DTYPE SHORT: `neox bench op` cuda vs cpu at the op's realistic
@@ -451,9 +485,9 @@ run_checks() {
 
   # Carried libraries.
   local libdir=""
-  if [ -f "$STAGE/carry-lib.tar.gz" ]; then
+  if [ -f "$STAGE/carry-lib.tar.xz" ]; then
     rm -rf "$STAGE/carry-lib"
-    tar -C "$STAGE" -xzf "$STAGE/carry-lib.tar.gz" && libdir=$ROOT/$STAGE/carry-lib
+    tar -C "$STAGE" -xJf "$STAGE/carry-lib.tar.xz" && libdir=$ROOT/$STAGE/carry-lib
   elif [ -d "$BUILD/carry-lib" ]; then
     libdir=$ROOT/$BUILD/carry-lib
   fi
@@ -515,28 +549,51 @@ run_checks() {
     record libs FAIL $(($(now) - t0)) 1 "$(echo "$missing" | wc -l) missing (see env.log)"
   fi
 
-  # tests
-  test_phase kernels 150 tests/test_kernels.cpp NEOX_TEST_BACKENDS=cuda
-  test_phase cuda-backend 120 tests/test_cuda_backend.cpp NEOX_TEST_BACKENDS=cuda
-  test_phase comm-nccl 90 tests/test_comm_nccl.cpp
-  test_phase gpu-model 200 tests/test_gpu_model.cpp
-  attention_check
+  # The ceilings for the profile's floors, measured on these cards
+  # (/work/.library/device/KINDS.md): device-to-device copy and bf16 GEMM.
+  case "$gpu" in
+    *H200*) MEM_GBS=${MEM_GBS:-4300} ;;
+    *H100*) MEM_GBS=${MEM_GBS:-3000} ;;
+    *) MEM_GBS=${MEM_GBS:-0} ;;
+  esac
+  GEMM_TFLOPS=${GEMM_TFLOPS:-790}
 
-  # benchmarks (before the sanitizers, which are the likeliest to run long)
-  bench_train bench-bf16 90 989 16 8
-  bench_train bench-bf16-ckpt 60 989 16 8 --set training.checkpoint_activations=true
-  bench_train bench-fp32 75 67 4 2 --set training.precision=fp32
-  bench_op matmul bf16 matmul
-  bench_op matmul f32 matmul
-  bench_op attention_forward bf16 attention
-
-  # sanitizers on a reduced suite: the kernels without the finite-difference
-  # tests, and the small HF oracle's forward + backward in every dtype
-  local reduced
-  reduced="$(filter_for tests/test_kernels.cpp):*CudaHfOracle.EveryParameterGradientMatches/neox_tiny_parallel_*"
-  reduced+="-*FiniteDifferences*"
-  sanitizer_phase memcheck 100 "$reduced"
-  sanitizer_phase racecheck 80 "$(filter_for tests/test_kernels.cpp)-*FiniteDifferences*"
+  # Phases: GPU_CHECK_PHASES (space-separated names) or all, in this order:
+  # correctness of the ops first, then the benchmarks beside the PyTorch
+  # baseline, then the slower model and comm tests, the sanitizers last.
+  local phases=${GPU_CHECK_PHASES:-"kernels cuda-backend bench-160m bench-1.4b baseline-160m baseline-1.4b
+    baseline-160m-compile gpu-model attention-check bench-160m-ckpt bench-fp32 comm-nccl ops memcheck racecheck"}
+  local p reduced
+  for p in $phases; do
+    case $p in
+      kernels) test_phase kernels 90 tests/test_kernels.cpp NEOX_TEST_BACKENDS=cuda ;;
+      cuda-backend) test_phase cuda-backend 60 tests/test_cuda_backend.cpp NEOX_TEST_BACKENDS=cuda ;;
+      comm-nccl) test_phase comm-nccl 90 tests/test_comm_nccl.cpp ;;
+      gpu-model) test_phase gpu-model 150 tests/test_gpu_model.cpp ;;
+      attention-check) attention_check ;;
+      bench-160m) bench_train bench-160m 75 configs/bench/pythia-160m-cuda.toml 16 8 ;;
+      bench-1.4b) bench_train bench-1.4b 90 configs/bench/pythia-1.4b-cuda.toml 8 4 ;;
+      bench-160m-ckpt)
+        bench_train bench-160m-ckpt 60 configs/bench/pythia-160m-cuda.toml 16 8 --set training.checkpoint_activations=true ;;
+      bench-fp32)
+        bench_train bench-fp32 60 configs/bench/pythia-160m-cuda.toml 4 2 --set training.precision=fp32 ;;
+      baseline-160m) baseline baseline-160m 60 pythia-160m ;;
+      baseline-1.4b) baseline baseline-1.4b 75 pythia-1.4b ;;
+      baseline-160m-compile) baseline baseline-160m-compile 150 pythia-160m --compile ;;
+      ops)
+        bench_op matmul bf16 matmul
+        bench_op attention_forward bf16 attention
+        ;;
+      memcheck | racecheck)
+        # a reduced suite: the kernels without the finite-difference tests,
+        # and the small HF oracle's forward + backward in every dtype
+        reduced="$(filter_for tests/test_kernels.cpp)-*FiniteDifferences*"
+        [ "$p" = memcheck ] && reduced="$(filter_for tests/test_kernels.cpp):*CudaHfOracle.EveryParameterGradientMatches/neox_tiny_parallel_*-*FiniteDifferences*"
+        sanitizer_phase "$p" 90 "$reduced"
+        ;;
+      *) record "$p" SKIP 0 0 "unknown phase" ;;
+    esac
+  done
 
   # summary, last
   local i failed=0 summary="$OUT/summary.txt"

@@ -12,6 +12,10 @@
 #include <cstdio>
 #include "cli_options.h"
 #include <iostream>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 #include <random>
 
 #include "commands.h"
@@ -19,6 +23,7 @@
 #include "neox/error.h"
 #include "neox/loss_scaler.h"
 #include "neox/model.h"
+#include "neox/op_profiler.h"
 #include "neox/optimizer.h"
 
 namespace neox::app {
@@ -34,6 +39,46 @@ double seconds_since(Clock::time_point t0) {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// The table of `bench train --profile`: time per op and shapes, its share
+// of the profiled step, and its floor (bytes over bandwidth, flops over the
+// matrix rate, whichever is larger) where the rates are known.
+void print_profile(const OpProfiler& profiler, double profiled_s, double step_s, double mem_gbs, double gemm_tflops,
+                   int rows) {
+  const double ops_s = profiler.total_seconds();
+  std::printf("\nprofile:     one step with every op synchronised: %.2f ms (ops %.2f ms, the rest host work); "
+              "the unprofiled step took %.2f ms\n",
+              profiled_s * 1e3, ops_s * 1e3, step_s * 1e3);
+  std::printf("floor:       the larger of bytes / %g GB/s and flops / %g TFLOP/s (0: not counted)\n", mem_gbs,
+              gemm_tflops);
+  std::printf("%9s %6s %6s %9s %9s %7s  %s\n", "ms", "%", "calls", "ms/call", "floor/call", "TFLOP/s", "op  shapes");
+  double floor_total = 0;
+  int shown = 0;
+  std::map<std::string, double> by_op;
+  for (const OpProfiler::Entry& e : profiler.entries()) {
+    by_op[e.op] += e.seconds;
+    const double per_call = e.seconds / static_cast<double>(e.calls);
+    double floor = 0;
+    if (mem_gbs > 0) floor = std::max(floor, e.bytes / (mem_gbs * 1e9));
+    if (gemm_tflops > 0) floor = std::max(floor, e.flops / (gemm_tflops * 1e12));
+    floor_total += floor * static_cast<double>(e.calls);
+    if (shown++ >= rows) continue;
+    char rate[32] = "";
+    if (e.flops > 0) std::snprintf(rate, sizeof rate, "%.1f", e.flops / per_call / 1e12);
+    std::printf("%9.3f %6.1f %6lld %9.4f %9.4f %7s  %s  %s\n", e.seconds * 1e3, 100.0 * e.seconds / ops_s,
+                static_cast<long long>(e.calls), per_call * 1e3, floor * 1e3, rate, e.op.c_str(), e.shapes.c_str());
+  }
+  if (shown > rows) std::printf("          ... %d more rows\n", shown - rows);
+  std::printf("by op:      ");
+  std::vector<std::pair<double, std::string>> ops;
+  for (const auto& [op, t] : by_op) ops.emplace_back(t, op);
+  std::sort(ops.rbegin(), ops.rend());
+  for (const auto& [t, op] : ops) std::printf(" %s %.2f ms (%.0f%%);", op.c_str(), t * 1e3, 100.0 * t / ops_s);
+  std::printf("\n");
+  if (mem_gbs > 0 && gemm_tflops > 0)
+    std::printf("floor sum:   %.2f ms of ops (%.0f%% of the ops' time)\n", floor_total * 1e3,
+                100.0 * floor_total / ops_s);
 }
 
 int bench_train_step(const cxxopts::ParseResult& args) {
@@ -127,6 +172,24 @@ int bench_train_step(const cxxopts::ParseResult& args) {
                 static_cast<double>(model.arena().bytes()) / (1 << 30),
                 static_cast<double>(optimizer->state_bytes()) / (1 << 30));
   std::printf("final loss:  %.4f\n", loss);
+  if (args.count("profile")) {
+    auto one_step = [&] {
+      model.arena().zero_grads(*backend);
+      model.forward_loss(ids, labels);
+      model.backward(static_cast<float>(loss_scale));
+      optimizer->step({static_cast<float>(config.optimizer.lr), warmup + steps + 1,
+                       static_cast<float>(1.0 / loss_scale)});
+      model.arena().mark_params_changed();
+      backend->synchronize();
+    };
+    OpProfiler profiler(*backend);
+    auto t0 = Clock::now();
+    one_step();
+    print_profile(profiler, seconds_since(t0), step_s, args["mem-gbs"].as<double>(),
+                  args["gemm-tflops"].as<double>() > 0 ? args["gemm-tflops"].as<double>()
+                                                        : config.training.peak_tflops,
+                  args["profile-rows"].as<int>());
+  }
   return 0;
 }
 
@@ -140,7 +203,8 @@ int bench_comm(int argc, char** argv);
 int cmd_bench(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "comm") return bench_comm(argc - 1, argv + 1);
   cxxopts::Options opts(argv[0], "Benchmarks that print figures. Usage:\n"
-                                 "  neox bench train --config FILE [--steps N] [--warmup N]   (alias: train-step)\n"
+                                 "  neox bench train --config FILE [--steps N] [--warmup N] [--profile [--mem-gbs GB/s] [--gemm-tflops T]]\n"
+                                 "      (alias: train-step)\n"
                                  "  neox bench op NAME --a PROVIDER --b PROVIDER [--dtype f32|bf16|f16] [--size S]\n"
                                  "      [--runs N] [--warmup N] [--l2-mb MB] [--config FILE]\n"
                                  "  neox bench comm [--comm NAME] [--sizes 4K,1M] [--ops all_reduce,...] [--runs N]\n"
@@ -157,7 +221,14 @@ int cmd_bench(int argc, char** argv) {
       cxxopts::value<double>()->default_value("1"))(
       "runs", "op: timed calls", cxxopts::value<int>()->default_value("10"))(
       "l2-mb", "op: L2 cache size in MiB; the arguments are copied until the copies exceed it",
-      cxxopts::value<double>()->default_value("64"))("h,help", "show this help");
+      cxxopts::value<double>()->default_value("64"))(
+      "profile", "train: after the timed steps, one more step with every op timed on its own (a table by op and shape)")(
+      "mem-gbs", "train --profile: memory bandwidth in GB/s for each op's floor (bytes moved / bandwidth)",
+      cxxopts::value<double>()->default_value("0"))(
+      "gemm-tflops", "train --profile: matrix rate in TFLOP/s for each op's floor (default training.peak_tflops)",
+      cxxopts::value<double>()->default_value("0"))(
+      "profile-rows", "train --profile: rows of the table", cxxopts::value<int>()->default_value("40"))(
+      "h,help", "show this help");
   add_config_options(opts, "TOML config of the model and plugins (op: optional, for search paths and options)", true);
   opts.parse_positional({"what", "name"});
   // cxxopts reads a one-letter option only in its short form (-a X): --a X
