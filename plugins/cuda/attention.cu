@@ -38,6 +38,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <initializer_list>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -449,6 +450,14 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Backward
   }
 }
 
+}  // namespace
+}  // namespace neox::cuda
+
+#include "attention_mma.cuh"
+
+namespace neox::cuda {
+namespace {
+
 // ----------------------------------------------------------------- launching
 
 [[noreturn]] void fail(const std::string& what, int line) {
@@ -522,12 +531,60 @@ dim3 row_grid(int B, int H, int rows, int R) {
   return dim3(static_cast<unsigned>(B * H), static_cast<unsigned>((rows + R - 1) / R));
 }
 
+// The tensor-core kernels (attention_mma.cuh): bf16 and f16 at their head
+// sizes, 16-byte aligned tensors, and a grid that fits.
+bool use_mma(DType dtype, int hs, int B, int H, std::initializer_list<const void*> ptrs) {
+  if ((dtype != DType::bf16 && dtype != DType::f16) || !mma_attention::supported_head_size(hs)) return false;
+  if (static_cast<std::int64_t>(B) * H > 65535) return false;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+// Calls f(T{}, std::integral_constant<int, HS>{}) for bf16/f16 and a
+// supported head size.
+template <typename F>
+void dispatch_mma(DType dtype, int hs, F&& f) {
+  auto by_size = [&](auto tag) {
+    switch (hs) {
+      case 32: f(tag, std::integral_constant<int, 32>{}); return;
+      case 64: f(tag, std::integral_constant<int, 64>{}); return;
+      case 80: f(tag, std::integral_constant<int, 80>{}); return;
+      case 96: f(tag, std::integral_constant<int, 96>{}); return;
+      default: f(tag, std::integral_constant<int, 128>{}); return;
+    }
+  };
+  if (dtype == DType::bf16)
+    by_size(__nv_bfloat16{});
+  else
+    by_size(__half{});
+}
+
+dim3 mma_grid(int B, int T, int H) {
+  return dim3(static_cast<unsigned>((T + mma_attention::kRows - 1) / mma_attention::kRows),
+              static_cast<unsigned>(B * H));
+}
+
 }  // namespace
+
+bool attention_uses_tensor_cores(DType dtype, int hs) {
+  return (dtype == DType::bf16 || dtype == DType::f16) && mma_attention::supported_head_size(hs);
+}
 
 void attention_forward(cudaStream_t stream, DType dtype, void* out, float* lse, const void* qkv, int B, int T,
                        int H, int hs) {
   const char* op = "attention_forward";
   if (!check_sizes(op, B, T, H, hs)) return;
+  if (use_mma(dtype, hs, B, H, {out, qkv})) {
+    mma_attention::ForwardArgs m{qkv, out, lse, T, H, 1.4426950408889634f / std::sqrt(static_cast<float>(hs))};
+    dispatch_mma(dtype, hs, [&](auto tag, auto size) {
+      using T_ = decltype(tag);
+      constexpr int HS = decltype(size)::value;
+      launch(mma_attention::forward_kernel<T_, HS>, "mma_attention::forward_kernel", __LINE__, mma_grid(B, T, H),
+             mma_attention::forward_smem<HS>(), stream, m);
+    });
+    return;
+  }
   const std::int64_t C = static_cast<std::int64_t>(H) * hs, C3 = 3 * C;
   const std::size_t es = dtype_size(dtype);
   RowsArgs a{};
@@ -560,6 +617,20 @@ void attention_backward(cudaStream_t stream, DType dtype, void* dqkv, const void
                         const void* out, const float* lse, float* D, int B, int T, int H, int hs) {
   const char* op = "attention_backward";
   if (!check_sizes(op, B, T, H, hs)) return;
+  if (use_mma(dtype, hs, B, H, {dqkv, dout, qkv, out})) {
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    mma_attention::BackwardArgs m{qkv, out, dout, lse, D, dqkv, T, H, scale, scale * 1.4426950408889634f};
+    dispatch_mma(dtype, hs, [&](auto tag, auto size) {
+      using T_ = decltype(tag);
+      constexpr int HS = decltype(size)::value;
+      // dq first: it writes D, which dkdv reads.
+      launch(mma_attention::dq_kernel<T_, HS>, "mma_attention::dq_kernel", __LINE__, mma_grid(B, T, H),
+             mma_attention::dq_smem<HS>(), stream, m);
+      launch(mma_attention::dkdv_kernel<T_, HS>, "mma_attention::dkdv_kernel", __LINE__, mma_grid(B, T, H),
+             mma_attention::dkdv_smem<HS>(), stream, m);
+    });
+    return;
+  }
   BackwardArgs a{};
   a.dqkv = dqkv;
   a.dout = dout;

@@ -23,6 +23,14 @@ namespace neox::cuda {
 // the functions below throw neox::Error for them too).
 constexpr int kMaxAttentionHeadSize = 256;
 
+// True when attention_forward and attention_backward run on the tensor
+// cores (attention_mma.cuh) for this dtype and head size (given 16-byte
+// aligned tensors): bf16 and f16 at head sizes 32, 64, 80, 96 and 128. There
+// the probabilities P and dS are rounded to the dtype for their products, and
+// attention_decode (CUDA cores) matches attention_forward to rounding, not
+// bit for bit.
+bool attention_uses_tensor_cores(DType dtype, int hs);
+
 // qkv[B,T,3C] row-major, C = H*hs: q of head h at columns [h*hs, (h+1)*hs),
 // k at C + h*hs, v at 2C + h*hs. Writes out[B,T,C] (head h at columns h*hs..)
 // and lse[B,H,T] (f32), the log-sum-exp of row t's scaled scores (scale
@@ -40,8 +48,8 @@ void attention_backward(cudaStream_t stream, DType dtype, void* dqkv, const void
 // positions [position_offset, position_offset + Tq). Writes their k and v
 // into the caches at those positions, then out[B,Tq,C]: query i attends to
 // cache positions [0, position_offset + i]. Shares attention_forward's
-// kernel, so a sequence run in chunks gives attention_forward's out bit for
-// bit (but for the sign of an exact zero).
+// CUDA-core kernel, so a sequence run in chunks gives that kernel's out bit
+// for bit (but for the sign of an exact zero).
 void attention_decode(cudaStream_t stream, DType dtype, void* out, void* k_cache, void* v_cache, const void* qkv,
                       int B, int Tq, int H, int hs, std::int64_t max_T, std::int64_t position_offset);
 

@@ -198,7 +198,9 @@ static void expect(bool ok, const std::string& what) {
   }
 }
 
-static double tol_for(DType t) { return t == DType::f32 ? 2e-6 : t == DType::bf16 ? 3e-2 : 4e-3; }
+// f32: rounding grows with T and the scale of the scores (2.4e-6 seen at
+// T = 2048, q scaled by 4, on an H200): 1e-5 is still 100x under f16's.
+static double tol_for(DType t) { return t == DType::f32 ? 1e-5 : t == DType::bf16 ? 3e-2 : 4e-3; }
 
 static void run_case(DType dt, int B, int T, int H, int hs, double qscale) {
   const std::int64_t C = std::int64_t(H) * hs, C3 = 3 * C;
@@ -243,7 +245,11 @@ static void run_case(DType dt, int B, int T, int H, int hs, double qscale) {
              D.guards_ok(),
          "a guard zone was written");
 
-  // decode in chunks: bit-identical to the forward, caches filled, nothing else touched
+  // decode in chunks: bit-identical to the forward where both run the
+  // CUDA-core kernel, within the dtype's tolerance where the forward ran on
+  // the tensor cores; caches filled, nothing else touched
+  const bool tensor_cores = neox::cuda::attention_uses_tensor_cores(dt, hs);
+  Err edec;
   const std::int64_t maxT = T + 3;
   Buf kc(std::size_t(B) * H * maxT * hs, dt), vc(std::size_t(B) * H * maxT * hs, dt);
   const int sizes[] = {1, 2, 7, 1, 32, 5, 64, 13};
@@ -260,14 +266,20 @@ static void run_case(DType dt, int B, int T, int H, int hs, double qscale) {
     finish();
     cq.download();
     co.download();
-    for (int b = 0; b < B; ++b)
+    for (int b = 0; b < B; ++b) {
       if (std::memcmp(co.h() + std::size_t(b) * Tq * C * co.es, out.h() + (std::size_t(b) * T + pos) * C * co.es,
                       std::size_t(Tq) * C * co.es) != 0)
         same = false;
+      for (std::size_t i = 0; i < std::size_t(Tq) * C; ++i)
+        edec.add(get(co, dt, std::size_t(b) * Tq * C + i), get(out, dt, (std::size_t(b) * T + pos) * C + i));
+    }
     expect(cq.guards_ok() && co.guards_ok(), "decode: a guard zone was written");
     pos += Tq;
   }
-  expect(same, "decode in chunks differs from the forward");
+  if (tensor_cores)
+    expect(edec.rel() < tol, "decode in chunks differs from the tensor-core forward beyond the tolerance");
+  else
+    expect(same, "decode in chunks differs from the forward");
   kc.download();
   vc.download();
   bool cache_ok = kc.guards_ok() && vc.guards_ok();
@@ -361,7 +373,9 @@ int main(int argc, char** argv) {
   if (mini) cases = {{2, 37, 3, 80, 1}, {1, 70, 1, 64, 1}, {1, 130, 2, 32, 1}, {1, 37, 2, 256, 1}, {1, 1, 1, 64, 1}};
 #ifdef ATTN_EMU
   emu::smem_ptr = neox::cuda::smem;
-  const std::vector<int> modes = mini ? std::vector<int>{1, 2} : std::vector<int>{0, 1, 2};
+  // mini: f32 under the reverse and random schedules, and bf16 and f16 on
+  // two cases that run the tensor-core kernels (attention_mma.cuh).
+  const std::vector<int> modes = std::vector<int>{0, 1, 2};
   if (!quick && !mini) cases.push_back({1, 300, 1, 96, 1});
 #else
   const std::vector<int> modes = {0};
@@ -378,6 +392,7 @@ int main(int argc, char** argv) {
     for (const Case& c : cases)
       for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
         if (mode != 0 && dt != DType::f32) continue;
+        if (mini && mode == 0 && (dt == DType::f32 || !neox::cuda::attention_uses_tensor_cores(dt, c.hs))) continue;
         run_case(dt, c.B, c.T, c.H, c.hs, c.qs);
       }
   }
@@ -412,6 +427,7 @@ int main(int argc, char** argv) {
   finish();
   if (!mini && !quick) {
     bench(DType::bf16, 8, 2048, 12, 64);   // pythia-160m-like
+    bench(DType::bf16, 8, 2048, 16, 128);  // pythia-1.4b-like
     bench(DType::bf16, 4, 2048, 8, 256);   // pythia-1b-like
     bench(DType::f32, 8, 2048, 12, 64);
   }

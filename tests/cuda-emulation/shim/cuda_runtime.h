@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Host emulation of the CUDA builtins attention.cu uses: blocks run one after
+// Host emulation of the CUDA builtins attention.cu (and attention_mma.cuh) uses: blocks run one after
 // another; the threads of a block are fibers (ucontext) switched only at
 // __syncthreads and __shfl_xor_sync, which are real barriers (block-wide, and
 // warp-wide twice per shuffle). Deadlocks (a barrier some threads never
@@ -75,6 +75,7 @@ struct Block {
   std::vector<int> warp_count, warp_size;
   std::vector<float> slot;
   std::vector<int> offs;
+  std::vector<unsigned char> share;
   std::uint64_t events = 0;
   int cur = -1;
   ucontext_t sched;
@@ -132,6 +133,20 @@ inline float shfl_xor(unsigned mask, float v, int o) {
   return r;
 }
 
+// A warp collective for emulating warp-wide instructions (mma.sync): every
+// lane hands in `bytes` (at most kShareBytes) and receives all 32 lanes'
+// contributions, lane l's at all + l * kShareBytes.
+constexpr std::size_t kShareBytes = 64;
+inline void warp_share(const void* mine, std::size_t bytes, void* all) {
+  if (bytes > kShareBytes) die("warp_share: too many bytes");
+  const int t = linear_tid(), w = t / 32, lane = t % 32;
+  if (blk->warp_size[w] != 32) die("warp collective in a partial warp");
+  std::memcpy(&blk->share[(static_cast<std::size_t>(w) * 32 + lane) * kShareBytes], mine, bytes);
+  warp_barrier(w);
+  std::memcpy(all, &blk->share[static_cast<std::size_t>(w) * 32 * kShareBytes], 32 * kShareBytes);
+  warp_barrier(w);
+}
+
 inline void trampoline() {
   (*blk->body)();
   Fiber& f = blk->fibers[blk->cur];
@@ -174,6 +189,7 @@ inline cudaError_t launch(const void* fn, std::function<void()> body, dim3 grid,
     if (nthreads % 32) b.warp_size.back() = static_cast<int>(nthreads % 32);
     b.slot.assign(nwarps * 32, 0.0f);
     b.offs.assign(nwarps * 32, 0);
+    b.share.assign(static_cast<std::size_t>(nwarps) * 32 * kShareBytes, 0);
     b.fibers.resize(nthreads);
     for (long i = 0; i < nthreads; ++i) {
       Fiber& f = b.fibers[i];
