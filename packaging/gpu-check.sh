@@ -281,7 +281,7 @@ attention_check() {
   echo "== attention-check: tests/cuda-emulation/attention_check.cpp on the GPU (limit ${limit}s) =="
   t0=$(now)
   before=$(wc -l <"$log")
-  run_logged "$limit" "$log" "$BIN/attention_check"
+  run_logged "$limit" "$log" "$BIN/attention_check" quick
   rc=$?
   part=$(tail -n +"$((before + 1))" "$log")
   echo "$part" | grep -E '^bench|FAIL' | head -8 | sed 's/^/   /'

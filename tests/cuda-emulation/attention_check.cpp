@@ -379,6 +379,8 @@ int main(int argc, char** argv) {
   if (!quick && !mini) cases.push_back({1, 300, 1, 96, 1});
 #else
   const std::vector<int> modes = {0};
+  if (quick)  // long rows through the tensor-core kernels (and f32's CUDA cores)
+    for (Case c : {Case{1, 1000, 2, 64, 1}, Case{1, 2048, 1, 128, 2}}) cases.push_back(c);
   if (!quick && !mini)
     for (Case c : {Case{1, 300, 1, 96, 1}, Case{2, 1000, 3, 64, 1}, Case{1, 777, 2, 256, 1}, Case{1, 2048, 1, 128, 4},
                    Case{1, 1500, 2, 80, 2}})
@@ -425,7 +427,7 @@ int main(int argc, char** argv) {
          "too many rows");
 #ifndef ATTN_EMU
   finish();
-  if (!mini && !quick) {
+  if (!mini) {  // quick (the GPU check's mode) and full
     bench(DType::bf16, 8, 2048, 12, 64);   // pythia-160m-like
     bench(DType::bf16, 8, 2048, 16, 128);  // pythia-1.4b-like
     bench(DType::bf16, 4, 2048, 8, 256);   // pythia-1b-like
