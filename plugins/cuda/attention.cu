@@ -535,10 +535,13 @@ dim3 row_grid(int B, int H, int rows, int R) {
 // sizes, 16-byte aligned tensors, and a grid that fits.
 bool use_mma(DType dtype, int hs, int B, int H, std::initializer_list<const void*> ptrs) {
   if ((dtype != DType::bf16 && dtype != DType::f16) || !mma_attention::supported_head_size(hs)) return false;
-  if (static_cast<std::int64_t>(B) * H > 65535) return false;
+  const char* why = nullptr;
+  if (static_cast<std::int64_t>(B) * H > 65535) why = "batch * heads is above 65535";
   for (const void* p : ptrs)
-    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
-  return true;
+    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) why = "a tensor is not 16-byte aligned";
+  if (!why) return true;
+  note_attention_fallback(why);  // ten times slower: the log says so, once
+  return false;
 }
 
 // Calls f(T{}, std::integral_constant<int, HS>{}) for bf16/f16 and a

@@ -31,6 +31,11 @@ constexpr int kMaxAttentionHeadSize = 256;
 // bit for bit.
 bool attention_uses_tensor_cores(DType dtype, int hs);
 
+// Called when a call that could run on the tensor cores cannot (`why`: an
+// unaligned tensor, a grid too large): logs a warning the first time
+// (attention_ops.cpp; the attention check program defines its own).
+void note_attention_fallback(const char* why);
+
 // qkv[B,T,3C] row-major, C = H*hs: q of head h at columns [h*hs, (h+1)*hs),
 // k at C + h*hs, v at 2C + h*hs. Writes out[B,T,C] (head h at columns h*hs..)
 // and lse[B,H,T] (f32), the log-sum-exp of row t's scaled scores (scale

@@ -2,6 +2,7 @@
 // attention_forward / attention_backward / attention_decode: argument checks
 // (as the cpu backend's, plus the kernels' head-size limit), then the
 // attention kernels of attention.cu.
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -10,6 +11,8 @@
 #include "check.h"
 #include "cuda_check.h"
 #include "ops.h"
+
+#include <spdlog/spdlog.h>
 
 namespace neox::cuda {
 namespace {
@@ -31,6 +34,12 @@ void require_head_size(const Checker& ck, const QkvShape& s) {
 }
 
 }  // namespace
+
+void note_attention_fallback(const char* why) {
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true))
+    spdlog::warn("cuda attention: {}, so attention runs on the CUDA cores instead of the tensor cores (slower)", why);
+}
 
 void attention_forward(Context& ctx, Tensor& out, Tensor& lse, const Tensor& qkv, int n_head) {
   Checker ck("attention_forward", ctx.device());

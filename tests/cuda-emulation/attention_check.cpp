@@ -36,6 +36,8 @@ float smem[emu::kSmemFloats];  // the kernels' `extern __shared__ float smem[]`
 
 #include "attention.cu"
 
+void neox::cuda::note_attention_fallback(const char* why) { std::printf("note: attention fallback: %s\n", why); }
+
 #ifndef ATTN_EMU
 #define CK(x)                                                                                      \
   do {                                                                                             \
