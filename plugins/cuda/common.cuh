@@ -77,6 +77,27 @@ template <> __device__ __forceinline__ __half from_float<__half>(float f) {
   return __ushort_as_half(out);
 }
 
+// ---- packed (vector) access --------------------------------------------------
+// V consecutive elements moved as one load/store (16 bytes when V = 16 /
+// sizeof(T)). The pointer must be aligned to sizeof(Pack): callers take the
+// packed path only for 16-byte aligned pointers and row lengths that are a
+// multiple of kPackOf<T>, and fall back to V = 1 (plain scalar accesses).
+
+template <typename T, int V> struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <typename T> inline constexpr int kPackOf = static_cast<int>(16 / sizeof(T));
+
+template <typename T, int V> __device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, V>*>(p);
+}
+template <typename T, int V> __device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& x) {
+  *reinterpret_cast<Pack<T, V>*>(p) = x;
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
 // ---- reductions ------------------------------------------------------------
 // blockDim.x must be a multiple of 32 (all lanes of every warp take part)
 // and at most 1024; every thread of the block must call, and all get the
