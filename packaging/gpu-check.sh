@@ -21,24 +21,30 @@
 # must travel (the tree plus .gpu) and fails above 64 MiB.
 #
 # run: expects .gpu (or build-gpu) and runs, each phase under its own time
-# limit within a total budget (GPU_CHECK_BUDGET seconds, default 540):
-#   env          nvidia-smi, compute-sanitizer version, `neox plugins`
-#   libs         every binary and plugin finds its shared libraries
-#   kernels      the kernel conformance suite (tests/test_kernels.cpp) on cuda only
+# limit within a total budget (GPU_CHECK_BUDGET seconds, default 540), the
+# phases of GPU_CHECK_PHASES (default: all, in this order):
+#   env, libs    nvidia-smi, compute-sanitizer, `neox plugins`; every binary
+#                and plugin finds its shared libraries (always run)
+#   kernels      the kernel conformance suite (tests/test_kernels.cpp) on cuda
 #   cuda-backend tests/test_cuda_backend.cpp
-#   comm-nccl    tests/test_comm_nccl.cpp (the nccl comm plugin: every
-#                collective through tests/nccl_collectives_check.cpp on one
-#                rank, two processes over the TCP bootstrap, mpirun when
-#                present, a dead peer; the TCP rendezvous)
+#   bench-160m, bench-1.4b  `neox bench train --profile` on
+#                configs/bench/pythia-160m-cuda.toml (micro-batch 16, else 8)
+#                and pythia-1.4b-cuda.toml (8, else 4): tokens/s, MFU, peak
+#                memory and the per-op table with floors from the card's
+#                measured copy bandwidth and GEMM rate
+#   baseline-160m, baseline-1.4b, baseline-160m-compile
+#                packaging/bench/pytorch_baseline.py (PyTorch + transformers)
+#                on the same card
 #   gpu-model    tests/test_gpu_model.cpp (HF oracle fp32/bf16/f16, 200-step
 #                training vs CPU, activation checkpointing)
-#   attention-check  tests/cuda-emulation/attention_check.cpp built with nvcc
-#                (the attention kernels against a float64 reference, timings)
-#   bench-*      `neox bench train-step` on configs/bench/pythia-160m-cuda.toml:
-#                bf16 (micro-batch 16, falling back to 8), bf16 with activation
-#                checkpointing, fp32 (micro-batch 4, falling back to 2);
-#                `neox bench op` (matmul bf16 and f32, attention_forward bf16:
-#                cuda vs cpu at the op's realistic shape) when the command has it
+#   attention-check  tests/cuda-emulation/attention_check.cpp built with nvcc,
+#                quick mode: both attention paths against float64, long rows,
+#                and timings
+#   bench-160m-ckpt, bench-fp32  activation checkpointing; fp32 (micro-batch 4)
+#   comm-nccl    tests/test_comm_nccl.cpp (the nccl comm plugin: every
+#                collective on one rank, two processes over the TCP bootstrap,
+#                mpirun when present, a dead peer; the TCP rendezvous)
+#   ops          `neox bench op` matmul and attention_forward bf16, cuda vs cpu
 #   memcheck, racecheck  compute-sanitizer on a reduced kernel suite plus the
 #                small HF oracle (skipped where compute-sanitizer is missing or
 #                does not support the device)

@@ -575,10 +575,10 @@ bool attention_uses_tensor_cores(DType dtype, int hs) {
 }
 
 void attention_forward(cudaStream_t stream, DType dtype, void* out, float* lse, const void* qkv, int B, int T,
-                       int H, int hs) {
+                       int H, int hs, bool tensor_cores) {
   const char* op = "attention_forward";
   if (!check_sizes(op, B, T, H, hs)) return;
-  if (use_mma(dtype, hs, B, H, {out, qkv})) {
+  if (tensor_cores && use_mma(dtype, hs, B, H, {out, qkv})) {
     mma_attention::ForwardArgs m{qkv, out, lse, T, H, 1.4426950408889634f / std::sqrt(static_cast<float>(hs))};
     dispatch_mma(dtype, hs, [&](auto tag, auto size) {
       using T_ = decltype(tag);
@@ -617,10 +617,11 @@ void attention_forward(cudaStream_t stream, DType dtype, void* out, float* lse, 
 }
 
 void attention_backward(cudaStream_t stream, DType dtype, void* dqkv, const void* dout, const void* qkv,
-                        const void* out, const float* lse, float* D, int B, int T, int H, int hs) {
+                        const void* out, const float* lse, float* D, int B, int T, int H, int hs,
+                        bool tensor_cores) {
   const char* op = "attention_backward";
   if (!check_sizes(op, B, T, H, hs)) return;
-  if (use_mma(dtype, hs, B, H, {dqkv, dout, qkv, out})) {
+  if (tensor_cores && use_mma(dtype, hs, B, H, {dqkv, dout, qkv, out})) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
     mma_attention::BackwardArgs m{qkv, out, dout, lse, D, dqkv, T, H, scale, scale * 1.4426950408889634f};
     dispatch_mma(dtype, hs, [&](auto tag, auto size) {

@@ -40,14 +40,17 @@ void note_attention_fallback(const char* why);
 // k at C + h*hs, v at 2C + h*hs. Writes out[B,T,C] (head h at columns h*hs..)
 // and lse[B,H,T] (f32), the log-sum-exp of row t's scaled scores (scale
 // 1/sqrt(hs)), causal (key j <= query t).
+// tensor_cores = false keeps bf16/f16 on the CUDA-core kernels (for A/B
+// comparisons and as a fallback).
 void attention_forward(cudaStream_t stream, DType dtype, void* out, float* lse, const void* qkv, int B, int T,
-                       int H, int hs);
+                       int H, int hs, bool tensor_cores = true);
 
 // Writes (does not accumulate) every element of dqkv[B,T,3C] from
 // dout[B,T,C] and the forward's qkv, out and lse. D is caller-allocated
 // scratch of B*H*T floats. Deterministic (no atomics).
 void attention_backward(cudaStream_t stream, DType dtype, void* dqkv, const void* dout, const void* qkv,
-                        const void* out, const float* lse, float* D, int B, int T, int H, int hs);
+                        const void* out, const float* lse, float* D, int B, int T, int H, int hs,
+                        bool tensor_cores = true);
 
 // k_cache, v_cache [B,H,max_T,hs]; qkv[B,Tq,3C] holds Tq new tokens at
 // positions [position_offset, position_offset + Tq). Writes their k and v

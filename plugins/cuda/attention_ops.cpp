@@ -54,7 +54,8 @@ void attention_forward(Context& ctx, Tensor& out, Tensor& lse, const Tensor& qkv
   require_int_sizes(ck, s);
   if (s.B * s.T == 0) return;
   cuda::attention_forward(ctx.stream(), dt, out.data(), lse.ptr<float>(), qkv.data(), static_cast<int>(s.B),
-                          static_cast<int>(s.T), static_cast<int>(s.n_head), static_cast<int>(s.hs));
+                          static_cast<int>(s.T), static_cast<int>(s.n_head), static_cast<int>(s.hs),
+                          ctx.attention_tensor_cores());
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
@@ -78,7 +79,7 @@ void attention_backward(Context& ctx, Tensor& dqkv, const Tensor& dout, const Te
   DeviceBuffer D = ctx.temp(static_cast<std::size_t>(s.B * s.n_head * s.T) * sizeof(float));
   cuda::attention_backward(ctx.stream(), dt, dqkv.data(), dout.data(), qkv.data(), out.data(), lse.ptr<float>(),
                            D.as<float>(), static_cast<int>(s.B), static_cast<int>(s.T), static_cast<int>(s.n_head),
-                           static_cast<int>(s.hs));
+                           static_cast<int>(s.hs), ctx.attention_tensor_cores());
   NEOX_CUDA_CHECK_LAUNCH();
 }
 

@@ -9,6 +9,8 @@
 //                 modulo the visible devices, i.e. 0 outside a launcher
 //   allow_tf32    let fp32 matmuls use TF32 tensor cores (default false: true fp32)
 //   workspace_mb  cuBLASLt workspace in MiB (default 32)
+//   attention_tensor_cores  bf16/f16 attention on the tensor cores at head
+//                 sizes 32, 64, 80, 96, 128 (default true; false: CUDA cores)
 //
 // Without a usable GPU the factory throws neox::DeviceUnavailable. The
 // plugin links the CUDA runtime statically, which loads the driver
@@ -64,8 +66,10 @@ struct EventList {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, bool allow_tf32, std::size_t workspace_bytes)
-      : ctx_(std::make_unique<Context>(device, allow_tf32, workspace_bytes)) {}
+  CudaBackend(int device, bool allow_tf32, std::size_t workspace_bytes, bool attention_tensor_cores)
+      : ctx_(std::make_unique<Context>(device, allow_tf32, workspace_bytes)) {
+    ctx_->set_attention_tensor_cores(attention_tensor_cores);
+  }
   // ctx_'s destructor waits for the stream and frees everything; it never throws.
   ~CudaBackend() override = default;
 
@@ -178,6 +182,7 @@ Backend* make_cuda_backend(const Options& options) {
     }
     const bool allow_tf32 = options.get_bool("allow_tf32", false);
     const std::int64_t workspace_mb = options.get_int("workspace_mb", 32, 0, 1 << 20);
+    const bool attention_tensor_cores = options.get_bool("attention_tensor_cores", true);
     options.reject_unknown();
 
     int count = 0;
@@ -198,7 +203,8 @@ Backend* make_cuda_backend(const Options& options) {
                               ") is not available: " + std::to_string(count) + " device" + (count == 1 ? "" : "s") +
                               " visible" + (visible ? std::string(" (CUDA_VISIBLE_DEVICES=") + visible + ")" : ""));
     }
-    return new CudaBackend(device, allow_tf32, static_cast<std::size_t>(workspace_mb) << 20);
+    return new CudaBackend(device, allow_tf32, static_cast<std::size_t>(workspace_mb) << 20,
+                           attention_tensor_cores);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {

@@ -57,6 +57,10 @@ class Context {
   Device device() const { return Device{DeviceType::cuda, device_}; }
   cudaStream_t stream() const { return stream_; }
   bool allow_tf32() const { return allow_tf32_; }
+  // bf16/f16 attention on the tensor cores where it can (option
+  // attention_tensor_cores, default true; false: the CUDA-core kernels).
+  bool attention_tensor_cores() const { return attention_tensor_cores_; }
+  void set_attention_tensor_cores(bool on) { attention_tensor_cores_ = on; }
   CachingAllocator& allocator() { return *alloc_; }
   const CachingAllocator& allocator() const { return *alloc_; }
   cublasLtHandle_t cublaslt() const { return lt_; }
@@ -90,6 +94,7 @@ class Context {
   void release() noexcept;
   int device_ = 0;
   bool allow_tf32_ = false;
+  bool attention_tensor_cores_ = true;
   int max_blocks_ = 1;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<CachingAllocator> alloc_;
