@@ -172,6 +172,19 @@ TEST(ConfigValues, SearchPathsAreRelativeToTheConfigFile) {
   EXPECT_EQ(here.plugins.search_paths, std::vector<std::string>{"p"});
 }
 
+TEST(ConfigValues, TokenizerFilesAreRelativeToTheConfigFile) {
+  Config c = parse_config("[tokenizer]\ntype = \"GPT2BPETokenizer\"\nvocab_file = \"tok/vocab.json\"\n"
+                          "merge_file = \"/abs/merges.txt\"\n",
+                          "some/dir/run.toml");
+  EXPECT_EQ(c.tokenizer.type, "GPT2BPETokenizer");
+  EXPECT_EQ(c.tokenizer.vocab_file, "some/dir/tok/vocab.json");
+  EXPECT_EQ(c.tokenizer.merge_file, "/abs/merges.txt");
+  // On the command line: as given (relative to the working directory).
+  Config o = parse_config("", "some/dir/run.toml", {"tokenizer.type=HFTokenizer", "tokenizer.vocab_file=t.json"});
+  EXPECT_EQ(o.tokenizer.vocab_file, "t.json");
+  EXPECT_EQ(Config().tokenizer.type, "") << "no tokenizer by default";
+}
+
 TEST(ConfigValues, KernelsAndPluginOptions) {
   Config c = parse_config(
       "[plugins]\n"                        // 1
@@ -344,6 +357,19 @@ TEST(ConfigErrors, CrossFieldChecks) {
   EXPECT_CONTAINS(error_of("[model]\nseq_length = 512\n"),
               ("dir/t.toml:2:14: model.seq_length: 512 exceeds max_position_embeddings "
                         "256"));
+  // [tokenizer]: the files each type needs, and no others.
+  EXPECT_CONTAINS(error_of("[tokenizer]\ntype = \"HFTokenizer\"\n"),
+                  "dir/t.toml:2:8: tokenizer.vocab_file: tokenizer.type \"HFTokenizer\" needs a vocab file "
+                  "(the tokenizer.json)");
+  EXPECT_CONTAINS(error_of("[tokenizer]\ntype = \"GPT2BPETokenizer\"\nvocab_file = \"v.json\"\n"),
+                  "tokenizer.merge_file: tokenizer.type \"GPT2BPETokenizer\" needs a merge file (the merges.txt)");
+  EXPECT_CONTAINS(error_of("[tokenizer]\nvocab_file = \"t.json\"\n"),
+                  "dir/t.toml:2:14: tokenizer.vocab_file: set, but tokenizer.type is empty");
+  EXPECT_CONTAINS(error_of("[tokenizer]\ntype = \"HFTokenizer\"\nvocab_file = \"t.json\"\nmerge_file = \"m\"\n"),
+                  "tokenizer.merge_file: only tokenizer.type \"GPT2BPETokenizer\" takes a merge file");
+  EXPECT_CONTAINS(error_of("[tokenizer]\ntype = \"byte\"\nvocab_file = \"t.json\"\n"),
+                  "tokenizer.vocab_file: tokenizer.type \"byte\" takes no vocab file");
+  EXPECT_CONTAINS(error_of("[tokenizer]\ntype = \"SentencePiece\"\n"), "tokenizer.type");
 }
 
 TEST(ConfigErrors, EveryErrorIsReportedInSourceOrder) {

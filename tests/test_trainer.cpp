@@ -281,3 +281,70 @@ TEST(Trainer, SigtermSavesACheckpointAndExitsCleanly) {
 }
 
 }  // namespace
+
+namespace {
+
+// [tokenizer] in a training config: loaded and checked against the model's
+// vocabulary before training, copied into every checkpoint (whose config
+// names the copy), used by `neox generate` and carried by `neox convert`.
+TEST(Trainer, TokenizerFromTheConfigIsCheckedAndSavedWithTheCheckpoint) {
+  const std::string dir = temp_dir("tokenizer");
+  const std::string source = kTestdata + "/tokenizers/bpe_bytelevel_1k.json";  // 1000 tokens
+  fs::create_directories(dir + "/tok");
+  fs::copy_file(source, dir + "/tok/tokenizer-1k.json");
+  // A relative vocab_file: resolved against the config file's directory.
+  std::ofstream(dir + "/c.toml") << small_config(dir)
+                                 << "[tokenizer]\ntype = \"HFTokenizer\"\nvocab_file = \"tok/tokenizer-1k.json\"\n";
+
+  // Too small a model: refused before training, naming both sides.
+  const std::string msg = neox::test::error_of([&] {
+    neox::train(neox::load_config(dir + "/c.toml", {"model.vocab_size=900", "model.make_vocab_size_divisible_by=1"}));
+  });
+  EXPECT_NE(msg.find("tokenizer: the HFTokenizer tokenizer has 1000 tokens but the model embeds only 900"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("set model.vocab_size = 1000"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(dir + "/ckpt")) << "nothing may be saved";
+
+  neox::TrainResult r = neox::train(neox::load_config(dir + "/c.toml"));
+  ASSERT_EQ(r.train_losses.size(), 8u);
+  const std::string ckpt = neox::resolve_checkpoint(dir + "/ckpt");
+  EXPECT_EQ(read_text(ckpt + "/tokenizer.json"), read_text(source)) << "the tokenizer is copied whole";
+  const neox::Config saved =
+      neox::parse_config(neox::read_checkpoint_config(ckpt), (fs::path(ckpt) / "config.toml").string());
+  EXPECT_EQ(saved.tokenizer.type, "HFTokenizer");
+  EXPECT_EQ(saved.tokenizer.vocab_file, (fs::path(ckpt) / "tokenizer.json").lexically_normal().string())
+      << "the checkpoint's config names its own copy";
+  EXPECT_NE(read_text(ckpt + "/config.toml").find("vocab_file = \"tokenizer.json\""), std::string::npos);
+  // An earlier checkpoint has its own copy too.
+  EXPECT_TRUE(fs::is_regular_file(dir + "/ckpt/global_step4/tokenizer.json"));
+
+  // The checkpoint alone, moved elsewhere, is enough to generate from text.
+  fs::rename(dir + "/tok", dir + "/tok-gone");
+  auto g = neox::test::run_neox("generate --model " + dir + "/ckpt --prompt \"hello world\" --max-new-tokens 4 --seed 1");
+  ASSERT_EQ(g.status, 0) << g.output;
+  EXPECT_NE(g.output.find("generated 4 tokens"), std::string::npos) << g.output;
+  // (Without the checkpoint's tokenizer a text prompt has no tokenizer: the
+  // model's vocabulary of 1000 is not the byte tokenizer's.)
+  auto none = neox::test::run_neox("generate --model " + dir + "/ckpt --prompt \"hello world\" --tokenizer none");
+  EXPECT_NE(none.status, 0) << none.output;
+
+  // neox convert: the tokenizer goes beside the exported weights, its
+  // end-of-document token (id 0 here) becomes bos and eos.
+  auto c = neox::test::run_neox("convert --to-hf " + dir + "/ckpt --out " + dir + "/hf");
+  ASSERT_EQ(c.status, 0) << c.output;
+  EXPECT_EQ(read_text(dir + "/hf/tokenizer.json"), read_text(source));
+  const auto hf_config = nlohmann::json::parse(read_text(dir + "/hf/config.json"));
+  EXPECT_EQ(hf_config["eos_token_id"], 0) << hf_config.dump();
+  EXPECT_EQ(hf_config["bos_token_id"], 0) << hf_config.dump();
+  // ... and back: the imported checkpoint names it again.
+  auto back = neox::test::run_neox("convert --from-hf " + dir + "/hf --out " + dir + "/back");
+  ASSERT_EQ(back.status, 0) << back.output;
+  const std::string back_ckpt = neox::resolve_checkpoint(dir + "/back");
+  EXPECT_EQ(read_text(back_ckpt + "/tokenizer.json"), read_text(source));
+  EXPECT_EQ(neox::parse_config(neox::read_checkpoint_config(back_ckpt), back_ckpt + "/config.toml").tokenizer.type,
+            "HFTokenizer");
+  fs::remove_all(dir);
+}
+
+}  // namespace

@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "neox/byte_tokenizer.h"
+#include "neox/tokenizers.h"
 #include "neox/checkpoint.h"
 #include "neox/error.h"
 #include "neox/hf.h"
@@ -35,6 +36,11 @@ int to_hf(const cxxopts::ParseResult& args, const Config& run_config) {
   HfExportOptions options;
   if (saved.plugins.tokenizer == "byte")  // the built-in byte tokenizer: one end-of-document token
     options.bos_token_id = options.eos_token_id = ByteTokenizer::kEod;
+  // The checkpoint's [tokenizer]: its end-of-document token is bos and eos
+  // (as in GPT-NeoX-20B's and Pythia's config.json), and its files go beside
+  // the weights.
+  const auto tokenizer = make_tokenizer(saved.tokenizer, config_file);
+  if (tokenizer) options.bos_token_id = options.eos_token_id = tokenizer->eod_id();
   if (args.count("bos-token-id")) options.bos_token_id = args["bos-token-id"].as<std::int64_t>();
   if (args.count("eos-token-id")) options.eos_token_id = args["eos-token-id"].as<std::int64_t>();
   (void)hf_config_json(saved.model, options);  // refuse unrepresentable models before loading anything
@@ -44,6 +50,8 @@ int to_hf(const cxxopts::ParseResult& args, const Config& run_config) {
   GPTNeoX model(saved.model, backend);
   const CheckpointState state = load_checkpoint(checkpoint, model, nullptr);
   save_hf(model, out, options);
+  for (const auto& [name, source] : tokenizer_files(saved.tokenizer))
+    fs::copy_file(source, fs::path(out) / name, fs::copy_options::overwrite_existing);
   std::cout << "wrote " << out << " (GPTNeoXForCausalLM, " << saved.model.num_parameters() << " parameters) from "
             << checkpoint << " (iteration " << state.iteration << ")\n";
   return 0;
@@ -69,6 +77,17 @@ int from_hf(const cxxopts::ParseResult& args, const Config& run_config) {
                       "# Only [model] is set (the checkpoint has no optimizer state: train from it with "
                       "finetune = true).\n" +
                       model_config_toml(model_config);
+  // The tokenizer beside the weights comes along (neox generate finds it).
+  const fs::path hf(hf_dir);
+  if (fs::is_regular_file(hf / "tokenizer.json")) {
+    state.files["tokenizer.json"] = (hf / "tokenizer.json").string();
+    state.config_toml += "\n[tokenizer]\ntype = \"HFTokenizer\"\nvocab_file = \"tokenizer.json\"\n";
+  } else if (fs::is_regular_file(hf / "vocab.json") && fs::is_regular_file(hf / "merges.txt")) {
+    state.files["vocab.json"] = (hf / "vocab.json").string();
+    state.files["merges.txt"] = (hf / "merges.txt").string();
+    state.config_toml +=
+        "\n[tokenizer]\ntype = \"GPT2BPETokenizer\"\nvocab_file = \"vocab.json\"\nmerge_file = \"merges.txt\"\n";
+  }
   const std::string dir = save_checkpoint(out, model, nullptr, state, 0);
   std::cout << "wrote " << dir << " (iteration 0, weights only, " << model_config.num_parameters()
             << " parameters) from " << hf_dir << "\n";

@@ -38,6 +38,8 @@ namespace {
 struct LoadedModel {
   std::unique_ptr<GPTNeoX> model;
   std::string tokenizer_name;            // a checkpoint config's [plugins] tokenizer ("" if none)
+  TokenizerConfig tokenizer;             // a checkpoint config's [tokenizer] (type "" if none)
+  std::string config_path;               // the checkpoint's config.toml
   std::optional<std::int32_t> eos_id;    // config.json's eos_token_id
   std::string hf_dir;                    // the Hugging Face directory ("" for a checkpoint)
 };
@@ -59,14 +61,17 @@ LoadedModel load_model(const std::string& path, const std::shared_ptr<Backend>& 
   m.model = std::make_unique<GPTNeoX>(saved.model, backend);
   load_checkpoint(checkpoint, *m.model, nullptr);
   m.tokenizer_name = saved.plugins.tokenizer;
+  m.tokenizer = saved.tokenizer;
+  m.config_path = saved.path;
   return m;
 }
 
 // The tokenizer for text in and out, or null for token ids only. `requested`
 // is --tokenizer: auto (a Hugging Face directory's tokenizer.json, or its
-// vocab.json + merges.txt; else the byte tokenizer when the checkpoint names
-// it, or names none and the model's vocab_size is 257), byte, none, or the
-// path of a tokenizer.json (docs/tokenizers.md).
+// vocab.json + merges.txt; a checkpoint's [tokenizer], whose files the
+// checkpoint holds; else the byte tokenizer when the checkpoint names it, or
+// names none and the model's vocab_size is 257), byte, none, or the path of
+// a tokenizer.json (docs/tokenizers.md).
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& requested, const LoadedModel& m) {
   const ModelConfig& cfg = m.model->config();
   if (requested == "none") return nullptr;
@@ -82,6 +87,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& requested, const Lo
     t = neox::make_tokenizer("HFTokenizer", (dir / "tokenizer.json").string(), "");
   } else if (!m.hf_dir.empty() && fs::is_regular_file(dir / "vocab.json") && fs::is_regular_file(dir / "merges.txt")) {
     t = neox::make_tokenizer("GPT2BPETokenizer", (dir / "vocab.json").string(), (dir / "merges.txt").string());
+  } else if (!m.tokenizer.type.empty()) {  // the checkpoint's [tokenizer], files in the checkpoint
+    t = neox::make_tokenizer(m.tokenizer, m.config_path);
   } else if (m.tokenizer_name == "byte" || (m.tokenizer_name.empty() && cfg.vocab_size == 257)) {
     return std::make_unique<ByteTokenizer>();
   } else {

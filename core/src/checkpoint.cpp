@@ -537,6 +537,11 @@ std::string save_checkpoint(const std::string& save_dir, const GPTNeoX& model, O
         };
         write_safetensors((tmp / kOptimizerFile).string(), optimizer_tensors(*optimizer, model.backend()), meta);
       }
+      for (const auto& [file, source] : state.files) {
+        if (file.empty() || file.find('/') != std::string::npos || file[0] == '.')
+          throw Error("checkpoint " + name + ": bad file name '" + file + "'");
+        write_file_synced(tmp / file, read_file(source));
+      }
       write_file_synced(tmp / kConfigFile, state.config_toml);
       // state.json last: its presence marks a directory whose other files were written.
       write_file_synced(tmp / kStateFile, state_json(state, optimizer, sharded ? ranks : 0));

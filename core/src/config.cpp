@@ -350,6 +350,7 @@ std::vector<KeyDef> build_schema() {
   using M = ModelConfig;
   using O = OptimizerConfig;
   using T = TrainingConfig;
+  using K = TokenizerConfig;
   constexpr std::int64_t kBig = 1'000'000'000'000;  // 1e12
   std::vector<KeyDef> s;
 
@@ -585,6 +586,17 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("training", "zero_contiguous_gradients", &C::training, &T::zero_contiguous_gradients,
                     "ZeRO: DeepSpeed's contiguous_gradients. Accepted; gradient partitions are "
                     "always contiguous."));
+
+  // [tokenizer]
+  s.push_back(field("tokenizer", "type", &C::tokenizer, &K::type,
+                    "GPT-NeoX's tokenizer_type: HFTokenizer (a Hugging Face tokenizer.json), "
+                    "GPT2BPETokenizer (vocab.json + merges.txt), CharLevelTokenizer, byte; empty: none.")
+                  .one_of({"", "HFTokenizer", "GPT2BPETokenizer", "CharLevelTokenizer", "byte"}));
+  s.push_back(field("tokenizer", "vocab_file", &C::tokenizer, &K::vocab_file,
+                    "HFTokenizer: the tokenizer.json; GPT2BPETokenizer: the vocab.json. Relative to the "
+                    "config file's directory (on the command line: to the working directory)."));
+  s.push_back(field("tokenizer", "merge_file", &C::tokenizer, &K::merge_file,
+                    "GPT2BPETokenizer: the merges.txt, relative as vocab_file."));
   return s;
 }
 
@@ -604,6 +616,10 @@ const std::vector<TableDef>& tables() {
       {"model", "The GPT-NeoX model (names and defaults as in GPT-NeoX's configs)."},
       {"optimizer", "Optimizer, learning-rate schedule and gradient clipping."},
       {"training", "Batch sizes, length of the run, evaluation, logging and checkpoints."},
+      {"tokenizer",
+       "The tokenizer of the run's text (GPT-NeoX's tokenizer_type, vocab_file and merge_file). "
+       "`neox train` checks it against the vocabulary and copies its files into every checkpoint, "
+       "where `neox generate` and `neox convert` find them."},
   };
   return t;
 }
@@ -795,6 +811,10 @@ class Loader {
         std::filesystem::path path(p);
         if (path.is_relative()) p = (base_dir_ / path).lexically_normal().string();
       }
+    }
+    if (d.table == "tokenizer" && (d.key == "vocab_file" || d.key == "merge_file") && from_file) {
+      auto& p = std::get<std::string>(v);
+      if (!p.empty() && std::filesystem::path(p).is_relative()) p = (base_dir_ / p).lexically_normal().string();
     }
     d.set(cfg_, v);
     set_at_[d.dotted()] = where;
@@ -1064,6 +1084,23 @@ class Loader {
       error(where_set({"model.seq_length", "model.max_position_embeddings"}),
             "model.seq_length: " + std::to_string(m.seq_length) +
                 " exceeds max_position_embeddings " + std::to_string(m.max_position_embeddings));
+    const TokenizerConfig& t = cfg_.tokenizer;
+    const bool needs_vocab = t.type == "HFTokenizer" || t.type == "GPT2BPETokenizer";
+    if (needs_vocab && t.vocab_file.empty())
+      error(where_set({"tokenizer.type"}),
+            "tokenizer.vocab_file: tokenizer.type \"" + t.type + "\" needs a vocab file (" +
+                (t.type == "HFTokenizer" ? "the tokenizer.json" : "the vocab.json") + ")");
+    if (t.type == "GPT2BPETokenizer" && t.merge_file.empty())
+      error(where_set({"tokenizer.type"}),
+            "tokenizer.merge_file: tokenizer.type \"GPT2BPETokenizer\" needs a merge file (the merges.txt)");
+    if (!needs_vocab && !t.vocab_file.empty())
+      error(where_set({"tokenizer.vocab_file"}),
+            "tokenizer.vocab_file: " +
+                (t.type.empty() ? std::string("set, but tokenizer.type is empty")
+                                : "tokenizer.type \"" + t.type + "\" takes no vocab file"));
+    if (t.type != "GPT2BPETokenizer" && !t.merge_file.empty())
+      error(where_set({"tokenizer.merge_file"}),
+            "tokenizer.merge_file: only tokenizer.type \"GPT2BPETokenizer\" takes a merge file");
   }
 
  private:

@@ -4,12 +4,15 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <filesystem>
+#include <utility>
 #include <mutex>
 #include <thread>
 
 #include "neox/bpe_tokenizer.h"
 #include "neox/byte_tokenizer.h"
 #include "neox/char_tokenizer.h"
+#include "neox/config.h"
 #include "neox/error.h"
 
 namespace neox {
@@ -34,6 +37,27 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, const std::st
   std::string known;
   for (const auto& t : tokenizer_types()) known += (known.empty() ? "" : ", ") + t;
   throw Error("unknown tokenizer type \"" + type + "\" (known: " + known + ")");
+}
+
+std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config, const std::string& where) {
+  if (config.type.empty()) return nullptr;
+  const std::string prefix = (where.empty() ? std::string("config") : where) + ": ";
+  for (const auto& [key, file] : {std::pair<const char*, const std::string&>{"vocab_file", config.vocab_file},
+                                  std::pair<const char*, const std::string&>{"merge_file", config.merge_file}}) {
+    if (!file.empty() && !std::filesystem::is_regular_file(file))
+      throw Error(prefix + "tokenizer." + key + ": " + file + ": no such file");
+  }
+  try {
+    return make_tokenizer(config.type, config.vocab_file, config.merge_file);
+  } catch (const Error& e) {
+    throw Error(prefix + "tokenizer (" + config.type + "): " + e.what());
+  }
+}
+
+std::map<std::string, std::string> tokenizer_files(const TokenizerConfig& config) {
+  if (config.type == "HFTokenizer") return {{"tokenizer.json", config.vocab_file}};
+  if (config.type == "GPT2BPETokenizer") return {{"vocab.json", config.vocab_file}, {"merges.txt", config.merge_file}};
+  return {};
 }
 
 std::vector<std::vector<std::int32_t>> encode_batch(const Tokenizer& tokenizer,

@@ -19,6 +19,7 @@
 #include "neox/model.h"
 #include "neox/optimizer.h"
 #include "neox/registry.h"
+#include "neox/tokenizers.h"
 #include "run_log.h"
 
 namespace neox {
@@ -65,6 +66,7 @@ class Trainer {
 
  private:
   void setup();
+  void check_tokenizer();
   double train_step();
   double evaluate(Split split, std::int64_t batches);
   void save();
@@ -146,6 +148,27 @@ void check_same_config_on_all_ranks(Communicator& comm, const Config& cfg) {
                 std::to_string(comm.rank()) + " here); every rank must get the same config file and --set overrides");
 }
 
+// The [tokenizer] the config names must load and fit the embedding: a
+// tokenizer with more tokens than the model has rows would produce ids the
+// model cannot embed. Fewer is allowed (GPT-NeoX pads the vocabulary).
+void Trainer::check_tokenizer() {
+  auto tok = make_tokenizer(cfg_.tokenizer, cfg_.path);
+  if (!tok) return;
+  const std::string where = cfg_.path.empty() ? std::string("config") : cfg_.path;
+  const std::int64_t V = tok->vocab_size(), rows = cfg_.model.padded_vocab_size();
+  if (V > rows)
+    throw Error(where + ": tokenizer: the " + cfg_.tokenizer.type + " tokenizer has " + std::to_string(V) +
+                " tokens but the model embeds only " + std::to_string(rows) + " (model.vocab_size " +
+                std::to_string(cfg_.model.vocab_size) + ", padded to a multiple of " +
+                std::to_string(cfg_.model.make_vocab_size_divisible_by) + "): set model.vocab_size = " +
+                std::to_string(V));
+  log_->log().info("tokenizer: {} with {} tokens{}", cfg_.tokenizer.type, V,
+                   cfg_.tokenizer.vocab_file.empty() ? std::string() : " from " + cfg_.tokenizer.vocab_file);
+  if (V != cfg_.model.vocab_size)
+    log_->log().warn("tokenizer: {} tokens, but model.vocab_size is {} (GPT-NeoX sets it from the tokenizer)", V,
+                     cfg_.model.vocab_size);
+}
+
 void Trainer::setup() {
   check_supported(cfg_);
   registry_ = std::make_unique<PluginRegistry>(cfg_.plugins.search_paths);
@@ -166,6 +189,7 @@ void Trainer::setup() {
   optimizer_ = registry_->make_optimizer(optimizer, optimizer_options(cfg_, optimizer));
   const ComputeOptions compute = compute_options(tc_);
   model_ = std::make_unique<GPTNeoX>(cfg_.model, backend_, compute);
+  check_tokenizer();
   if (compute.dtype == DType::f16)
     scaler_ = std::make_unique<LossScaler>(LossScalerConfig{tc_.loss_scale, tc_.initial_scale_power,
                                                             tc_.loss_scale_window, tc_.hysteresis,
@@ -408,7 +432,14 @@ void Trainer::save() {
   std::ostringstream rng;
   rng << rng_;
   st.rng_state = rng.str();
-  st.config_toml = config_to_toml(cfg_);
+  // The tokenizer's files go into the checkpoint, and its config names them
+  // there (relative names resolve against the checkpoint directory).
+  Config saved = cfg_;
+  st.files = tokenizer_files(cfg_.tokenizer);
+  if (st.files.count("tokenizer.json")) saved.tokenizer.vocab_file = "tokenizer.json";
+  if (st.files.count("vocab.json")) saved.tokenizer.vocab_file = "vocab.json";
+  if (st.files.count("merges.txt")) saved.tokenizer.merge_file = "merges.txt";
+  st.config_toml = config_to_toml(saved);
   st.trainer_values["skipped_steps"] = static_cast<double>(skipped_steps_);
   if (scaler_)
     for (const auto& [key, value] : scaler_->state()) st.trainer_values[key] = value;

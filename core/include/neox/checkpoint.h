@@ -10,6 +10,8 @@
 //                                              which parameters they cover
 //   SAVE/global_step<N>/state.json             iteration, data positions, RNG, neox version
 //   SAVE/global_step<N>/config.toml            the config the run used
+//   SAVE/global_step<N>/tokenizer.json         the run's tokenizer files, when it names
+//     (or vocab.json + merges.txt)             one ([tokenizer]; config.toml refers to them)
 //   SAVE/latest                                "global_step<N>" of the newest complete one
 // A checkpoint is written into SAVE/.tmp-global_step<N>-<pid> and renamed into
 // place only when every file is complete and synced; `latest` is then
@@ -43,6 +45,9 @@ struct CheckpointState {
   std::string rng_state;                                // the trainer's generator, serialised
   std::string config_toml;                              // the config text used
   std::map<std::string, double> trainer_values;         // counters and scaler state (e.g. skipped_steps)
+  // Saving only: files copied into the checkpoint directory, name -> source
+  // path (the tokenizer's tokenizer.json, or vocab.json and merges.txt).
+  std::map<std::string, std::string> files;
 };
 
 // Saves and returns the checkpoint directory. keep_last > 0 keeps only the

@@ -93,12 +93,22 @@ struct TrainingConfig {
   bool zero_contiguous_gradients = true;
 };
 
+// The tokenizer of the run's text, as GPT-NeoX's tokenizer_type, vocab_file
+// and merge_file (docs/tokenizers.md). Relative file names in a config file
+// are resolved against the file's directory when it is read.
+struct TokenizerConfig {
+  std::string type;        // HFTokenizer, GPT2BPETokenizer, CharLevelTokenizer, byte; "" none
+  std::string vocab_file;  // HFTokenizer: tokenizer.json; GPT2BPETokenizer: vocab.json
+  std::string merge_file;  // GPT2BPETokenizer: merges.txt
+};
+
 struct Config {
   std::string path;  // the file it came from ("" if built in code)
   PluginsConfig plugins;
   ModelConfig model;
   OptimizerConfig optimizer;
   TrainingConfig training;
+  TokenizerConfig tokenizer;
 };
 
 // Parses and validates a file. `overrides` are "dotted.key=value" strings

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -23,6 +24,19 @@ namespace neox {
 // file name, or a file that cannot be read.
 NEOX_API std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, const std::string& vocab_file,
                                                    const std::string& merge_file);
+
+struct TokenizerConfig;
+
+// The tokenizer a config's [tokenizer] table names, or null when its type is
+// empty. Errors name `where` (the config file) and the key: "config.toml:
+// tokenizer.vocab_file: /data/20B_tokenizer.json: cannot open ...".
+NEOX_API std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config, const std::string& where);
+
+// The files of a [tokenizer] table under the names they get in a checkpoint
+// or a Hugging Face directory: {"tokenizer.json": vocab_file} for
+// HFTokenizer, {"vocab.json": ..., "merges.txt": ...} for GPT2BPETokenizer,
+// none otherwise.
+NEOX_API std::map<std::string, std::string> tokenizer_files(const TokenizerConfig& config);
 
 // The names make_tokenizer accepts.
 NEOX_API std::vector<std::string> tokenizer_types();
