@@ -17,11 +17,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <regex>
 
+#include "neox/bpe_tokenizer.h"
 #include "neox/indexed_dataset.h"
 #include "neox/line_reader.h"
+#include "neox/tokenizers.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -394,6 +397,277 @@ TEST(DataCommand, InspectAndMerge) {
   EXPECT_FALSE(fs::exists(dir + "/N.bin"));
 }
 
+// ---------------------------------------------------------------- plain text in pieces
+
+namespace {
+
+// The .bin and .idx of a dataset of one document of uint16 `ids`, laid out
+// from the format description.
+std::pair<std::string, std::string> one_document_dataset(const std::vector<std::int32_t>& ids) {
+  std::string bin, idx("MMIDIDX\0\0", 9);
+  for (std::int32_t t : ids) put(bin, static_cast<std::uint16_t>(t));
+  put<std::uint64_t>(idx, 1);  // version
+  put<std::uint8_t>(idx, 8);   // uint16
+  put<std::uint64_t>(idx, 1);  // one item
+  put<std::uint64_t>(idx, 2);  // doc_idx entries
+  put<std::int32_t>(idx, static_cast<std::int32_t>(ids.size()));
+  put<std::int64_t>(idx, 0);   // its pointer
+  put<std::int64_t>(idx, 0);
+  put<std::int64_t>(idx, 1);
+  return {bin, idx};
+}
+
+// About `bytes` bytes of lines of ASCII and non-ASCII words (decomposed
+// accents, which NFC composes; CJK; Greek), some lines starting with spaces
+// or a tab, with trailing spaces, ending in CRLF, blank, or starting with a
+// non-ASCII letter, a digit, punctuation or an added token.
+std::string mixed_text(std::size_t bytes, unsigned seed) {
+  std::mt19937 rng(seed);
+  const std::vector<std::string> words = {
+      "the", "model", "Z\xc3\xbcrich", "nai\xcc\x88ve", "e\xcc\x81t\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
+      "\xce\xa9mega", "1234", "it's", "\"quoted\"", "{braces}", "<|endoftext|>", "--", "\xc3\xa9l\xc3\xa8ve", "x"};
+  const std::vector<std::string> starts = {"", "", "", "", " ", "  ", "   ", "\t", "\xc3\x89", "\xe6\x97\xa5", "7",
+                                           "* ", "<|endoftext|>", "\xcc\x81"};
+  const std::vector<std::string> ends = {"\n", "\n", "\n", "\r\n", "  \n", " \r\n", "\n\n", "\n \n", "\t\n"};
+  std::string s;
+  while (s.size() < bytes) {
+    s += starts[rng() % starts.size()];
+    const int n = static_cast<int>(rng() % 14);
+    for (int i = 0; i < n; ++i) {
+      if (i) s += (rng() % 9 == 0) ? "  " : " ";
+      s += words[rng() % words.size()];
+    }
+    s += ends[rng() % ends.size()];
+  }
+  return s;
+}
+
+// The test tokenizer (GPT-NeoX-20B's format) with merges of whitespace
+// before a newline ("\n\n", "\r\n", " \n", "\t\n", as GPT-NeoX-20B has),
+// so that a pre-token split in the wrong place changes the ids; with `nfc`,
+// also an NFC normalizer and a normalized added token of two spaces, as
+// GPT-NeoX-20B's tokenizer has.
+std::string rich_tokenizer(const std::string& dir, bool nfc) {
+  auto tok = nlohmann::json::parse(read_text(neox::test::testdata_dir() + "/tokenizers/bpe_bytelevel_1k.json"));
+  auto& model = tok["model"];
+  int next_id = 0;
+  for (const auto& [k, v] : model["vocab"].items()) next_id = std::max(next_id, v.get<int>() + 1);
+  // Byte-level spellings: "\n" is U+010A, "\r" U+010D, "\t" U+0109, " " U+0120.
+  for (const char* first : {"\xc4\x8a", "\xc4\x8d", "\xc4\xa0", "\xc4\x89"}) {
+    model["vocab"][std::string(first) + "\xc4\x8a"] = next_id++;
+    model["merges"].push_back({first, "\xc4\x8a"});
+  }
+  if (nfc) {
+    tok["normalizer"] = {{"type", "NFC"}};
+    tok["added_tokens"].push_back({{"id", next_id}, {"content", "  "}, {"single_word", false}, {"lstrip", false},
+                                   {"rstrip", false}, {"normalized", true}, {"special", false}});
+  }
+  const std::string path = dir + (nfc ? "/nfc_tokenizer.json" : "/ws_tokenizer.json");
+  write_file(path, tok.dump());
+  return path;
+}
+
+// The number N of "plain text: 1 files read in N pieces"; -1 when read whole.
+long pieces_of(const std::string& output) {
+  std::smatch m;
+  if (std::regex_search(output, m, std::regex(R"(plain text: \d+ files read in (\d+) pieces)"))) return std::stol(m[1]);
+  return -1;
+}
+
+// Preprocesses `input` with `tokenizer` and checks the dataset is,
+// byte for byte, the one document encode(text) (+ end of document), and
+// that the text was read in at least `min_pieces` pieces (-1: read whole);
+// `pieces` gets their number.
+void expect_whole_text_ids(const std::string& dir, const std::string& input, const std::string& tokenizer,
+                           const std::string& text, bool append_eod, long min_pieces, long* pieces = nullptr) {
+  const auto tok = neox::BpeTokenizer::from_hf_json(tokenizer);
+  std::vector<std::int32_t> ids = tok->encode(text);
+  if (append_eod) ids.push_back(tok->eod_id());
+  const auto [bin, idx] = one_document_dataset(ids);
+  auto r = run_neox("preprocess --input " + input + " --output-prefix " + dir + "/out --tokenizer-type HFTokenizer " +
+                    "--vocab-file " + tokenizer + " --workers 2 --progress-interval 0" +
+                    (append_eod ? " --append-eod" : ""));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_GE(pieces_of(r.output), min_pieces) << input << ": " << r.output;
+  if (pieces) *pieces = pieces_of(r.output);
+  const std::string got_bin = read_text(dir + "/out_text_document.bin");
+  EXPECT_EQ(got_bin.size(), bin.size()) << input;
+  EXPECT_TRUE(got_bin == bin) << input << ": the .bin differs from encoding the whole text";
+  EXPECT_EQ(read_text(dir + "/out_text_document.idx"), idx) << input;
+}
+
+}  // namespace
+
+// A plain-text file of 4 MiB is read and tokenized in pieces of at most
+// 1 MiB (cut before a "\n" followed by a letter or number), yet the dataset
+// is byte for byte encode(whole text) as one document: plain, --append-eod,
+// gzip, zstd, with the test tokenizer and its variants (whitespace merges, NFC).
+TEST(Preprocess, PlainTextInPiecesEqualsWholeText) {
+  const auto dir = temp_dir("preprocess", "pieces");
+  const std::string text = mixed_text(4u << 20, 11);
+  write_file(dir + "/t.txt", text);
+  write_file(dir + "/t.txt.gz", gzip_bytes(text));
+  write_file(dir + "/t.zst", zstd_bytes(text));
+  const std::string base = neox::test::testdata_dir() + "/tokenizers/bpe_bytelevel_1k.json";
+  const std::string ws = rich_tokenizer(dir, false), nfc = rich_tokenizer(dir, true);
+  expect_whole_text_ids(dir, dir + "/t.txt", base, text, false, 4);
+  expect_whole_text_ids(dir, dir + "/t.txt", ws, text, false, 4);
+  expect_whole_text_ids(dir, dir + "/t.txt", ws, text, true, 4);
+  expect_whole_text_ids(dir, dir + "/t.txt.gz", ws, text, true, 4);
+  expect_whole_text_ids(dir, dir + "/t.zst", nfc, text, true, 4);
+  expect_whole_text_ids(dir, dir + "/t.txt", nfc, text, false, 4);
+  fs::remove_all(dir);
+}
+
+// A tokenizer that cannot be cut (add_prefix_space would give each piece a
+// space) reads the file whole, with the same ids as encoding it whole.
+TEST(Preprocess, PlainTextWithUncuttableTokenizerIsReadWhole) {
+  const auto dir = temp_dir("preprocess", "whole");
+  auto tok = nlohmann::json::parse(read_text(neox::test::testdata_dir() + "/tokenizers/bpe_bytelevel_1k.json"));
+  tok["pre_tokenizer"]["add_prefix_space"] = true;
+  write_file(dir + "/prefix.json", tok.dump());
+  const std::string text = mixed_text(2u << 20, 12);
+  write_file(dir + "/t.txt", text);
+  expect_whole_text_ids(dir, dir + "/t.txt", dir + "/prefix.json", text, true, -1);
+  auto r = run_neox("preprocess --input " + dir + "/t.txt --output-prefix " + dir + "/out --tokenizer-type HFTokenizer " +
+                    "--vocab-file " + dir + "/prefix.json --progress-interval 0");
+  EXPECT_NE(r.output.find("plain text: 1 files read whole (HFTokenizer cannot encode a text in pieces)"),
+            std::string::npos) << r.output;
+}
+
+// No place to cut in a 1 MiB window: the piece grows until one comes or the
+// file ends (the rest of a file is one piece). One 3 MiB line; a 3 MiB line
+// between short lines; 3 MiB of lines that all start with a space, alone
+// and with one line that starts with a letter in the middle.
+TEST(Preprocess, PlainTextWithoutCutsGrowsThePiece) {
+  const auto dir = temp_dir("preprocess", "nocut");
+  const std::string base = rich_tokenizer(dir, true);
+  std::string line;
+  std::mt19937 rng(5);
+  while (line.size() < (3u << 20)) line += (rng() % 3 ? "word " : "\xc3\xa9t\xc3\xa9  ");
+  const std::string short_lines = mixed_text(300u << 10, 13);
+  std::string spaced;
+  while (spaced.size() < (3u << 20)) spaced += " indented line " + std::to_string(rng() % 1000) + "\n";
+  struct Case {
+    std::string text;
+    long pieces;
+  };
+  // The number of pieces, or 0 for "at least 2".
+  for (const Case& c : {Case{line, 1}, Case{short_lines + line + "\n" + short_lines, 0}, Case{spaced, 1},
+                        Case{spaced + "last line\n" + spaced, 2}}) {
+    write_file(dir + "/t.txt", c.text);
+    long pieces = 0;
+    expect_whole_text_ids(dir, dir + "/t.txt", base, c.text, true, 1, &pieces);
+    if (c.pieces)
+      EXPECT_EQ(pieces, c.pieces) << c.text.size();
+    else
+      EXPECT_GE(pieces, 2);
+  }
+  fs::remove_all(dir);
+}
+
+// Invalid UTF-8 in a later piece: the error names the file and the piece;
+// --skip-malformed skips the whole file (its pieces already written are
+// dropped from .bin) and keeps the next one.
+TEST(Preprocess, PlainTextMalformedPieceSkipsTheFile) {
+  const auto dir = temp_dir("preprocess", "badtext");
+  const std::string base = neox::test::testdata_dir() + "/tokenizers/bpe_bytelevel_1k.json";
+  std::string bad = mixed_text(3u << 20, 14);
+  bad.insert(bad.find('\n', (5u << 20) / 2) + 1, "\xff");
+  write_file(dir + "/a.txt", bad);
+  write_file(dir + "/b.txt", "kept text\nhere");
+  const std::string cmd = "preprocess --input " + dir + "/a.txt," + dir + "/b.txt --output-prefix " + dir +
+                          "/out --tokenizer-type HFTokenizer --vocab-file " + base + " --progress-interval 0";
+  auto r = run_neox(cmd);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("a.txt: cannot tokenize (the piece from byte "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("not valid UTF-8"), std::string::npos) << r.output;
+  EXPECT_TRUE(outputs_in(dir).empty());
+  r = run_neox(cmd + " --skip-malformed --workers 2");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("1 malformed lines skipped"), std::string::npos) << r.output;
+  const auto tok = neox::BpeTokenizer::from_hf_json(base);
+  const auto [bin, idx] = one_document_dataset(tok->encode("kept text\nhere"));
+  EXPECT_EQ(read_text(dir + "/out_text_document.bin"), bin);
+  EXPECT_EQ(read_text(dir + "/out_text_document.idx"), idx);
+  fs::remove_all(dir);
+}
+
+// Where a tokenizer may be cut: before "\n" + a letter or number for a
+// byte-level BPE that has nothing that reaches across (see bpe_tokenizer.h);
+// any "\n" for the byte and CharLevel tokenizers.
+TEST(Preprocess, TokenizerCutRules) {
+  const auto dir = temp_dir("preprocess", "cutrules");
+  const std::string base_path = neox::test::testdata_dir() + "/tokenizers/bpe_bytelevel_1k.json";
+  const auto base = neox::BpeTokenizer::from_hf_json(rich_tokenizer(dir, true));
+  for (char32_t c : {U'a', U'Z', U'7', U'\u00e9', U'\u65e5', U'\u0660'}) EXPECT_TRUE(base->can_split_before_newline(c)) << static_cast<std::uint32_t>(c);
+  for (char32_t c : {U' ', U'\t', U'\n', U'\r', U'<', U'-', U'\u3000', U'\u00a0', U'\u0301', U'\u037e'})
+    EXPECT_FALSE(base->can_split_before_newline(c)) << static_cast<std::uint32_t>(c);
+  const auto variant = [&](const std::function<void(nlohmann::json&)>& change) {
+    auto tok = nlohmann::json::parse(read_text(base_path));
+    change(tok);
+    write_file(dir + "/variant.json", tok.dump());
+    return neox::BpeTokenizer::from_hf_json(dir + "/variant.json")->can_split_before_newline(U'a');
+  };
+  const auto added = [](const std::string& content, bool rstrip) {
+    return nlohmann::json{{"id", 1000}, {"content", content}, {"single_word", false}, {"lstrip", true},
+                          {"rstrip", rstrip}, {"normalized", false}, {"special", true}};
+  };
+  EXPECT_TRUE(variant([](nlohmann::json&) {}));
+  EXPECT_TRUE(variant([&](nlohmann::json& t) { t["added_tokens"].push_back(added("<|x|>", false)); }));
+  EXPECT_FALSE(variant([](nlohmann::json& t) { t["pre_tokenizer"]["add_prefix_space"] = true; }));
+  EXPECT_FALSE(variant([](nlohmann::json& t) { t["pre_tokenizer"]["use_regex"] = false; }));
+  EXPECT_FALSE(variant([](nlohmann::json& t) { t["normalizer"] = {{"type", "NFKC"}}; }));
+  EXPECT_FALSE(variant([&](nlohmann::json& t) { t["added_tokens"].push_back(added("<|x|>", true)); }));
+  EXPECT_FALSE(variant([&](nlohmann::json& t) { t["added_tokens"].push_back(added("a\nb", false)); }));
+  EXPECT_FALSE(variant([&](nlohmann::json& t) { t["added_tokens"].push_back(added("word", false)); }));
+  EXPECT_FALSE(variant([](nlohmann::json& t) {
+    t["post_processor"] = nlohmann::json::parse(R"({"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+      "pair": [], "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0], "tokens": ["<|endoftext|>"]}}})");
+  }));
+  EXPECT_TRUE(neox::make_tokenizer("byte", "", "")->can_split_before_newline(U' '));
+  EXPECT_TRUE(neox::make_tokenizer("CharLevelTokenizer", "", "")->can_split_before_newline(U'\n'));
+  const std::string gpt2 = neox::test::testdata_dir() + "/tokenizers/gpt2_format_1k/";
+  const auto gpt2_tok = neox::make_tokenizer("GPT2BPETokenizer", gpt2 + "vocab.json", gpt2 + "merges.txt");
+  EXPECT_TRUE(gpt2_tok->can_split_before_newline(U'a'));
+  EXPECT_FALSE(gpt2_tok->can_split_before_newline(U' '));
+  fs::remove_all(dir);
+}
+
+// An item written in parts equals the item written at once; a dropped item
+// leaves nothing in .bin.
+TEST(IndexedDatasetWriter, ItemInParts) {
+  const auto dir = temp_dir("preprocess", "parts");
+  const std::vector<std::int32_t> a = {1, 2, 3}, b = {4, 5}, c = {6};
+  {
+    neox::IndexedDatasetWriter w(dir + "/one", neox::DType::u16);
+    w.add_item(a.data(), 3);
+    w.end_document();
+    std::vector<std::int32_t> bc = b;
+    bc.insert(bc.end(), c.begin(), c.end());
+    w.add_item(bc.data(), 3);
+    w.end_document();
+    w.finish();
+  }
+  {
+    neox::IndexedDatasetWriter w(dir + "/parts", neox::DType::u16);
+    w.add_to_item(a.data(), 3);
+    w.end_item();
+    w.end_document();
+    w.add_to_item(c.data(), 1);
+    w.add_to_item(a.data(), 3);
+    w.discard_item();
+    w.add_to_item(b.data(), 2);
+    w.add_to_item(c.data(), 1);
+    w.end_document();  // closes the item
+    EXPECT_NE(neox::test::error_of([&] { w.add_to_item(nullptr, -1); }).find("[0, 2^31)"), std::string::npos);
+    w.finish();
+  }
+  EXPECT_EQ(read_text(dir + "/parts.bin"), read_text(dir + "/one.bin"));
+  EXPECT_EQ(read_text(dir + "/parts.idx"), read_text(dir + "/one.idx"));
+}
+
 namespace {
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -491,6 +765,72 @@ TEST(Preprocess, LargeInputInBoundedMemory) {
   // MiB for 200 MiB of input): the bound is the Release build's to check.
   if (!kSanitized) {
     EXPECT_LT(peak_mib, 200.0) << "peak RSS of neox preprocess on " << mb << " MiB of input";
+  }
+  fs::remove_all(dir);
+}
+
+// A generated plain-text file of NEOX_TEST_PREPROCESS_TEXT_MB MiB (default
+// 300; 16 in sanitizer builds) is one document, read in 1 MiB pieces: the
+// dataset holds its bytes (byte tokenizer) and, in builds without
+// sanitizers, the peak resident memory of `neox preprocess` stays under
+// 150 MiB, half the input (reading it whole took the input plus 4 bytes
+// per token). About 5 s on 2 cores.
+TEST(Preprocess, LargePlainTextInBoundedMemory) {
+  const std::int64_t mb = std::stoll(neox::test::env_or("NEOX_TEST_PREPROCESS_TEXT_MB", kSanitized ? "16" : "300"));
+  const auto dir = temp_dir("preprocess", "largetext");
+  struct statvfs vfs {};
+  ASSERT_EQ(statvfs(dir.c_str(), &vfs), 0);
+  const double free_gb = static_cast<double>(vfs.f_bavail) * vfs.f_frsize / 1e9;
+  const double need_gb = 3.2 * static_cast<double>(mb) / 1024.0 + 0.2;  // input + uint16 output (2x)
+  if (free_gb < need_gb) GTEST_SKIP() << "needs " << need_gb << " GB free in " << dir << ", has " << free_gb;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  std::int64_t size = 0;
+  {
+    std::ofstream out(dir + "/big.txt", std::ios::binary);
+    const std::string block = mixed_text(1u << 20, 21);
+    const std::int64_t target = mb << 20;
+    for (; size + static_cast<std::int64_t>(block.size()) <= target; size += static_cast<std::int64_t>(block.size()))
+      out << block;
+    ASSERT_TRUE(out.good());
+  }
+  const double gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t1 = std::chrono::steady_clock::now();
+  auto [status, peak_mib] = run_measured({neox::test::neox_binary(), "preprocess", "--input", dir + "/big.txt",
+                                          "--output-prefix", dir + "/out", "--workers", "2", "--append-eod"},
+                                         dir + "/log.txt");
+  const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  const std::string log = read_text(dir + "/log.txt");
+  ASSERT_EQ(status, 0) << log;
+  std::cout << "[ preprocess ] " << size / 1048576.0 << " MiB plain text (generated in " << gen_s
+            << " s): preprocessed in " << run_s << " s, " << static_cast<double>(size) / 1e6 / run_s
+            << " MB/s, peak RSS " << peak_mib << " MiB\n"
+            << log;
+  EXPECT_GE(pieces_of(log), size >> 20) << log;
+  {
+    // One document of the file's bytes and the end of document.
+    const auto ds = neox::IndexedDataset::open(dir + "/out_text_document");
+    ASSERT_EQ(ds.num_documents(), 1);
+    ASSERT_EQ(ds.num_items(), 1);
+    ASSERT_EQ(ds.num_tokens(), size + 1);
+    std::ifstream in(dir + "/big.txt", std::ios::binary);
+    std::string buf(1u << 20, '\0');
+    std::vector<std::int32_t> ids(buf.size());
+    std::int64_t at = 0, mismatches = 0;
+    while (at < size) {
+      const auto n = static_cast<std::int64_t>(std::min<std::int64_t>(size - at, buf.size()));
+      in.read(buf.data(), n);
+      ds.read(0, at, n, ids.data());
+      for (std::int64_t i = 0; i < n; ++i) mismatches += ids[i] != (buf[i] & 0xff);
+      at += n;
+    }
+    EXPECT_EQ(mismatches, 0);
+    std::int32_t eod = -1;
+    ds.read(0, size, 1, &eod);
+    EXPECT_EQ(eod, 256);
+  }
+  if (!kSanitized) {
+    EXPECT_LT(peak_mib, 150.0) << "peak RSS of neox preprocess on " << mb << " MiB of plain text";
   }
   fs::remove_all(dir);
 }

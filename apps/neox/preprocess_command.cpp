@@ -11,6 +11,13 @@
 // kChunkLines lines or kChunkBytes bytes) while `--workers` threads parse
 // and tokenize the current one and the main thread appends it in order, so
 // memory is bounded by two chunks plus the index (12 bytes per document).
+// A plain-text file is read the same way, in pieces of at most kPieceBytes
+// cut just before a "\n" that the tokenizer says a text may be cut at
+// (Tokenizer::can_split_before_newline: for byte-level BPE, a "\n"
+// followed by a letter or a number): the pieces' ids, concatenated, are the
+// ids of the whole text, written as one item. A window of kPieceBytes with
+// no such "\n" makes the piece grow until one comes (or the file ends):
+// correctness over memory. A tokenizer that cannot be cut reads the file whole.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -18,6 +25,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -43,6 +51,7 @@ namespace {
 
 constexpr std::size_t kChunkLines = 4096;
 constexpr std::size_t kChunkBytes = 8u << 20;
+constexpr std::size_t kPieceBytes = 1u << 20;
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
@@ -65,10 +74,13 @@ bool is_jsonl(const std::filesystem::path& p) {
   return ends_with(name, ".jsonl") || ends_with(name, ".json");
 }
 
-// One document to tokenize: a jsonl line, or a whole plain-text file.
+// One document to tokenize: a jsonl line, or a piece of a plain-text file
+// (the whole file when it cannot be cut).
 struct Record {
   std::size_t file = 0;
-  std::int64_t line = 0;  // 0 for a plain-text file
+  std::int64_t line = 0;    // 0 for a plain-text file
+  std::int64_t offset = 0;  // plain text: where the piece starts in the (decompressed) text
+  bool last = true;         // plain text: the last piece of the file
   std::string text;
 };
 
@@ -80,7 +92,10 @@ struct Encoded {
 // Reads the inputs one chunk at a time.
 class ChunkReader {
  public:
-  explicit ChunkReader(const std::vector<std::filesystem::path>& files) : files_(files) {}
+  ChunkReader(const std::vector<std::filesystem::path>& files, const Tokenizer& tok) : files_(files), tok_(tok) {
+    for (char32_t c = 0; c < 0x80; ++c) ascii_cut_[c] = tok.can_split_before_newline(c);
+    streaming_ = std::any_of(ascii_cut_.begin(), ascii_cut_.end(), [](bool b) { return b; });
+  }
 
   // The next chunk; empty at the end of the inputs.
   std::vector<Record> next() {
@@ -92,12 +107,21 @@ class ChunkReader {
         current_ = next_file_++;
         reader_ = std::make_unique<LineReader>(files_[current_].string());
         jsonl_ = is_jsonl(files_[current_]);
+        text_offset_ = 0;
+        carry_.clear();
       }
       Record r;
       r.file = current_;
       if (!jsonl_) {
-        r.text = reader_->read_all();
-        finish_file();
+        r.offset = text_offset_;
+        r.last = next_piece(r.text);
+        text_offset_ += static_cast<std::int64_t>(r.text.size());
+        bytes_ += static_cast<std::int64_t>(r.text.size());
+        ++pieces_;
+        if (r.last) {
+          ++text_files_;
+          finish_file();
+        }
       } else if (reader_->next_line(r.text)) {
         r.line = reader_->line_number();
         bytes_ += static_cast<std::int64_t>(r.text.size()) + 1;
@@ -106,7 +130,6 @@ class ChunkReader {
         finish_file();
         continue;
       }
-      if (!jsonl_) bytes_ += static_cast<std::int64_t>(r.text.size());
       bytes += r.text.size();
       chunk.push_back(std::move(r));
     }
@@ -115,18 +138,99 @@ class ChunkReader {
   // Uncompressed bytes read so far.
   std::int64_t bytes() const { return bytes_; }
   std::size_t files_done() const { return files_done_; }
+  // Whether plain-text files are read in pieces (the tokenizer allows it).
+  bool streaming() const { return streaming_; }
+  // Plain-text files read, and the pieces they were read in (after the last chunk).
+  std::int64_t text_files() const { return text_files_; }
+  std::int64_t pieces() const { return pieces_; }
 
  private:
   void finish_file() {
     reader_.reset();
     ++files_done_;
   }
+
+  // The next piece of the current plain-text file into `piece`; true when it
+  // is the file's last.
+  bool next_piece(std::string& piece) {
+    if (!streaming_) {
+      piece = reader_->read_all();
+      return true;
+    }
+    piece.swap(carry_);
+    carry_.clear();
+    std::size_t target = kPieceBytes, from = 1;  // cuts before `from` are known to be none
+    for (;;) {
+      while (piece.size() < target)
+        if (reader_->read_some(piece, target - piece.size()) == 0) return true;  // the rest of the file
+      const std::size_t cut = last_cut(piece, from);
+      if (cut != std::string::npos) {
+        carry_.assign(piece, cut, std::string::npos);
+        piece.resize(cut);
+        return false;
+      }
+      // No place to cut in this window (one huge line, or no line starting
+      // with a letter or number): the piece grows, up to the whole file if
+      // need be, since only such a cut gives the ids of the whole text.
+      // The last 4 bytes are searched again (their next character may have
+      // been incomplete).
+      from = std::max<std::size_t>(piece.size(), 5) - 4;
+      target = piece.size() + kPieceBytes;
+    }
+  }
+
+  // The last position q >= from of `s` where s may be cut: s[q] is "\n" and
+  // the character after it, complete in `s`, is one the tokenizer accepts.
+  std::size_t last_cut(const std::string& s, std::size_t from) const {
+    std::size_t end = s.size();
+    while (end > from) {
+      const void* p = ::memrchr(s.data() + from, '\n', end - from);
+      if (!p) break;
+      const std::size_t q = static_cast<std::size_t>(static_cast<const char*>(p) - s.data());
+      if (cut_before(s, q + 1)) return q;
+      end = q;
+    }
+    return std::string::npos;
+  }
+
+  // Whether the well-formed UTF-8 character at s[i] may follow a cut "\n".
+  bool cut_before(const std::string& s, std::size_t i) const {
+    if (i >= s.size()) return false;
+    const auto b0 = static_cast<unsigned char>(s[i]);
+    if (b0 < 0x80) return ascii_cut_[b0];
+    std::size_t len = 0;
+    char32_t cp = 0, min = 0;
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+      len = 2, cp = b0 & 0x1F, min = 0x80;
+    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+      len = 3, cp = b0 & 0x0F, min = 0x800;
+    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+      len = 4, cp = b0 & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (b & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    return tok_.can_split_before_newline(cp);
+  }
+
   const std::vector<std::filesystem::path>& files_;
+  const Tokenizer& tok_;
+  std::array<bool, 0x80> ascii_cut_{};
+  bool streaming_ = false;
   std::size_t next_file_ = 0, current_ = 0;
   std::atomic<std::size_t> files_done_{0};
   std::unique_ptr<LineReader> reader_;
   bool jsonl_ = false;
+  std::string carry_;             // plain text read past the last cut
+  std::int64_t text_offset_ = 0;  // where the next piece starts
   std::atomic<std::int64_t> bytes_{0};
+  std::int64_t text_files_ = 0, pieces_ = 0;
 };
 
 Encoded encode_record(const Record& r, const std::vector<std::filesystem::path>& files,
@@ -135,9 +239,17 @@ Encoded encode_record(const Record& r, const std::vector<std::filesystem::path>&
   e.ids.resize(keys.size());
   const std::string where = files[r.file].string() + (r.line ? ":" + std::to_string(r.line) : std::string());
   try {
-    if (r.line == 0) {  // a plain-text file: a document of the first key
-      e.ids[0] = tok.encode(r.text);
-      if (append_eod) e.ids[0].push_back(tok.eod_id());
+    if (r.line == 0) {  // a piece of a plain-text file: (part of) a document of the first key
+      try {
+        e.ids[0] = tok.encode(r.text);
+      } catch (const Error& ex) {
+        e.error = where + ": cannot tokenize" +
+                  (r.offset || !r.last ? " (the piece from byte " + std::to_string(r.offset) + " of the text)"
+                                       : std::string()) +
+                  ": " + ex.what();
+        return e;
+      }
+      if (append_eod && r.last) e.ids[0].push_back(tok.eod_id());
       return e;
     }
     nlohmann::json j;
@@ -260,7 +372,11 @@ int cmd_preprocess(int argc, char** argv) {
   const bool tty = ::isatty(::fileno(stderr));
   const auto t0 = std::chrono::steady_clock::now();
   auto last = t0;
-  ChunkReader reader(files);
+  ChunkReader reader(files, *tokenizer);
+  // The plain-text document being written piece by piece: its tokens so
+  // far, and whether a malformed piece made it skipped.
+  std::int64_t text_tokens = 0;
+  bool text_skipped = false;
   auto progress = [&](bool final) {
     const auto now = std::chrono::steady_clock::now();
     const double s = std::chrono::duration<double>(now - t0).count();
@@ -302,7 +418,37 @@ int cmd_preprocess(int argc, char** argv) {
     for (auto& t : threads) t.join();
     if (failure) std::rethrow_exception(failure);
 
-    for (auto& e : encoded) {
+    for (std::size_t i = 0; i < encoded.size(); ++i) {
+      auto& e = encoded[i];
+      const Record& rec = chunk[i];
+      if (rec.line == 0) {  // a piece of a plain-text document (the first key only)
+        if (!text_skipped && !e.error.empty()) {
+          if (!skip_malformed) throw Error(e.error + " (--skip-malformed skips such files)");
+          if (++malformed <= 10) spdlog::warn("skipped {}", e.error);
+          writers[0]->discard_item();  // the pieces already written
+          text_skipped = true;
+        } else if (!text_skipped && !e.ids[0].empty()) {
+          writers[0]->add_to_item(e.ids[0].data(), static_cast<std::int64_t>(e.ids[0].size()));
+          text_tokens += static_cast<std::int64_t>(e.ids[0].size());
+        }
+        if (rec.last) {
+          if (!text_skipped) {
+            ++records;
+            empty += static_cast<std::int64_t>(keys.size()) - 1;  // no text for the other keys
+            if (text_tokens == 0) {
+              ++empty;
+            } else {
+              writers[0]->end_item();
+              writers[0]->end_document();
+              ++docs[0];
+              tokens[0] += text_tokens;
+            }
+          }
+          text_tokens = 0;
+          text_skipped = false;
+        }
+        continue;
+      }
       if (!e.error.empty()) {
         if (!skip_malformed) throw Error(e.error + " (--skip-malformed skips such lines)");
         if (++malformed <= 10) spdlog::warn("skipped {}", e.error);
@@ -330,6 +476,14 @@ int cmd_preprocess(int argc, char** argv) {
   for (std::size_t k = 0; k < keys.size(); ++k)
     std::cout << "wrote " << out << "_" << keys[k] << "_document.bin/.idx: " << docs[k] << " documents, "
               << tokens[k] << " tokens (" << (dtype == DType::u16 ? "uint16" : "int32") << ")\n";
+  if (reader.text_files() > 0) {
+    if (reader.streaming())
+      std::cout << "plain text: " << reader.text_files() << " files read in " << reader.pieces()
+                << " pieces\n";
+    else
+      std::cout << "plain text: " << reader.text_files() << " files read whole (" << tokenizer->name()
+                << " cannot encode a text in pieces)\n";
+  }
   char line[256];
   std::snprintf(line, sizeof line,
                 "read %zu files, %.1f MB in %.2f s (%.0f docs/s, %.1f MB/s); %lld malformed lines skipped, "

@@ -477,6 +477,9 @@ struct BpeTokenizer::Impl {
   std::vector<std::uint8_t> flags;  // kKnown | kSpecial
   static constexpr std::uint8_t kKnown = 1, kSpecial = 2;
   std::int32_t eod = -1;
+  // Whether a text may be cut before a "\n" followed by a letter or a
+  // number (can_split_before_newline), decided by finish().
+  bool splittable = false;
 
   mutable SharedWordCache cache;
 
@@ -533,16 +536,38 @@ struct BpeTokenizer::Impl {
       tokens[id] = tok;
       flags[id] = kKnown;
     }
+    // Cutting a text just before "\n" + a letter or number X keeps every
+    // step of encode apart on both sides: no TemplateProcessing tokens (they
+    // would come with each piece), no added prefix space (each piece would
+    // get one), the GPT-2 regex (it ends a pre-token before such a "\n",
+    // whatever comes before it), NFC/NFD only (NFKC maps some letters to text
+    // starting with a space, U+037A; NFC/NFD never turn a letter or number
+    // into anything else and do not compose across "\n"), and added tokens
+    // that cannot match across the "\n" or at X (which would leave the "\n"
+    // at the end of a gap, where the regex joins it to the whitespace before
+    // it) and have no rstrip (which would take the "\n").
+    splittable = prefix_ids.empty() && suffix_ids.empty() && !add_prefix_space && use_regex;
+    for (auto form : normalizers)
+      if (form != unicode::NormalForm::nfc && form != unicode::NormalForm::nfd) splittable = false;
+    const auto unsplittable_token = [](std::string_view content) {
+      if (content.empty()) return false;  // never matched
+      std::size_t len = 0;
+      const CharClass first = unicode::char_class(unicode::decode_utf8(content, 0, len));
+      return content.find('\n') != std::string_view::npos || first == CharClass::letter ||
+             first == CharClass::number;
+    };
     std::unordered_set<std::string> special_contents;
     for (std::size_t i = 0; i < added.size(); ++i) {
       const AddedToken& t = added[i];
       tokens[t.id] = t.content;  // an added token's spelling wins, as in HF's decode
       flags[t.id] = kKnown;
       if (t.special) special_contents.insert(t.content);
+      if (t.rstrip || unsplittable_token(t.content)) splittable = false;
       if (t.normalized) {
         std::string norm = t.content, tmp;
         for (auto form : normalizers)
           if (unicode::normalize(form, norm, tmp)) norm = tmp;
+        if (unsplittable_token(norm)) splittable = false;
         normalized_matcher.add(norm, static_cast<int>(i));
       } else {
         raw_matcher.add(t.content, static_cast<int>(i));
@@ -1153,6 +1178,12 @@ std::string BpeTokenizer::decode(const std::vector<std::int32_t>& ids, bool skip
     }
   }
   return t.byte_level_decoder ? unicode::utf8_lossy(bytes) : bytes;
+}
+
+bool BpeTokenizer::can_split_before_newline(char32_t next) const {
+  if (!impl_->splittable || next > 0x10FFFF) return false;
+  const CharClass k = unicode::char_class(next);
+  return k == CharClass::letter || k == CharClass::number;
 }
 
 std::optional<std::int32_t> BpeTokenizer::token_to_id(std::string_view token) const {

@@ -258,6 +258,38 @@ struct IndexedDatasetWriter::Impl {
   std::vector<std::int64_t> doc_idx{0};
   std::vector<unsigned char> buffer;
   bool finished = false;
+  std::int64_t bin_bytes = 0;    // bytes written to .bin
+  bool item_open = false;        // add_to_item() started an item not yet closed
+  std::int64_t item_tokens = 0;  // its tokens so far
+  std::int64_t item_start = 0;   // its byte offset in .bin
+
+  // Writes `count` tokens to .bin; `first` is the position of tokens[0] in its item (for messages).
+  void write_tokens(const std::int32_t* tokens, std::int64_t count, std::int64_t first) {
+    const std::size_t bytes = static_cast<std::size_t>(count) * dtype_size(dtype);
+    buffer.resize(bytes);
+    if (dtype == DType::u16) {
+      for (std::int64_t i = 0; i < count; ++i) {
+        const std::int32_t t = tokens[i];
+        if (t < 0 || t > 0xffff)
+          throw Error(prefix + ": token " + std::to_string(t) + " (item " + std::to_string(sizes.size()) +
+                      ", position " + std::to_string(first + i) +
+                      ") does not fit uint16; write int32 tokens for vocabularies of 65500 or more");
+        const std::uint16_t v = static_cast<std::uint16_t>(t);
+        std::memcpy(buffer.data() + 2 * i, &v, 2);
+      }
+    } else if (bytes) {
+      std::memcpy(buffer.data(), tokens, bytes);
+    }
+    errno = 0;
+    if (bytes && std::fwrite(buffer.data(), 1, bytes, bin) != bytes) fail(bin_tmp, "write failed");
+    bin_bytes += static_cast<std::int64_t>(bytes);
+  }
+  void close_item() {
+    if (!item_open) return;
+    sizes.push_back(static_cast<std::int32_t>(item_tokens));
+    item_open = false;
+    item_tokens = 0;
+  }
 
   void fail(const std::string& path, const std::string& what) {
     int err = errno;
@@ -292,32 +324,53 @@ IndexedDatasetWriter::~IndexedDatasetWriter() {
 void IndexedDatasetWriter::add_item(const std::int32_t* tokens, std::int64_t count) {
   Impl& w = *impl_;
   if (w.finished) throw Error(w.prefix + ": add_item after finish()");
+  if (w.item_open) throw Error(w.prefix + ": add_item while an item is being built (call end_item() first)");
   if (count < 0 || count > std::numeric_limits<std::int32_t>::max())
     throw Error(w.prefix + ": item of " + std::to_string(count) +
                 " tokens: the size must be in [0, 2^31)");
-  const std::size_t bytes = static_cast<std::size_t>(count) * dtype_size(w.dtype);
-  w.buffer.resize(bytes);
-  if (w.dtype == DType::u16) {
-    for (std::int64_t i = 0; i < count; ++i) {
-      const std::int32_t t = tokens[i];
-      if (t < 0 || t > 0xffff)
-        throw Error(w.prefix + ": token " + std::to_string(t) + " (item " +
-                    std::to_string(w.sizes.size()) + ", position " + std::to_string(i) +
-                    ") does not fit uint16; write int32 tokens for vocabularies of 65500 or more");
-      const std::uint16_t v = static_cast<std::uint16_t>(t);
-      std::memcpy(w.buffer.data() + 2 * i, &v, 2);
-    }
-  } else if (bytes) {
-    std::memcpy(w.buffer.data(), tokens, bytes);
-  }
-  errno = 0;
-  if (bytes && std::fwrite(w.buffer.data(), 1, bytes, w.bin) != bytes) w.fail(w.bin_tmp, "write failed");
+  w.write_tokens(tokens, count, 0);
   w.sizes.push_back(static_cast<std::int32_t>(count));
+}
+
+void IndexedDatasetWriter::add_to_item(const std::int32_t* tokens, std::int64_t count) {
+  Impl& w = *impl_;
+  if (w.finished) throw Error(w.prefix + ": add_to_item after finish()");
+  if (count < 0 || count > std::numeric_limits<std::int32_t>::max() - w.item_tokens)
+    throw Error(w.prefix + ": item of " + std::to_string(w.item_tokens + std::max<std::int64_t>(count, 0)) +
+                " tokens or more: the size must be in [0, 2^31)");
+  if (!w.item_open) {
+    w.item_open = true;
+    w.item_tokens = 0;
+    w.item_start = w.bin_bytes;
+  }
+  w.write_tokens(tokens, count, w.item_tokens);
+  w.item_tokens += count;
+}
+
+void IndexedDatasetWriter::end_item() {
+  Impl& w = *impl_;
+  if (w.finished) throw Error(w.prefix + ": end_item after finish()");
+  w.item_open = true;  // an item of 0 tokens when none was started
+  w.close_item();
+}
+
+void IndexedDatasetWriter::discard_item() {
+  Impl& w = *impl_;
+  if (w.finished) throw Error(w.prefix + ": discard_item after finish()");
+  if (!w.item_open) return;
+  errno = 0;
+  if (std::fflush(w.bin) != 0 || ::ftruncate(::fileno(w.bin), static_cast<off_t>(w.item_start)) != 0 ||
+      ::fseeko(w.bin, static_cast<off_t>(w.item_start), SEEK_SET) != 0)
+    w.fail(w.bin_tmp, "cannot drop the last item");
+  w.bin_bytes = w.item_start;
+  w.item_open = false;
+  w.item_tokens = 0;
 }
 
 void IndexedDatasetWriter::end_document() {
   Impl& w = *impl_;
   if (w.finished) throw Error(w.prefix + ": end_document after finish()");
+  w.close_item();
   w.doc_idx.push_back(static_cast<std::int64_t>(w.sizes.size()));
 }
 
@@ -325,6 +378,7 @@ void IndexedDatasetWriter::finish() {
   Impl& w = *impl_;
   if (w.finished) throw Error(w.prefix + ": finish() called twice");
   try {
+    w.close_item();
     // Items added after the last end_document() form a final document, so
     // the index always ends at the item count (GPT-NeoX's reader needs that
     // for its document list; preprocess_data.py always closes documents).

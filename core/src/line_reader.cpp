@@ -193,6 +193,16 @@ std::string LineReader::read_all() {
   }
 }
 
+std::size_t LineReader::read_some(std::string& out, std::size_t max) {
+  Impl& r = *impl_;
+  if (max == 0) return 0;
+  if (r.out_pos == r.out_len && !r.produce()) return 0;
+  const std::size_t n = std::min(max, r.out_len - r.out_pos);
+  out.append(r.out.data() + r.out_pos, n);
+  r.out_pos += n;
+  return n;
+}
+
 const std::string& LineReader::path() const { return impl_->path; }
 std::int64_t LineReader::line_number() const { return impl_->line; }
 std::int64_t LineReader::file_bytes_read() const { return impl_->file_bytes; }

@@ -47,6 +47,14 @@ class NEOX_API BpeTokenizer final : public Tokenizer {
   // an id that is not in the vocabulary (Hugging Face drops such ids silently).
   std::string decode(const std::vector<std::int32_t>& ids) const override;
   std::string decode(const std::vector<std::int32_t>& ids, bool skip_special_tokens) const;
+  // True when `next` is a letter or a number (\p{L}, \p{N}) and the
+  // tokenizer has no post-processor tokens, no add_prefix_space, the GPT-2
+  // regex, no normalizer or only NFC/NFD, and no added token that contains
+  // "\n", has rstrip, or starts (before or after normalization) with a
+  // letter or a number: the regex then ends a pre-token before such a "\n",
+  // no added token can match across it or at `next`, and NFC/NFD leave the
+  // text on both sides of it apart.
+  bool can_split_before_newline(char32_t next) const override;
 
   // The id of a token as the vocabulary spells it ("Ġthe"), if any.
   std::optional<std::int32_t> token_to_id(std::string_view token) const;

@@ -15,6 +15,8 @@ class NEOX_API ByteTokenizer final : public Tokenizer {
   std::int64_t vocab_size() const override { return 257; }
   std::int32_t eod_id() const override { return kEod; }
   std::vector<std::int32_t> encode(std::string_view text) const override;
+  // One id per byte: any cut gives the ids of the whole.
+  bool can_split_before_newline(char32_t) const override { return true; }
   // The end-of-document token decodes to nothing.
   std::string decode(const std::vector<std::int32_t>& ids) const override;
 };

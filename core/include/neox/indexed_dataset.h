@@ -55,6 +55,9 @@ class NEOX_API IndexedDataset {
 // document, finish() writes the index. Both files are written under
 // temporary names and renamed into place by finish(), which also closes an
 // unfinished last document; a writer destroyed without finish() removes them.
+// An item may also be written in parts (a long document tokenized piece by
+// piece): add_to_item() appends tokens to the item being built, end_item()
+// closes it; end_document() and finish() close an item being built.
 class NEOX_API IndexedDatasetWriter {
  public:
   IndexedDatasetWriter(const std::string& prefix, DType dtype);
@@ -63,6 +66,13 @@ class NEOX_API IndexedDatasetWriter {
   IndexedDatasetWriter& operator=(const IndexedDatasetWriter&) = delete;
   // Throws if a token does not fit the dtype.
   void add_item(const std::int32_t* tokens, std::int64_t count);
+  // Appends tokens to the item being built (starting one if none is); throws
+  // if a token does not fit the dtype or the item would reach 2^31 tokens.
+  void add_to_item(const std::int32_t* tokens, std::int64_t count);
+  // Closes the item being built (an item of 0 tokens if none is).
+  void end_item();
+  // Drops the item being built: its tokens are removed from .bin.
+  void discard_item();
   void end_document();
   void finish();
 

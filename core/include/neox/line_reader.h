@@ -29,6 +29,10 @@ class NEOX_API LineReader {
   bool next_line(std::string& line);
   // The rest of the file, decompressed (a plain-text document).
   std::string read_all();
+  // Appends up to `max` more decompressed bytes to `out`, at least one unless
+  // the file has ended; returns how many (0 at the end of the file). Errors
+  // as next_line's.
+  std::size_t read_some(std::string& out, std::size_t max);
 
   const std::string& path() const;
   // Number of the line last returned by next_line (1-based).

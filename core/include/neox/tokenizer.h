@@ -20,6 +20,15 @@ class NEOX_API Tokenizer {
   virtual std::vector<std::int32_t> encode(std::string_view text) const = 0;
   // Throws neox::Error for an id outside [0, vocab_size).
   virtual std::string decode(const std::vector<std::int32_t>& ids) const = 0;
+  // For encoding a long text in pieces (neox preprocess streams a plain-text
+  // file so): true when encode(a + b) equals encode(a) followed by encode(b)
+  // for all texts a and b such that b starts with "\n" followed by the
+  // character `next` (a Unicode code point). False unless a tokenizer
+  // knows better: a text is then encoded whole.
+  virtual bool can_split_before_newline(char32_t next) const {
+    (void)next;
+    return false;
+  }
 };
 
 }  // namespace neox
