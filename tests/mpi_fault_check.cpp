@@ -9,9 +9,10 @@
 //   stop    stops itself (SIGSTOP),
 //   kill    kills itself (SIGKILL),
 //   behind  sleeps for 10 minutes before it would send to the last rank,
-//           which waits for that message (recv from FAULTY_RANK, tag 7)
-//           instead of entering step 3's all_reduce: the last rank is then
-//           "behind" the others, which wait in all_reduce #3.
+//           which, a second later than the others, waits for that message
+//           (recv from FAULTY_RANK, tag 7) instead of entering step 3's
+//           all_reduce: the last rank is then "behind" the others, which
+//           wait in all_reduce #3.
 // A rank whose communicator throws prints "mpi_fault_check: rank R: error:
 // MESSAGE" and returns 1 (the plugin then ends the job at exit). A rank
 // that finishes prints "mpi_fault_check: rank R: done".
@@ -57,6 +58,12 @@ int main(int argc, char** argv) {
         if (mode == "kill") raise(SIGKILL);
       }
       if (step == 3 && mode == "behind" && rank == last) {
+        // One second late: the others (in all_reduce #3 since a second) time
+        // out and report first, while this rank, waiting in the recv, still
+        // answers their question (its own timeout comes a second after
+        // theirs; seen in CI: without the delay, under load, this rank's
+        // report could end the job before theirs was printed).
+        sleep(1);
         Tensor message = Tensor::zeros_host({4}, DType::f32);
         c->recv(message, faulty, 7);
       }
