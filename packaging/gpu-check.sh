@@ -40,6 +40,7 @@
 #   attention-check  tests/cuda-emulation/attention_check.cpp built with nvcc,
 #                quick mode: both attention paths against float64, long rows,
 #                and timings
+#   bench-160m-simt  bench-160m with attention_tensor_cores = false (A/B)
 #   bench-160m-ckpt, bench-fp32  activation checkpointing; fp32 (micro-batch 4)
 #   comm-nccl    tests/test_comm_nccl.cpp (the nccl comm plugin: every
 #                collective on one rank, two processes over the TCP bootstrap,
@@ -568,7 +569,8 @@ run_checks() {
   # correctness of the ops first, then the benchmarks beside the PyTorch
   # baseline, then the slower model and comm tests, the sanitizers last.
   local phases=${GPU_CHECK_PHASES:-"kernels cuda-backend bench-160m bench-1.4b baseline-160m baseline-1.4b
-    baseline-160m-compile gpu-model attention-check bench-160m-ckpt bench-fp32 comm-nccl ops memcheck racecheck"}
+    baseline-160m-compile gpu-model attention-check bench-160m-simt bench-160m-ckpt bench-fp32 comm-nccl ops
+    memcheck racecheck"}
   local p reduced
   for p in $phases; do
     case $p in
@@ -579,6 +581,9 @@ run_checks() {
       attention-check) attention_check ;;
       bench-160m) bench_train bench-160m 75 configs/bench/pythia-160m-cuda.toml 16 8 ;;
       bench-1.4b) bench_train bench-1.4b 90 configs/bench/pythia-1.4b-cuda.toml 8 4 ;;
+      bench-160m-simt)  # A/B: the same bench with attention on the CUDA cores (the run-1 kernels)
+        bench_train bench-160m-simt 75 configs/bench/pythia-160m-cuda.toml 16 8 \
+          --set plugins.options.cuda.attention_tensor_cores=false ;;
       bench-160m-ckpt)
         bench_train bench-160m-ckpt 60 configs/bench/pythia-160m-cuda.toml 16 8 --set training.checkpoint_activations=true ;;
       bench-fp32)
