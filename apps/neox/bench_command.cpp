@@ -115,26 +115,37 @@ int bench_train_step(const cxxopts::ParseResult& args) {
 
   std::vector<double> fwd, bwd, opt, total;
   double loss = 0.0;
-  for (int s = 0; s < warmup + steps; ++s) {
-    auto t0 = Clock::now();
+  // One step (optimizer step number `n`); the phases' seconds, each ended by
+  // a synchronisation so that it holds its device work.
+  struct PhaseTimes {
+    double fwd = 0, bwd = 0, opt = 0;
+  };
+  auto train_step = [&](std::int64_t n) {
+    PhaseTimes p;
+    auto t = Clock::now();
     model.arena().zero_grads(*backend);
     loss = model.forward_loss(ids, labels);
     backend->synchronize();
-    double t_fwd = seconds_since(t0);
-    auto t1 = Clock::now();
+    p.fwd = seconds_since(t);
+    t = Clock::now();
     model.backward(static_cast<float>(loss_scale));
     backend->synchronize();
-    double t_bwd = seconds_since(t1);
-    auto t2 = Clock::now();
-    optimizer->step({static_cast<float>(config.optimizer.lr), s + 1, static_cast<float>(1.0 / loss_scale)});
+    p.bwd = seconds_since(t);
+    t = Clock::now();
+    optimizer->step({static_cast<float>(config.optimizer.lr), n, static_cast<float>(1.0 / loss_scale)});
     model.arena().mark_params_changed();
     backend->synchronize();
-    double t_opt = seconds_since(t2);
+    p.opt = seconds_since(t);
+    return p;
+  };
+  for (int s = 0; s < warmup + steps; ++s) {
+    const auto t0 = Clock::now();
+    const PhaseTimes p = train_step(s + 1);
     if (s + 1 == warmup) backend->reset_peak_memory();  // peak of the timed steps
     if (s >= warmup) {
-      fwd.push_back(t_fwd);
-      bwd.push_back(t_bwd);
-      opt.push_back(t_opt);
+      fwd.push_back(p.fwd);
+      bwd.push_back(p.bwd);
+      opt.push_back(p.opt);
       total.push_back(seconds_since(t0));
     }
   }
@@ -173,18 +184,9 @@ int bench_train_step(const cxxopts::ParseResult& args) {
                 static_cast<double>(optimizer->state_bytes()) / (1 << 30));
   std::printf("final loss:  %.4f\n", loss);
   if (args.count("profile")) {
-    auto one_step = [&] {
-      model.arena().zero_grads(*backend);
-      model.forward_loss(ids, labels);
-      model.backward(static_cast<float>(loss_scale));
-      optimizer->step({static_cast<float>(config.optimizer.lr), warmup + steps + 1,
-                       static_cast<float>(1.0 / loss_scale)});
-      model.arena().mark_params_changed();
-      backend->synchronize();
-    };
     OpProfiler profiler(*backend);
     auto t0 = Clock::now();
-    one_step();
+    train_step(warmup + steps + 1);
     print_profile(profiler, seconds_since(t0), step_s, args["mem-gbs"].as<double>(),
                   args["gemm-tflops"].as<double>() > 0 ? args["gemm-tflops"].as<double>()
                                                         : config.training.peak_tflops,

@@ -37,6 +37,16 @@ template <bool kWarp> __device__ __forceinline__ float row_sum(float v) {
     return block_sum(v);
 }
 
+// The rows of a grid-stride loop: a warp per row (kWarp: blockDim.y warps
+// per block) or a block per row.
+template <bool kWarp> __device__ __forceinline__ std::int64_t first_row() {
+  return kWarp ? static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y
+               : static_cast<std::int64_t>(blockIdx.x);
+}
+template <bool kWarp> __device__ __forceinline__ std::int64_t row_stride() {
+  return kWarp ? static_cast<std::int64_t>(gridDim.x) * blockDim.y : static_cast<std::int64_t>(gridDim.x);
+}
+
 template <typename T, int V, int K, bool kWarp>
 __global__ void __launch_bounds__(kRegThreads)
     layernorm_forward_reg_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight,
@@ -45,11 +55,7 @@ __global__ void __launch_bounds__(kRegThreads)
   const int packs = static_cast<int>(C / V);
   const int tpr = static_cast<int>(blockDim.x);
   const int tx = static_cast<int>(threadIdx.x);
-  const std::int64_t first = kWarp ? static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y
-                                   : static_cast<std::int64_t>(blockIdx.x);
-  const std::int64_t step = kWarp ? static_cast<std::int64_t>(gridDim.x) * blockDim.y
-                                  : static_cast<std::int64_t>(gridDim.x);
-  for (std::int64_t row = first; row < N; row += step) {
+  for (std::int64_t row = first_row<kWarp>(); row < N; row += row_stride<kWarp>()) {
     const T* x = inp + row * C;
     P xv[K];
 #pragma unroll
@@ -112,11 +118,7 @@ __global__ void __launch_bounds__(kRegThreads)
   const int packs = static_cast<int>(C / V);
   const int tpr = static_cast<int>(blockDim.x);
   const int tx = static_cast<int>(threadIdx.x);
-  const std::int64_t first = kWarp ? static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y
-                                   : static_cast<std::int64_t>(blockIdx.x);
-  const std::int64_t step = kWarp ? static_cast<std::int64_t>(gridDim.x) * blockDim.y
-                                  : static_cast<std::int64_t>(gridDim.x);
-  for (std::int64_t row = first; row < N; row += step) {
+  for (std::int64_t row = first_row<kWarp>(); row < N; row += row_stride<kWarp>()) {
     const T* x = inp + row * C;
     const T* g = dout + row * C;
     const float m = mean[row], r = rstd[row];
