@@ -507,10 +507,14 @@ std::vector<KeyDef> build_schema() {
                     "Log a line of metrics every this many steps.")
                   .range(1, kBig));
   s.push_back(field("training", "log_dir", &C::training, &T::log_dir,
-                    "Directory of run directories (config, metrics.jsonl, train.log), relative "
-                    "to the working directory."));
+                    "Directory of run directories (config, metrics.jsonl, train.log, TensorBoard "
+                    "events), relative to the working directory."));
   s.push_back(field("training", "run_name", &C::training, &T::run_name,
                     "Name of this run's directory under log_dir; empty: date and time."));
+  s.push_back(field("training", "tensorboard", &C::training, &T::tensorboard,
+                    "Also write the logged metrics to a TensorBoard event file "
+                    "(events.out.tfevents.*) in the run directory (rank 0); view them with "
+                    "`tensorboard --logdir runs` (the log_dir)."));
   s.push_back(field("training", "peak_tflops", &C::training, &T::peak_tflops,
                     "Peak TFLOP/s of one device, for MFU; 0: MFU not reported.")
                   .frange(0.0, 1e6));

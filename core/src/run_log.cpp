@@ -11,6 +11,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "event_file.h"
 #include "neox/error.h"
 
 namespace neox {
@@ -62,7 +63,8 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-RunLog::RunLog(const std::string& log_dir, const std::string& run_name, int rank, int world) : rank_(rank) {
+RunLog::RunLog(const std::string& log_dir, const std::string& run_name, int rank, int world, bool tensorboard)
+    : rank_(rank) {
   terminal_ = rank == 0 && isatty(STDERR_FILENO);
   auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   std::vector<spdlog::sink_ptr> sinks{std::make_shared<BarAwareSink>(console, &bar_shown_)};
@@ -74,6 +76,7 @@ RunLog::RunLog(const std::string& log_dir, const std::string& run_name, int rank
     metrics_.open(fs::path(dir_) / "metrics.jsonl", std::ios::app);
     if (!metrics_) throw Error(dir_ + "/metrics.jsonl: cannot open for writing");
     sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>((fs::path(dir_) / "train.log").string()));
+    if (tensorboard) events_ = std::make_unique<EventFileWriter>(dir_);
   }
   logger_ = std::make_shared<spdlog::logger>("train", sinks.begin(), sinks.end());
   logger_->set_pattern(world > 1 ? "[%H:%M:%S] [rank " + std::to_string(rank) + "] %^%l%$ %v"
@@ -110,6 +113,28 @@ void RunLog::metrics(const nlohmann::json& record) {
   if (rank_ != 0) return;
   metrics_ << record.dump() << "\n";
   metrics_.flush();
+}
+
+void RunLog::scalars(std::int64_t step, const std::vector<std::pair<std::string, double>>& values) {
+  if (!events_) return;
+  try {
+    for (const auto& [tag, value] : values) events_->add_scalar(tag, value, step);
+    events_->flush();
+  } catch (const Error& e) {
+    logger_->warn("{}; no more TensorBoard events are written (metrics.jsonl goes on)", e.what());
+    events_.reset();
+  }
+}
+
+void RunLog::start_session(std::int64_t first_step) {
+  if (!events_) return;
+  try {
+    events_->add_session_start(first_step);
+    events_->flush();
+  } catch (const Error& e) {
+    logger_->warn("{}; no more TensorBoard events are written (metrics.jsonl goes on)", e.what());
+    events_.reset();
+  }
 }
 
 void RunLog::progress(std::int64_t step, std::int64_t total, double loss, double tokens_per_s, double eta_s) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "neox/trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <vector>
 
 #include "neox/backend.h"
 #include "neox/checkpoint.h"
@@ -30,6 +32,17 @@ std::atomic<bool> g_stop{false};
 using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// A metrics.jsonl record's numbers as TensorBoard scalars: (key, tag) pairs,
+// the tags GPT-NeoX's own TensorBoard logging uses where it has one. Taken
+// from the record itself so that both files hold the same values; keys the
+// record lacks (mfu without peak_tflops, loss_scale outside fp16) are left out.
+void log_scalars(RunLog& log, const nlohmann::json& rec, std::initializer_list<std::pair<const char*, std::string>> tags) {
+  std::vector<std::pair<std::string, double>> values;
+  for (const auto& [key, tag] : tags)
+    if (auto it = rec.find(key); it != rec.end()) values.emplace_back(tag, it->get<double>());
+  log.scalars(rec.at("step").get<std::int64_t>(), values);
+}
 
 // The architecture keys of [model] that an hf:DIR checkpoint must agree with.
 void check_same_architecture(const ModelConfig& cfg, const ModelConfig& hf, const std::string& dir) {
@@ -174,7 +187,7 @@ void Trainer::setup() {
   registry_ = std::make_unique<PluginRegistry>(cfg_.plugins.search_paths);
   comm_ = registry_->make_comm(cfg_.plugins.comm, cfg_.plugins.options_for(cfg_.plugins.comm));
   check_same_config_on_all_ranks(*comm_, cfg_);
-  log_ = std::make_unique<RunLog>(tc_.log_dir, tc_.run_name, comm_->rank(), comm_->size());
+  log_ = std::make_unique<RunLog>(tc_.log_dir, tc_.run_name, comm_->rank(), comm_->size(), tc_.tensorboard);
   result_.run_dir = log_->dir();
   log_->write_config(config_to_toml(cfg_));
   backend_ = registry_->make_backend(cfg_.plugins.backend, cfg_.plugins.kernels, cfg_.plugins.options);
@@ -271,6 +284,7 @@ void Trainer::setup() {
                    B, tc_.gradient_accumulation_steps, comm_->size(), global_batch, tokens_per_step_, tc_.train_iters);
   log_memory();
   log_->log().info("run directory: {}", log_->dir());
+  log_->start_session(iteration_ + 1);
 }
 
 double Trainer::train_step() {
@@ -399,6 +413,13 @@ void Trainer::log_step(std::int64_t iteration, double loss, double lr, double gr
     rec["skipped_steps"] = skipped_steps_;
   }
   log_->metrics(rec);
+  log_scalars(*log_, rec,
+              {{"loss", "train/lm_loss"},
+               {"lr", "train/learning_rate"},
+               {"grad_norm", "train/grad_norm"},
+               {"tokens_per_sec", "runtime/tokens_per_sec"},
+               {"mfu", "runtime/mfu"},
+               {"loss_scale", "train/loss_scale"}});
   interval_loss_ = 0.0;
   interval_steps_ = 0;
   interval_start_ = Clock::now();
@@ -419,7 +440,11 @@ double Trainer::evaluate(Split split, std::int64_t batches) {
   }
   const double ppl = std::exp(std::min(loss, 700.0));
   log_->log().info("{} loss at step {}: {:.4f} | perplexity {:.3f}", split_name(split), iteration_, loss, ppl);
-  log_->metrics({{"step", iteration_}, {"split", split_name(split)}, {"loss", loss}, {"perplexity", ppl}});
+  const nlohmann::json rec{{"step", iteration_}, {"split", split_name(split)}, {"loss", loss}, {"perplexity", ppl}};
+  log_->metrics(rec);
+  // GPT-NeoX's chart names: "validation" and "test".
+  const std::string chart = split == Split::valid ? "validation" : split_name(split);
+  log_scalars(*log_, rec, {{"loss", chart + "/lm_loss"}, {"perplexity", chart + "/lm_loss_ppl"}});
   interval_start_ = Clock::now();  // evaluation time is not training throughput
   return loss;
 }

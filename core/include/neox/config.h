@@ -64,6 +64,7 @@ struct TrainingConfig {
   std::int64_t log_interval = 10;
   std::string log_dir = "runs";        // run directories go here
   std::string run_name = "";           // empty: a timestamp
+  bool tensorboard = true;             // write a TensorBoard event file in the run directory
   double peak_tflops = 0.0;            // device peak for MFU; 0: MFU not shown
   std::string save = "";               // checkpoint directory; empty: no checkpoints
   std::string load = "";               // checkpoint to resume from, or hf:DIR
