@@ -7,15 +7,19 @@
 // around a ring, the broadcast in several messages); then the bytes each
 // operation counted (stats()) against the ring-algorithm formula; then the
 // errors (non-host tensors, mismatched sizes, bad peers and roots, a
-// truncated receive reported through MPI_Error_string). Exits 0 and
+// truncated receive reported through MPI_Error_string); then the started
+// (*_start) collectives, which move the communicator onto its thread, and
+// everything again on that thread. Exits 0 and
 // prints "OK" on every rank when all is right, non-zero on the first rank
 // that sees a mismatch (mpirun then ends the job).
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "neox/communicator.h"
@@ -278,6 +282,89 @@ void check_errors(Communicator& c) {
   c.barrier();
 }
 
+// The *_start calls: results as the blocking calls', in the order started
+// (a blocking call in between runs after them), counted in stats() only
+// once waited for, errors thrown by wait(), and a real overlap: rank 0's
+// start returns while rank 1 has not yet joined.
+void check_overlap(Communicator& c) {
+  const int n = c.size(), r = c.rank();
+  const std::string me = "rank " + std::to_string(r);
+  expect(c.overlaps(), "overlaps() is false (MPI without MPI_THREAD_SERIALIZED?)");
+  auto filled = [&](std::int64_t len, int salt) {
+    Tensor t = Tensor::zeros_host({len}, DType::f32);
+    for (std::int64_t i = 0; i < len; ++i) t.ptr<float>()[i] = static_cast<float>(r + 1 + salt * i % 97);
+    return t;
+  };
+  auto sum_of = [&](std::int64_t i, int salt) {
+    float s = 0;
+    for (int q = 0; q < n; ++q) s += static_cast<float>(q + 1 + salt * i % 97);
+    return s;
+  };
+  c.reset_stats();
+  Tensor a = filled(kSmall, 1), b = filled(kLarge, 2), m = filled(kLarge, 3);
+  Tensor whole = filled(n * kLarge, 4), part = Tensor::zeros_host({kLarge}, DType::f32);
+  Tensor mine = filled(kSmall, 5), all = Tensor::zeros_host({n * kSmall}, DType::f32);
+  const CommTicket ta = c.all_reduce_start(a, ReduceOp::sum);
+  const CommTicket tb = c.all_reduce_start(b, ReduceOp::sum);
+  const CommTicket ts = c.reduce_scatter_start(whole, part, ReduceOp::sum);
+  expect(ta != 0 && ta < tb && tb < ts, "tickets increase: " + std::to_string(ta) + ", " + std::to_string(tb) + ", " +
+                                            std::to_string(ts));
+  expect(c.stats().ops.empty(), "stats() counted operations that were not waited for");
+  c.all_reduce(m, ReduceOp::max);  // blocking: after the three above
+  expect(c.stats().ops.count("all_reduce") && c.stats().ops.at("all_reduce").calls == 3 &&
+             c.stats().ops.count("reduce_scatter"),
+         "a blocking call completes (and counts) the operations started before it");
+  const CommTicket tg = c.all_gather_start(mine, all);
+  c.wait(tg);
+  c.wait(ta);  // already complete: returns at once
+  bool ok = true;
+  for (std::int64_t i = 0; i < kSmall; ++i) ok = ok && a.ptr<float>()[i] == sum_of(i, 1);
+  expect(ok, "all_reduce_start f32[" + std::to_string(kSmall) + "] sum");
+  ok = true;
+  for (std::int64_t i = 0; i < kLarge; ++i) ok = ok && b.ptr<float>()[i] == sum_of(i, 2);
+  expect(ok, "all_reduce_start f32[" + std::to_string(kLarge) + "] sum");
+  ok = true;
+  for (std::int64_t i = 0; i < kLarge; ++i) ok = ok && part.ptr<float>()[i] == sum_of(r * kLarge + i, 4);
+  expect(ok, "reduce_scatter_start");
+  ok = true;
+  for (std::int64_t i = 0; i < kLarge; ++i)
+    ok = ok && m.ptr<float>()[i] == static_cast<float>(n + 3 * i % 97);
+  expect(ok, "a blocking all_reduce between started ones");
+  ok = true;
+  for (int q = 0; q < n; ++q)
+    for (std::int64_t i = 0; i < kSmall; ++i)
+      ok = ok && all.ptr<float>()[q * kSmall + i] == static_cast<float>(q + 1 + 5 * i % 97);
+  expect(ok, "all_gather_start");
+  expect(c.stats().ops.at("all_gather").calls == 1, "all_gather_start counted once waited for");
+
+  // An error of a started operation comes out of wait(); the communicator goes on.
+  Tensor bf = Tensor::zeros_host({4}, DType::bf16);
+  const CommTicket bad = c.all_reduce_start(bf, ReduceOp::sum);
+  expect_error("all_reduce_start bf16, at wait()", {me, "all_reduce", "f32, f64, i32 or i64"}, [&] { c.wait(bad); });
+  expect_error("wait for a ticket never issued", {me, "never issued"}, [&] { c.wait(bad + 1000); });
+
+  // Overlap: rank 1 joins 300 ms late; rank 0's start returns at once and
+  // its wait takes the 300 ms.
+  if (n > 1) {
+    Tensor big = filled(kLarge, 6);
+    c.barrier();
+    using Clock = std::chrono::steady_clock;
+    if (r == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const auto t0 = Clock::now();
+    const CommTicket t = c.all_reduce_start(big, ReduceOp::sum);
+    const double started = std::chrono::duration<double>(Clock::now() - t0).count();
+    c.wait(t);
+    const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (r == 0) {
+      expect(started < 0.05, "all_reduce_start returned after " + std::to_string(started) + " s (expected at once)");
+      expect(waited > 0.2, "wait returned after " + std::to_string(waited) + " s, before rank 1 joined at 0.3 s");
+    }
+    ok = true;
+    for (std::int64_t i = 0; i < kLarge; ++i) ok = ok && big.ptr<float>()[i] == sum_of(i, 6);
+    expect(ok, "the late all_reduce_start");
+  }
+}
+
 int run(const std::string& plugin_dir) {
   PluginRegistry registry(plugin_dir.empty() ? std::vector<std::string>{} : std::vector<std::string>{plugin_dir});
   std::shared_ptr<Communicator> c = registry.make_comm("mpi", Options("plugins.options.mpi"));
@@ -297,6 +384,16 @@ int run(const std::string& plugin_dir) {
   for (std::int64_t len : {std::int64_t{11}, std::int64_t{300001}})
     for (DType dt : {DType::f32, DType::f64, DType::i32, DType::i64, DType::bf16, DType::f16, DType::u16})
       check_movement(*c, dt, len);
+  check_counting(*c);
+  check_errors(*c);
+  // From the first started operation on, every call runs on the
+  // communicator's thread: everything again.
+  check_overlap(*c);
+  for (std::int64_t len : {kSmall, kLarge}) {
+    check_reductions<float>(*c, len);
+    check_reductions<std::int64_t>(*c, len);
+  }
+  check_movement(*c, DType::bf16, 300001);
   check_counting(*c);
   check_errors(*c);
   c->barrier();

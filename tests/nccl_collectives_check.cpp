@@ -7,7 +7,8 @@
 // checks every Communicator method on GPU tensors and on host tensors (which
 // the plugin stages), every dtype it takes, against values computed here;
 // the byte counts of stats(); that an operation waits for the backend's
-// queued work; and the argument errors. Prints "rank R of N: OK" when all is
+// queued work, with and without set_stream(); the started (*_start)
+// operations; and the argument errors. Prints "rank R of N: OK" when all is
 // right. With --dead-peer, rank 1 dies after init and rank 0's all_reduce
 // must fail within the timeout naming the operation and the rank.
 // Exit status: 0 OK, 1 a check failed, 2 an error, 3 no usable GPU.
@@ -264,6 +265,43 @@ void check_ordering(Backend& be, Communicator& c) {
   expect(ok, "all_reduce after an asynchronous copy on the backend's stream");
 }
 
+// Started operations on GPU tensors, with set_stream(): ordered after the
+// backend's queued work, complete at wait(), counted then; a host tensor
+// runs blocking (ticket 0).
+void check_started(Backend& be, Communicator& c) {
+  const int n = c.size();
+  expect(c.overlaps(), "overlaps() is false");
+  const std::int64_t len = 1 << 22;
+  Tensor h = Tensor::zeros_host({len}, DType::f32);
+  for (std::int64_t i = 0; i < len; ++i) h.ptr<float>()[i] = static_cast<float>(i % 1000);
+  Tensor src = be.to_device(h);
+  Tensor a = Tensor::empty(&be, {len}, DType::f32), b = Tensor::empty(&be, {len}, DType::f32);
+  be.copy(a.data(), a.device(), src.data(), src.device(), src.bytes());  // queued, not waited for
+  c.reset_stats();
+  const CommTicket ta = c.all_reduce_start(a, ReduceOp::sum);
+  be.copy(b.data(), b.device(), src.data(), src.device(), src.bytes());  // beside the all_reduce
+  Tensor whole = Tensor::empty(&be, {n * 1024}, DType::f32), part = Tensor::empty(&be, {1024}, DType::f32);
+  be.copy(whole.data(), whole.device(), src.data(), src.device(), whole.bytes());
+  const CommTicket ts = c.reduce_scatter_start(whole, part, ReduceOp::sum);
+  expect(ta != 0 && ts > ta, "tickets " + std::to_string(ta) + ", " + std::to_string(ts));
+  expect(c.stats().ops.empty(), "started operations counted before wait()");
+  c.wait(ts);
+  expect(c.stats().ops.count("all_reduce") && c.stats().ops.count("reduce_scatter"), "counted after wait()");
+  Tensor ha = be.to_host(a), hb = be.to_host(b), hp = be.to_host(part);
+  bool ok = true;
+  for (std::int64_t i = 0; i < len && ok; ++i) ok = ha.ptr<float>()[i] == static_cast<float>(n * (i % 1000));
+  expect(ok, "all_reduce_start after an asynchronous copy");
+  ok = true;
+  for (std::int64_t i = 0; i < len && ok; ++i) ok = hb.ptr<float>()[i] == static_cast<float>(i % 1000);
+  expect(ok, "the copy queued beside the started all_reduce");
+  ok = true;
+  for (std::int64_t i = 0; i < 1024 && ok; ++i)
+    ok = hp.ptr<float>()[i] == static_cast<float>(n * ((c.rank() * 1024 + i) % 1000));
+  expect(ok, "reduce_scatter_start");
+  Tensor host = Tensor::zeros_host({8}, DType::f32);
+  expect(c.all_reduce_start(host, ReduceOp::sum) == 0, "a host tensor runs blocking (ticket 0)");
+}
+
 void check_errors(Backend& be, Communicator& c) {
   const int n = c.size(), r = c.rank();
   const std::string who = "rank " + std::to_string(r) + " of " + std::to_string(n);
@@ -318,6 +356,9 @@ void run(const std::string& plugin_dir, const std::string& bootstrap, double tim
     check_stats(p);
   }
   check_ordering(*be, *c);
+  c->set_stream(be->native_stream());
+  check_ordering(*be, *c);
+  check_started(*be, *c);
   check_errors(*be, *c);
   c->barrier();
 }

@@ -98,7 +98,8 @@ INSTANTIATE_TEST_SUITE_P(Ranks, MpiCollectives, ::testing::Values(2, 3, 4),
 
 // The small model of test_trainer.cpp on GPT-NeoX's test corpus; one
 // metrics line per step, an evaluation at step 5 and the test split at the end.
-std::string dp_config(const std::string& dir, const std::string& comm, int micro_batch) {
+std::string dp_config(const std::string& dir, const std::string& comm, int micro_batch,
+                      const std::string& more_training = "") {
   return R"([plugins]
 comm = ")" + comm + R"("
 data = "mmap"
@@ -131,7 +132,7 @@ checkpoint_factor = 100
 log_dir = ")" + dir + R"(/runs"
 run_name = "r"
 save = ")" + dir + R"(/ckpt"
-)";
+)" + more_training;
 }
 
 struct RunOutputs {
@@ -150,23 +151,32 @@ RunOutputs read_metrics(const std::string& path) {
   return out;
 }
 
-class MpiDataParallel : public ::testing::TestWithParam<int> {};
+// (ranks, training.zero_overlap_comm)
+class MpiDataParallel : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
 // N ranks x micro-batch 4/N against one process with micro-batch 4: the
 // same sequences per step (the data plugins give rank r the r-th share of
 // each global batch), so the same losses and weights up to rounding.
 TEST_P(MpiDataParallel, NRanksEqualOneProcessWithTheGlobalBatch) {
   SKIP_WITHOUT_MPI();
-  const int np = GetParam();
-  const std::string dir = temp_dir("dp" + std::to_string(np));
+  const auto [np, overlap] = GetParam();
+  const std::string dir = temp_dir("dp" + std::to_string(np) + (overlap ? "_overlap" : ""));
   fs::create_directories(dir + "/one");
   fs::create_directories(dir + "/many");
 
-  neox::TrainResult one = neox::train(neox::parse_config(dp_config(dir + "/one", "local", 4), "one.toml"));
+  // With overlap the gradients are averaged during the last micro-batch's
+  // backward: on 2 ranks with two micro-batches per step, so that the first
+  // backward must not reduce (and the reference accumulates too, so that
+  // evaluation sees the same micro-batch of 2 sequences).
+  const int accum = overlap && np == 2 ? 2 : 1;
+  const std::string accumulate = "gradient_accumulation_steps = " + std::to_string(accum) + "\n";
+  neox::TrainResult one =
+      neox::train(neox::parse_config(dp_config(dir + "/one", "local", 4 / accum, accumulate), "one.toml"));
   ASSERT_EQ(one.train_losses.size(), 10u);
 
   const std::string cfg = dir + "/many/c.toml";
-  std::ofstream(cfg) << dp_config(dir + "/many", "mpi", 4 / np);
+  std::ofstream(cfg) << dp_config(dir + "/many", "mpi", 4 / np / accum,
+                                  accumulate + (overlap ? "zero_overlap_comm = true\n" : ""));
   auto r = run_mpirun(mpirun(np) + neox::test::neox_binary() + " train " + cfg);
   ASSERT_EQ(r.status, 0) << r.output;
   // Rank 0 alone prints the info lines; the others stay quiet.
@@ -174,6 +184,9 @@ TEST_P(MpiDataParallel, NRanksEqualOneProcessWithTheGlobalBatch) {
   EXPECT_NE(r.output.find("x " + std::to_string(np) + " ranks = 4 sequences"), std::string::npos) << r.output;
   EXPECT_EQ(count(r.output, "step 10/10"), 1) << "only rank 0 logs steps:\n" << r.output;
   EXPECT_EQ(count(r.output, "[rank 1]"), 0) << "ranks other than 0 log only warnings and errors:\n" << r.output;
+  if (overlap) {
+    EXPECT_NE(r.output.find("averaged during backward"), std::string::npos) << r.output;
+  }
 
   const RunOutputs one_m = read_metrics(one.run_dir + "/metrics.jsonl");
   const RunOutputs many_m = read_metrics(dir + "/many/runs/r/metrics.jsonl");
@@ -246,8 +259,13 @@ TEST(MpiDataParallel, LocalCommUnderMpirunIsRefused) {
   fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, MpiDataParallel, ::testing::Values(2, 4),
-                         [](const auto& info) { return "np" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Ranks, MpiDataParallel,
+                         ::testing::Values(std::make_tuple(2, false), std::make_tuple(4, false),
+                                           std::make_tuple(2, true), std::make_tuple(4, true)),
+                         [](const auto& info) {
+                           return "np" + std::to_string(std::get<0>(info.param)) +
+                                  (std::get<1>(info.param) ? "_overlap" : "");
+                         });
 
 // ---------------------------------------------------------------- faults
 

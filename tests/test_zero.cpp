@@ -208,19 +208,27 @@ std::string run_ranks(int np, const std::string& dir, const std::string& config,
   return r.output;
 }
 
-class ZeroRanks : public ::testing::TestWithParam<std::tuple<int, int>> {};
+// (ranks, stage, zero_overlap_comm)
+class ZeroRanks : public ::testing::TestWithParam<std::tuple<int, int, bool>> {};
 
 TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
   const std::string why = why_no_mpirun();
   if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
-  const auto [np, stage] = GetParam();
+  const auto [np, stage, overlap] = GetParam();
   const Reference& ref = reference();
-  const std::string dir = neox::test::temp_dir("zero_mpi", std::to_string(np) + "_" + std::to_string(stage));
+  const std::string dir = neox::test::temp_dir("zero_mpi", std::to_string(np) + "_" + std::to_string(stage) +
+                                                              (overlap ? "_overlap" : ""));
   fs::remove_all(dir);
-  // As a GPT-NeoX config says it: optimizer adamw and a zero_stage.
-  const std::string out = run_ranks(np, dir, zero_config(dir, "mpi", 4 / np, stage), "--set plugins.optimizer=adamw");
+  // As a GPT-NeoX config says it: optimizer adamw and a zero_stage. With
+  // overlap the reduce-scatters run during backward: same results, same bytes.
+  const std::string out = run_ranks(np, dir, zero_config(dir, "mpi", 4 / np, stage),
+                                    std::string("--set plugins.optimizer=adamw") +
+                                        (overlap ? " --set training.zero_overlap_comm=true" : ""));
   EXPECT_NE(out.find("ZeRO stage " + std::to_string(stage) + " over " + std::to_string(np) + " ranks"), std::string::npos)
       << out;
+  if (overlap) {
+    EXPECT_NE(out.find("reduce-scattered during backward (zero_overlap_comm)"), std::string::npos) << out;
+  }
   expect_close(train_losses(dir + "/runs/r/metrics.jsonl"), ref.result.train_losses, 1e-5);
   EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
                           dir + "/ckpt/global_step20/model.safetensors"),
@@ -281,12 +289,18 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
   fs::remove_all(dir);
 }
 
+std::string zero_ranks_name(const ::testing::TestParamInfo<ZeroRanks::ParamType>& info) {
+  return "np" + std::to_string(std::get<0>(info.param)) + "_stage" + std::to_string(std::get<1>(info.param)) +
+         (std::get<2>(info.param) ? "_overlap" : "");
+}
 INSTANTIATE_TEST_SUITE_P(RanksAndStages, ZeroRanks,
-                         ::testing::Combine(::testing::Values(2, 4), ::testing::Values(1, 2, 3)),
-                         [](const auto& info) {
-                           return "np" + std::to_string(std::get<0>(info.param)) + "_stage" +
-                                  std::to_string(std::get<1>(info.param));
-                         });
+                         ::testing::Combine(::testing::Values(2, 4), ::testing::Values(1, 2, 3),
+                                            ::testing::Values(false)),
+                         zero_ranks_name);
+INSTANTIATE_TEST_SUITE_P(OverlapComm, ZeroRanks,
+                         ::testing::Values(std::make_tuple(2, 2, true), std::make_tuple(4, 2, true),
+                                           std::make_tuple(2, 3, true)),
+                         zero_ranks_name);
 
 // neox bench comm --train-steps: the counted bytes per step equal neox's
 // schedule for DP and every stage (ratio printed to 4 decimals).

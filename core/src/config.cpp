@@ -585,8 +585,9 @@ std::vector<KeyDef> build_schema() {
                     "ZeRO: most elements per all-gather (DeepSpeed's allgather_bucket_size).")
                   .range(1, std::int64_t{1} << 40));
   s.push_back(field("training", "zero_overlap_comm", &C::training, &T::zero_overlap_comm,
-                    "ZeRO: DeepSpeed's overlap_comm. Accepted; collectives are blocking in this "
-                    "version."));
+                    "DeepSpeed's overlap_comm: average each layer's gradients while backward goes on "
+                    "with the layers before it (data parallelism and ZeRO stages 2-3; the comm "
+                    "plugin must overlap: mpi, nccl)."));
   s.push_back(field("training", "zero_contiguous_gradients", &C::training, &T::zero_contiguous_gradients,
                     "ZeRO: DeepSpeed's contiguous_gradients. Accepted; gradient partitions are "
                     "always contiguous."));

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "neox/arena.h"
+#include "neox/communicator.h"
 #include "neox/data_source.h"
 #include "neox/error.h"
 #include "neox/optimizer.h"
@@ -36,6 +37,23 @@ const char* plugin_kind_name(PluginKind kind) {
 void Optimizer::init_arena(Backend& backend, Communicator& comm, ParameterArena& arena, float weight_decay) {
   init(backend, comm, arena.params(), arena.grads(), arena.groups(weight_decay));
 }
+
+CommTicket Communicator::all_reduce_start(Tensor& buffer, ReduceOp op) {
+  all_reduce(buffer, op);
+  return 0;
+}
+
+CommTicket Communicator::reduce_scatter_start(const Tensor& in, Tensor& out, ReduceOp op) {
+  reduce_scatter(in, out, op);
+  return 0;
+}
+
+CommTicket Communicator::all_gather_start(const Tensor& in, Tensor& out) {
+  all_gather(in, out);
+  return 0;
+}
+
+void Communicator::wait(CommTicket) {}
 
 double Optimizer::gradient_sum_squares() {
   throw Error("optimizer '" + name() + "': gradient_sum_squares() called, but it does not reduce gradients itself");

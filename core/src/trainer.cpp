@@ -71,6 +71,53 @@ void check_same_architecture(const ModelConfig& cfg, const ModelConfig& hf, cons
   cmp("layernorm_epsilon", cfg.layernorm_epsilon, hf.layernorm_epsilon);
 }
 
+// Data parallelism with training.zero_overlap_comm: during the last
+// micro-batch's backward, each unit's gradients are averaged over the ranks
+// (started, in buckets of at most `bucket` elements) as soon as the unit is
+// done, while backward goes on with the units before it.
+class OverlappedGradientAverage final : public ParameterHooks {
+ public:
+  OverlappedGradientAverage(Communicator& comm, ParameterArena& arena, std::int64_t bucket)
+      : comm_(comm), arena_(arena), bucket_(bucket), started_(arena.units().size(), false) {}
+
+  // The next backward is the step's last: reduce during it.
+  void arm() {
+    armed_ = true;
+    std::fill(started_.begin(), started_.end(), false);
+  }
+  // After that backward: waits for every reduction (and reduces any unit
+  // that backward did not report).
+  void finish() {
+    for (std::size_t u = 0; u < started_.size(); ++u)
+      if (!started_[u]) start(static_cast<int>(u));
+    comm_.wait(last_);
+    armed_ = false;
+  }
+
+  void gather(int) override {}
+  void release(int) override {}
+  void gradients_ready(int unit) override {
+    if (armed_ && !started_.at(static_cast<std::size_t>(unit))) start(unit);
+  }
+
+ private:
+  void start(int unit) {
+    started_[static_cast<std::size_t>(unit)] = true;
+    Tensor grads = arena_.unit_grads(unit);
+    for (std::int64_t begin = 0; begin < grads.numel(); begin += bucket_) {
+      Tensor part = grads.slice(begin, std::min(bucket_, grads.numel() - begin));
+      last_ = comm_.all_reduce_start(part, ReduceOp::avg);
+    }
+  }
+
+  Communicator& comm_;
+  ParameterArena& arena_;
+  std::int64_t bucket_;
+  std::vector<bool> started_;
+  bool armed_ = false;
+  CommTicket last_ = 0;
+};
+
 class Trainer {
  public:
   explicit Trainer(const Config& config) : cfg_(config), tc_(config.training), schedule_(config.optimizer, tc_.train_iters) {}
@@ -98,6 +145,7 @@ class Trainer {
   std::unique_ptr<LossScaler> scaler_;  // fp16 only
   std::int64_t skipped_steps_ = 0;      // steps skipped for inf/NaN gradients
   std::unique_ptr<RunLog> log_;
+  std::unique_ptr<OverlappedGradientAverage> overlapped_average_;  // DP with zero_overlap_comm
   std::mt19937_64 rng_;
   std::int64_t iteration_ = 0;
   std::int64_t tokens_per_step_ = 0;
@@ -243,7 +291,31 @@ void Trainer::setup() {
     model_->initialize(tc_.seed);
   }
   optimizer_->init_arena(*backend_, *comm_, model_->arena(), static_cast<float>(cfg_.optimizer.weight_decay));
+  comm_->set_stream(backend_->native_stream());
   model_->set_parameter_hooks(optimizer_->hooks());
+  if (optimizer_->reduces_gradients() && comm_->size() > 1 && tc_.zero_overlap_comm) {
+    if (!comm_->overlaps())
+      log_->log().warn("training.zero_overlap_comm: comm '{}' cannot overlap; ZeRO reduces between layers",
+                       cfg_.plugins.comm);
+    else if (optimizer_->hooks())
+      log_->log().info("ZeRO: each layer's gradients are reduce-scattered during backward (zero_overlap_comm)");
+    else
+      log_->log().info("ZeRO: zero_overlap_comm has nothing to overlap at stage 1 (gradients reduced after the "
+                       "last micro-batch)");
+  }
+  if (!optimizer_->hooks() && !optimizer_->reduces_gradients() && comm_->size() > 1 && tc_.zero_overlap_comm) {
+    if (comm_->overlaps()) {
+      overlapped_average_ = std::make_unique<OverlappedGradientAverage>(*comm_, model_->arena(),
+                                                                         tc_.zero_reduce_bucket_size);
+      model_->set_parameter_hooks(overlapped_average_.get());
+      log_->log().info("data parallel: gradients averaged during backward, {} elements per all-reduce at most "
+                       "(zero_overlap_comm)",
+                       tc_.zero_reduce_bucket_size);
+    } else {
+      log_->log().warn("training.zero_overlap_comm: comm '{}' cannot overlap; gradients are averaged after backward",
+                       cfg_.plugins.comm);
+    }
+  }
   if (!resume_path.empty()) load_optimizer_state(resume_path, *optimizer_, model_->arena().numel());
 
   // Data: the samples each split must supply, as GPT-NeoX computes them.
@@ -305,6 +377,7 @@ double Trainer::train_step() {
     Batch batch = data_->next(Split::train);
     t = Clock::now();
     loss_sum += model_->forward_loss(batch.input_ids, batch.labels, batch.loss_mask);
+    if (overlapped_average_ && micro + 1 == accum) overlapped_average_->arm();
     model_->backward(static_cast<float>(loss_scale / static_cast<double>(accum)));
     compute += seconds(t, Clock::now());
   }
@@ -317,7 +390,10 @@ double Trainer::train_step() {
     sum_squares = optimizer_->gradient_sum_squares();
   } else {
     Tensor grads = arena.grads();
-    if (comm_->size() > 1) all_reduce_in_buckets(*comm_, grads, tc_.zero_reduce_bucket_size);
+    if (overlapped_average_)
+      overlapped_average_->finish();
+    else if (comm_->size() > 1)
+      all_reduce_in_buckets(*comm_, grads, tc_.zero_reduce_bucket_size);
     sum_squares = k.sum_squares(grads);
   }
   compute += seconds(t, Clock::now());

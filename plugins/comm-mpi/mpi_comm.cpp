@@ -2,8 +2,8 @@
 // comm plugin `mpi`: collectives over MPI among the processes of one job.
 //
 // Start the job with mpirun (`mpirun -np 4 neox train --config X`). The first
-// communicator made in a process initialises MPI (MPI_Init_thread, funneled:
-// only the thread that made it calls MPI) unless the program already did;
+// communicator made in a process initialises MPI (MPI_Init_thread,
+// serialized: one thread at a time calls MPI) unless the program already did;
 // MPI is then finalised once, at process exit, and only if this plugin
 // initialised it. Each communicator works on its own duplicates of
 // MPI_COMM_WORLD with MPI_ERRORS_RETURN, so every failing MPI call becomes a
@@ -17,6 +17,15 @@
 // neox/communicator.h, with its wall time.
 //
 // Option ([plugins.options.mpi]): timeout_s, seconds > 0, default 300.
+//
+// Overlap. The first *_start call starts a thread that from then on makes
+// every MPI call of the communicator, in the order the operations were
+// started or called (a blocking call queues its operation and waits for
+// it), so the caller computes while the thread communicates. MPI sees one
+// thread at a time (MPI_THREAD_SERIALIZED). Where MPI was initialised by the
+// program with less thread support, *_start runs the operation at once and
+// overlaps() is false. The thread's results reach stats() when the caller
+// waits for them.
 //
 // Algorithms. The collectives are made here of non-blocking point-to-point
 // messages (MPI_Isend, MPI_Irecv; MPI_Reduce_local for the arithmetic), so
@@ -62,6 +71,11 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -235,7 +249,7 @@ void ensure_mpi_initialised() {
   // components expect, so that MPI outlives the registry.
   pin_library(reinterpret_cast<const void*>(&MPI_Init_thread), RTLD_GLOBAL);
   int provided = 0;
-  const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
   if (rc != MPI_SUCCESS) throw Error("comm 'mpi': MPI_Init_thread failed: " + mpi_message(rc));
   g_initialised_here = true;
   register_exit_handler();
@@ -281,9 +295,13 @@ class MpiCommunicator final : public Communicator {
     int* ub = nullptr;
     call("init", MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &ub, &flag));
     tag_ub_ = flag && ub ? *ub : 32767;  // the standard's guaranteed minimum
+    int level = MPI_THREAD_SINGLE;
+    call("init", MPI_Query_thread(&level));
+    can_overlap_ = level >= MPI_THREAD_SERIALIZED;
   }
 
   ~MpiCommunicator() override {
+    stop_worker();
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
@@ -305,6 +323,121 @@ class MpiCommunicator final : public Communicator {
   int local_rank() const override { return local_rank_; }
 
   void all_reduce(Tensor& buffer, ReduceOp op) override {
+    run_blocking([&] { do_all_reduce(buffer, op); });
+  }
+  void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) override {
+    run_blocking([&] { do_reduce_scatter(in, out, op); });
+  }
+  void all_gather(const Tensor& in, Tensor& out) override {
+    run_blocking([&] { do_all_gather(in, out); });
+  }
+  void broadcast(Tensor& buffer, int root) override {
+    run_blocking([&] { do_broadcast(buffer, root); });
+  }
+  void send(const Tensor& buffer, int peer, int tag) override {
+    run_blocking([&] { do_send(buffer, peer, tag); });
+  }
+  void recv(Tensor& buffer, int peer, int tag) override {
+    run_blocking([&] { do_recv(buffer, peer, tag); });
+  }
+  void barrier() override {
+    run_blocking([&] { do_barrier(); });
+  }
+
+  // The tensors are copied into the queued operation: the views keep their
+  // memory alive until it has run.
+  CommTicket all_reduce_start(Tensor& buffer, ReduceOp op) override {
+    if (!can_overlap_) return Communicator::all_reduce_start(buffer, op);
+    return enqueue([this, buffer, op]() mutable { do_all_reduce(buffer, op); });
+  }
+  CommTicket reduce_scatter_start(const Tensor& in, Tensor& out, ReduceOp op) override {
+    if (!can_overlap_) return Communicator::reduce_scatter_start(in, out, op);
+    return enqueue([this, in, out, op]() mutable { do_reduce_scatter(in, out, op); });
+  }
+  CommTicket all_gather_start(const Tensor& in, Tensor& out) override {
+    if (!can_overlap_) return Communicator::all_gather_start(in, out);
+    return enqueue([this, in, out]() mutable { do_all_gather(in, out); });
+  }
+  bool overlaps() const override { return can_overlap_; }
+
+  void wait(CommTicket ticket) override {
+    if (ticket == 0) return;
+    std::unique_lock lock(mutex_);
+    if (ticket > issued_)
+      throw Error(prefix() + "wait: ticket " + std::to_string(ticket) + " was never issued (last " +
+                  std::to_string(issued_) + ")");
+    done_cv_.wait(lock, [&] { return completed_ >= ticket; });
+    // The thread's completed operations, into stats(), in order.
+    for (const Done& d : done_) record(op_name(d.code), d.bytes, d.seconds);
+    done_.clear();
+    // The first error of an operation up to `ticket`.
+    if (!errors_.empty() && errors_.front().first <= ticket) {
+      std::exception_ptr e = errors_.front().second;
+      errors_.pop_front();
+      lock.unlock();
+      std::rethrow_exception(e);
+    }
+  }
+
+ private:
+  // ---- The communication thread
+
+  // Runs `work` here, or on the thread (after everything queued) once it exists.
+  template <typename F>
+  void run_blocking(F&& work) {
+    if (!worker_.joinable()) {
+      work();
+      return;
+    }
+    wait(enqueue(std::function<void()>(std::forward<F>(work))));
+  }
+
+  CommTicket enqueue(std::function<void()> work) {
+    std::lock_guard lock(mutex_);
+    if (!worker_.joinable()) worker_ = std::thread([this] { work_loop(); });
+    queue_.push_back({++issued_, std::move(work)});
+    work_cv_.notify_one();
+    return issued_;
+  }
+
+  void work_loop() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(mutex_);
+        work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      std::exception_ptr error;
+      try {
+        job.work();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      job.work = nullptr;  // drops the operation's tensors before it counts as complete
+      {
+        std::lock_guard lock(mutex_);
+        completed_ = job.ticket;
+        if (error) errors_.emplace_back(job.ticket, error);
+      }
+      done_cv_.notify_all();
+    }
+  }
+
+  // Lets the queued operations finish (each has its deadline), then ends the thread.
+  void stop_worker() noexcept {
+    if (!worker_.joinable()) return;
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    work_cv_.notify_one();
+    worker_.join();
+  }
+
+  void do_all_reduce(Tensor& buffer, ReduceOp op) {
     Op o = begin(OpCode::all_reduce, &buffer);
     check_host(o, "buffer", buffer);
     const Reduction red = reduction(o, buffer, op);
@@ -322,7 +455,7 @@ class MpiCommunicator final : public Communicator {
     finish(o, ring_all_reduce_bytes(n, size_));
   }
 
-  void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) override {
+  void do_reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) {
     Op o = begin(OpCode::reduce_scatter, &in, &out);
     check_host(o, "in", in);
     check_host(o, "out", out);
@@ -347,7 +480,7 @@ class MpiCommunicator final : public Communicator {
     finish(o, ring_gather_bytes(static_cast<std::int64_t>(in.bytes()), size_));
   }
 
-  void all_gather(const Tensor& in, Tensor& out) override {
+  void do_all_gather(const Tensor& in, Tensor& out) {
     Op o = begin(OpCode::all_gather, &out, &in);
     check_host(o, "in", in);
     check_host(o, "out", out);
@@ -371,7 +504,7 @@ class MpiCommunicator final : public Communicator {
     finish(o, ring_gather_bytes(static_cast<std::int64_t>(out.bytes()), size_));
   }
 
-  void broadcast(Tensor& buffer, int root) override {
+  void do_broadcast(Tensor& buffer, int root) {
     Op o = begin(OpCode::broadcast, &buffer);
     check_rank(o, "root", root);
     check_host(o, "buffer", buffer);
@@ -409,7 +542,7 @@ class MpiCommunicator final : public Communicator {
     finish(o, last_of_chain ? 0 : n);
   }
 
-  void send(const Tensor& buffer, int peer, int tag) override {
+  void do_send(const Tensor& buffer, int peer, int tag) {
     Op o = begin(OpCode::send, &buffer, nullptr, peer, tag);
     check_peer(o);
     check_host(o, "buffer", buffer);
@@ -422,7 +555,7 @@ class MpiCommunicator final : public Communicator {
     finish(o, static_cast<std::int64_t>(buffer.bytes()));
   }
 
-  void recv(Tensor& buffer, int peer, int tag) override {
+  void do_recv(Tensor& buffer, int peer, int tag) {
     Op o = begin(OpCode::recv, &buffer, nullptr, peer, tag);
     check_peer(o);
     check_host(o, "buffer", buffer);
@@ -441,7 +574,7 @@ class MpiCommunicator final : public Communicator {
     finish(o, 0);
   }
 
-  void barrier() override {
+  void do_barrier() {
     Op o = begin(OpCode::barrier, nullptr);
     start(o);
     call(o, MPI_Ibarrier(coll_, add_message({-1, false, 0})));
@@ -449,7 +582,6 @@ class MpiCommunicator final : public Communicator {
     finish(o, 0);
   }
 
- private:
   // One operation in progress.
   struct Op {
     OpCode code;
@@ -504,9 +636,16 @@ class MpiCommunicator final : public Communicator {
     position_ = {static_cast<std::int64_t>(o.code), collectives_, p2p_, o.peer, o.tag};
   }
 
-  // Records a completed operation (bytes sent by the ring-algorithm count).
+  // Records a completed operation (bytes sent by the ring-algorithm count);
+  // on the communication thread, for wait() to record.
   void finish(const Op& o, std::int64_t bytes_sent) {
-    record(op_name(o.code), bytes_sent, std::chrono::duration<double>(Clock::now() - o.start).count());
+    const double seconds = std::chrono::duration<double>(Clock::now() - o.start).count();
+    if (worker_.joinable() && std::this_thread::get_id() == worker_.get_id()) {
+      std::lock_guard lock(mutex_);
+      done_.push_back({o.code, bytes_sent, seconds});
+    } else {
+      record(op_name(o.code), bytes_sent, seconds);
+    }
   }
 
   // Whether messages of `bytes` go directly to all other ranks (else round a ring).
@@ -1020,6 +1159,26 @@ class MpiCommunicator final : public Communicator {
   // Scratch memory: the direct algorithms' contributions, reduce_scatter's
   // partial sums (scratch_); the ring's received part (ring_).
   std::shared_ptr<std::vector<char>> scratch_, ring_;
+
+  // The communication thread (see Overlap) and what it shares, under mutex_.
+  struct Job {
+    CommTicket ticket = 0;
+    std::function<void()> work;
+  };
+  struct Done {
+    OpCode code;
+    std::int64_t bytes;
+    double seconds;
+  };
+  bool can_overlap_ = false;  // MPI allows calls from the thread
+  std::thread worker_;
+  std::mutex mutex_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<Job> queue_;
+  CommTicket issued_ = 0, completed_ = 0;
+  std::vector<Done> done_;  // completed on the thread, not yet in stats()
+  std::deque<std::pair<CommTicket, std::exception_ptr>> errors_;
+  bool stopping_ = false;
 };
 
 // timeout_s: seconds > 0 (default 300).

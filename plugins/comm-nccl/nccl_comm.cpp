@@ -18,6 +18,15 @@
 // Buffers: tensors on this communicator's GPU are used in place; host
 // tensors (the trainer's loss and config hash) are staged through device
 // memory. Without a usable GPU the factory throws neox::DeviceUnavailable.
+//
+// Streams: operations run on the plugin's own stream. Once set_stream()
+// gave it the backend's stream, each operation waits there (an event) for
+// the work queued before it, so the caller need not synchronise; without it
+// each operation synchronises the device first. The *_start calls return
+// after queueing (their operands on this GPU; with a host operand they run
+// blocking and return 0); wait() polls the operation's completion event
+// under the timeout, so the backend's kernels queued meanwhile overlap the
+// transfer.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 #include <spdlog/spdlog.h>
@@ -25,6 +34,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -183,6 +193,58 @@ class NcclCommunicator final : public Communicator {
     });
   }
 
+  CommTicket all_reduce_start(Tensor& buffer, ReduceOp op) override {
+    const char* what = "all_reduce";
+    const ncclDataType_t type = reduce_type(what, buffer);
+    const ncclRedOp_t rop = nccl_op(what, op);
+    if (!on_this_gpu({&buffer})) return Communicator::all_reduce_start(buffer, op);
+    return start(what, ring_all_reduce_bytes(static_cast<std::int64_t>(buffer.bytes()), size_), {buffer}, [&] {
+      return ncclAllReduce(buffer.data(), buffer.data(), static_cast<std::size_t>(buffer.numel()), type, rop, comm_,
+                           stream_);
+    });
+  }
+
+  CommTicket reduce_scatter_start(const Tensor& in, Tensor& out, ReduceOp op) override {
+    const char* what = "reduce_scatter";
+    same_dtype(what, in, out);
+    if (in.numel() != static_cast<std::int64_t>(size_) * out.numel())
+      fail(what, "'in' must have size() * out.numel() = " + std::to_string(size_ * out.numel()) +
+                     " elements, got " + in.str() + " for out " + out.str());
+    const ncclDataType_t type = reduce_type(what, in);
+    const ncclRedOp_t rop = nccl_op(what, op);
+    disjoint_or_part(what, out, in, "out", "in");
+    if (!on_this_gpu({&in, &out})) return Communicator::reduce_scatter_start(in, out, op);
+    return start(what, ring_gather_bytes(static_cast<std::int64_t>(in.bytes()), size_), {in, out}, [&] {
+      return ncclReduceScatter(in.data(), out.data(), static_cast<std::size_t>(out.numel()), type, rop, comm_,
+                               stream_);
+    });
+  }
+
+  CommTicket all_gather_start(const Tensor& in, Tensor& out) override {
+    const char* what = "all_gather";
+    same_dtype(what, in, out);
+    if (out.numel() != static_cast<std::int64_t>(size_) * in.numel())
+      fail(what, "'out' must have size() * in.numel() = " + std::to_string(size_ * in.numel()) +
+                     " elements, got " + out.str() + " for in " + in.str());
+    disjoint_or_part(what, in, out, "in", "out");
+    if (!on_this_gpu({&in, &out})) return Communicator::all_gather_start(in, out);
+    return start(what, ring_gather_bytes(static_cast<std::int64_t>(out.bytes()), size_), {in, out},
+                 [&] { return ncclAllGather(in.data(), out.data(), in.bytes(), ncclUint8, comm_, stream_); });
+  }
+
+  void wait(CommTicket ticket) override {
+    while (!pending_.empty() && pending_.front().ticket <= ticket) {
+      Pending& p = pending_.front();
+      wait_until(p.op, p.start, [&] { return cudaEventQuery(p.done); });
+      record(p.op, p.bytes_sent, seconds_since(p.start));
+      free_events_.push_back(p.done);
+      pending_.pop_front();
+    }
+  }
+
+  bool overlaps() const override { return true; }
+  void set_stream(void* native_stream) override { compute_ = static_cast<cudaStream_t>(native_stream); }
+
  private:
   // Frees everything; never throws.
   void release() noexcept {
@@ -204,6 +266,12 @@ class NcclCommunicator final : public Communicator {
         (void)ncclCommAbort(comm_);
     }
     comm_ = nullptr;
+    for (Pending& p : pending_) free_events_.push_back(p.done);
+    pending_.clear();
+    for (cudaEvent_t e : free_events_) (void)cudaEventDestroy(e);
+    free_events_.clear();
+    if (ready_) (void)cudaEventDestroy(ready_);
+    ready_ = nullptr;
     if (scratch_) (void)cudaFree(scratch_);
     scratch_ = nullptr;
     if (stream_) (void)cudaStreamDestroy(stream_);
@@ -274,10 +342,16 @@ class NcclCommunicator final : public Communicator {
   // Waits for the stream (the NCCL kernels) with the same deadline, watching
   // for errors NCCL reports from its proxy threads (a peer's connection lost).
   void wait_stream(const char* op, Clock::time_point start) {
+    wait_until(op, start, [&] { return cudaStreamQuery(stream_); });
+  }
+
+  // Polls `query` (cudaStreamQuery or cudaEventQuery) until it says done.
+  template <typename Query>
+  void wait_until(const char* op, Clock::time_point start, Query&& query) {
     const auto deadline = deadline_after(start, timeout_s_);
     Backoff backoff;
     for (;;) {
-      const cudaError_t q = cudaStreamQuery(stream_);
+      const cudaError_t q = query();
       if (q == cudaSuccess) return;
       if (q != cudaErrorNotReady) {
         (void)cudaGetLastError();
@@ -306,16 +380,69 @@ class NcclCommunicator final : public Communicator {
     return scratch_;
   }
 
-  // One operation, start to end: checks and places the operands, waits for
-  // the device's earlier work (the backend's stream is not reachable from a
-  // comm plugin: see README.md), uploads host inputs, enqueues `enqueue`,
-  // waits for completion with the timeout, downloads host outputs, and
-  // counts `bytes_sent`.
-  template <typename F>
-  void run(const char* op, std::int64_t bytes_sent, std::initializer_list<Operand*> operands, F&& enqueue) {
-    const auto start = Clock::now();
+  // Orders this communicator's stream after the device work queued so far:
+  // the caller's stream through an event, or the whole device.
+  void order_after_caller(const char* op) {
+    if (!compute_) {
+      cuda(op, cudaDeviceSynchronize());
+      return;
+    }
+    if (!ready_) cuda(op, cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+    cuda(op, cudaEventRecord(ready_, compute_));
+    cuda(op, cudaStreamWaitEvent(stream_, ready_, 0));
+  }
+
+  void check_usable(const char* op) const {
     if (!failure_.empty())
       fail(op, "the communicator failed earlier (" + failure_ + "); every rank must make a new one");
+  }
+
+  // Whether every operand is on this GPU (else the blocking call stages them).
+  bool on_this_gpu(std::initializer_list<const Tensor*> tensors) const {
+    for (const Tensor* t : tensors)
+      if (t->bytes() > 0 && t->device() != Device{DeviceType::cuda, device_}) return false;
+    return true;
+  }
+
+  // Queues a started operation on GPU operands: after the caller's work, with
+  // an event for wait(); `keep` holds the operands' memory until then.
+  template <typename F>
+  CommTicket start(const char* op, std::int64_t bytes_sent, std::vector<Tensor> keep, F&& enqueue) {
+    const auto begin = Clock::now();
+    check_usable(op);
+    for (const Tensor& t : keep)
+      if (t.numel() > 0 && !t.defined()) fail(op, "a tensor is undefined: " + t.str());
+    cuda(op, cudaSetDevice(device_));
+    order_after_caller(op);
+    nccl(op, enqueue());
+    wait_ready(op, begin, "the operation could not be queued");
+    Pending p;
+    if (!free_events_.empty()) {
+      p.done = free_events_.back();
+      free_events_.pop_back();
+    } else {
+      cuda(op, cudaEventCreateWithFlags(&p.done, cudaEventDisableTiming));
+    }
+    cuda(op, cudaEventRecord(p.done, stream_));
+    p.ticket = ++issued_;
+    p.op = op;
+    p.bytes_sent = bytes_sent;
+    p.start = begin;
+    p.keep = std::move(keep);
+    pending_.push_back(std::move(p));
+    return issued_;
+  }
+
+  // One operation, start to end: checks and places the operands, orders it
+  // after the device's earlier work (order_after_caller), uploads host
+  // inputs, enqueues `enqueue`, waits for completion with the timeout,
+  // downloads host outputs, and counts `bytes_sent`. Started operations
+  // complete first.
+  template <typename F>
+  void run(const char* op, std::int64_t bytes_sent, std::initializer_list<Operand*> operands, F&& enqueue) {
+    wait(issued_);
+    const auto start = Clock::now();
+    check_usable(op);
     std::size_t staged = 0;
     for (Operand* o : operands) {
       const Tensor& t = *o->tensor;
@@ -346,9 +473,8 @@ class NcclCommunicator final : public Communicator {
         cuda(op, cudaMemcpyAsync(area, t.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
       area += (t.bytes() + 255) / 256 * 256;
     }
-    // Device tensors may still be written by kernels queued on the backend's
-    // stream: wait for every stream of this device.
-    cuda(op, cudaDeviceSynchronize());
+    // Device tensors may still be written by kernels queued before the call.
+    order_after_caller(op);
     nccl(op, enqueue());
     wait_ready(op, start, "the operation could not be queued");
     wait_stream(op, start);
@@ -422,6 +548,20 @@ class NcclCommunicator final : public Communicator {
   double timeout_s_;
   bool over_mpi_;
   cudaStream_t stream_ = nullptr;
+  cudaStream_t compute_ = nullptr;  // the caller's (set_stream); null: synchronise the device
+  cudaEvent_t ready_ = nullptr;     // recorded on compute_ before each operation
+  // Started operations, oldest first, with their completion events.
+  struct Pending {
+    CommTicket ticket = 0;
+    cudaEvent_t done = nullptr;
+    const char* op = "";
+    std::int64_t bytes_sent = 0;
+    Clock::time_point start;
+    std::vector<Tensor> keep;
+  };
+  std::deque<Pending> pending_;
+  std::vector<cudaEvent_t> free_events_;
+  CommTicket issued_ = 0;
   ncclComm_t comm_ = nullptr;
   void* scratch_ = nullptr;
   std::size_t scratch_bytes_ = 0;

@@ -28,10 +28,19 @@
 //   stage (1, 2 or 3; required)
 //   beta1, beta2 (default 0.9, 0.999), eps (default 1e-8): as `adamw`
 //   reduce_bucket_size, allgather_bucket_size (elements, default 5e8)
-//   overlap_comm, contiguous_gradients (accepted for DeepSpeed configs:
-//     collectives are blocking, and the partitions are always contiguous)
+//   overlap_comm (default false): stages 2 and 3 start each unit's
+//     reduce-scatter when its gradients are ready and let backward go on;
+//     at most kUnitsInFlight units are in flight (their gradients stay
+//     whole until then), and all are complete before the next forward
+//     (gather of unit 0) and before the step. Needs a communicator that
+//     overlaps (Communicator::overlaps(); otherwise the calls block).
+//     Stage 3's gathers stay blocking (no prefetch), so its backward
+//     overlaps little; stage 1 reduces after the last micro-batch.
+//   contiguous_gradients (accepted for DeepSpeed configs: the partitions
+//     are always contiguous)
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -48,12 +57,16 @@ namespace {
 
 constexpr const char* kExpAvg = "exp_avg";
 constexpr const char* kExpAvgSq = "exp_avg_sq";
+// overlap_comm: units whose reduce-scatters may be in flight at once (their
+// whole gradients are kept until complete).
+constexpr std::size_t kUnitsInFlight = 2;
 
 struct ZeroSettings {
   int stage = 1;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   std::int64_t reduce_bucket_size = 500'000'000;
   std::int64_t allgather_bucket_size = 500'000'000;
+  bool overlap_comm = false;
 };
 
 // One piece of a unit, split over the ranks.
@@ -155,6 +168,10 @@ class Zero final : public Optimizer, public ParameterHooks {
   ParameterHooks* hooks() override { return s_.stage >= 2 ? this : nullptr; }
 
   void gather(int unit) override {
+    // Unit 0 comes first in every forward (and, with tied embeddings, the
+    // output layer's backward reads it): before the next micro-batch writes
+    // gradients again, the last one's reductions must be complete.
+    if (unit == 0) finish_in_flight(0);
     if (s_.stage < 3 || arena_->unit_gathered(unit)) return;
     Tensor full = arena_->unit_params(unit);
     for (int i : by_unit_.at(static_cast<std::size_t>(unit))) {
@@ -170,6 +187,11 @@ class Zero final : public Optimizer, public ParameterHooks {
 
   void gradients_ready(int unit) override {
     if (s_.stage < 2 || !arena_->has_unit_grads(unit)) return;
+    if (overlap()) {
+      start_unit(unit);
+      finish_in_flight(kUnitsInFlight);
+      return;
+    }
     reduce_unit(unit, true);
     arena_->drop_unit_grads(unit);
   }
@@ -184,6 +206,7 @@ class Zero final : public Optimizer, public ParameterHooks {
 
   void reduce_gradients() override {
     require_init("reduce_gradients");
+    finish_in_flight(0);
     // Stage 1 reduces the whole gradients now; stages 2 and 3 reduced each
     // unit as its backward finished (any unit left over is reduced here).
     for (std::size_t u = 0; u < by_unit_.size(); ++u) {
@@ -272,6 +295,58 @@ class Zero final : public Optimizer, public ParameterHooks {
   }
   void copy(Tensor dst, const Tensor& src) { backend_->copy_tensor(dst, src); }
 
+  bool overlap() const { return s_.overlap_comm && comm_->size() > 1 && comm_->overlaps(); }
+
+  // overlap_comm: a unit's reduce-scatters, started; each piece reduces
+  // into its own buffer (`out`), padded pieces from their own copy.
+  struct InFlight {
+    int unit = 0;
+    CommTicket last = 0;
+    std::vector<Tensor> outs;  // by piece of the unit
+    std::vector<Tensor> keep;  // inputs, until complete
+  };
+
+  void start_unit(int unit) {
+    const std::int64_t N = comm_->size();
+    InFlight f;
+    f.unit = unit;
+    const Tensor full = arena_->unit_grads(unit);
+    for (int i : by_unit_[static_cast<std::size_t>(unit)]) {
+      const Piece& p = pieces_[static_cast<std::size_t>(i)];
+      Tensor in = full.slice(p.unit_pos, p.count);
+      if (p.count != N * p.shard) {
+        Tensor padded = Tensor::empty(backend_, {N * p.shard}, DType::f32);
+        copy(padded.slice(0, p.count), in);
+        Tensor tail = padded.slice(p.count, N * p.shard - p.count);
+        backend_->kernels.fill(tail, 0.0f);
+        in = padded;
+      }
+      Tensor out = Tensor::empty(backend_, {p.shard}, DType::f32);
+      f.last = comm_->reduce_scatter_start(in, out, ReduceOp::avg);
+      f.outs.push_back(out);
+      f.keep.push_back(in);
+    }
+    in_flight_.push_back(std::move(f));
+  }
+
+  // Completes the oldest units in flight until at most `keep` remain: adds
+  // their averaged parts to the partition and frees their whole gradients.
+  void finish_in_flight(std::size_t keep) {
+    while (in_flight_.size() > keep) {
+      InFlight f = std::move(in_flight_.front());
+      in_flight_.pop_front();
+      comm_->wait(f.last);
+      const auto& pieces = by_unit_[static_cast<std::size_t>(f.unit)];
+      for (std::size_t k = 0; k < pieces.size(); ++k) {
+        const Piece& p = pieces_[static_cast<std::size_t>(pieces[k])];
+        if (p.mine_count == 0) continue;
+        Tensor mine = grads_.slice(p.local, p.mine_count);
+        backend_->kernels.axpby(mine, f.outs[k].slice(0, p.mine_count), 1.0f, 1.0f);
+      }
+      arena_->drop_unit_grads(f.unit);
+    }
+  }
+
   // Reduce-scatters (average) each piece of `unit`'s gradients into this
   // rank's partition, adding to it (accumulate) or replacing it.
   void reduce_unit(int unit, bool accumulate) {
@@ -328,6 +403,7 @@ class Zero final : public Optimizer, public ParameterHooks {
   Tensor grads_, m_, v_;
   Tensor send_;     // [max shard]: reduce-scatter output, all-gather input
   Tensor padded_;   // [N x shard] for pieces that do not split evenly
+  std::deque<InFlight> in_flight_;  // overlap_comm: oldest first
 };
 
 double beta_option(const Options& options, const char* key, double def) {
@@ -347,7 +423,7 @@ Optimizer* make_zero(const Options& options) {
   s.eps = options.get_double("eps", 1e-8, 0.0, 1.0);
   s.reduce_bucket_size = options.get_int("reduce_bucket_size", s.reduce_bucket_size, 1, std::int64_t{1} << 40);
   s.allgather_bucket_size = options.get_int("allgather_bucket_size", s.allgather_bucket_size, 1, std::int64_t{1} << 40);
-  (void)options.get_bool("overlap_comm", false);
+  s.overlap_comm = options.get_bool("overlap_comm", false);
   (void)options.get_bool("contiguous_gradients", true);
   options.reject_unknown();
   return new Zero(s);

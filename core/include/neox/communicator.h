@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Communicator: collectives among the ranks of one job.
 //
-// Made by a `comm` plugin. All calls are blocking and collective calls must
-// be made by every rank in the same order with equal-sized buffers. Buffers
+// Made by a `comm` plugin. Collective calls must be made by every rank in
+// the same order with equal-sized buffers. The plain calls are blocking;
+// all_reduce, reduce_scatter and all_gather also come as *_start calls that
+// return a ticket at once, for overlapping communication with computation
+// (see "Overlap" below). Buffers
 // live on the device the plugin documents (host for `local` and `mpi`, GPU
 // for `nccl`). Failures (a dead peer, a timeout) throw neox::Error naming
 // the rank and the operation; a communicator that has failed stays failed.
@@ -29,6 +32,9 @@
 namespace neox {
 
 enum class ReduceOp { sum, avg, max, min };
+
+// A started collective (the *_start calls); 0 means already complete.
+using CommTicket = std::uint64_t;
 
 struct CommOpStats {
   std::int64_t calls = 0;
@@ -74,6 +80,33 @@ class NEOX_API Communicator {
   virtual void send(const Tensor& buffer, int peer, int tag) = 0;
   virtual void recv(Tensor& buffer, int peer, int tag) = 0;
   virtual void barrier() = 0;
+
+  // ---- Overlap
+  //
+  // *_start begins the collective and returns a ticket; wait(ticket)
+  // returns once it and every operation started before it have completed.
+  // Operations run in the order they were started or called, blocking ones
+  // included, so every rank must start them in the same order as for the
+  // blocking calls. Until wait() returns for it, an operation's input must
+  // not be written and its output neither read nor written, and both must
+  // stay alive. An error of a started operation is thrown by wait() (or by
+  // the next call). Only completed operations appear in stats().
+  //
+  // The defaults run the blocking call and return 0, so every communicator
+  // takes these calls; overlaps() says whether it really works in the
+  // background (`mpi`: on its own thread; `nccl`: on its own stream, after
+  // the work already queued on set_stream()'s stream).
+  virtual CommTicket all_reduce_start(Tensor& buffer, ReduceOp op);
+  virtual CommTicket reduce_scatter_start(const Tensor& in, Tensor& out, ReduceOp op);
+  virtual CommTicket all_gather_start(const Tensor& in, Tensor& out);
+  // Waits for `ticket` (0: returns at once).
+  virtual void wait(CommTicket ticket);
+  virtual bool overlaps() const { return false; }
+  // The stream on which the caller's device work runs (the backend's
+  // native_stream(): a cudaStream_t for CUDA, null on the CPU). A device
+  // communicator orders its operations after the work queued on it, and
+  // work queued after a call (or after wait()) sees the results.
+  virtual void set_stream(void* native_stream) { (void)native_stream; }
 
   // What this communicator has sent since it was made or reset_stats().
   const CommStats& stats() const { return stats_; }
