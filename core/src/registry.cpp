@@ -36,13 +36,36 @@ std::string abi_str(std::uint32_t major, std::uint32_t minor) {
   return std::to_string(major) + "." + std::to_string(minor);
 }
 
-// The install location relative to the running executable:
+// The directory holding the libneox.so this code was loaded from
+// (canonical), or empty when the loader cannot say.
+fs::path core_library_dir() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<const void*>(&core_library_dir), &info) == 0 || !info.dli_fname ||
+      !*info.dli_fname)
+    return {};
+  std::error_code ec;
+  fs::path lib = fs::weakly_canonical(fs::path(info.dli_fname), ec);
+  return ec ? fs::path() : lib.parent_path();
+}
+
+// The plugin directory that belongs to the running libneox.so: the build
+// tree's plugins/ when it is the build tree's library (<build>/lib), else the
+// install layout <libdir>/neox/plugins next to it, so that an installed neox
+// never loads plugins of a build tree that happens to exist on the machine,
+// and any program linking an installed libneox finds the installed plugins.
+// Without dladdr's answer: the install layout relative to the executable,
 // <prefix>/bin/neox -> <prefix>/<libdir>/neox/plugins.
-std::string install_plugin_dir() {
-  boost::system::error_code ec;
-  auto exe = boost::dll::program_location(ec);
-  if (ec) return {};
-  return (fs::path(exe.string()).parent_path().parent_path() / NEOX_INSTALL_PLUGIN_DIR).string();
+std::string own_plugin_dir() {
+  const fs::path lib = core_library_dir();
+  if (lib.empty()) {
+    boost::system::error_code ec;
+    auto exe = boost::dll::program_location(ec);
+    if (ec) return {};
+    return (fs::path(exe.string()).parent_path().parent_path() / NEOX_INSTALL_PLUGIN_DIR).string();
+  }
+  std::error_code ec;
+  if (fs::equivalent(lib, fs::path(NEOX_BUILD_LIB_DIR), ec)) return NEOX_BUILD_PLUGIN_DIR;
+  return (lib / NEOX_PLUGIN_SUBDIR).string();
 }
 
 // Loads `path`, checks its descriptor, and fills `info`.
@@ -111,8 +134,7 @@ PluginRegistry::PluginRegistry(std::vector<std::string> search_paths) {
     while (std::getline(ss, item, ':'))
       if (!item.empty()) paths_.push_back(item);
   }
-  paths_.push_back(NEOX_BUILD_PLUGIN_DIR);
-  if (auto dir = install_plugin_dir(); !dir.empty()) paths_.push_back(dir);
+  if (auto dir = own_plugin_dir(); !dir.empty()) paths_.push_back(dir);
   scan();
 }
 

@@ -4,9 +4,11 @@
 // Search order (first match of a kind and name wins):
 //   1. the paths given to the constructor (the manifest's search_paths);
 //   2. NEOX_PLUGIN_PATH, colon-separated;
-//   3. the build tree's plugin directory (compiled in);
-//   4. the install directory, <prefix>/lib/neox/plugins, found relative to the
-//      running executable.
+//   3. the plugin directory of the running libneox.so: the build tree's
+//      plugins/ (compiled in) when it is the build tree's library, otherwise
+//      <libdir>/neox/plugins next to the library (the install layout:
+//      <prefix>/lib/libneox.so -> <prefix>/lib/neox/plugins). An installed
+//      neox never searches a build tree.
 // Candidates are files named neox_*.so. Each is loaded with Boost.DLL and
 // checked (entry symbol, ABI version, kind and name against the file name);
 // a rejected candidate is kept with the reason. Libraries are never unloaded
