@@ -23,6 +23,10 @@ packages=(
   libzstd-dev
   libopenmpi-dev
   openmpi-bin
+  # cpack's .deb packages (packaging/package-check.sh): dpkg-shlibdeps and
+  # the file utility compute the packages' library dependencies.
+  dpkg-dev
+  file
 )
 
 missing=()
