@@ -134,14 +134,9 @@ class NcclCommunicator final : public Communicator {
 
   void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) override {
     const char* what = "reduce_scatter";
-    same_dtype(what, in, out);
-    if (in.numel() != static_cast<std::int64_t>(size_) * out.numel())
-      fail(what, "'in' must have size() * out.numel() = " + std::to_string(size_ * out.numel()) +
-                     " elements, got " + in.str() + " for out " + out.str());
+    check_reduce_scatter(what, in, out);
     const ncclDataType_t type = reduce_type(what, in);
     const ncclRedOp_t rop = nccl_op(what, op);
-    // NCCL's in place: out is this rank's part of in.
-    disjoint_or_part(what, out, in, "out", "in");
     Operand i{&in, true, false}, o{&out, false, true};
     run(what, ring_gather_bytes(static_cast<std::int64_t>(in.bytes()), size_), {&i, &o}, [&] {
       return ncclReduceScatter(i.device, o.device, static_cast<std::size_t>(out.numel()), type, rop, comm_, stream_);
@@ -150,11 +145,7 @@ class NcclCommunicator final : public Communicator {
 
   void all_gather(const Tensor& in, Tensor& out) override {
     const char* what = "all_gather";
-    same_dtype(what, in, out);
-    if (out.numel() != static_cast<std::int64_t>(size_) * in.numel())
-      fail(what, "'out' must have size() * in.numel() = " + std::to_string(size_ * in.numel()) +
-                     " elements, got " + out.str() + " for in " + in.str());
-    disjoint_or_part(what, in, out, "in", "out");
+    check_all_gather(what, in, out);
     Operand i{&in, true, false}, o{&out, false, true};
     run(what, ring_gather_bytes(static_cast<std::int64_t>(out.bytes()), size_), {&i, &o}, [&] {
       return ncclAllGather(i.device, o.device, in.bytes(), ncclUint8, comm_, stream_);
@@ -206,13 +197,9 @@ class NcclCommunicator final : public Communicator {
 
   CommTicket reduce_scatter_start(const Tensor& in, Tensor& out, ReduceOp op) override {
     const char* what = "reduce_scatter";
-    same_dtype(what, in, out);
-    if (in.numel() != static_cast<std::int64_t>(size_) * out.numel())
-      fail(what, "'in' must have size() * out.numel() = " + std::to_string(size_ * out.numel()) +
-                     " elements, got " + in.str() + " for out " + out.str());
+    check_reduce_scatter(what, in, out);
     const ncclDataType_t type = reduce_type(what, in);
     const ncclRedOp_t rop = nccl_op(what, op);
-    disjoint_or_part(what, out, in, "out", "in");
     if (!on_this_gpu({&in, &out})) return Communicator::reduce_scatter_start(in, out, op);
     return start(what, ring_gather_bytes(static_cast<std::int64_t>(in.bytes()), size_), {in, out}, [&] {
       return ncclReduceScatter(in.data(), out.data(), static_cast<std::size_t>(out.numel()), type, rop, comm_,
@@ -222,11 +209,7 @@ class NcclCommunicator final : public Communicator {
 
   CommTicket all_gather_start(const Tensor& in, Tensor& out) override {
     const char* what = "all_gather";
-    same_dtype(what, in, out);
-    if (out.numel() != static_cast<std::int64_t>(size_) * in.numel())
-      fail(what, "'out' must have size() * in.numel() = " + std::to_string(size_ * in.numel()) +
-                     " elements, got " + out.str() + " for in " + in.str());
-    disjoint_or_part(what, in, out, "in", "out");
+    check_all_gather(what, in, out);
     if (!on_this_gpu({&in, &out})) return Communicator::all_gather_start(in, out);
     return start(what, ring_gather_bytes(static_cast<std::int64_t>(out.bytes()), size_), {in, out},
                  [&] { return ncclAllGather(in.data(), out.data(), in.bytes(), ncclUint8, comm_, stream_); });
@@ -486,6 +469,26 @@ class NcclCommunicator final : public Communicator {
       }
     }
     record(op, bytes_sent, seconds_since(start));
+  }
+
+  // reduce_scatter: `in` is size() parts of out's size, `out` separate from
+  // it or this rank's part of it (NCCL's in place).
+  void check_reduce_scatter(const char* op, const Tensor& in, const Tensor& out) const {
+    same_dtype(op, in, out);
+    if (in.numel() != static_cast<std::int64_t>(size_) * out.numel())
+      fail(op, "'in' must have size() * out.numel() = " + std::to_string(size_ * out.numel()) + " elements, got " +
+                   in.str() + " for out " + out.str());
+    disjoint_or_part(op, out, in, "out", "in");
+  }
+
+  // all_gather: `out` is size() parts of in's size, `in` separate from it or
+  // this rank's part of it.
+  void check_all_gather(const char* op, const Tensor& in, const Tensor& out) const {
+    same_dtype(op, in, out);
+    if (out.numel() != static_cast<std::int64_t>(size_) * in.numel())
+      fail(op, "'out' must have size() * in.numel() = " + std::to_string(size_ * in.numel()) + " elements, got " +
+                   out.str() + " for in " + in.str());
+    disjoint_or_part(op, in, out, "in", "out");
   }
 
   void same_dtype(const char* op, const Tensor& in, const Tensor& out) const {
