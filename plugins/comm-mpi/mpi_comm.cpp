@@ -372,7 +372,7 @@ class MpiCommunicator final : public Communicator {
     done_.clear();
     // The first error of an operation up to `ticket`.
     if (!errors_.empty() && errors_.front().first <= ticket) {
-      std::exception_ptr e = errors_.front().second;
+      std::exception_ptr e = std::move(errors_.front().second);
       errors_.pop_front();
       lock.unlock();
       std::rethrow_exception(e);
@@ -420,7 +420,8 @@ class MpiCommunicator final : public Communicator {
       {
         std::lock_guard lock(mutex_);
         completed_ = job.ticket;
-        if (error) errors_.emplace_back(job.ticket, error);
+        // Moved: the caller's thread alone then holds (and frees) the exception.
+        if (error) errors_.emplace_back(job.ticket, std::move(error));
       }
       done_cv_.notify_all();
     }
