@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 
 #include "event_file.h"
 #include "neox/error.h"
@@ -116,20 +117,19 @@ void RunLog::metrics(const nlohmann::json& record) {
 }
 
 void RunLog::scalars(std::int64_t step, const std::vector<std::pair<std::string, double>>& values) {
-  if (!events_) return;
-  try {
+  write_events([&] {
     for (const auto& [tag, value] : values) events_->add_scalar(tag, value, step);
-    events_->flush();
-  } catch (const Error& e) {
-    logger_->warn("{}; no more TensorBoard events are written (metrics.jsonl goes on)", e.what());
-    events_.reset();
-  }
+  });
 }
 
 void RunLog::start_session(std::int64_t first_step) {
+  write_events([&] { events_->add_session_start(first_step); });
+}
+
+void RunLog::write_events(const std::function<void()>& write) {
   if (!events_) return;
   try {
-    events_->add_session_start(first_step);
+    write();
     events_->flush();
   } catch (const Error& e) {
     logger_->warn("{}; no more TensorBoard events are written (metrics.jsonl goes on)", e.what());

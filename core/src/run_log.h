@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -52,6 +53,10 @@ class RunLog {
   bool is_terminal() const { return terminal_; }
 
  private:
+  // Runs `write` on the event file and flushes; a write error is logged once
+  // and ends the event file.
+  void write_events(const std::function<void()>& write);
+
   std::string dir_;
   int rank_;
   bool terminal_ = false;

@@ -293,27 +293,25 @@ void Trainer::setup() {
   optimizer_->init_arena(*backend_, *comm_, model_->arena(), static_cast<float>(cfg_.optimizer.weight_decay));
   comm_->set_stream(backend_->native_stream());
   model_->set_parameter_hooks(optimizer_->hooks());
-  if (optimizer_->reduces_gradients() && comm_->size() > 1 && tc_.zero_overlap_comm) {
-    if (!comm_->overlaps())
-      log_->log().warn("training.zero_overlap_comm: comm '{}' cannot overlap; ZeRO reduces between layers",
+  // zero_overlap_comm: ZeRO overlaps inside its hooks; plain data parallelism
+  // through the trainer's own.
+  if (tc_.zero_overlap_comm && comm_->size() > 1) {
+    if (!comm_->overlaps()) {
+      log_->log().warn("training.zero_overlap_comm: comm '{}' cannot overlap; gradients are reduced after backward "
+                       "(ZeRO: after each layer's)",
                        cfg_.plugins.comm);
-    else if (optimizer_->hooks())
+    } else if (optimizer_->hooks()) {
       log_->log().info("ZeRO: each layer's gradients are reduce-scattered during backward (zero_overlap_comm)");
-    else
+    } else if (optimizer_->reduces_gradients()) {
       log_->log().info("ZeRO: zero_overlap_comm has nothing to overlap at stage 1 (gradients reduced after the "
                        "last micro-batch)");
-  }
-  if (!optimizer_->hooks() && !optimizer_->reduces_gradients() && comm_->size() > 1 && tc_.zero_overlap_comm) {
-    if (comm_->overlaps()) {
+    } else {
       overlapped_average_ = std::make_unique<OverlappedGradientAverage>(*comm_, model_->arena(),
                                                                          tc_.zero_reduce_bucket_size);
       model_->set_parameter_hooks(overlapped_average_.get());
       log_->log().info("data parallel: gradients averaged during backward, {} elements per all-reduce at most "
                        "(zero_overlap_comm)",
                        tc_.zero_reduce_bucket_size);
-    } else {
-      log_->log().warn("training.zero_overlap_comm: comm '{}' cannot overlap; gradients are averaged after backward",
-                       cfg_.plugins.comm);
     }
   }
   if (!resume_path.empty()) load_optimizer_state(resume_path, *optimizer_, model_->arena().numel());
