@@ -233,6 +233,81 @@ TEST(Checkpoint, SaveLoadIsBitExactForModelAndAdamWState) {
   EXPECT_EQ(e.params(*model), e.params(*other));
 }
 
+// A stand-in for a ZeRO-3 optimizer: keeps each unit's parameters in its
+// own store (the "partition") and makes the arena's unit whole on gather.
+class StoreHooks final : public neox::ParameterHooks {
+ public:
+  StoreHooks(neox::ParameterArena& arena, neox::Backend& backend)
+      : arena_(arena), backend_(backend), store(arena.units().size()) {}
+  void gather(int unit) override {
+    if (arena_.unit_gathered(unit)) return;
+    Tensor dst = arena_.unit_params(unit);
+    backend_.copy_tensor(dst, store.at(static_cast<std::size_t>(unit)));
+    arena_.unit_params_ready(unit);
+    ++gathers;
+  }
+  void release(int unit) override { arena_.drop_unit_params(unit); }
+  void gradients_ready(int) override {}
+  void parameters_written(int unit) override {
+    store.at(static_cast<std::size_t>(unit)) = backend_.to_host(arena_.unit_params(unit));
+  }
+  std::vector<unsigned char> all() const {  // the bytes of the whole f32 parameters, in arena order
+    std::vector<unsigned char> out;
+    for (const Tensor& t : store) {
+      const auto* p = static_cast<const unsigned char*>(t.data());
+      out.insert(out.end(), p, p + t.bytes());
+    }
+    return out;
+  }
+  int gathers = 0;
+
+ private:
+  neox::ParameterArena& arena_;
+  neox::Backend& backend_;
+
+ public:
+  std::vector<Tensor> store;  // by unit, host f32
+};
+
+// Partitioned parameters (ZeRO-3) are initialised, saved and loaded one unit
+// at a time: the same values and file bytes as a whole model, while the
+// arena never holds more than the largest unit.
+TEST(Checkpoint, PartitionedParametersAreWrittenAndSavedUnitByUnit) {
+  TempDir tmp("partitioned");
+  Env& e = env();
+  const neox::ModelConfig c = small_config();
+  auto whole = e.make_model(c, 21);
+  neox::GPTNeoX part(c, e.backend, {}, {true, true});
+  EXPECT_EQ(part.arena().bytes(), 0u);
+  expect_error([&] { part.initialize(21); }, {"partitioned", "no ParameterHooks"});
+  StoreHooks hooks(part.arena(), *e.backend);
+  part.set_parameter_hooks(&hooks);
+  part.initialize(21);
+  EXPECT_EQ(hooks.all(), e.params(*whole));
+  std::int64_t largest = 0;
+  for (const auto& u : part.arena().units()) largest = std::max(largest, u.count);
+  EXPECT_EQ(part.arena().peak_bytes(), static_cast<std::size_t>(4 * largest));
+  EXPECT_EQ(part.arena().bytes(), 0u);
+
+  // Saved one unit at a time: the same model.safetensors, byte for byte.
+  const std::string a = neox::save_checkpoint(tmp.str("whole"), *whole, nullptr, sample_state(1), 0);
+  const std::string b = neox::save_checkpoint(tmp.str("part"), part, nullptr, sample_state(1), 0);
+  EXPECT_EQ(read_text(fs::path(a) / "model.safetensors"), read_text(fs::path(b) / "model.safetensors"));
+  EXPECT_EQ(hooks.gathers, static_cast<int>(part.arena().units().size()));
+  EXPECT_EQ(part.arena().bytes(), 0u);  // every unit released again
+  EXPECT_EQ(part.arena().peak_bytes(), static_cast<std::size_t>(4 * largest));
+
+  // Loaded one unit at a time into another partitioned model.
+  neox::GPTNeoX other(c, e.backend, {}, {true, true});
+  StoreHooks other_hooks(other.arena(), *e.backend);
+  other.set_parameter_hooks(&other_hooks);
+  other.initialize(99);
+  ASSERT_NE(other_hooks.all(), hooks.all());
+  neox::load_checkpoint(b, other, nullptr);
+  EXPECT_EQ(other_hooks.all(), hooks.all());
+  EXPECT_EQ(other.arena().peak_bytes(), static_cast<std::size_t>(4 * largest));
+}
+
 TEST(Checkpoint, ModelFileHasHuggingFaceNamesAndLayout) {
   TempDir tmp("layout");
   Env& e = env();

@@ -630,6 +630,56 @@ TEST_F(SafeTensorsWriter, IoFailureRemovesTempFile) {
   EXPECT_EQ(dir_entries(), std::vector<std::string>{"target"});
 }
 
+// --- the streaming writer ----------------------------------------------------------
+
+// One tensor at a time gives the same bytes as write_safetensors, and the
+// file appears only at finish().
+TEST_F(SafeTensorsWriter, StreamsTheSameBytesAsTheWholeWriter) {
+  Tensor a = host_of({2, 3}, DType::f32, std::vector<float>{1, 2, 3, 4, 5, 6});
+  Tensor b = host_of({4}, DType::i32, std::vector<std::int32_t>{7, 8, 9, 10});
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  const std::string whole = file("whole.safetensors"), streamed = file("streamed.safetensors");
+  neox::write_safetensors(whole, {{"a", a}, {"b", b}}, meta);
+  {
+    neox::SafeTensorsWriter w(streamed, {{"a", DType::f32, {2, 3}}, {"b", DType::i32, {4}}}, meta);
+    EXPECT_EQ(w.path(), streamed);
+    w.write("a", a);
+    EXPECT_FALSE(fs::exists(streamed));
+    w.write("b", b);
+    EXPECT_FALSE(fs::exists(streamed));
+    w.finish();
+  }
+  EXPECT_EQ(read_bytes(streamed), read_bytes(whole));
+  EXPECT_EQ(dir_entries(), (std::vector<std::string>{"streamed.safetensors", "whole.safetensors"}));
+}
+
+TEST_F(SafeTensorsWriter, StreamingMistakesNameTheFileAndTensorAndKeepTheOldFile) {
+  const std::string path = file("model.safetensors");
+  neox::write_safetensors(path, {{"old", host_of({1}, DType::f32, std::vector<float>{1})}});
+  const std::string before = read_bytes(path);
+  Tensor a = host_of({2}, DType::f32, std::vector<float>{1, 2});
+  const std::vector<neox::SafeTensorsWriter::Entry> layout = {{"a", DType::f32, {2}}, {"b", DType::f32, {2}}};
+  {
+    neox::SafeTensorsWriter w(path, layout);
+    EXPECT_TRUE(ThrowsWith([&] { w.write("b", a); }, path + ": tensor 'b' written where the layout has 'a'"));
+    EXPECT_TRUE(ThrowsWith([&] { w.write("a", host_of({1}, DType::f32, std::vector<float>{1})); },
+                           "tensor 'a' is f32[1] on cpu, the layout says f32[2]"));
+    EXPECT_TRUE(ThrowsWith([&] { w.write("a", host_of({2}, DType::i32, std::vector<std::int32_t>{1, 2})); },
+                           "the layout says f32[2]"));
+    w.write("a", a);
+    EXPECT_TRUE(ThrowsWith([&] { w.finish(); }, path + ": finish() after 1 of the 2 tensors (next: 'b')"));
+    w.write("b", a);
+    EXPECT_TRUE(ThrowsWith([&] { w.write("c", a); }, "tensor 'c' written after the 2 tensors of the layout"));
+    // Destroyed without finish(): as if an error stopped the save.
+  }
+  EXPECT_EQ(read_bytes(path), before);
+  EXPECT_EQ(dir_entries(), std::vector<std::string>{"model.safetensors"});
+  EXPECT_TRUE(ThrowsWith([&] { neox::SafeTensorsWriter(path, {{"x", DType::f32, {-1}}}); }, "negative dimension"));
+  EXPECT_TRUE(ThrowsWith([&] { neox::SafeTensorsWriter(path, {{"x", DType::f32, {1}}, {"x", DType::f32, {1}}}); },
+                         "duplicate tensor name 'x'"));
+  EXPECT_EQ(dir_entries(), std::vector<std::string>{"model.safetensors"});
+}
+
 // --- mutation fuzzing -------------------------------------------------------------
 
 struct FuzzStats {

@@ -30,7 +30,7 @@ using neox::test::run_mpirun;
 namespace {
 
 // The small model of test_comm_mpi.cpp: 2 layers, hidden 32, padded vocab
-// 1024 (tied embeddings off), 89,792 parameters; global batch 4.
+// 1024 (tied embeddings off), 91,008 parameters; global batch 4.
 std::string zero_config(const std::string& dir, const std::string& comm, int micro_batch, int stage,
                         int train_iters = 20) {
   return R"([plugins]
@@ -276,15 +276,27 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
       EXPECT_EQ(arena, whole_params + whole_grads);
       EXPECT_LE(partitions, 4.0 * (psi / np + pieces));
       break;
-    case 2:  // whole parameters only; gradients in the partition
+    case 2:  // whole parameters only; gradients in the partition, never whole
       EXPECT_EQ(arena, whole_params);
+      EXPECT_EQ(many.at("arena_peak_bytes").get<double>(), whole_params);
       EXPECT_LE(partitions, 4.0 * (psi / np + pieces));
       break;
-    case 3:  // nothing whole between layers: master weights and gradients in the partition
+    case 3: {  // nothing whole between layers: master weights and gradients in the partition
       EXPECT_EQ(arena, 0.0);
       EXPECT_GE(partitions, 8.0 * psi / np);
       EXPECT_LE(partitions, 8.0 * (psi / np + pieces));
+      // Never the whole model, not even while initialising or saving: at
+      // start-up one unit at a time (the largest is the output layer, its
+      // norm and its 1024 x 32 matrix), over the run at most the output
+      // layer's parameters and gradients (it stays gathered from its
+      // forward to its backward) and one block's worth more. Whole, the
+      // parameters alone are 4 Psi.
+      const double output_unit = 4.0 * (1024 * 32 + 2 * 32), block_unit = 4.0 * 12704;
+      EXPECT_EQ(many.at("arena_peak_bytes").get<double>(), output_unit);
+      EXPECT_LE(many.at("arena_peak_bytes_run").get<double>(), 2.0 * output_unit + block_unit);
+      EXPECT_LT(2.0 * output_unit + block_unit, 0.9 * whole_params);
       break;
+    }
   }
   fs::remove_all(dir);
 }

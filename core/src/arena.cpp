@@ -28,7 +28,7 @@ void ParameterArena::close_unit() {
   unit_start_ = numel_;
 }
 
-void ParameterArena::allocate(Backend& backend, DType compute_dtype) {
+void ParameterArena::allocate(Backend& backend, DType compute_dtype, ArenaPartitioning partitioning) {
   if (allocated()) throw Error("parameter arena allocated twice");
   close_unit();
   backend_ = &backend;
@@ -37,15 +37,23 @@ void ParameterArena::allocate(Backend& backend, DType compute_dtype) {
     throw Error("parameter arena: compute dtype must be f32, bf16 or f16, not " +
                 std::string(dtype_name(compute_dtype)));
   compute_dtype_ = compute_dtype;
-  params_ = Tensor::empty(&backend, {numel_}, DType::f32);
-  grads_ = Tensor::empty(&backend, {numel_}, DType::f32);
-  backend.kernels.fill(params_, 0.0f);
-  backend.kernels.fill(grads_, 0.0f);
-  if (compute_dtype_ != DType::f32) {
-    weights_ = Tensor::empty(&backend, {numel_}, compute_dtype_);
-    backend.kernels.fill(weights_, 0.0f);
+  unit_buffers_.resize(units_.size());
+  params_partitioned_ = partitioning.params;
+  grads_partitioned_ = partitioning.grads;
+  if (!params_partitioned_) {
+    params_ = Tensor::empty(&backend, {numel_}, DType::f32);
+    backend.kernels.fill(params_, 0.0f);
+    if (compute_dtype_ != DType::f32) {
+      weights_ = Tensor::empty(&backend, {numel_}, compute_dtype_);
+      backend.kernels.fill(weights_, 0.0f);
+    }
+  }
+  if (!grads_partitioned_) {
+    grads_ = Tensor::empty(&backend, {numel_}, DType::f32);
+    backend.kernels.fill(grads_, 0.0f);
   }
   weights_stale_ = true;
+  note_bytes();
 }
 
 namespace {
@@ -146,7 +154,10 @@ Tensor ParameterArena::unit_params(int unit) {
     return params_.slice(r.offset, r.count);
   }
   UnitBuffers& b = unit_buffers_[static_cast<std::size_t>(unit)];
-  if (!b.params.defined()) b.params = Tensor::empty(backend_, {r.count}, DType::f32);
+  if (!b.params.defined()) {
+    b.params = Tensor::empty(backend_, {r.count}, DType::f32);
+    note_bytes();
+  }
   return b.params;
 }
 
@@ -156,7 +167,10 @@ void ParameterArena::unit_params_ready(int unit) {
   UnitBuffers& b = unit_buffers_[static_cast<std::size_t>(unit)];
   if (!b.params.defined()) throw Error("parameter arena: unit_params_ready(" + std::to_string(unit) + ") before unit_params()");
   if (compute_dtype_ != DType::f32) {
-    if (!b.weights.defined()) b.weights = Tensor::empty(backend_, {b.params.numel()}, compute_dtype_);
+    if (!b.weights.defined()) {
+      b.weights = Tensor::empty(backend_, {b.params.numel()}, compute_dtype_);
+      note_bytes();
+    }
     backend_->kernels.convert(b.weights, b.params);
   }
   b.gathered = true;
@@ -181,6 +195,7 @@ Tensor& ParameterArena::ensure_unit_grads(int unit) const {
   if (!b.grads.defined()) {
     b.grads = Tensor::empty(backend_, {units_[static_cast<std::size_t>(unit)].count}, DType::f32);
     backend_->kernels.fill(b.grads, 0.0f);
+    note_bytes();
   }
   return b.grads;
 }
@@ -243,26 +258,31 @@ void fill_normal(float* out, std::int64_t n, float std, std::uint64_t seed) {
 
 }  // namespace
 
-void ParameterArena::initialize(Backend& backend, std::uint64_t seed) {
-  if (!allocated()) throw Error("initialize() before allocate()");
-  if (params_partitioned_) throw Error("initialize(): the parameters are partitioned (initialise before partitioning)");
-  Tensor host = Tensor::empty(nullptr, {numel_}, DType::f32);
-  float* p = host.ptr<float>();
-  for (std::size_t i = 0; i < specs_.size(); ++i) {
-    const auto& s = specs_[i];
-    float* dst = p + s.offset;
-    std::int64_t n = neox::numel(s.shape);
-    switch (s.init) {
-      case InitKind::zeros: std::fill(dst, dst + n, 0.0f); break;
-      case InitKind::ones: std::fill(dst, dst + n, 1.0f); break;
-      case InitKind::normal: {
-        std::uint64_t stream = seed * 0x100000001b3ull + i;
-        fill_normal(dst, n, s.init_std, splitmix64(stream));
-        break;
-      }
+Tensor ParameterArena::initial_value(int index, std::uint64_t seed) const {
+  const ParameterSpec& s = specs_.at(static_cast<std::size_t>(index));
+  Tensor host = Tensor::empty(nullptr, s.shape, DType::f32);
+  float* dst = host.ptr<float>();
+  const std::int64_t n = neox::numel(s.shape);
+  switch (s.init) {
+    case InitKind::zeros: std::fill(dst, dst + n, 0.0f); break;
+    case InitKind::ones: std::fill(dst, dst + n, 1.0f); break;
+    case InitKind::normal: {
+      std::uint64_t stream = seed * 0x100000001b3ull + static_cast<std::uint64_t>(index);
+      fill_normal(dst, n, s.init_std, splitmix64(stream));
+      break;
     }
   }
-  backend.copy_tensor(params_, host);
+  return host;
+}
+
+void ParameterArena::initialize(Backend& backend, std::uint64_t seed) {
+  if (!allocated()) throw Error("initialize() before allocate()");
+  if (params_partitioned_)
+    throw Error("initialize(): the parameters are partitioned (GPTNeoX::initialize writes them unit by unit)");
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    Tensor dst = param(static_cast<int>(i));
+    backend.copy_tensor(dst, initial_value(static_cast<int>(i), seed));
+  }
 }
 
 void ParameterArena::zero_grads(Backend& backend) {

@@ -459,7 +459,7 @@ int first_failure(Communicator* comm, bool ok) {
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& save_dir, const GPTNeoX& model, Optimizer* optimizer,
+std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimizer* optimizer,
                             const CheckpointState& state, int keep_last, Communicator* comm) {
   if (state.iteration < 0)
     throw Error("save_checkpoint: iteration " + std::to_string(state.iteration) + " is negative");
@@ -505,7 +505,9 @@ std::string save_checkpoint(const std::string& save_dir, const GPTNeoX& model, O
     if (rank == 0) fs::remove_all(tmp, rm);
   };
 
-  // 2. Every rank writes its optimizer shard.
+  // 2. Every rank writes its optimizer shard. Partitioned parameters
+  // (ZeRO-3) are gathered one unit at a time by every rank while rank 0
+  // writes them: no rank ever holds the whole model.
   bool ok = true;
   if (sharded) {
     try {
@@ -515,11 +517,20 @@ std::string save_checkpoint(const std::string& save_dir, const GPTNeoX& model, O
       ok = false;
     }
   }
+  const bool partitioned = model.arena().params_partitioned();
+  if (partitioned) {
+    try {
+      write_hf_safetensors(model, (tmp / kModelFile).string(), rank == 0 && ok);
+    } catch (const Error& e) {
+      if (ok) failure = e.what();
+      ok = false;
+    }
+  }
   int failed = first_failure(comm, ok);
   if (failed >= 0) {
     discard();
     throw Error(ok ? "checkpoint " + name + ": rank " + std::to_string(failed) +
-                         " could not write its optimizer shard (see its error); nothing was saved"
+                         " could not write its part of the checkpoint (see its error); nothing was saved"
                    : failure);
   }
 
@@ -527,7 +538,7 @@ std::string save_checkpoint(const std::string& save_dir, const GPTNeoX& model, O
   const fs::path dest = root / name;
   if (rank == 0) {
     try {
-      write_safetensors((tmp / kModelFile).string(), hf_tensors(model), {{"format", "pt"}});
+      if (!partitioned) write_hf_safetensors(model, (tmp / kModelFile).string());
       if (optimizer && !sharded) {
         const std::map<std::string, std::string> meta = {
             {"format", "neox-optimizer"},
@@ -762,7 +773,10 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
   TensorMap opt_state;
   if (optimizer) opt_state = read_optimizer_state(dir, sj, *optimizer, arena.numel());
 
-  for (const auto& spec : arena.specs()) {
+  // One tensor at a time (and under ZeRO-3 one unit at a time): the file is
+  // mapped, so only the pages being copied are read.
+  model.set_parameters([&](int i, Tensor& dst) {
+    const ParameterSpec& spec = arena.specs()[static_cast<std::size_t>(i)];
     Tensor host = weights.read(spec.name, DType::f32);
     if (spec.name.find("query_key_value") != std::string::npos) {
       Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
@@ -771,9 +785,8 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
                   static_cast<int>(cfg.head_size()), cols);
       host = permuted;
     }
-    Tensor dst = arena.param(spec.name);
     model.backend().copy_tensor(dst, host);
-  }
+  });
   if (optimizer) {
     try {
       optimizer->load_state(opt_state);

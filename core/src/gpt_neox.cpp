@@ -29,7 +29,8 @@ struct GPTNeoX::Activations {
   bool has_loss = false;
 };
 
-GPTNeoX::GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend, ComputeOptions compute)
+GPTNeoX::GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend, ComputeOptions compute,
+                 ArenaPartitioning partitioning)
     : config_(config), compute_(compute), backend_(std::move(backend)), acts_(std::make_unique<Activations>()) {
   config_.validate();
   if (!backend_) throw Error("GPTNeoX: no backend");
@@ -48,7 +49,7 @@ GPTNeoX::GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend, Co
     layer->declare(arena_);
     arena_.close_unit();
   }
-  arena_.allocate(*backend_, compute_.dtype);
+  arena_.allocate(*backend_, compute_.dtype, partitioning);
   if (arena_.units().size() != layers_.size())
     throw Error("GPTNeoX: " + std::to_string(arena_.units().size()) + " parameter units for " +
                 std::to_string(layers_.size()) + " layers (every layer must have parameters)");
@@ -81,8 +82,38 @@ void GPTNeoX::release_all() {
 GPTNeoX::~GPTNeoX() = default;
 
 void GPTNeoX::initialize(std::uint64_t seed) {
-  arena_.initialize(*backend_, seed);
-  arena_.mark_params_changed();
+  set_parameters([&](int i, Tensor& dst) { backend_->copy_tensor(dst, arena_.initial_value(i, seed)); });
+}
+
+void GPTNeoX::set_parameters(const std::function<void(int index, Tensor& dst)>& write) {
+  const auto& specs = arena_.specs();
+  if (!arena_.params_partitioned()) {
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+      Tensor dst = arena_.param(static_cast<int>(i));
+      write(static_cast<int>(i), dst);
+    }
+    arena_.mark_params_changed();
+    return;
+  }
+  if (!hooks_)
+    throw Error("GPTNeoX::set_parameters: the parameters are partitioned but no ParameterHooks are set (the "
+                "optimizer's init_arena() and hooks() come first)");
+  std::size_t i = 0;
+  for (int u = 0; u <= output_unit(); ++u) {
+    const ParamRange unit = arena_.units()[static_cast<std::size_t>(u)];
+    const bool was_gathered = arena_.unit_gathered(u);
+    Tensor buffer = arena_.unit_params(u);
+    for (; i < specs.size() && arena_.unit_of(static_cast<int>(i)) == u; ++i) {
+      const ParameterSpec& s = specs[i];
+      Tensor dst = buffer.slice(s.offset - unit.offset, neox::numel(s.shape)).view(s.shape);
+      write(static_cast<int>(i), dst);
+    }
+    hooks_->parameters_written(u);
+    if (was_gathered)
+      arena_.unit_params_ready(u);  // keep it gathered, with a current compute copy
+    else
+      arena_.drop_unit_params(u);
+  }
 }
 
 namespace {

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -185,6 +186,7 @@ void load_hf_weights(GPTNeoX& model, const std::string& dir) {
   const ModelConfig& cfg = model.config();
   ParameterArena& arena = model.arena();
   std::set<std::string> used;
+  std::vector<std::pair<const SafeTensorsFile*, std::string>> sources;  // by parameter index
   for (const auto& spec : arena.specs()) {
     std::string found;
     for (const auto& candidate : checkpoint_names(spec.name))
@@ -200,48 +202,81 @@ void load_hf_weights(GPTNeoX& model, const std::string& dir) {
     if (info.shape != spec.shape)
       throw Error(f.path() + ": tensor '" + found + "' has shape " + shape_str(info.shape) + ", the model expects " +
                   shape_str(spec.shape));
-    Tensor host = f.read(found, DType::f32);
-    if (spec.name.find("query_key_value") != std::string::npos) {
-      Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
-      long cols = host.ndim() == 2 ? static_cast<long>(host.dim(1)) : 1;
-      qkv_from_hf(permuted.ptr<float>(), host.ptr<float>(), static_cast<int>(cfg.num_attention_heads),
-                  static_cast<int>(cfg.head_size()), cols);
-      host = permuted;
-    }
-    Tensor dst = arena.param(spec.name);
-    model.backend().copy_tensor(dst, host);
+    if (info.dtype != DType::f32 && info.dtype != DType::f64 && info.dtype != DType::f16 && info.dtype != DType::bf16)
+      throw Error(f.path() + ": tensor '" + found + "' is " + std::string(dtype_name(info.dtype)) +
+                  ", expected a float type");
+    sources.emplace_back(&f, found);
   }
   for (const auto& [name, file] : where) {
     if (used.count(name) || is_ignored_buffer(name)) continue;
     if (!cfg.no_weight_tying && (name == "embed_out.weight" || name == "lm_head.weight")) continue;
     throw Error(file + ": unexpected tensor '" + name + "' (not a parameter of this GPT-NeoX model)");
   }
+  // Everything checked: copy, one tensor at a time (one unit at a time under ZeRO-3).
+  model.set_parameters([&](int i, Tensor& dst) {
+    const auto& [file, name] = sources[static_cast<std::size_t>(i)];
+    Tensor host = file->read(name, DType::f32);
+    if (name.find("query_key_value") != std::string::npos) {
+      Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
+      long cols = host.ndim() == 2 ? static_cast<long>(host.dim(1)) : 1;
+      qkv_from_hf(permuted.ptr<float>(), host.ptr<float>(), static_cast<int>(cfg.num_attention_heads),
+                  static_cast<int>(cfg.head_size()), cols);
+      host = permuted;
+    }
+    model.backend().copy_tensor(dst, host);
+  });
 }
 
 // --- writing -------------------------------------------------------------------
 
-std::vector<std::pair<std::string, Tensor>> hf_tensors(const GPTNeoX& model) {
+void write_hf_safetensors(GPTNeoX& model, const std::string& path, bool write) {
   const ModelConfig& cfg = model.config();
-  const ParameterArena& arena = model.arena();
-  if (!arena.allocated()) throw Error("hf_tensors: the model's parameters are not allocated");
-  std::vector<std::pair<std::string, Tensor>> out;
-  out.reserve(arena.specs().size());
-  for (std::size_t i = 0; i < arena.specs().size(); ++i) {
-    const ParameterSpec& spec = arena.specs()[i];
-    Tensor t = arena.param(static_cast<int>(i));
-    if (spec.name.find("query_key_value") != std::string::npos) {
-      Tensor host = t.device().is_cpu() ? t : model.backend().to_host(t);
-      Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
-      const long cols = host.ndim() == 2 ? static_cast<long>(host.dim(1)) : 1;
-      qkv_to_hf(permuted.ptr<float>(), host.ptr<float>(), static_cast<int>(cfg.num_attention_heads),
-                static_cast<int>(cfg.head_size()), cols);
-      t = permuted;
-    } else if (!t.device().is_cpu()) {
-      t = model.backend().to_host(t);
+  ParameterArena& arena = model.arena();
+  if (!arena.allocated()) throw Error(path + ": the model's parameters are not allocated");
+  const bool partitioned = arena.params_partitioned();
+  if (partitioned && !model.parameter_hooks())
+    throw Error(path + ": the model's parameters are partitioned but it has no ParameterHooks to gather them");
+  std::optional<SafeTensorsWriter> writer;
+  std::optional<Error> failure;  // the writing rank's first error
+  auto attempt = [&](const std::function<void()>& step) {
+    if (!write || failure) return;
+    try {
+      step();
+    } catch (const Error& e) {
+      failure = e;
+      writer.reset();  // removes the temporary file
     }
-    out.emplace_back(spec.name, t);
+  };
+  attempt([&] {
+    std::vector<SafeTensorsWriter::Entry> layout;
+    for (const ParameterSpec& spec : arena.specs()) layout.push_back({spec.name, DType::f32, spec.shape});
+    writer.emplace(path, std::move(layout), std::map<std::string, std::string>{{"format", "pt"}});
+  });
+  const int units = static_cast<int>(arena.units().size());
+  std::size_t i = 0;
+  for (int u = 0; u < units; ++u) {
+    // Every rank gathers every unit, even after the writer failed: the
+    // others are in the same all-gathers.
+    const bool gather = partitioned && !arena.unit_gathered(u);
+    if (gather) model.parameter_hooks()->gather(u);
+    for (; i < arena.specs().size() && arena.unit_of(static_cast<int>(i)) == u; ++i)
+      attempt([&] {
+        const ParameterSpec& spec = arena.specs()[i];
+        Tensor t = arena.param(static_cast<int>(i));
+        Tensor host = t.device().is_cpu() ? t : model.backend().to_host(t);
+        if (spec.name.find("query_key_value") != std::string::npos) {
+          Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
+          const long cols = host.ndim() == 2 ? static_cast<long>(host.dim(1)) : 1;
+          qkv_to_hf(permuted.ptr<float>(), host.ptr<float>(), static_cast<int>(cfg.num_attention_heads),
+                    static_cast<int>(cfg.head_size()), cols);
+          host = permuted;
+        }
+        writer->write(spec.name, host);
+      });
+    if (gather) model.parameter_hooks()->release(u);
   }
-  return out;
+  attempt([&] { writer->finish(); });
+  if (failure) throw *failure;
 }
 
 std::string hf_config_json(const ModelConfig& c, const HfExportOptions& options) {
@@ -310,7 +345,7 @@ void write_text_synced(const fs::path& path, const std::string& text) {
 
 }  // namespace
 
-void save_hf(const GPTNeoX& model, const std::string& dir, const HfExportOptions& options) {
+void save_hf(GPTNeoX& model, const std::string& dir, const HfExportOptions& options) {
   const std::string config_text = hf_config_json(model.config(), options);  // refuses first
   if (dir.empty()) throw Error("save_hf: the output directory is empty");
   fs::path dest = fs::path(dir).lexically_normal();
@@ -345,7 +380,7 @@ void save_hf(const GPTNeoX& model, const std::string& dir, const HfExportOptions
     throw Error(tmp.string() + ": cannot create: " + (ec ? ec.message() : std::string("it already exists")));
   try {
     write_text_synced(tmp / "config.json", config_text);
-    write_safetensors((tmp / "model.safetensors").string(), hf_tensors(model), {{"format", "pt"}});
+    write_hf_safetensors(model, (tmp / "model.safetensors").string());
     sync_fd_path(tmp, true);
     if (fs::exists(fs::symlink_status(dest, ec))) fs::remove(dest);  // empty, checked above
     if (std::rename(tmp.c_str(), dest.c_str()) != 0)

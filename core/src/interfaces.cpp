@@ -35,6 +35,8 @@ const char* plugin_kind_name(PluginKind kind) {
 }
 
 void Optimizer::init_arena(Backend& backend, Communicator& comm, ParameterArena& arena, float weight_decay) {
+  if (arena.params_partitioned() || arena.grads_partitioned())
+    throw Error("optimizer '" + name() + "': the parameter arena is partitioned, but this optimizer needs it whole");
   init(backend, comm, arena.params(), arena.grads(), arena.groups(weight_decay));
 }
 
@@ -54,6 +56,8 @@ CommTicket Communicator::all_gather_start(const Tensor& in, Tensor& out) {
 }
 
 void Communicator::wait(CommTicket) {}
+
+void ParameterHooks::parameters_written(int) {}
 
 double Optimizer::gradient_sum_squares() {
   throw Error("optimizer '" + name() + "': gradient_sum_squares() called, but it does not reduce gradients itself");

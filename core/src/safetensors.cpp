@@ -466,8 +466,26 @@ void convert_host(void* dst, DType dst_dtype, const void* src, DType src_dtype, 
 
 // --- writer -----------------------------------------------------------------
 
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+// --- writer -----------------------------------------------------------------
+
+struct SafeTensorsWriter::Impl {
+  std::string path;
+  std::vector<Entry> layout;
+  std::size_t next = 0;
+  TempFile tmp;
+  bool finished = false;
+
+  [[noreturn]] void fail(const std::string& what) {
+    int err = errno;
+    throw Error(path + ": " + what + " " + tmp.path + ": " + errno_str(err));
+  }
+};
+
+SafeTensorsWriter::SafeTensorsWriter(const std::string& path, std::vector<Entry> layout,
+                                     const std::map<std::string, std::string>& metadata)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& w = *impl_;
+  w.path = path;
   // Validate and build the header before touching the file system.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
@@ -477,21 +495,20 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   }
   std::set<std::string> names;
   std::uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    if (name == "__metadata__") throw Error(path + ": '__metadata__' cannot be used as a tensor name");
-    if (!names.insert(name).second) throw Error(path + ": duplicate tensor name '" + name + "'");
-    if (!t.device().is_cpu())
-      throw Error(path + ": tensor '" + name + "' is " + t.str() + "; write_safetensors needs host (cpu) tensors");
-    if (neox::numel(t.shape()) != t.numel() || (!t.defined() && t.numel() != 0))
-      throw Error(path + ": tensor '" + name + "' is undefined");
-    const std::uint64_t bytes = t.bytes();
+  for (const Entry& e : layout) {
+    if (e.name == "__metadata__") throw Error(path + ": '__metadata__' cannot be used as a tensor name");
+    if (!names.insert(e.name).second) throw Error(path + ": duplicate tensor name '" + e.name + "'");
+    for (std::int64_t d : e.shape)
+      if (d < 0) throw Error(path + ": tensor '" + e.name + "' has a negative dimension " + shape_str(e.shape));
+    const std::uint64_t bytes = static_cast<std::uint64_t>(neox::numel(e.shape)) * dtype_size(e.dtype);
     nlohmann::ordered_json entry = nlohmann::ordered_json::object();
-    entry["dtype"] = st_name(t.dtype());
-    entry["shape"] = t.shape();
+    entry["dtype"] = st_name(e.dtype);
+    entry["shape"] = e.shape;
     entry["data_offsets"] = {offset, offset + bytes};
-    header[name] = std::move(entry);
+    header[e.name] = std::move(entry);
     offset += bytes;
   }
+  w.layout = std::move(layout);
   std::string text;
   try {
     text = header.dump();
@@ -500,43 +517,84 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   }
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  TempFile tmp;
-  tmp.path = path + ".tmp." + std::to_string(::getpid());
-  tmp.f = std::fopen(tmp.path.c_str(), "wb");
-  if (!tmp.f) {
+  w.tmp.path = path + ".tmp." + std::to_string(::getpid());
+  w.tmp.f = std::fopen(w.tmp.path.c_str(), "wb");
+  if (!w.tmp.f) {
     int err = errno;
-    tmp.keep = true;  // nothing was created
-    throw Error(path + ": cannot create " + tmp.path + ": " + errno_str(err));
+    w.tmp.keep = true;  // nothing was created
+    throw Error(path + ": cannot create " + w.tmp.path + ": " + errno_str(err));
   }
-  auto fail = [&](const std::string& what) {
-    int err = errno;
-    throw Error(path + ": " + what + " " + tmp.path + ": " + errno_str(err));
-  };
   unsigned char len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(static_cast<std::uint64_t>(text.size()) >> (8 * i));
-  if (std::fwrite(len, 1, 8, tmp.f) != 8) fail("cannot write");
-  if (std::fwrite(text.data(), 1, text.size(), tmp.f) != text.size()) fail("cannot write");
-  for (const auto& [name, t] : tensors) {
-    if (t.bytes() == 0) continue;
-    if (std::fwrite(t.data(), 1, t.bytes(), tmp.f) != t.bytes()) fail("cannot write");
-  }
-  if (std::fflush(tmp.f) != 0) fail("cannot write");
-  if (::fsync(::fileno(tmp.f)) != 0) fail("cannot sync");
-  std::FILE* f = tmp.f;
-  tmp.f = nullptr;
-  if (std::fclose(f) != 0) fail("cannot close");
-  if (std::rename(tmp.path.c_str(), path.c_str()) != 0) {
+  if (std::fwrite(len, 1, 8, w.tmp.f) != 8) w.fail("cannot write");
+  if (std::fwrite(text.data(), 1, text.size(), w.tmp.f) != text.size()) w.fail("cannot write");
+}
+
+SafeTensorsWriter::~SafeTensorsWriter() = default;  // an unfinished file is removed by TempFile
+SafeTensorsWriter::SafeTensorsWriter(SafeTensorsWriter&&) noexcept = default;
+SafeTensorsWriter& SafeTensorsWriter::operator=(SafeTensorsWriter&&) noexcept = default;
+
+const std::string& SafeTensorsWriter::path() const { return impl_->path; }
+
+void SafeTensorsWriter::write(const std::string& name, const Tensor& t) {
+  Impl& w = *impl_;
+  if (w.finished) throw Error(w.path + ": tensor '" + name + "' written after finish()");
+  if (w.next >= w.layout.size())
+    throw Error(w.path + ": tensor '" + name + "' written after the " + std::to_string(w.layout.size()) +
+                " tensors of the layout");
+  const Entry& e = w.layout[w.next];
+  if (name != e.name)
+    throw Error(w.path + ": tensor '" + name + "' written where the layout has '" + e.name + "' (tensors go in layout order)");
+  if (t.dtype() != e.dtype || t.shape() != e.shape)
+    throw Error(w.path + ": tensor '" + name + "' is " + t.str() + ", the layout says " + std::string(dtype_name(e.dtype)) +
+                shape_str(e.shape));
+  if (!t.device().is_cpu())
+    throw Error(w.path + ": tensor '" + name + "' is " + t.str() + "; the writer needs host (cpu) tensors");
+  if (!t.defined() && t.numel() != 0) throw Error(w.path + ": tensor '" + name + "' is undefined");
+  if (t.bytes() > 0 && std::fwrite(t.data(), 1, t.bytes(), w.tmp.f) != t.bytes()) w.fail("cannot write");
+  ++w.next;
+}
+
+void SafeTensorsWriter::finish() {
+  Impl& w = *impl_;
+  if (w.finished) return;
+  if (w.next != w.layout.size())
+    throw Error(w.path + ": finish() after " + std::to_string(w.next) + " of the " + std::to_string(w.layout.size()) +
+                " tensors (next: '" + w.layout[w.next].name + "')");
+  if (std::fflush(w.tmp.f) != 0) w.fail("cannot write");
+  if (::fsync(::fileno(w.tmp.f)) != 0) w.fail("cannot sync");
+  std::FILE* f = w.tmp.f;
+  w.tmp.f = nullptr;
+  if (std::fclose(f) != 0) w.fail("cannot close");
+  if (std::rename(w.tmp.path.c_str(), w.path.c_str()) != 0) {
     int err = errno;
-    throw Error(path + ": cannot rename " + tmp.path + " into place: " + errno_str(err));
+    throw Error(w.path + ": cannot rename " + w.tmp.path + " into place: " + errno_str(err));
   }
-  tmp.keep = true;
+  w.tmp.keep = true;
+  w.finished = true;
   // Make the rename durable (best effort).
-  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/') + 1);
+  std::string dir = w.path.find('/') == std::string::npos ? "." : w.path.substr(0, w.path.rfind('/') + 1);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     (void)::fsync(dfd);
     ::close(dfd);
   }
+}
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<SafeTensorsWriter::Entry> layout;
+  layout.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) {
+    if (!t.device().is_cpu())
+      throw Error(path + ": tensor '" + name + "' is " + t.str() + "; write_safetensors needs host (cpu) tensors");
+    if (neox::numel(t.shape()) != t.numel() || (!t.defined() && t.numel() != 0))
+      throw Error(path + ": tensor '" + name + "' is undefined");
+    layout.push_back({name, t.dtype(), t.shape()});
+  }
+  SafeTensorsWriter writer(path, std::move(layout), metadata);
+  for (const auto& [name, t] : tensors) writer.write(name, t);
+  writer.finish();
 }
 
 }  // namespace neox

@@ -131,7 +131,7 @@ class Trainer {
   double evaluate(Split split, std::int64_t batches);
   void save();
   void log_step(std::int64_t iteration, double loss, double lr, double grad_norm);
-  void log_memory();
+  void log_memory(bool at_end = false);
 
   Config cfg_;
   const TrainingConfig& tc_;
@@ -162,6 +162,7 @@ class Trainer {
   std::int64_t step_comm_bytes_ = 0;  // sent inside train_step, this run
   std::int64_t steps_run_ = 0;
   std::int64_t last_step_comm_bytes_ = 0;
+  nlohmann::json memory_;  // memory.json
 };
 
 // Refuses settings this version cannot honour, naming the key.
@@ -249,7 +250,9 @@ void Trainer::setup() {
   }
   optimizer_ = registry_->make_optimizer(optimizer, optimizer_options(cfg_, optimizer));
   const ComputeOptions compute = compute_options(tc_);
-  model_ = std::make_unique<GPTNeoX>(cfg_.model, backend_, compute);
+  // What the optimizer partitions is never allocated whole (ZeRO-3: no rank
+  // holds the whole model, not even while initialising, loading or saving).
+  model_ = std::make_unique<GPTNeoX>(cfg_.model, backend_, compute, optimizer_->arena_partitioning());
   check_tokenizer();
   if (compute.dtype == DType::f16)
     scaler_ = std::make_unique<LossScaler>(LossScalerConfig{tc_.loss_scale, tc_.initial_scale_power,
@@ -261,9 +264,14 @@ void Trainer::setup() {
   const std::int64_t global_batch = B * tc_.gradient_accumulation_steps * comm_->size();
   tokens_per_step_ = global_batch * T;
 
+  // The optimizer takes the arena first; its hooks then receive the weights
+  // unit by unit (ZeRO-3 keeps only each rank's part of each).
+  optimizer_->init_arena(*backend_, *comm_, model_->arena(), static_cast<float>(cfg_.optimizer.weight_decay));
+  comm_->set_stream(backend_->native_stream());
+  model_->set_parameter_hooks(optimizer_->hooks());
+
   // Weights: hf:DIR, a checkpoint (with the optimizer state unless
-  // finetuning), or fresh. The weights are loaded whole before the optimizer
-  // takes the arena (ZeRO-3 then keeps only each rank's part).
+  // finetuning), or fresh.
   CheckpointState resumed;
   std::string resume_path;
   const bool resuming = !tc_.load.empty() && tc_.load.rfind("hf:", 0) != 0 && !tc_.finetune;
@@ -290,9 +298,6 @@ void Trainer::setup() {
   } else {
     model_->initialize(tc_.seed);
   }
-  optimizer_->init_arena(*backend_, *comm_, model_->arena(), static_cast<float>(cfg_.optimizer.weight_decay));
-  comm_->set_stream(backend_->native_stream());
-  model_->set_parameter_hooks(optimizer_->hooks());
   // zero_overlap_comm: ZeRO overlaps inside its hooks; plain data parallelism
   // through the trainer's own.
   if (tc_.zero_overlap_comm && comm_->size() > 1) {
@@ -440,22 +445,34 @@ double Trainer::train_step() {
 
 // What each rank holds for the parameters and the optimizer (the largest
 // over the ranks): the arena's buffers now, and the optimizer's own state and
-// partitions. Logged and written to the run directory's memory.json.
-void Trainer::log_memory() {
-  Tensor m = Tensor::zeros_host({3}, DType::i64);
+// partitions; logged and written to the run directory's memory.json. Also
+// the arena's peak: at start-up, over building the model and initialising
+// or loading the weights; at the end of the run (at_end), over the whole
+// run, saves included, added to memory.json as arena_peak_bytes_run.
+void Trainer::log_memory(bool at_end) {
+  Tensor m = Tensor::zeros_host({4}, DType::i64);
   m.ptr<std::int64_t>()[0] = static_cast<std::int64_t>(model_->arena().bytes());
   m.ptr<std::int64_t>()[1] = optimizer_->state_bytes();
   m.ptr<std::int64_t>()[2] = optimizer_->parameter_bytes();
+  m.ptr<std::int64_t>()[3] = static_cast<std::int64_t>(model_->arena().peak_bytes());
   if (comm_->size() > 1) comm_->all_reduce(m, ReduceOp::max);
   const std::int64_t* v = m.ptr<std::int64_t>();
   auto mib = [](std::int64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
-  log_->log().info("memory per rank: arena {:.2f} MiB, optimizer state {:.2f} MiB, optimizer partitions {:.2f} MiB ({}{})",
-                   mib(v[0]), mib(v[1]), mib(v[2]), optimizer_->name(),
+  if (at_end) {
+    log_->log().info("memory per rank: arena peak {:.2f} MiB over the run", mib(v[3]));
+    memory_["arena_peak_bytes_run"] = v[3];
+    log_->write_json("memory.json", memory_);
+    return;
+  }
+  log_->log().info("memory per rank: arena {:.2f} MiB (peak {:.2f} MiB), optimizer state {:.2f} MiB, optimizer "
+                   "partitions {:.2f} MiB ({}{})",
+                   mib(v[0]), mib(v[3]), mib(v[1]), mib(v[2]), optimizer_->name(),
                    !optimizer_->state_ranges().empty() ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
                                                 : std::string());
-  log_->write_json("memory.json", {{"arena_bytes", v[0]}, {"optimizer_state_bytes", v[1]},
-                                   {"optimizer_partition_bytes", v[2]}, {"optimizer", optimizer_->name()},
-                                   {"zero_stage", tc_.zero_stage}, {"ranks", comm_->size()}});
+  memory_ = {{"arena_bytes", v[0]}, {"arena_peak_bytes", v[3]}, {"optimizer_state_bytes", v[1]},
+             {"optimizer_partition_bytes", v[2]}, {"optimizer", optimizer_->name()},
+             {"zero_stage", tc_.zero_stage}, {"ranks", comm_->size()}};
+  log_->write_json("memory.json", memory_);
 }
 
 void Trainer::log_step(std::int64_t iteration, double loss, double lr, double grad_norm) {
@@ -542,13 +559,10 @@ void Trainer::save() {
   st.trainer_values["skipped_steps"] = static_cast<double>(skipped_steps_);
   if (scaler_)
     for (const auto& [key, value] : scaler_->state()) st.trainer_values[key] = value;
-  // Every rank takes part: ZeRO-3 gathers the parameters for rank 0 to
-  // write, and each rank writes its optimizer shard.
-  const bool partitioned = model_->arena().params_partitioned();
-  if (partitioned) model_->gather_all();
+  // Every rank takes part: each writes its optimizer shard, and under ZeRO-3
+  // gathers the parameters unit by unit for rank 0 to write.
   result_.last_checkpoint = save_checkpoint(tc_.save, *model_, optimizer_.get(), st,
                                             static_cast<int>(tc_.keep_last_n_checkpoints), comm_.get());
-  if (partitioned) model_->release_all();
   interval_start_ = Clock::now();
 }
 
@@ -584,6 +598,7 @@ TrainResult Trainer::run() {
   if (!result_.stopped && tc_.eval_iters > 0 && data_->num_samples(Split::test) > 0)
     result_.test_loss = evaluate(Split::test, tc_.eval_iters);
   if (!saved_last && iteration_ > start) save();
+  if (iteration_ > start) log_memory(true);
   result_.iterations = iteration_;
   result_.skipped_steps = skipped_steps_;
   if (steps_run_ > 0) result_.comm_bytes_per_step = static_cast<double>(step_comm_bytes_) / static_cast<double>(steps_run_);

@@ -101,7 +101,12 @@ class Zero final : public Optimizer, public ParameterHooks {
   void init_arena(Backend& backend, Communicator& comm, ParameterArena& arena, float weight_decay) override {
     if (backend_) fail("init", "called twice");
     if (!arena.allocated()) fail("init", "the arena is not allocated");
-    if (arena.params_partitioned() || arena.grads_partitioned()) fail("init", "the arena is already partitioned");
+    // The arena is whole (its values are copied from it), or was allocated
+    // as arena_partitioning() asked (its values come later, unit by unit,
+    // through parameters_written()).
+    if ((arena.params_partitioned() && s_.stage < 3) || (arena.grads_partitioned() && s_.stage < 2))
+      fail("init", std::string("the arena's ") + (arena.params_partitioned() ? "parameters are" : "gradients are") +
+                       " partitioned, which stage " + std::to_string(s_.stage) + " does not do");
     if (!backend.kernels.fill || !backend.kernels.adamw_update || !backend.kernels.axpby || !backend.kernels.sum_squares)
       fail("init", "backend '" + backend.name() + "' lacks the fill, axpby, sum_squares or adamw_update kernel");
     backend_ = &backend;
@@ -155,17 +160,34 @@ class Zero final : public Optimizer, public ParameterHooks {
     if (padded_max > 0) padded_ = zeros(padded_max);
     if (s_.stage >= 3) {
       master_ = zeros(local);
-      const Tensor whole = arena.params();
-      for (const Piece& p : pieces_)
-        if (p.mine_count > 0) copy(master_.slice(p.local, p.mine_count), whole.slice(p.offset + p.mine_pos, p.mine_count));
+      if (!arena.params_partitioned()) {
+        const Tensor whole = arena.params();
+        for (const Piece& p : pieces_)
+          if (p.mine_count > 0)
+            copy(master_.slice(p.local, p.mine_count), whole.slice(p.offset + p.mine_pos, p.mine_count));
+      }
     } else {
       params_ = arena.params();
     }
     if (s_.stage >= 2) arena.partition(s_.stage >= 3, true);
   }
 
+  ArenaPartitioning arena_partitioning() const override { return {s_.stage >= 3, s_.stage >= 2}; }
+
   // ---- hooks
   ParameterHooks* hooks() override { return s_.stage >= 2 ? this : nullptr; }
+
+  // Stage 3: the unit was written whole (initialisation, a load); keep this
+  // rank's parts as the master copy. Stages 1-2 read the whole arena.
+  void parameters_written(int unit) override {
+    require_init("parameters_written");
+    if (s_.stage < 3) return;
+    const Tensor full = arena_->unit_params(unit);
+    for (int i : by_unit_.at(static_cast<std::size_t>(unit))) {
+      const Piece& p = pieces_[static_cast<std::size_t>(i)];
+      if (p.mine_count > 0) copy(master_.slice(p.local, p.mine_count), full.slice(p.unit_pos + p.mine_pos, p.mine_count));
+    }
+  }
 
   void gather(int unit) override {
     // Unit 0 comes first in every forward (and, with tied embeddings, the

@@ -16,6 +16,7 @@
 // until the optimizer has reduced them (drop_unit_grads).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -54,7 +55,10 @@ class NEOX_API ParameterArena {
   // plus, when compute_dtype is bf16 or f16, a third buffer with the
   // parameters in that dtype (the weights the kernels read; the f32
   // parameters are the optimizer's master copy). Gradients start at zero.
-  void allocate(Backend& backend, DType compute_dtype = DType::f32);
+  // With `partitioning` (ZeRO, Optimizer::arena_partitioning()) the whole
+  // parameter and/or gradient buffers are never made: the arena starts
+  // partitioned (see partition()).
+  void allocate(Backend& backend, DType compute_dtype = DType::f32, ArenaPartitioning partitioning = {});
   bool allocated() const { return allocated_; }
 
   const std::vector<ParameterSpec>& specs() const { return specs_; }
@@ -89,12 +93,20 @@ class NEOX_API ParameterArena {
   // Bytes of parameters (f32 plus any compute copy) and gradients the arena
   // holds now (with partitioning: the units it holds at the moment).
   std::size_t bytes() const;
+  // The most bytes() has been since allocate(): with partitioning, what the
+  // units gathered at once and their gradients cost at their worst.
+  std::size_t peak_bytes() const { return peak_bytes_; }
   std::int64_t numel() const { return numel_; }
 
   // Runs of consecutive parameters with the same decay flag.
   std::vector<ParamGroup> groups(float weight_decay) const;
-  // Fills parameters by their InitKind from a seeded generator (same values
-  // on every backend and every run for the same seed).
+  // Parameter `index`'s initial values by its InitKind, from a generator
+  // seeded by `seed` and the index (so the same on every backend, every run
+  // and every rank, and independent of the other parameters): a host f32
+  // tensor of its shape.
+  Tensor initial_value(int index, std::uint64_t seed) const;
+  // Fills the whole parameters with initial_value() (not partitioned; the
+  // model's set_parameters() also covers partitioned arenas).
   void initialize(Backend& backend, std::uint64_t seed);
   void zero_grads(Backend& backend);  // partitioned gradients: drops every unit's
 
@@ -127,6 +139,7 @@ class NEOX_API ParameterArena {
     bool gathered = false;
   };
   Tensor& ensure_unit_grads(int unit) const;
+  void note_bytes() const { peak_bytes_ = std::max(peak_bytes_, bytes()); }
   void check_unit(int unit, const char* op) const;
 
   std::vector<ParameterSpec> specs_;
@@ -145,6 +158,7 @@ class NEOX_API ParameterArena {
   bool params_partitioned_ = false;
   bool grads_partitioned_ = false;
   mutable std::vector<UnitBuffers> unit_buffers_;  // by unit, while partitioned
+  mutable std::size_t peak_bytes_ = 0;
 };
 
 }  // namespace neox

@@ -54,11 +54,12 @@ struct CheckpointState {
 // newest keep_last checkpoints in save_dir (older global_step* are removed
 // after the new one is in place); 0 keeps all. `optimizer` may be null.
 // With `comm`, a collective call: every rank calls it with the same
-// arguments; rank 0 writes the model (whose parameters must be readable on
-// rank 0: gathered, under ZeRO-3), the config and state.json; a
-// partitioned optimizer's shards come from every rank. A failure on any
-// rank throws on every rank and installs nothing.
-NEOX_API std::string save_checkpoint(const std::string& save_dir, const GPTNeoX& model,
+// arguments; rank 0 writes the model, the config and state.json; a
+// partitioned optimizer's shards come from every rank, and partitioned
+// parameters (ZeRO-3) are gathered one unit at a time by every rank while
+// rank 0 writes them (write_hf_safetensors). A failure on any rank throws
+// on every rank and installs nothing.
+NEOX_API std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model,
                                      Optimizer* optimizer, const CheckpointState& state, int keep_last,
                                      Communicator* comm = nullptr);
 

@@ -32,10 +32,15 @@ NEOX_API void load_hf_weights(GPTNeoX& model, const std::string& dir);
 NEOX_API void qkv_from_hf(float* dst, const float* src, int n_head, int head_size, long cols);
 NEOX_API void qkv_to_hf(float* dst, const float* src, int n_head, int head_size, long cols);
 
-// The model's parameters as host f32 tensors with Hugging Face names and
-// layout (query_key_value converted with qkv_to_hf), in arena order. Tensors
-// already on the host may be views of the arena, valid while it is.
-NEOX_API std::vector<std::pair<std::string, Tensor>> hf_tensors(const GPTNeoX& model);
+// Writes the model's parameters to `path` as a Hugging Face model.safetensors
+// (f32, Hugging Face names and layout, query_key_value converted with
+// qkv_to_hf, metadata {"format": "pt"}), one tensor at a time: no more than
+// one tensor's host copy exists at once. With partitioned parameters (ZeRO-3)
+// each unit is gathered through the model's hooks while its tensors are
+// written, so this is a collective call: every rank makes it, and only the
+// one with write = true writes. That rank's error is thrown after the last
+// unit, so that the others are never left waiting in a gather.
+NEOX_API void write_hf_safetensors(GPTNeoX& model, const std::string& path, bool write = true);
 
 // What a Hugging Face export cannot learn from ModelConfig.
 struct HfExportOptions {
@@ -53,6 +58,6 @@ NEOX_API std::string hf_config_json(const ModelConfig& config, const HfExportOpt
 // {"format": "pt"}; embed_out.weight only when untied). The files are written
 // into DIR.tmp-<pid> and the directory is renamed to DIR when complete; DIR
 // must not exist or be empty. Throws neox::Error as hf_config_json does.
-NEOX_API void save_hf(const GPTNeoX& model, const std::string& dir, const HfExportOptions& options = {});
+NEOX_API void save_hf(GPTNeoX& model, const std::string& dir, const HfExportOptions& options = {});
 
 }  // namespace neox

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,7 +98,13 @@ class NEOX_API InferenceCache {
 // allocated per batch shape and reused while the shape stays the same.
 class NEOX_API GPTNeoX {
  public:
-  GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend, ComputeOptions compute = {});
+  // `partitioning`: what the optimizer keeps partitioned across ranks
+  // instead of whole (Optimizer::arena_partitioning(): ZeRO-2 the
+  // gradients, ZeRO-3 the parameters too). The arena never allocates those
+  // buffers whole; partitioned parameters are written by set_parameters()
+  // once the optimizer's init_arena() has run and its hooks are set.
+  GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend, ComputeOptions compute = {},
+          ArenaPartitioning partitioning = {});
   ~GPTNeoX();
   GPTNeoX(const GPTNeoX&) = delete;
   GPTNeoX& operator=(const GPTNeoX&) = delete;
@@ -108,8 +115,16 @@ class NEOX_API GPTNeoX {
   ParameterArena& arena() { return arena_; }
   const ParameterArena& arena() const { return arena_; }
 
-  // Initialises weights with GPT-NeoX's init methods from `seed`.
+  // Initialises weights with GPT-NeoX's init methods from `seed` (through
+  // set_parameters: the same values whether or not they are partitioned).
   void initialize(std::uint64_t seed);
+  // Writes every parameter, one unit at a time: write(index, dst) fills
+  // parameter `index` of the arena (dst: f32, its shape, on the backend).
+  // With partitioned parameters each unit is whole only while it is
+  // written; the hooks then take their part (parameters_written) and the
+  // unit is released, so no rank ever holds the whole model. Every rank
+  // writes the same values; not a collective call.
+  void set_parameters(const std::function<void(int index, Tensor& dst)>& write);
 
   // Logits [B,T,padded_vocab] on the backend, in the compute dtype, for
   // input_ids [B,T] (i64 or i32, host or device). The view is valid until
@@ -147,6 +162,7 @@ class NEOX_API GPTNeoX {
   // arena: one per layer; see ParameterHooks). Null (the default): none.
   // Set by the trainer from the optimizer (ZeRO); must outlive its use.
   void set_parameter_hooks(ParameterHooks* hooks) { hooks_ = hooks; }
+  ParameterHooks* parameter_hooks() const { return hooks_; }
   // Gathers (release_all: releases) every unit through the hooks, e.g. to
   // read all parameters for a checkpoint when they are partitioned. A
   // collective call under ZeRO-3: every rank must make it.

@@ -5,7 +5,9 @@
 // the communicator and the arena (parameter groups are contiguous slices
 // with their own weight decay), then, for every optimizer step:
 //
-//   (once) init_arena()
+//   (once) arena_partitioning()       before the model (and its arena) is built
+//   (once) init_arena()               then the weights are written, unit by
+//                                     unit through hooks() when partitioned
 //   zero_grad()                       with the arena's zero_grads()
 //   forward/backward of each micro-batch, calling hooks() (if any) as the
 //     model uses each unit's parameters
@@ -57,6 +59,13 @@ struct ParamRange {
   bool operator==(const ParamRange& o) const { return offset == o.offset && count == o.count; }
 };
 
+// What an optimizer keeps partitioned across the ranks instead of whole in
+// the parameter arena (ZeRO-2: the gradients; ZeRO-3: the parameters too).
+struct ArenaPartitioning {
+  bool params = false;
+  bool grads = false;
+};
+
 // Called by the model as it uses each unit's parameters (a unit is one
 // layer's parameters, ParameterArena::units(): 0 the embedding, 1..L the
 // transformer blocks, L+1 the final norm and output layer; the output layer
@@ -74,6 +83,12 @@ class NEOX_API ParameterHooks {
   virtual void release(int unit) = 0;
   // unit's gradients of this micro-batch's backward are complete.
   virtual void gradients_ready(int unit) = 0;
+  // unit's parameters were just written whole into the arena's unit buffer
+  // (ParameterArena::unit_params: initialisation or a load, which every rank
+  // does with the same values; not collective): a hooks object that keeps
+  // the parameters partitioned takes its part of them now, before the model
+  // releases the unit. The default does nothing.
+  virtual void parameters_written(int unit);
 };
 
 class NEOX_API Optimizer {
@@ -87,6 +102,12 @@ class NEOX_API Optimizer {
   // partitions it). The default calls init() with the arena's whole buffers
   // and its groups for `weight_decay`.
   virtual void init_arena(Backend& backend, Communicator& comm, ParameterArena& arena, float weight_decay);
+  // What init_arena() will partition, asked before the model is built, so
+  // that the arena never allocates the whole buffers the optimizer would
+  // drop (a ZeRO-3 rank never holds the whole model). The model's weights
+  // are then written after init_arena(), one unit at a time through hooks()
+  // (GPTNeoX::set_parameters). Default: nothing.
+  virtual ArenaPartitioning arena_partitioning() const { return {}; }
   virtual void step(const StepContext& ctx) = 0;
   // Views of the state (on the backend's device); names are stable.
   virtual TensorMap state() = 0;

@@ -57,6 +57,40 @@ class NEOX_API SafeTensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// A safetensors file written one tensor at a time, so that a file larger
+// than the memory meant for it (a whole model saved by ranks that each hold a
+// part) never exists in memory at once. The constructor validates the layout
+// (names, dtypes, shapes: the header) and writes the header into a temporary
+// file in the same directory; write() appends the tensors in layout order;
+// finish() syncs the file and renames it to `path`. A writer destroyed before
+// finish() (an error on the way) removes its temporary file, leaving any
+// previous file at `path` untouched. Errors throw neox::Error naming the file.
+class NEOX_API SafeTensorsWriter {
+ public:
+  struct Entry {
+    std::string name;
+    DType dtype{};
+    Shape shape;
+  };
+  SafeTensorsWriter(const std::string& path, std::vector<Entry> layout,
+                    const std::map<std::string, std::string>& metadata = {});
+  ~SafeTensorsWriter();
+  SafeTensorsWriter(SafeTensorsWriter&&) noexcept;
+  SafeTensorsWriter& operator=(SafeTensorsWriter&&) noexcept;
+  SafeTensorsWriter(const SafeTensorsWriter&) = delete;
+  SafeTensorsWriter& operator=(const SafeTensorsWriter&) = delete;
+
+  const std::string& path() const;
+  // The next tensor of the layout: same name, dtype and shape; on the host.
+  void write(const std::string& name, const Tensor& tensor);
+  // Every tensor written: makes the file appear at path(), durably.
+  void finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Writes host tensors in the given order to `path` (via a temporary file in
 // the same directory, renamed into place). Throws on I/O errors, leaving any
 // previous file at `path` untouched.
