@@ -34,13 +34,19 @@
 //     whole until then), and all are complete before the next forward
 //     (gather of unit 0) and before the step. Needs a communicator that
 //     overlaps (Communicator::overlaps(); otherwise the calls block).
-//     Stage 3's gathers stay blocking (no prefetch), so its backward
-//     overlaps little; stage 1 reduces after the last micro-batch.
+//     Stage 3 also prefetches: the first step records the order in which
+//     the model gathers units; in later steps, as the model gathers a unit
+//     in that order, the next one's all-gathers are started, so they run
+//     while the model computes with this one (one unit prefetched at a
+//     time; a step that leaves the order stops prefetching until the next
+//     step). Stage 1 reduces after the last micro-batch.
 //   contiguous_gradients (accepted for DeepSpeed configs: the partitions
 //     are always contiguous)
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <optional>
+#include <spdlog/spdlog.h>
 #include <string>
 #include <vector>
 
@@ -182,6 +188,7 @@ class Zero final : public Optimizer, public ParameterHooks {
   void parameters_written(int unit) override {
     require_init("parameters_written");
     if (s_.stage < 3) return;
+    drop_prefetch();  // it may hold the unit's old values
     const Tensor full = arena_->unit_params(unit);
     for (int i : by_unit_.at(static_cast<std::size_t>(unit))) {
       const Piece& p = pieces_[static_cast<std::size_t>(i)];
@@ -195,16 +202,28 @@ class Zero final : public Optimizer, public ParameterHooks {
     // gradients again, the last one's reductions must be complete.
     if (unit == 0) finish_in_flight(0);
     if (s_.stage < 3 || arena_->unit_gathered(unit)) return;
-    Tensor full = arena_->unit_params(unit);
-    for (int i : by_unit_.at(static_cast<std::size_t>(unit))) {
-      const Piece& p = pieces_[static_cast<std::size_t>(i)];
-      all_gather_piece(p, full.slice(p.unit_pos, p.count), master_.slice(p.local, p.mine_count));
+    if (recording_) order_.push_back(unit);
+    // In the recorded order: the next unit is prefetched once this one is here.
+    const bool in_order = following_ && order_pos_ < order_.size() && order_[order_pos_] == unit;
+    if (!in_order) following_ = false;
+    if (prefetch_ && prefetch_->unit == unit) {
+      finish_prefetch();
+    } else {
+      drop_prefetch();
+      Tensor full = arena_->unit_params(unit);
+      for (int i : by_unit_.at(static_cast<std::size_t>(unit))) {
+        const Piece& p = pieces_[static_cast<std::size_t>(i)];
+        all_gather_piece(p, full.slice(p.unit_pos, p.count), master_.slice(p.local, p.mine_count));
+      }
+      arena_->unit_params_ready(unit);
     }
-    arena_->unit_params_ready(unit);
+    if (in_order && ++order_pos_ < order_.size()) start_prefetch(order_[order_pos_]);
   }
 
   void release(int unit) override {
-    if (s_.stage >= 3) arena_->drop_unit_params(unit);
+    if (s_.stage < 3) return;
+    if (prefetch_ && prefetch_->unit == unit) return;  // not gathered yet: its buffer is in use
+    arena_->drop_unit_params(unit);
   }
 
   void gradients_ready(int unit) override {
@@ -224,10 +243,28 @@ class Zero final : public Optimizer, public ParameterHooks {
   void zero_grad() override {
     require_init("zero_grad");
     if (grads_.numel() > 0) backend_->kernels.fill(grads_, 0.0f);
+    // A step's forward and backward begin: stage 3 with overlap records the
+    // first step's gather order, and follows it in later steps.
+    if (s_.stage >= 3 && overlap()) {
+      if (!recorded_) recording_ = true;
+      following_ = recorded_;
+      order_pos_ = 0;
+    }
   }
 
   void reduce_gradients() override {
     require_init("reduce_gradients");
+    // Forward and backward are over: the recorded order ends here (evaluation
+    // and saves between steps gather in orders of their own).
+    if (recording_) {
+      recording_ = false;
+      recorded_ = true;
+      spdlog::info("optimizer 'zero': stage 3 prefetches each unit's parameters along the first step's order "
+                   "({} gathers per step)",
+                   order_.size());
+    }
+    following_ = false;
+    drop_prefetch();
     finish_in_flight(0);
     // Stage 1 reduces the whole gradients now; stages 2 and 3 reduced each
     // unit as its backward finished (any unit left over is reduced here).
@@ -252,6 +289,7 @@ class Zero final : public Optimizer, public ParameterHooks {
 
   void step(const StepContext& ctx) override {
     require_init("step");
+    drop_prefetch();  // would hold the parameters from before the step
     if (ctx.step < 1) fail("step", "step number " + std::to_string(ctx.step) + " must be 1 or more (1-based)");
     if (!std::isfinite(ctx.lr) || ctx.lr < 0.0f)
       fail("step", "learning rate " + std::to_string(ctx.lr) + " must be finite and >= 0");
@@ -351,6 +389,63 @@ class Zero final : public Optimizer, public ParameterHooks {
     in_flight_.push_back(std::move(f));
   }
 
+  // Stage 3 prefetch: `unit`'s all-gathers, started into its arena buffer
+  // (padded pieces into their own buffer), each from its own copy of this
+  // rank's part.
+  struct Prefetch {
+    int unit = 0;
+    CommTicket last = 0;
+    std::vector<Tensor> padded;  // by piece of the unit; undefined when the piece splits evenly
+    std::vector<Tensor> keep;    // inputs, until complete
+  };
+
+  void start_prefetch(int unit) {
+    if (arena_->unit_gathered(unit)) return;  // still gathered: nothing to fetch
+    const std::int64_t N = comm_->size();
+    Prefetch f;
+    f.unit = unit;
+    Tensor full = arena_->unit_params(unit);
+    for (int i : by_unit_[static_cast<std::size_t>(unit)]) {
+      const Piece& p = pieces_[static_cast<std::size_t>(i)];
+      Tensor in = Tensor::empty(backend_, {p.shard}, DType::f32);
+      if (p.mine_count > 0) copy(in.slice(0, p.mine_count), master_.slice(p.local, p.mine_count));
+      if (p.mine_count < p.shard) {
+        Tensor tail = in.slice(p.mine_count, p.shard - p.mine_count);
+        backend_->kernels.fill(tail, 0.0f);
+      }
+      Tensor out = full.slice(p.unit_pos, p.count), padded;
+      if (p.count != N * p.shard) out = padded = Tensor::empty(backend_, {N * p.shard}, DType::f32);
+      f.last = comm_->all_gather_start(in, out);
+      f.padded.push_back(padded);
+      f.keep.push_back(in);
+    }
+    prefetch_ = std::move(f);
+  }
+
+  // The prefetched unit is needed now: waits for it and marks it gathered.
+  void finish_prefetch() {
+    Prefetch f = std::move(*prefetch_);
+    prefetch_.reset();
+    comm_->wait(f.last);
+    Tensor full = arena_->unit_params(f.unit);
+    const auto& pieces = by_unit_[static_cast<std::size_t>(f.unit)];
+    for (std::size_t k = 0; k < pieces.size(); ++k) {
+      const Piece& p = pieces_[static_cast<std::size_t>(pieces[k])];
+      if (f.padded[k].defined()) copy(full.slice(p.unit_pos, p.count), f.padded[k].slice(0, p.count));
+    }
+    arena_->unit_params_ready(f.unit);
+  }
+
+  // The prefetched unit is not needed (the model left the order, or the
+  // parameters changed): waits for its gathers and frees it.
+  void drop_prefetch() {
+    if (!prefetch_) return;
+    Prefetch f = std::move(*prefetch_);
+    prefetch_.reset();
+    comm_->wait(f.last);
+    if (!arena_->unit_gathered(f.unit)) arena_->drop_unit_params(f.unit);
+  }
+
   // Completes the oldest units in flight until at most `keep` remain: adds
   // their averaged parts to the partition and frees their whole gradients.
   void finish_in_flight(std::size_t keep) {
@@ -426,6 +521,12 @@ class Zero final : public Optimizer, public ParameterHooks {
   Tensor send_;     // [max shard]: reduce-scatter output, all-gather input
   Tensor padded_;   // [N x shard] for pieces that do not split evenly
   std::deque<InFlight> in_flight_;  // overlap_comm: oldest first
+  // Stage 3 with overlap_comm: the gather order of the first step's forward
+  // and backward, and where the current step is in it.
+  std::vector<int> order_;
+  bool recording_ = false, recorded_ = false, following_ = false;
+  std::size_t order_pos_ = 0;
+  std::optional<Prefetch> prefetch_;
 };
 
 double beta_option(const Options& options, const char* key, double def) {
