@@ -44,7 +44,9 @@
 #   bench-160m-ckpt, bench-fp32  activation checkpointing; fp32 (micro-batch 4)
 #   comm-nccl    tests/test_comm_nccl.cpp (the nccl comm plugin: every
 #                collective on one rank, two processes over the TCP bootstrap,
-#                mpirun when present, a dead peer; the TCP rendezvous)
+#                mpirun when present, a dead peer; the TCP rendezvous; ZeRO-3
+#                with overlap and prefetch trained by two processes on the GPU
+#                against one)
 #   ops          `neox bench op` matmul and attention_forward bf16, cuda vs cpu
 #   memcheck, racecheck  compute-sanitizer on a reduced kernel suite plus the
 #                small HF oracle (skipped where compute-sanitizer is missing or
@@ -576,7 +578,7 @@ run_checks() {
     case $p in
       kernels) test_phase kernels 90 tests/test_kernels.cpp NEOX_TEST_BACKENDS=cuda ;;
       cuda-backend) test_phase cuda-backend 60 tests/test_cuda_backend.cpp NEOX_TEST_BACKENDS=cuda ;;
-      comm-nccl) test_phase comm-nccl 90 tests/test_comm_nccl.cpp ;;
+      comm-nccl) test_phase comm-nccl 120 tests/test_comm_nccl.cpp ;;
       gpu-model) test_phase gpu-model 150 tests/test_gpu_model.cpp ;;
       attention-check) attention_check ;;
       bench-160m) bench_train bench-160m 75 configs/bench/pythia-160m-cuda.toml 16 8 ;;
