@@ -776,16 +776,8 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
   // One tensor at a time (and under ZeRO-3 one unit at a time): the file is
   // mapped, so only the pages being copied are read.
   model.set_parameters([&](int i, Tensor& dst) {
-    const ParameterSpec& spec = arena.specs()[static_cast<std::size_t>(i)];
-    Tensor host = weights.read(spec.name, DType::f32);
-    if (spec.name.find("query_key_value") != std::string::npos) {
-      Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
-      const long cols = host.ndim() == 2 ? static_cast<long>(host.dim(1)) : 1;
-      qkv_from_hf(permuted.ptr<float>(), host.ptr<float>(), static_cast<int>(cfg.num_attention_heads),
-                  static_cast<int>(cfg.head_size()), cols);
-      host = permuted;
-    }
-    model.backend().copy_tensor(dst, host);
+    const std::string& name = arena.specs()[static_cast<std::size_t>(i)].name;
+    model.backend().copy_tensor(dst, convert_hf_layout(name, weights.read(name, DType::f32), cfg, false));
   });
   if (optimizer) {
     try {

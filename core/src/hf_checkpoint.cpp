@@ -215,19 +215,25 @@ void load_hf_weights(GPTNeoX& model, const std::string& dir) {
   // Everything checked: copy, one tensor at a time (one unit at a time under ZeRO-3).
   model.set_parameters([&](int i, Tensor& dst) {
     const auto& [file, name] = sources[static_cast<std::size_t>(i)];
-    Tensor host = file->read(name, DType::f32);
-    if (name.find("query_key_value") != std::string::npos) {
-      Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
-      long cols = host.ndim() == 2 ? static_cast<long>(host.dim(1)) : 1;
-      qkv_from_hf(permuted.ptr<float>(), host.ptr<float>(), static_cast<int>(cfg.num_attention_heads),
-                  static_cast<int>(cfg.head_size()), cols);
-      host = permuted;
-    }
-    model.backend().copy_tensor(dst, host);
+    model.backend().copy_tensor(dst, convert_hf_layout(name, file->read(name, DType::f32), cfg, false));
   });
 }
 
 // --- writing -------------------------------------------------------------------
+
+Tensor convert_hf_layout(const std::string& name, const Tensor& host, const ModelConfig& config, bool to_hf) {
+  if (name.find("query_key_value") == std::string::npos) return host;
+  if (!host.device().is_cpu() || host.dtype() != DType::f32)
+    throw Error("convert_hf_layout: '" + name + "' must be a host f32 tensor, got " + host.str());
+  Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
+  const long cols = host.ndim() == 2 ? static_cast<long>(host.dim(1)) : 1;
+  const int heads = static_cast<int>(config.num_attention_heads), head_size = static_cast<int>(config.head_size());
+  if (to_hf)
+    qkv_to_hf(permuted.ptr<float>(), host.ptr<float>(), heads, head_size, cols);
+  else
+    qkv_from_hf(permuted.ptr<float>(), host.ptr<float>(), heads, head_size, cols);
+  return permuted;
+}
 
 void write_hf_safetensors(GPTNeoX& model, const std::string& path, bool write) {
   const ModelConfig& cfg = model.config();
@@ -244,8 +250,10 @@ void write_hf_safetensors(GPTNeoX& model, const std::string& path, bool write) {
       step();
     } catch (const Error& e) {
       failure = e;
-      writer.reset();  // removes the temporary file
+    } catch (const std::exception& e) {  // e.g. bad_alloc: still no rank may be left waiting
+      failure = Error(path + ": " + e.what());
     }
+    if (failure) writer.reset();  // removes the temporary file
   };
   attempt([&] {
     std::vector<SafeTensorsWriter::Entry> layout;
@@ -262,16 +270,9 @@ void write_hf_safetensors(GPTNeoX& model, const std::string& path, bool write) {
     for (; i < arena.specs().size() && arena.unit_of(static_cast<int>(i)) == u; ++i)
       attempt([&] {
         const ParameterSpec& spec = arena.specs()[i];
-        Tensor t = arena.param(static_cast<int>(i));
-        Tensor host = t.device().is_cpu() ? t : model.backend().to_host(t);
-        if (spec.name.find("query_key_value") != std::string::npos) {
-          Tensor permuted = Tensor::empty(nullptr, host.shape(), DType::f32);
-          const long cols = host.ndim() == 2 ? static_cast<long>(host.dim(1)) : 1;
-          qkv_to_hf(permuted.ptr<float>(), host.ptr<float>(), static_cast<int>(cfg.num_attention_heads),
-                    static_cast<int>(cfg.head_size()), cols);
-          host = permuted;
-        }
-        writer->write(spec.name, host);
+        const Tensor t = arena.param(static_cast<int>(i));
+        writer->write(spec.name,
+                      convert_hf_layout(spec.name, t.device().is_cpu() ? t : model.backend().to_host(t), cfg, true));
       });
     if (gather) model.parameter_hooks()->release(u);
   }

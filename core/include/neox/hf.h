@@ -31,6 +31,10 @@ NEOX_API void load_hf_weights(GPTNeoX& model, const std::string& dir);
 // [3C, C] (cols = C) or a bias [3C] (cols = 1); and back.
 NEOX_API void qkv_from_hf(float* dst, const float* src, int n_head, int head_size, long cols);
 NEOX_API void qkv_to_hf(float* dst, const float* src, int n_head, int head_size, long cols);
+// Parameter `name` (host f32, as stored) in neox's layout from Hugging
+// Face's (to_hf = false) or back (true): query_key_value tensors are
+// permuted into a new tensor, every other one is returned as it is.
+NEOX_API Tensor convert_hf_layout(const std::string& name, const Tensor& host, const ModelConfig& config, bool to_hf);
 
 // Writes the model's parameters to `path` as a Hugging Face model.safetensors
 // (f32, Hugging Face names and layout, query_key_value converted with
