@@ -72,12 +72,6 @@ void GPTNeoX::release_output() {
   release(output_unit());
   if (!config_.no_weight_tying) release(0);
 }
-void GPTNeoX::gather_all() {
-  for (int u = 0; u <= output_unit(); ++u) gather(u);
-}
-void GPTNeoX::release_all() {
-  for (int u = 0; u <= output_unit(); ++u) release(u);
-}
 
 GPTNeoX::~GPTNeoX() = default;
 

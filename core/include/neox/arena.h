@@ -9,8 +9,10 @@
 // are excluded from decay, as in GPT-NeoX).
 //
 // Partitioning (ZeRO): an optimizer that keeps the parameters or gradients
-// partitioned across ranks calls partition(); the arena then drops the whole
-// buffer(s) and holds one unit at a time: a unit's parameters while the
+// partitioned across ranks says so before allocate() (its
+// arena_partitioning(), passed to allocate), so that the whole buffers are
+// never made (partition() drops them from an arena allocated whole); the
+// arena then holds one unit at a time: a unit's parameters while the
 // optimizer has gathered them (unit_params, unit_params_ready,
 // drop_unit_params), a unit's gradients from their first use in a backward
 // until the optimizer has reduced them (drop_unit_grads).

@@ -163,11 +163,6 @@ class NEOX_API GPTNeoX {
   // Set by the trainer from the optimizer (ZeRO); must outlive its use.
   void set_parameter_hooks(ParameterHooks* hooks) { hooks_ = hooks; }
   ParameterHooks* parameter_hooks() const { return hooks_; }
-  // Gathers (release_all: releases) every unit through the hooks, e.g. to
-  // read all parameters for a checkpoint when they are partitioned. A
-  // collective call under ZeRO-3: every rank must make it.
-  void gather_all();
-  void release_all();
 
   // Bytes of the activation buffers held for the current batch shape
   // (training path: residual stream, logits, per-block buffers, scratch).
