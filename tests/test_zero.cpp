@@ -230,10 +230,11 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
     EXPECT_NE(out.find("reduce-scattered during backward (zero_overlap_comm)"), std::string::npos) << out;
     // Stage 3 prefetches along step 1's order: per micro-batch, forward
     // gathers the 4 units and backward the 2 blocks again; 2 micro-batches.
-    if (stage == 3)
+    if (stage == 3) {
       EXPECT_NE(out.find("prefetches each unit's parameters along the first step's order (12 gathers per step)"),
                 std::string::npos)
           << out;
+    }
   }
   expect_close(train_losses(dir + "/runs/r/metrics.jsonl"), ref.result.train_losses, 1e-5);
   EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
@@ -276,7 +277,9 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
   // unit's all-gather).
   for (std::string line; std::getline(metrics, line);) {
     const auto rec = nlohmann::json::parse(line);
-    if (!rec.contains("split")) EXPECT_EQ(rec.at("comm_bytes").get<double>(), sent) << line;
+    if (!rec.contains("split")) {
+      EXPECT_EQ(rec.at("comm_bytes").get<double>(), sent) << line;
+    }
   }
   const double f = (np - 1.0) / np, psi_bytes = 4.0 * psi, blocks_bytes = 4.0 * (psi - 2 * 32768 - 64);
   const double theory = stage == 1 ? 2 * f * psi_bytes : stage == 2 ? 3 * f * psi_bytes
