@@ -206,7 +206,9 @@ class Zero final : public Optimizer, public ParameterHooks {
     // In the recorded order: the next unit is prefetched once this one is here.
     const bool in_order = following_ && order_pos_ < order_.size() && order_[order_pos_] == unit;
     if (!in_order) following_ = false;
+    if (following_) ++followed_gathers_;
     if (prefetch_ && prefetch_->unit == unit) {
+      ++prefetch_hits_;
       finish_prefetch();
     } else {
       drop_prefetch();
@@ -262,6 +264,10 @@ class Zero final : public Optimizer, public ParameterHooks {
       spdlog::info("optimizer 'zero': stage 3 prefetches each unit's parameters along the first step's order "
                    "({} gathers per step)",
                    order_.size());
+    } else if (following_ && !reported_) {  // the first step that followed the order
+      reported_ = true;
+      spdlog::info("optimizer 'zero': stage 3 prefetch: {} of the {} gathers of step 2 arrived prefetched",
+                   prefetch_hits_, followed_gathers_);
     }
     following_ = false;
     drop_prefetch();
@@ -524,8 +530,9 @@ class Zero final : public Optimizer, public ParameterHooks {
   // Stage 3 with overlap_comm: the gather order of the first step's forward
   // and backward, and where the current step is in it.
   std::vector<int> order_;
-  bool recording_ = false, recorded_ = false, following_ = false;
+  bool recording_ = false, recorded_ = false, following_ = false, reported_ = false;
   std::size_t order_pos_ = 0;
+  std::int64_t prefetch_hits_ = 0, followed_gathers_ = 0;  // reported once, for step 2
   std::optional<Prefetch> prefetch_;
 };
 
