@@ -7,9 +7,12 @@
 // weights within 1e-5 relative over 20 steps); each rank holds 1/N of the
 // optimizer state (and with stage 3 of the parameters), by the plugin's own
 // accounting in the run's memory.json; and a checkpoint saved on 4 ranks
-// resumes on 2 (and 2 on 4) with the losses of the uninterrupted run.
+// resumes on 2 (and 2 on 4) with the losses of the uninterrupted run; a
+// ZeRO-3 save that fails on rank 0 half-way ends the job without a hang
+// and leaves the previous checkpoint.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -353,6 +356,50 @@ TEST(ZeroBench, BytesPerStepMatchTheSchedule) {
     const std::string line = r.output.substr(at + 1, r.output.find('\n', at + 1) - at - 1);
     EXPECT_NE(line.find(" 1.0000 "), std::string::npos) << line;
   }
+  fs::remove_all(dir);
+}
+
+// ZeRO-3 saves stream model.safetensors from rank 0 while every rank
+// gathers one unit at a time. Here rank 0 cannot write past 256 KiB once
+// MPI is up (prlimit --fsize; SIGXFSZ ignored, so writes fail with EFBIG):
+// its 182 KB optimizer shard fits, the 364 KB model file fails half-way.
+// The other ranks must not be left waiting in a gather: the job ends
+// non-zero with rank 0's error naming the file, nothing is installed, and
+// the step-10 checkpoint stays the latest and loadable.
+TEST(ZeroFaults, AStreamedSaveThatFailsOnRankZeroKeepsThePreviousCheckpoint) {
+  const std::string why = why_no_mpirun();
+  if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
+  if (run_command("command -v prlimit").status != 0) GTEST_SKIP() << "prlimit (util-linux) is missing";
+  const std::string dir = neox::test::temp_dir("zero_save_fault", "x");
+  fs::remove_all(dir);
+  run_ranks(4, dir + "/a", zero_config(dir, "mpi", 1, 3), "--set training.exit_interval=10");
+  ASSERT_TRUE(fs::exists(dir + "/ckpt/global_step10/model.safetensors"));
+  // Rank 0 gets its file-size limit when its run directory appears (after MPI_Init).
+  const std::string wrapper = dir + "/rank0_limited.sh";
+  std::ofstream(wrapper) << "trap '' XFSZ\n"
+                            "if [ \"$OMPI_COMM_WORLD_RANK\" != 0 ]; then exec \"$@\"; fi\n"
+                            "\"$@\" & pid=$!\n"
+                            "for i in $(seq 1200); do [ -e " << dir << "/runs/b/metrics.jsonl ] && break; sleep 0.05; done\n"
+                            "prlimit --pid $pid --fsize=262144\n"
+                            "wait $pid\n";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = run_mpirun(mpirun(4) + "bash " + wrapper + " " + neox::test::neox_binary() + " train " + dir +
+                      "/a/train.toml --set training.load=" + dir +
+                      "/ckpt --set training.run_name=b --set training.train_iters=40 --set training.checkpoint_factor=30");
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("model.safetensors"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("File too large"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("not responding"), std::string::npos) << r.output;  // nobody waited for a gather
+  EXPECT_LT(took, 60.0) << r.output;
+  EXPECT_EQ(neox::test::read_text(dir + "/ckpt/latest"), "global_step10\n");
+  EXPECT_FALSE(fs::exists(dir + "/ckpt/global_step30"));
+  for (const auto& e : fs::directory_iterator(dir + "/ckpt"))
+    EXPECT_NE(e.path().filename().string().rfind(".tmp", 0), 0u) << e.path();
+  // Still loadable: resumes and finishes.
+  run_ranks(4, dir + "/c", zero_config(dir, "mpi", 1, 3),
+            "--set training.load=" + dir + "/ckpt --set training.run_name=c --set training.save=" + dir + "/ckpt2");
+  EXPECT_TRUE(fs::exists(dir + "/ckpt2/global_step20/model.safetensors"));
   fs::remove_all(dir);
 }
 
