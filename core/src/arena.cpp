@@ -275,16 +275,6 @@ Tensor ParameterArena::initial_value(int index, std::uint64_t seed) const {
   return host;
 }
 
-void ParameterArena::initialize(Backend& backend, std::uint64_t seed) {
-  if (!allocated()) throw Error("initialize() before allocate()");
-  if (params_partitioned_)
-    throw Error("initialize(): the parameters are partitioned (GPTNeoX::initialize writes them unit by unit)");
-  for (std::size_t i = 0; i < specs_.size(); ++i) {
-    Tensor dst = param(static_cast<int>(i));
-    backend.copy_tensor(dst, initial_value(static_cast<int>(i), seed));
-  }
-}
-
 void ParameterArena::zero_grads(Backend& backend) {
   if (grads_partitioned_) {
     for (auto& b : unit_buffers_) b.grads = Tensor();

@@ -414,11 +414,7 @@ class Zero final : public Optimizer, public ParameterHooks {
     for (int i : by_unit_[static_cast<std::size_t>(unit)]) {
       const Piece& p = pieces_[static_cast<std::size_t>(i)];
       Tensor in = Tensor::empty(backend_, {p.shard}, DType::f32);
-      if (p.mine_count > 0) copy(in.slice(0, p.mine_count), master_.slice(p.local, p.mine_count));
-      if (p.mine_count < p.shard) {
-        Tensor tail = in.slice(p.mine_count, p.shard - p.mine_count);
-        backend_->kernels.fill(tail, 0.0f);
-      }
+      fill_shard(p, in, master_.slice(p.local, p.mine_count));
       Tensor out = full.slice(p.unit_pos, p.count), padded;
       if (p.count != N * p.shard) out = padded = Tensor::empty(backend_, {N * p.shard}, DType::f32);
       f.last = comm_->all_gather_start(in, out);
@@ -449,7 +445,7 @@ class Zero final : public Optimizer, public ParameterHooks {
     Prefetch f = std::move(*prefetch_);
     prefetch_.reset();
     comm_->wait(f.last);
-    if (!arena_->unit_gathered(f.unit)) arena_->drop_unit_params(f.unit);
+    arena_->drop_unit_params(f.unit);  // never marked gathered: that is finish_prefetch()
   }
 
   // Completes the oldest units in flight until at most `keep` remain: adds
@@ -493,16 +489,22 @@ class Zero final : public Optimizer, public ParameterHooks {
     }
   }
 
-  // All-gathers one piece into `dst` [count] from every rank's part; `mine`
-  // is this rank's part (may alias dst: it is copied out first).
-  void all_gather_piece(const Piece& p, Tensor dst, const Tensor& mine) {
-    const std::int64_t N = comm_->size();
-    Tensor in = send_.slice(0, p.shard);
+  // An all-gather's input [shard]: this rank's part of the piece (`mine`),
+  // then zeros up to the equal share.
+  void fill_shard(const Piece& p, Tensor& in, const Tensor& mine) {
     if (p.mine_count > 0) copy(in.slice(0, p.mine_count), mine);
     if (p.mine_count < p.shard) {
       Tensor tail = in.slice(p.mine_count, p.shard - p.mine_count);
       backend_->kernels.fill(tail, 0.0f);
     }
+  }
+
+  // All-gathers one piece into `dst` [count] from every rank's part; `mine`
+  // is this rank's part (may alias dst: it is copied out first).
+  void all_gather_piece(const Piece& p, Tensor dst, const Tensor& mine) {
+    const std::int64_t N = comm_->size();
+    Tensor in = send_.slice(0, p.shard);
+    fill_shard(p, in, mine);
     if (p.count == N * p.shard) {
       comm_->all_gather(in, dst);
     } else {

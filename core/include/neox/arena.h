@@ -106,10 +106,8 @@ class NEOX_API ParameterArena {
   // seeded by `seed` and the index (so the same on every backend, every run
   // and every rank, and independent of the other parameters): a host f32
   // tensor of its shape.
+  // (GPTNeoX::initialize writes them through set_parameters.)
   Tensor initial_value(int index, std::uint64_t seed) const;
-  // Fills the whole parameters with initial_value() (not partitioned; the
-  // model's set_parameters() also covers partitioned arenas).
-  void initialize(Backend& backend, std::uint64_t seed);
   void zero_grads(Backend& backend);  // partitioned gradients: drops every unit's
 
   // ---- Partitioning (see the top of the file)
