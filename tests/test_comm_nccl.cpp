@@ -30,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -237,6 +238,35 @@ TEST(TcpRendezvous, StrangersAreIgnored) {
   EXPECT_EQ(peer[0].blob, pattern_blob());
 }
 
+
+// The rendezvous as separate processes that find their place as the nccl
+// plugin does (detect_launch): three processes of one `srun` step on one
+// node, meeting at MASTER_ADDR:MASTER_PORT. Each prints rank 0's blob's
+// hash; all three must print the same one. (Across hosts:
+// packaging/multinode-check.sh.)
+TEST(TcpRendezvous, ThreeProcessesOfAnSrunStepGetRankZerosBlob) {
+  const std::string bin = neox::test::build_dir_or("bin/neox_rendezvous_check", NEOX_RENDEZVOUS_CHECK_BINARY);
+  const std::string port = std::to_string(free_port());
+  std::string cmd = "(";
+  for (int r = 0; r < 3; ++r)
+    cmd += "env -i SLURM_STEP_ID=0 SLURM_PROCID=" + std::to_string(r) + " SLURM_LOCALID=" + std::to_string(r) +
+           " SLURM_STEP_NUM_TASKS=3 SLURM_NODEID=0 SLURM_STEP_TASKS_PER_NODE=3 MASTER_ADDR=localhost MASTER_PORT=" +
+           port + " " + bin + " 30 & ";
+  cmd += "wait)";
+  const auto result = run_command(cmd);
+  std::set<std::string> hashes;
+  for (int r = 0; r < 3; ++r) {
+    const std::string who = "rendezvous: rank " + std::to_string(r) + " of 3 (local " + std::to_string(r) +
+                            " of 3) from Slurm (srun) on ";
+    const auto at = result.output.find(who);
+    ASSERT_NE(at, std::string::npos) << "no line for rank " << r << ":\n" << result.output;
+    const auto blob = result.output.find(": blob ", at + who.size());
+    ASSERT_NE(blob, std::string::npos) << result.output;
+    hashes.insert(result.output.substr(blob + 7, 16));
+  }
+  EXPECT_EQ(hashes.size(), 1u) << result.output;
+  EXPECT_EQ(result.output.find("error"), std::string::npos) << result.output;
+}
 // ------------------------------------------------------------------ the plugin
 
 std::string plugin_path() { return neox::test::build_plugin_dir() + "/neox_comm_nccl.so"; }
