@@ -9,7 +9,7 @@
 #   sudo bash packaging/slurm-check.sh              # with build/bin/neox
 #   sudo bash packaging/slurm-check.sh BUILD_DIR    # another finished build of this tree
 #
-# Setup (idempotent): installs slurmctld, slurmd, slurm-client and munge with
+# Setup (idempotent; the functions are in packaging/slurm-lib.sh): installs slurmctld, slurmd, slurm-client and munge with
 # apt-get where slurmctld, slurmd, srun or munged are missing (Debian's Open
 # MPI 4.1 and Slurm 22.05 both come with PMIx 4, so `srun --mpi=list` lists
 # pmix); writes a slurm.conf for one node (this host, 127.0.0.1, all its CPUs,
@@ -61,40 +61,21 @@ dir=${SLURM_CHECK_DIR:-/tmp/slurm-check}
 conf="$dir/etc/slurm.conf"
 export SLURM_CONF="$conf"
 host=$(hostname -s)
-started_munge=0
 
 die() { echo "slurm-check: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts the Slurm daemons)"
 
 # --- the cluster -------------------------------------------------------------
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-stop_pidfile() {  # stop_pidfile NAME FILE
-  local f=$2 pid
-  pid_alive "$f" || { rm -f "$f"; return 0; }
-  pid=$(cat "$f")
-  kill -TERM "$pid" 2>/dev/null
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "   $1 (pid $pid) did not stop in 10 s: SIGKILL"; kill -KILL "$pid" 2>/dev/null
-  fi
-  rm -f "$f"
-  echo "   stopped $1 (pid $pid)"
-}
+# shellcheck source=packaging/slurm-lib.sh
+. "$repo/packaging/slurm-lib.sh"
+slurmd_pid="$dir/slurmd.$host.pid"
 
 stop_cluster() {
-  if pid_alive "$dir/slurmctld.pid"; then
-    timeout 10 scancel --full --user=root >/dev/null 2>&1
-    sleep 1
-  fi
-  stop_pidfile slurmd "$dir/slurmd.pid"
-  stop_pidfile slurmctld "$dir/slurmctld.pid"
-  if [ "$started_munge" = 1 ]; then
-    munged --stop >/dev/null 2>&1 && echo "   stopped munged"
-    started_munge=0
-    rm -f "$dir/munged.started"
-  fi
+  slurm_pid_alive "$dir/slurmctld.pid" && slurm_cancel_all
+  slurm_stop_pidfile slurmd "$slurmd_pid"
+  slurm_stop_pidfile slurmctld "$dir/slurmctld.pid"
+  slurm_stop_munge "$dir"
 }
 
 cleanup() {
@@ -109,93 +90,18 @@ cleanup() {
   exit "$rc"
 }
 
-install_slurm() {
-  if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
-     && command -v srun >/dev/null && command -v munged >/dev/null; then
-    echo "   Slurm and munge installed: $(srun --version)"
-    return
-  fi
-  echo "   apt-get install slurmctld slurmd slurm-client munge"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    slurmctld slurmd slurm-client munge > "$dir/apt.log" 2>&1 \
-    || { apt-get update > /dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
-         apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge \
-         > "$dir/apt.log" 2>&1; } \
-    || { tail -n 20 "$dir/apt.log"; die "apt-get install failed (log: $dir/apt.log)"; }
-  echo "   installed: $(srun --version)"
-}
-
-write_conf() {
-  mkdir -p "$dir/etc" "$dir/log"
-  rm -rf "$dir/state" "$dir/spool"
-  mkdir -p "$dir/state" "$dir/spool"
-  cat > "$conf" <<EOF
-# Written by packaging/slurm-check.sh: a one-node cluster on $host.
-ClusterName=neoxcheck
-SlurmctldHost=$host(127.0.0.1)
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
-SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
-SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
-SlurmctldPort=6817
-SlurmdPort=6818
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-MpiDefault=pmix
-ReturnToService=2
-SlurmdTimeout=300
-InactiveLimit=0
-KillWait=5
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
-EOF
-}
-
 start_cluster() {
-  # munge: use a working one, else start it as Debian's unit does.
-  if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-    if [ -f "$dir/munged.started" ]; then
-      started_munge=1  # left by an earlier run with SLURM_CHECK_KEEP=1: stopped at the end
-      echo "   munged already running (started by an earlier run of this script)"
-    else
-      echo "   munged already running (left running at the end)"
-    fi
-  else
-    install -d -o munge -g munge -m 0755 /run/munge
-    if [ ! -s /etc/munge/munge.key ]; then
-      runuser -u munge -- mungekey --create || die "could not create /etc/munge/munge.key"
-    fi
-    runuser -u munge -- /usr/sbin/munged || die "munged did not start (see /var/log/munge/munged.log)"
-    started_munge=1
-    touch "$dir/munged.started"
-    for _ in $(seq 25); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.2; done
-    munge -n | unmunge >/dev/null 2>&1 || die "munge does not work (see /var/log/munge/munged.log)"
-    echo "   started munged (pid $(cat /run/munge/munged.pid 2>/dev/null))"
-  fi
+  slurm_start_munge "$dir" || die "munge"
   setsid slurmctld -f "$conf" </dev/null >"$dir/log/slurmctld.out" 2>&1 \
     || die "slurmctld did not start: $(tail -n 5 "$dir/log/slurmctld.out" "$dir/log/slurmctld.log" 2>/dev/null)"
-  for _ in $(seq 50); do pid_alive "$dir/slurmctld.pid" && break; sleep 0.2; done
+  for _ in $(seq 50); do slurm_pid_alive "$dir/slurmctld.pid" && break; sleep 0.2; done
   setsid slurmd -f "$conf" </dev/null >"$dir/log/slurmd.out" 2>&1 \
-    || die "slurmd did not start: $(tail -n 5 "$dir/log/slurmd.out" "$dir/log/slurmd.log" 2>/dev/null)"
-  for _ in $(seq 60); do
-    [ "$(sinfo -h -n "$host" -o %T 2>/dev/null)" = idle ] && break
-    sleep 0.5
-  done
+    || die "slurmd did not start: $(tail -n 5 "$dir/log/slurmd.out" "$dir/log/slurmd.$host.log" 2>/dev/null)"
+  slurm_wait_idle 30 "$host"
   sinfo
   [ "$(sinfo -h -n "$host" -o %T 2>/dev/null)" = idle ] \
     || die "node $host not idle after 30 s (logs: $dir/log/)"
-  echo "   slurmctld pid $(cat "$dir/slurmctld.pid"), slurmd pid $(cat "$dir/slurmd.pid"); SLURM_CONF=$conf"
+  echo "   slurmctld pid $(cat "$dir/slurmctld.pid"), slurmd pid $(cat "$slurmd_pid"); SLURM_CONF=$conf"
 }
 
 # --- the checks ----------------------------------------------------------------
@@ -336,17 +242,17 @@ check_fault() {  # check_fault NAME SIGNAL RANK: signal one rank mid-run
 
 mkdir -p "$dir"
 echo "== Slurm: install"
-install_slurm
+slurm_install "$dir/apt.log" || die "could not install Slurm"
 command -v bc >/dev/null || die "bc is missing (apt-get install bc)"
 srun --mpi=list 2>&1 | grep -qw pmix || die "srun --mpi=list has no pmix: $(srun --mpi=list 2>&1 | tr '\n' ' ')"
 
 echo "== Slurm: stop what an earlier run left, write $conf"
-stop_pidfile slurmd "$dir/slurmd.pid"
-stop_pidfile slurmctld "$dir/slurmctld.pid"
+slurm_stop_pidfile slurmd "$slurmd_pid"
+slurm_stop_pidfile slurmctld "$dir/slurmctld.pid"
 if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
   die "another slurmctld or slurmd runs on this machine (pgrep -a slurm); stop it first"
 fi
-write_conf
+slurm_write_conf "$conf" "$dir" neoxcheck "$host" 127.0.0.1 "$(nproc)" "$host=127.0.0.1"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
