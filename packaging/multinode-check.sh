@@ -175,17 +175,18 @@ bench() {
   "${across[@]}" "$neox" bench comm --sizes 4K,1M --runs 3
 }
 
-kill_rank() {
-  local t0=$SECONDS pid="" p
-  "${across[@]}" "$neox" "${train[@]}" --set training.train_iters=100000 --set training.checkpoint_factor=100000 \
-    --set plugins.options.mpi.timeout_s=10 --set "training.log_dir=$dir/kill/runs" &
+kill_rank() {  # NAME RANK_VARIABLE LAUNCHER...: kill -9 rank 3 (on nxnode2) mid-run
+  local name=$1 var=$2 t0=$SECONDS pid="" p
+  shift 2
+  "$@" "$neox" "${train[@]}" --set training.train_iters=100000 --set training.checkpoint_factor=100000 \
+    --set plugins.options.mpi.timeout_s=10 --set "training.log_dir=$dir/$name/runs" &
   local job=$!
-  for _ in $(seq 100); do  # rank 3's process: its environment says so
+  for _ in $(seq 150); do  # rank 3's process: its environment says so
     for p in $(pgrep -f "bin/neox train" || true); do
-      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=3 && pid=$p
+      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "$var=3" && pid=$p
     done
     # mid-run: once rank 0 has logged steps (metrics.jsonl not empty)
-    [ -n "$pid" ] && [ -n "$(find "$dir/kill/runs" -name metrics.jsonl -size +0 2>/dev/null)" ] && break
+    [ -n "$pid" ] && [ -n "$(find "$dir/$name/runs" -name metrics.jsonl -size +0 2>/dev/null)" ] && break
     sleep 0.2
   done
   [ -n "$pid" ] || { echo "rank 3 never started"; kill "$job"; wait "$job"; return 1; }
@@ -194,8 +195,8 @@ kill_rank() {
   kill -9 "$pid"
   wait "$job"
   status=$?
-  echo "mpirun exit status $status, $((SECONDS - t_kill)) s after the kill"
-  [ "$status" -ne 0 ] && [ $((SECONDS - t_kill)) -le 30 ]
+  echo "the launcher exited with status $status, $((SECONDS - t_kill)) s after the kill"
+  [ "$status" -ne 0 ] && [ "$status" -ne 124 ] && [ $((SECONDS - t_kill)) -le 30 ]
 }
 
 # --- Slurm across the hosts ---------------------------------------------------
@@ -276,37 +277,13 @@ EOF
     echo "model.safetensors: identical to c's run on one host"; }
 }
 
-srun_kill_rank() {
-  local t0=$SECONDS pid="" p tag="multinode-$$"
-  NEOX_MULTINODE_CHECK=$tag timeout 120 srun -N 2 -n 4 --mpi=pmix --kill-on-bad-exit=1 "$neox" "${train[@]}" \
-    --set training.train_iters=100000 --set training.checkpoint_factor=100000 \
-    --set plugins.options.mpi.timeout_s=10 --set "training.log_dir=$dir/srunkill/runs" &
-  local job=$!
-  for _ in $(seq 150); do  # rank 3 of this step: its environment says so
-    for p in $(pgrep -f "bin/neox train" || true); do
-      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "NEOX_MULTINODE_CHECK=$tag" || continue
-      tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx SLURM_PROCID=3 && pid=$p
-    done
-    [ -n "$pid" ] && [ -n "$(find "$dir/srunkill/runs" -name metrics.jsonl -size +0 2>/dev/null)" ] && break
-    sleep 0.2
-  done
-  [ -n "$pid" ] || { echo "rank 3 never started"; kill "$job"; wait "$job"; return 1; }
-  echo "killing rank 3 (pid $pid, in $(ip netns identify "$pid")) $((SECONDS - t0)) s after the start"
-  local status t_kill=$SECONDS
-  kill -9 "$pid"
-  wait "$job"
-  status=$?
-  echo "srun exit status $status, $((SECONDS - t_kill)) s after the kill"
-  [ "$status" -ne 0 ] && [ "$status" -ne 124 ] && [ $((SECONDS - t_kill)) -le 30 ]
-}
-
 check a "placement by the hostfile: 2 ranks per host, local ranks 0-1 on each" placement
 check b "every collective across the hosts (mpi_collectives_check)" collectives
 check c "data parallel across the hosts = one host, byte for byte" same_as_one_host dp --set training.zero_stage=0
 check d "ZeRO-3 with overlap and prefetch across the hosts = one host, byte for byte" same_as_one_host zero3 \
   --set training.zero_stage=3 --set training.zero_overlap_comm=true
 check e "neox bench comm across the hosts" bench
-check f "a rank killed on the second host ends the job" kill_rank
+check f "a rank killed on the second host ends the job" kill_rank kill OMPI_COMM_WORLD_RANK "${across[@]}"
 
 if [ "${MULTINODE_CHECK_SLURM:-1}" = 0 ]; then
   echo "SKIP g-j: MULTINODE_CHECK_SLURM=0"
@@ -322,6 +299,7 @@ else
   check g "srun across the hosts: launch variables and the nccl plugin's TCP bootstrap" srun_rendezvous
   check h "srun: ZeRO-3 with overlap and prefetch across the hosts = one host, byte for byte" srun_same_as_one_host
   check i "sbatch: the job script of docs/distributed.md on 2 nodes" sbatch_job
-  check j "srun: a rank killed on the second host ends the step" srun_kill_rank
+  check j "srun: a rank killed on the second host ends the step" kill_rank srunkill SLURM_PROCID \
+    timeout 120 srun -N 2 -n 4 --mpi=pmix --kill-on-bad-exit=1
 fi
 exit $failed
