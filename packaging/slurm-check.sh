@@ -9,8 +9,9 @@
 #   sudo bash packaging/slurm-check.sh              # with build/bin/neox
 #   sudo bash packaging/slurm-check.sh BUILD_DIR    # another finished build of this tree
 #
-# Setup (idempotent; the functions are in packaging/slurm-lib.sh): installs slurmctld, slurmd, slurm-client and munge with
-# apt-get where slurmctld, slurmd, srun or munged are missing (Debian's Open
+# Setup (idempotent, with the functions of packaging/slurm-lib.sh): installs
+# slurmctld, slurmd, slurm-client and munge with apt-get where slurmctld,
+# slurmd, srun or munged are missing (Debian's Open
 # MPI 4.1 and Slurm 22.05 both come with PMIx 4, so `srun --mpi=list` lists
 # pmix); writes a slurm.conf for one node (this host, 127.0.0.1, all its CPUs,
 # ProctrackType=proctrack/linuxproc and TaskPlugin=task/none: no cgroups
