@@ -324,7 +324,7 @@ void check_errors(Backend& be, Communicator& c) {
   expect_error("broadcast root", {who, "broadcast", "root " + std::to_string(n), "not a rank"},
                [&] { c.broadcast(b, n); });
   expect_error("send to self", {who, "send", "is this rank"}, [&] { c.send(b, r, 0); });
-  expect_error("negative tag", {who, "recv", "tag -3"}, [&] { c.recv(b, (r + 1) % n, -3); });
+  if (n > 1) expect_error("negative tag", {who, "recv", "tag -3"}, [&] { c.recv(b, (r + 1) % n, -3); });
 }
 
 void run(const std::string& plugin_dir, const std::string& bootstrap, double timeout, bool dead_peer) {

@@ -216,6 +216,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void wait(CommTicket ticket) override {
+    if (!pending_.empty() && pending_.front().ticket <= ticket) check_usable("wait");
     while (!pending_.empty() && pending_.front().ticket <= ticket) {
       Pending& p = pending_.front();
       wait_until(p.op, p.start, [&] { return cudaEventQuery(p.done); });
@@ -233,13 +234,22 @@ class NcclCommunicator final : public Communicator {
   void release() noexcept {
     if (stream_) (void)cudaSetDevice(device_);
     if (comm_) {
-      // Every operation has completed when its call returned: finalising is
-      // local work, bounded all the same; a failed communicator is aborted.
-      const ncclResult_t finalize = failure_.empty() ? ncclCommFinalize(comm_) : ncclInternalError;
-      const bool clean = finalize == ncclSuccess || finalize == ncclInProgress;  // non-blocking: in progress
-      ncclResult_t state = ncclInProgress;
+      // Blocking operations have completed when their call returned; started
+      // ones that nobody waited for may still run on stream_: they get the
+      // same bounded wait, then finalising (local work) is bounded too. A
+      // failed communicator, or one whose stream does not drain, is aborted.
       const auto deadline = deadline_after(Clock::now(), std::min(timeout_s_, 30.0));
       Backoff backoff;
+      cudaError_t drained = stream_ ? cudaStreamQuery(stream_) : cudaSuccess;
+      while (failure_.empty() && drained == cudaErrorNotReady && Clock::now() < deadline) {
+        backoff.wait();
+        drained = cudaStreamQuery(stream_);
+      }
+      if (drained != cudaSuccess) (void)cudaGetLastError();
+      const ncclResult_t finalize =
+          failure_.empty() && drained == cudaSuccess ? ncclCommFinalize(comm_) : ncclInternalError;
+      const bool clean = finalize == ncclSuccess || finalize == ncclInProgress;  // non-blocking: in progress
+      ncclResult_t state = ncclInProgress;
       while (clean && ncclCommGetAsyncError(comm_, &state) == ncclSuccess && state == ncclInProgress &&
              Clock::now() < deadline)
         backoff.wait();
@@ -396,6 +406,10 @@ class NcclCommunicator final : public Communicator {
     for (const Tensor& t : keep)
       if (t.numel() > 0 && !t.defined()) fail(op, "a tensor is undefined: " + t.str());
     cuda(op, cudaSetDevice(device_));
+    // Without the caller's stream, order_after_caller synchronises the whole
+    // device, which would wait for started NCCL kernels without a timeout:
+    // they are waited for first, with it.
+    if (!compute_) wait(issued_);
     order_after_caller(op);
     nccl(op, enqueue());
     wait_ready(op, begin, "the operation could not be queued");
