@@ -73,4 +73,21 @@ TEST(OpProfiler, BenchTrainPrintsTheTable) {
   EXPECT_NE(r.output.find("floor sum:"), std::string::npos) << r.output;
 }
 
+// A config with a ZeRO stage (as the pythia zoo configs have) benchmarks
+// the one-process step with adamw, as `neox train` on one rank trains it,
+// instead of refusing the zero plugin's options.
+TEST(OpProfiler, BenchTrainTakesAZeroConfig) {
+  const std::string src = neox::test::source_dir();
+  for (const char* chosen : {"adamw", "zero"}) {
+    auto r = neox::test::run_neox("bench train --config " + src +
+                                  "/configs/tiny-cpu.toml --steps 1 --warmup 0 --set training.zero_stage=2 "
+                                  "--set plugins.optimizer=" + chosen);
+    ASSERT_EQ(r.status, 0) << chosen << ": " << r.output;
+    EXPECT_NE(r.output.find("optimizer:   adamw (training.zero_stage 2: one process has nothing to partition)"),
+              std::string::npos)
+        << r.output;
+    EXPECT_NE(r.output.find("tokens/s"), std::string::npos) << r.output;
+  }
+}
+
 }  // namespace

@@ -90,8 +90,10 @@ int bench_train_step(const cxxopts::ParseResult& args) {
   auto registry = make_registry(config);
   auto backend = make_backend(*registry, config);
   auto comm = registry->make_comm(config.plugins.comm, config.plugins.options_for(config.plugins.comm));
-  auto optimizer =
-      registry->make_optimizer(config.plugins.optimizer, optimizer_options(config));
+  // One process, as `neox train` on one rank: a zero_stage has nothing to
+  // partition there, and the step is plain AdamW's.
+  const std::string optimizer_name = config.plugins.optimizer == "zero" ? "adamw" : config.plugins.optimizer;
+  auto optimizer = registry->make_optimizer(optimizer_name, optimizer_options(config, optimizer_name));
   const ComputeOptions compute = compute_options(config.training);
   GPTNeoX model(config.model, backend, compute);
   // fp16: the initial loss scale (timing only: no overflow handling here).
@@ -154,6 +156,9 @@ int bench_train_step(const cxxopts::ParseResult& args) {
   const double flops = model.flops_per_token() * tokens_per_s;
   std::printf("config:      %s\n", config.path.c_str());
   std::printf("backend:     %s (%s)\n", backend->name().c_str(), device_name(backend->device()).c_str());
+  if (config.training.zero_stage > 0)
+    std::printf("optimizer:   %s (training.zero_stage %lld: one process has nothing to partition)\n",
+                optimizer_name.c_str(), static_cast<long long>(config.training.zero_stage));
   std::printf("model:       %lld layers, hidden %lld, %lld heads, %lld parameters\n",
               static_cast<long long>(config.model.num_layers), static_cast<long long>(config.model.hidden_size),
               static_cast<long long>(config.model.num_attention_heads),
