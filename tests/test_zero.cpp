@@ -428,6 +428,34 @@ TEST_P(ZeroReshard, ResumesOnAnotherNumberOfRanks) {
   fs::remove_all(dir);
 }
 
+// Buckets of 6 elements on 4 ranks: a piece of 6 is split in parts of 2
+// for ranks 0-2, and the units' last pieces (2 elements: the units have
+// 32768, 12704 and 32832 elements) in parts of 1 for ranks 0-1, so rank 3
+// owns no element of any piece and no optimizer state at all. It
+// still writes its (empty) shard, so the checkpoint is complete and resumes
+// with the uninterrupted run's losses (rank 3 was once taken for an
+// unpartitioned optimizer: its shard was missing and the load asked it for
+// the whole arena).
+TEST(ZeroTinyBuckets, ARankThatOwnsNothingSavesAndResumes) {
+  const std::string why = why_no_mpirun();
+  if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
+  const Reference& ref = reference();
+  const std::string dir = neox::test::temp_dir("zero_reshard", "owns_nothing");
+  fs::remove_all(dir);
+  const std::string tiny = "--set training.zero_reduce_bucket_size=6 --set training.checkpoint_factor=2 ";
+  run_ranks(4, dir + "/a", zero_config(dir, "mpi", 1, 1), tiny + "--set training.exit_interval=2");
+  const std::string shard3 = dir + "/ckpt/global_step2/optimizer.rank3.safetensors";
+  ASSERT_TRUE(fs::exists(shard3));
+  EXPECT_EQ(neox::SafeTensorsFile::open(shard3).info("exp_avg").shape, std::vector<std::int64_t>{0});
+  const std::string out = run_ranks(4, dir + "/b", zero_config(dir, "mpi", 1, 1),
+                                    tiny + "--set training.exit_interval=4 --set training.load=" + dir +
+                                        "/ckpt --set training.run_name=b");
+  EXPECT_NE(out.find("resuming from"), std::string::npos) << out;
+  expect_close(train_losses(dir + "/runs/b/metrics.jsonl"),
+               {ref.result.train_losses.begin() + 2, ref.result.train_losses.begin() + 4}, 1e-5, 3);
+  fs::remove_all(dir);
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, ZeroReshard,
                          ::testing::Values(std::make_tuple(4, 2, 1), std::make_tuple(2, 4, 2),
                                            std::make_tuple(4, 2, 3), std::make_tuple(2, 4, 3)),

@@ -467,7 +467,7 @@ std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimiz
   if (save_dir.empty()) throw Error("save_checkpoint: the save directory is empty");
   const int rank = comm ? comm->rank() : 0;
   const int ranks = comm ? comm->size() : 1;
-  const bool sharded = optimizer && !optimizer->state_ranges().empty();
+  const bool sharded = optimizer && optimizer->partitions_state();
   const fs::path root = normalized(save_dir);
   const std::string name = kStepPrefix + std::to_string(state.iteration);
 
@@ -639,9 +639,27 @@ std::string read_checkpoint_config(const std::string& path) {
 
 namespace {
 
+// Ranges with the position of each one's data in their concatenation
+// (state tensors hold the ranges' elements in list order), sorted by offset.
+struct PlacedRange {
+  ParamRange range;
+  std::int64_t pos = 0;
+};
+std::vector<PlacedRange> sorted_by_offset(const std::vector<ParamRange>& ranges) {
+  std::vector<PlacedRange> placed;
+  std::int64_t pos = 0;
+  for (const ParamRange& r : ranges) {
+    placed.push_back({r, pos});
+    pos += r.count;
+  }
+  std::sort(placed.begin(), placed.end(),
+            [](const PlacedRange& a, const PlacedRange& b) { return a.range.offset < b.range.offset; });
+  return placed;
+}
+
 // The optimizer state saved in `dir` (one whole file or per-rank shards),
-// assembled for the ranges `optimizer` owns now (state_ranges(), or the whole
-// arena), as host tensors. Checks everything; throws naming the file.
+// assembled for the ranges `optimizer` owns now (state_ranges() when it
+// partitions its state, else the whole arena), as host tensors. Checks everything; throws naming the file.
 TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& optimizer, std::int64_t parameters) {
   const std::string first = (dir / optimizer_files(sj).front()).string();
   if (!has_optimizer_state(sj))
@@ -685,10 +703,13 @@ TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& o
     sources.push_back(std::move(src));
   }
 
-  std::vector<ParamRange> wanted = optimizer.state_ranges();
-  if (wanted.empty()) wanted = {{0, parameters}};
+  const std::vector<ParamRange> wanted =
+      optimizer.partitions_state() ? optimizer.state_ranges() : std::vector<ParamRange>{{0, parameters}};
   std::int64_t wanted_total = 0;
   for (const auto& w : wanted) wanted_total += w.count;
+  const std::vector<PlacedRange> wanted_sorted = sorted_by_offset(wanted);
+  std::vector<std::vector<PlacedRange>> sources_sorted;
+  for (const Source& src : sources) sources_sorted.push_back(sorted_by_offset(src.ranges));
 
   const TensorMap current = optimizer.state();
   TensorMap out;
@@ -698,7 +719,8 @@ TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& o
                   ", expected f32 with one element per parameter it covers (" + std::to_string(wanted_total) + ")");
     Tensor dst = Tensor::zeros_host({wanted_total}, DType::f32);
     std::int64_t copied = 0;
-    for (const Source& src : sources) {
+    for (std::size_t k = 0; k < sources.size(); ++k) {
+      const Source& src = sources[k];
       const std::string& path = src.file.path();
       if (!src.file.contains(name)) throw Error(path + ": optimizer state tensor '" + name + "' is missing");
       const SafeTensorInfo& info = src.file.info(name);
@@ -709,21 +731,26 @@ TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& o
       // The mapped bytes: only the pages of the ranges this rank needs are read.
       const Tensor view = src.file.view(name);
       const char* from = static_cast<const char*>(view.data());
-      std::int64_t spos = 0;
-      for (const ParamRange& s : src.ranges) {
-        std::int64_t wpos = 0;
-        for (const ParamRange& w : wanted) {
-          const std::int64_t lo = std::max(s.offset, w.offset);
-          const std::int64_t hi = std::min(s.offset + s.count, w.offset + w.count);
-          if (lo < hi) {
-            std::memcpy(dst.ptr<float>() + wpos + (lo - w.offset),
-                        from + static_cast<std::size_t>(spos + (lo - s.offset)) * sizeof(float),
-                        static_cast<std::size_t>(hi - lo) * sizeof(float));
-            copied += hi - lo;
-          }
-          wpos += w.count;
+      // Both lists sorted by offset: one sweep, advancing the range that
+      // ends first (linear in the number of ranges, which tiny buckets make
+      // large).
+      const std::vector<PlacedRange>& have = sources_sorted[k];
+      std::size_t i = 0, j = 0;
+      while (i < have.size() && j < wanted_sorted.size()) {
+        const PlacedRange& s = have[i];
+        const PlacedRange& w = wanted_sorted[j];
+        const std::int64_t s_end = s.range.offset + s.range.count, w_end = w.range.offset + w.range.count;
+        const std::int64_t lo = std::max(s.range.offset, w.range.offset), hi = std::min(s_end, w_end);
+        if (lo < hi) {
+          std::memcpy(dst.ptr<float>() + w.pos + (lo - w.range.offset),
+                      from + static_cast<std::size_t>(s.pos + (lo - s.range.offset)) * sizeof(float),
+                      static_cast<std::size_t>(hi - lo) * sizeof(float));
+          copied += hi - lo;
         }
-        spos += s.count;
+        if (s_end <= w_end)
+          ++i;
+        else
+          ++j;
       }
     }
     if (copied != wanted_total)

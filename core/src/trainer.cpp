@@ -467,7 +467,7 @@ void Trainer::log_memory(bool at_end) {
   log_->log().info("memory per rank: arena {:.2f} MiB (peak {:.2f} MiB), optimizer state {:.2f} MiB, optimizer "
                    "partitions {:.2f} MiB ({}{})",
                    mib(v[0]), mib(v[3]), mib(v[1]), mib(v[2]), optimizer_->name(),
-                   !optimizer_->state_ranges().empty() ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
+                   optimizer_->partitions_state() ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
                                                 : std::string());
   memory_ = {{"arena_bytes", v[0]}, {"arena_peak_bytes", v[3]}, {"optimizer_state_bytes", v[1]},
              {"optimizer_partition_bytes", v[2]}, {"optimizer", optimizer_->name()},

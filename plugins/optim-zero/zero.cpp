@@ -327,6 +327,7 @@ class Zero final : public Optimizer, public ParameterHooks {
     return {{kExpAvg, m_}, {kExpAvgSq, v_}};
   }
 
+  bool partitions_state() const override { return true; }
   std::vector<ParamRange> state_ranges() const override { return ranges_; }
 
   void load_state(const TensorMap& state) override {

@@ -122,9 +122,13 @@ class NEOX_API Optimizer {
   // other's checkpoints) share a state kind: `zero` and `adamw` are both
   // "adamw".
   virtual std::string state_kind() const { return name(); }
-  // The arena ranges this rank's state tensors cover, in order: each state
-  // tensor is their concatenation, one f32 element per parameter element.
-  // Empty: the whole arena (not partitioned).
+  // true: this rank's state covers only state_ranges() of the arena (ZeRO);
+  // false: the whole arena on every rank (state_ranges() is not asked).
+  virtual bool partitions_state() const { return false; }
+  // With partitions_state(): the arena ranges this rank's state tensors
+  // cover, in order; each state tensor is their concatenation, one f32
+  // element per parameter element. May be empty: a rank can own nothing
+  // (more ranks than elements in every piece) and still writes its shard.
   virtual std::vector<ParamRange> state_ranges() const { return {}; }
   // Bytes of parameters and gradients held by the optimizer itself (ZeRO's
   // master weights and gradient partitions); the arena counts its own.

@@ -37,7 +37,7 @@ class Tokenizer;
 class Options;
 struct DataContext;
 
-inline constexpr std::uint32_t kAbiMajor = 5;
+inline constexpr std::uint32_t kAbiMajor = 6;
 inline constexpr std::uint32_t kAbiMinor = 0;
 
 enum class PluginKind : std::uint32_t {
