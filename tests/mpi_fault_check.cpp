@@ -8,13 +8,18 @@
 //   hang    sleeps for 10 minutes,
 //   stop    stops itself (SIGSTOP),
 //   kill    kills itself (SIGKILL),
+//   throw   throws a neox::Error, an error of its own: like `neox` after
+//           such an error, it calls job_failed_alone() and returns 1,
+//           which ends the job at exit (MPI_Abort) instead of leaving the
+//           others in all_reduce #3 until their timeout,
 //   behind  sleeps for 10 minutes before it would send to the last rank,
 //           which, a second later than the others, waits for that message
 //           (recv from FAULTY_RANK, tag 7) instead of entering step 3's
 //           all_reduce: the last rank is then "behind" the others, which
 //           wait in all_reduce #3.
 // A rank whose communicator throws prints "mpi_fault_check: rank R: error:
-// MESSAGE" and returns 1 (the plugin then ends the job at exit). A rank
+// MESSAGE" and returns 1 (the plugin then ends the job at exit; the `throw`
+// mode's rank through job_failed_alone()), as neox's main does. A rank
 // that finishes prints "mpi_fault_check: rank R: done".
 #include <signal.h>
 #include <unistd.h>
@@ -27,6 +32,7 @@
 
 #include "neox/communicator.h"
 #include "neox/error.h"
+#include "neox/launch.h"
 #include "neox/options.h"
 #include "neox/registry.h"
 #include "neox/tensor.h"
@@ -35,7 +41,7 @@ using namespace neox;
 
 int main(int argc, char** argv) {
   if (argc != 5) {
-    std::fprintf(stderr, "usage: mpi_fault_check PLUGIN_DIR hang|stop|kill|behind FAULTY_RANK TIMEOUT_S\n");
+    std::fprintf(stderr, "usage: mpi_fault_check PLUGIN_DIR hang|stop|kill|throw|behind FAULTY_RANK TIMEOUT_S\n");
     return 2;
   }
   const std::string plugin_dir = argv[1], mode = argv[2];
@@ -56,6 +62,7 @@ int main(int argc, char** argv) {
         if (mode == "hang" || mode == "behind") sleep(600);
         if (mode == "stop") raise(SIGSTOP);
         if (mode == "kill") raise(SIGKILL);
+        if (mode == "throw") throw Error("an error of this rank alone, thrown on purpose");
       }
       if (step == 3 && mode == "behind" && rank == last) {
         // One second late: the others (in all_reduce #3 since a second) time
@@ -72,6 +79,7 @@ int main(int argc, char** argv) {
     std::printf("mpi_fault_check: rank %d: done\n", rank);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mpi_fault_check: rank %d: error: %s\n", rank, e.what());
+    job_failed_alone();
     return 1;
   }
   return 0;

@@ -370,6 +370,22 @@ TEST(MpiFaultsReport, AKilledRankEndsTheJobThroughMpirun) {
   EXPECT_NE(t.result.output.find("exited on signal 9 (Killed)"), std::string::npos) << t.result.output;
 }
 
+// A rank that fails with an error of its own (neox's main then calls
+// job_failed_alone()) ends the job when it exits, long before the others'
+// timeout_s (60 s here): without that it would wait in MPI_Finalize for
+// them while they waited for it in all_reduce #3.
+TEST(MpiFaultsReport, ARankWithAnErrorOfItsOwnEndsTheJob) {
+  SKIP_WITHOUT_FAULT_CHECK();
+  const Timed t = run_fault(3, "throw", 1, 60.0);
+  EXPECT_NE(t.result.status, 0) << t.result.output;
+  EXPECT_LE(t.seconds, 20.0) << t.result.output;
+  EXPECT_NE(t.result.output.find("mpi_fault_check: rank 1: error: an error of this rank alone, thrown on purpose"),
+            std::string::npos)
+      << t.result.output;
+  EXPECT_EQ(t.result.output.find("timed out"), std::string::npos) << t.result.output;
+  EXPECT_EQ(count(t.result.output, ": done"), 0) << t.result.output;
+}
+
 // The same under `mpirun --enable-recovery`, which lets the job go on
 // without the dead rank: the others' timeout names it.
 TEST(MpiFaultsReport, AKilledRankIsNamedWhenMpirunLetsTheJobGoOn) {

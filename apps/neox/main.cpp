@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "neox/error.h"
+#include "neox/launch.h"
 
 namespace {
 
@@ -59,13 +60,22 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
     std::string prog = std::string("neox ") + c.name;
     argv[1] = prog.data();
+    // An error this process alone has ends the job (neox::job_failed_alone:
+    // with the mpi plugin, MPI_Abort at exit) instead of leaving the other
+    // ranks to wait for it until their timeout; one that every rank
+    // agreed on (CollectiveError) ends each process normally.
     try {
       return c.run(argc - 1, argv + 1);
+    } catch (const neox::CollectiveError& e) {
+      spdlog::error("{}", e.what());
+      return 1;
     } catch (const neox::Error& e) {
       spdlog::error("{}", e.what());
+      neox::job_failed_alone();
       return 1;
     } catch (const std::exception& e) {
       spdlog::error("{}: {}", c.name, e.what());
+      neox::job_failed_alone();
       return 1;
     }
   }

@@ -529,7 +529,7 @@ std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimiz
   int failed = first_failure(comm, ok);
   if (failed >= 0) {
     discard();
-    throw Error(ok ? "checkpoint " + name + ": rank " + std::to_string(failed) +
+    throw CollectiveError(ok ? "checkpoint " + name + ": rank " + std::to_string(failed) +
                          " could not write its part of the checkpoint (see its error); nothing was saved"
                    : failure);
   }
@@ -575,7 +575,7 @@ std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimiz
   }
   failed = first_failure(comm, ok);
   if (failed >= 0)
-    throw Error(ok ? "checkpoint " + name + ": rank 0 could not complete the save (see its error)" : failure);
+    throw CollectiveError(ok ? "checkpoint " + name + ": rank 0 could not complete the save (see its error)" : failure);
   if (rank == 0) spdlog::info("checkpoint: saved {} (iteration {})", dest.string(), state.iteration);
   return dest.string();
 }

@@ -3,9 +3,11 @@
 // in neox/launch.h.
 #include "neox/launch.h"
 
+#include <algorithm>
 #include <cctype>
 #include <climits>
 #include <cstdlib>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -279,6 +281,29 @@ LaunchInfo detect_launch(const EnvLookup& lookup) {
 
 LaunchInfo detect_launch() {
   return detect_launch([](const char* name) -> const char* { return std::getenv(name); });
+}
+
+namespace {
+std::mutex g_job_handlers_mutex;
+std::vector<void (*)()>& job_handlers() {
+  static auto* handlers = new std::vector<void (*)()>;  // never destroyed: plugins may register at any time
+  return *handlers;
+}
+}  // namespace
+
+void on_job_failed_alone(void (*handler)()) {
+  std::lock_guard<std::mutex> lock(g_job_handlers_mutex);
+  auto& handlers = job_handlers();
+  if (handler && std::find(handlers.begin(), handlers.end(), handler) == handlers.end()) handlers.push_back(handler);
+}
+
+void job_failed_alone() {
+  std::vector<void (*)()> handlers;
+  {
+    std::lock_guard<std::mutex> lock(g_job_handlers_mutex);
+    handlers.swap(job_handlers());
+  }
+  for (auto* h : handlers) h();
 }
 
 }  // namespace neox

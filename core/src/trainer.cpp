@@ -205,7 +205,7 @@ void check_same_config_on_all_ranks(Communicator& comm, const Config& cfg) {
   for (int r = 1; r < comm.size(); ++r)
     if (all.ptr<std::int64_t>()[r] != all.ptr<std::int64_t>()[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
   if (!differ.empty())
-    throw Error((cfg.path.empty() ? std::string("config") : cfg.path) + ": the config differs between ranks: rank" +
+    throw CollectiveError((cfg.path.empty() ? std::string("config") : cfg.path) + ": the config differs between ranks: rank" +
                 (differ.find(',') != std::string::npos ? "s " : " ") + differ + " and rank 0 (rank " +
                 std::to_string(comm.rank()) + " here); every rank must get the same config file and --set overrides");
 }

@@ -89,6 +89,7 @@
 
 #include "neox/communicator.h"
 #include "neox/error.h"
+#include "neox/launch.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
 
@@ -236,6 +237,13 @@ void register_exit_handler() {
   std::atexit(end_mpi);
 }
 
+// Registered with on_job_failed_alone (neox/launch.h): this process failed
+// alone, so it ends the job when it exits, as after a communicator failure.
+void end_job_at_exit() {
+  g_job_failed = true;
+  register_exit_handler();
+}
+
 // Initialises MPI once per process unless the program did.
 void ensure_mpi_initialised() {
   int initialised = 0;
@@ -282,6 +290,7 @@ class MpiCommunicator final : public Communicator {
     ensure_mpi_initialised();
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    if (size_ > 1) on_job_failed_alone(&end_job_at_exit);
     // Every rank must make its communicator: one that never does is an
     // error after timeout_s, not a hang.
     comm_ = duplicate();

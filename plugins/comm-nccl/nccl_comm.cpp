@@ -99,6 +99,8 @@ class NcclCommunicator final : public Communicator {
                    bool over_mpi)
       : device_(device), rank_(rank), size_(size), local_rank_(local_rank), timeout_s_(timeout_s),
         over_mpi_(over_mpi) {
+    // A process that fails alone ends the MPI job at exit (neox/launch.h).
+    if (over_mpi_ && size_ > 1) on_job_failed_alone(&mpi_bootstrap_job_failed);
     try {
       cuda("init", cudaSetDevice(device_));
       cuda("init", cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

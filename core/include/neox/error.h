@@ -26,6 +26,15 @@ class NEOX_API DeviceUnavailable : public Error {
   explicit DeviceUnavailable(const std::string& what) : Error(what) {}
 };
 
+// An error that every rank of a job throws at the same point, having agreed
+// on it through the communicator (configs that differ between ranks, a
+// checkpoint save that failed on some rank). Exiting with it needs no abort
+// of the job: the other ranks are not left waiting (see job_failed_alone()).
+class NEOX_API CollectiveError : public Error {
+ public:
+  explicit CollectiveError(const std::string& what) : Error(what) {}
+};
+
 // Throws neox::Error with `message` when `condition` is false.
 inline void check(bool condition, const std::string& message) {
   if (!condition) throw Error(message);

@@ -81,4 +81,15 @@ NEOX_API LaunchInfo detect_launch();
 // From `lookup`, for tests and for callers with their own environment.
 NEOX_API LaunchInfo detect_launch(const EnvLookup& lookup);
 
+// A process of a job that fails alone (an error the other ranks do not
+// share) must end the whole job: the others would wait for it in their next
+// collective until the comm plugin's timeout, while it waits for them in
+// MPI_Finalize. Comm plugins that can end the job register how (the mpi
+// plugin: MPI_Abort when the process exits); the neox program calls
+// job_failed_alone() when a command ends with an error that is not a
+// CollectiveError. Handlers run once each, in the calling thread, and must
+// not throw.
+NEOX_API void on_job_failed_alone(void (*handler)());
+NEOX_API void job_failed_alone();
+
 }  // namespace neox
