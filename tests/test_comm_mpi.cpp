@@ -259,6 +259,28 @@ TEST(MpiDataParallel, LocalCommUnderMpirunIsRefused) {
   fs::remove_all(dir);
 }
 
+// The mirror image: comm = "mpi" started without an MPI launcher, with
+// RANK and WORLD_SIZE set by hand (as for torchrun), would make every
+// process an MPI job of its own that trains alone: refused, naming both
+// views of the job and what to do.
+TEST(MpiDataParallel, MpiCommWithoutAnMpiLauncherIsRefused) {
+  SKIP_WITHOUT_MPI();
+  const std::string dir = temp_dir("mpi_without_launcher");
+  const std::string cfg = dir + "/c.toml";
+  std::ofstream(cfg) << dp_config(dir, "mpi", 2);
+  auto r = run_command("env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE -u PMIX_RANK -u PMI_RANK "
+                       "-u SLURM_STEP_ID -u SLURM_STEPID RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 timeout 60 " +
+                       neox::test::neox_binary() + " train " + cfg);
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("comm 'mpi': this process is rank 1 of 2 (local 1 of 2) from environment (RANK, "
+                          "WORLD_SIZE), but MPI_Init found rank 0 of 1 (a process of its own"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("start the job with mpirun or srun --mpi=pmix"), std::string::npos) << r.output;
+  EXPECT_EQ(count(r.output, "step 1/"), 0) << r.output;
+  fs::remove_all(dir);
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, MpiDataParallel,
                          ::testing::Values(std::make_tuple(2, false), std::make_tuple(4, false),
                                            std::make_tuple(2, true), std::make_tuple(4, true)),

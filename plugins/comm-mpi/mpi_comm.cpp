@@ -244,6 +244,26 @@ void end_job_at_exit() {
   register_exit_handler();
 }
 
+// The launcher's variables as they were before MPI_Init, which adds its own
+// (an MPI singleton sets PMIX_RANK): read once per process, the error text
+// instead when they are invalid.
+struct LaunchBeforeInit {
+  LaunchInfo info;
+  std::string error;
+};
+const LaunchBeforeInit& launch_before_init() {
+  static const LaunchBeforeInit launch = [] {
+    LaunchBeforeInit l;
+    try {
+      l.info = detect_launch();
+    } catch (const Error& e) {
+      l.error = e.what();
+    }
+    return l;
+  }();
+  return launch;
+}
+
 // Initialises MPI once per process unless the program did.
 void ensure_mpi_initialised() {
   int initialised = 0;
@@ -252,6 +272,7 @@ void ensure_mpi_initialised() {
   MPI_Finalized(&finalized);
   if (finalized)
     throw Error("comm 'mpi': MPI was already finalised in this process: it cannot be initialised again");
+  (void)launch_before_init();
   if (initialised) return;
   // Pin libmpi with its symbols global, which Open MPI's own dlopen'ed
   // components expect, so that MPI outlives the registry.
@@ -290,6 +311,7 @@ class MpiCommunicator final : public Communicator {
     ensure_mpi_initialised();
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    check_launch();
     if (size_ > 1) on_job_failed_alone(&end_job_at_exit);
     // Every rank must make its communicator: one that never does is an
     // error after timeout_s, not a hang.
@@ -328,6 +350,22 @@ class MpiCommunicator final : public Communicator {
 
   std::string name() const override { return "mpi"; }
   int rank() const override { return rank_; }
+
+  // The launcher's variables must describe the job MPI_Init found. Started
+  // without an MPI launcher (RANK and WORLD_SIZE set by hand or by
+  // torchrun), every process is an MPI job of its own (a singleton): it
+  // would train alone, and N of them would write one run directory.
+  void check_launch() const {
+    const LaunchBeforeInit& before = launch_before_init();
+    if (!before.error.empty()) throw Error("comm 'mpi': " + before.error);
+    const LaunchInfo& launch = before.info;
+    if (launch.world_size == size_ && launch.rank == rank_) return;
+    throw Error("comm 'mpi': this process is " + launch.str() + ", but MPI_Init found rank " +
+                std::to_string(rank_) + " of " + std::to_string(size_) +
+                (size_ == 1 ? " (a process of its own: it was not started by an MPI launcher)" : std::string()) +
+                "; start the job with mpirun or srun --mpi=pmix, or, with RANK, WORLD_SIZE, MASTER_ADDR and "
+                "MASTER_PORT, use plugins.comm = \"nccl\" (its TCP bootstrap)");
+  }
   int size() const override { return size_; }
   int local_rank() const override { return local_rank_; }
 
