@@ -256,6 +256,20 @@ TEST(ConfigErrors, UnknownKey) {
               ("dir/t.toml:3:1: plugins.kernel: unknown key"));
 }
 
+// A whole number written as a float is that integer where an integer is
+// expected (GPT-NeoX and DeepSpeed configs write bucket sizes as 5e8), from
+// a file and from --set; a fraction and a value beyond the key's range are
+// still refused.
+TEST(Config, WholeFloatsAreIntegers) {
+  neox::Config c = neox::parse_config("[training]\nzero_reduce_bucket_size = 5e8\n", "t.toml",
+                                      {"training.zero_allgather_bucket_size=2.0e6"});
+  EXPECT_EQ(c.training.zero_reduce_bucket_size, 500000000);
+  EXPECT_EQ(c.training.zero_allgather_bucket_size, 2000000);
+  EXPECT_EQ(error_of("[model]\nnum_layers = 1e30\n"),
+            "dir/t.toml:2:14: model.num_layers: expected an integer, got a float (1e30)");
+  EXPECT_CONTAINS(error_of("[model]\nnum_layers = -2.0\n"), "model.num_layers: -2 is out of range");
+}
+
 TEST(ConfigErrors, WrongType) {
   EXPECT_EQ(error_of("[model]\nnum_layers = 2.5\n"),
             "dir/t.toml:2:14: model.num_layers: expected an integer, got a float (2.5)");

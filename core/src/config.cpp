@@ -708,6 +708,10 @@ std::string check_value(const KeyDef& d, Value& v) {
       if (!std::holds_alternative<bool>(v)) return wrong_type(d.type, v);
       return "";
     case Type::Int: {
+      // A whole number written as a float (5e8: DeepSpeed and GPT-NeoX
+      // configs write bucket sizes so) is that integer; 1.5 is not.
+      if (auto* f = std::get_if<double>(&v); f && std::isfinite(*f) && *f == std::trunc(*f) && std::abs(*f) < 9.0e18)
+        v = static_cast<std::int64_t>(*f);
       auto* i = std::get_if<std::int64_t>(&v);
       if (!i) return wrong_type(d.type, v);
       if (*i < d.imin || *i > d.imax)
