@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -186,6 +187,50 @@ TEST(Trainer, ResumeIsBitIdentical) {
   for (const char* file : {"model.safetensors", "optimizer.safetensors"})
     EXPECT_TRUE(read_text(dir + "/a/ckpt/global_step8/" + file) == read_text(dir + "/b/ckpt/global_step8/" + file))
         << file << " differs";
+  fs::remove_all(dir);
+}
+
+// Resuming with another global batch (here another micro-batch) is
+// allowed, but the log says that the run is then not the continuation of
+// the saved one; with the same global batch it says nothing.
+TEST(Trainer, ResumingWithAnotherGlobalBatchIsWarnedAbout) {
+  const std::string dir = temp_dir("resume_batch");
+  neox::train(neox::parse_config(small_config(dir), "c.toml", {"training.exit_interval=4", "training.run_name=a"}));
+  const std::string warning = "resuming with a global batch of 4 sequences (4 x 1 micro-batches x 1 ranks), but " +
+                              dir + "/ckpt/global_step4 was trained with 2";
+  neox::TrainResult same = neox::train(neox::parse_config(
+      small_config(dir), "c.toml",
+      {"training.load=" + dir + "/ckpt", "training.run_name=same", "training.save="}));
+  EXPECT_EQ(read_text(same.run_dir + "/train.log").find("resuming with a global batch"), std::string::npos);
+  neox::TrainResult other = neox::train(neox::parse_config(
+      small_config(dir), "c.toml",
+      {"training.load=" + dir + "/ckpt", "training.run_name=other", "training.train_micro_batch_size_per_gpu=4",
+       "training.save="}));
+  EXPECT_EQ(other.iterations, 8);
+  EXPECT_NE(read_text(other.run_dir + "/train.log").find(warning), std::string::npos)
+      << read_text(other.run_dir + "/train.log");
+  fs::remove_all(dir);
+}
+
+// Runs named by the time never share a directory: one started in the same
+// second as another gets its own ("-2"). The directories of the next few
+// seconds exist already here, as if other runs had just started.
+TEST(Trainer, RunsStartedInTheSameSecondGetTheirOwnDirectories) {
+  const std::string dir = temp_dir("same_second");
+  std::vector<std::string> taken;
+  const std::time_t now = std::time(nullptr);
+  for (std::time_t t = now; t < now + 30; ++t) {
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    char name[32];
+    std::strftime(name, sizeof name, "%Y-%m-%d_%H-%M-%S", &tm);
+    taken.push_back(dir + "/runs/" + name);
+    fs::create_directories(taken.back());
+  }
+  neox::TrainResult r = neox::train(neox::parse_config(small_config(dir), "c.toml", {"training.train_iters=2"}));
+  EXPECT_EQ(r.run_dir.substr(r.run_dir.size() - 2), "-2") << r.run_dir;
+  EXPECT_TRUE(fs::exists(r.run_dir + "/metrics.jsonl")) << r.run_dir;
+  for (const std::string& d : taken) EXPECT_TRUE(fs::is_empty(d)) << d << " was written into";
   fs::remove_all(dir);
 }
 

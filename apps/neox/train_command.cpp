@@ -36,8 +36,10 @@ int cmd_train(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
 
   TrainResult r = train(config);
-  if (!r.last_checkpoint.empty()) std::cout << "checkpoint: " << r.last_checkpoint << "\n";
-  if (!r.run_dir.empty()) std::cout << "run directory: " << r.run_dir << "\n";  // rank 0 only
+  if (!r.run_dir.empty()) {  // rank 0 only
+    if (!r.last_checkpoint.empty()) std::cout << "checkpoint: " << r.last_checkpoint << "\n";
+    std::cout << "run directory: " << r.run_dir << "\n";
+  }
   return 0;
 }
 

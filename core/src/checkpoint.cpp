@@ -825,8 +825,10 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
   else if (sj.contains("rng_state"))
     state.rng_state = sj["rng_state"].get<std::string>();
   state.config_toml = read_file(dir / kConfigFile);
-  spdlog::info("checkpoint: loaded {} (iteration {}{})", dir.string(), state.iteration,
-               optimizer ? ", with optimizer state" : ", weights only");
+  if (optimizer)
+    spdlog::info("checkpoint: loaded {} (iteration {}, weights and optimizer state)", dir.string(), state.iteration);
+  else
+    spdlog::info("checkpoint: loaded the weights of {} (iteration {})", dir.string(), state.iteration);
   return state;
 }
 

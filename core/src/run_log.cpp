@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "run_log.h"
 
+#include <spdlog/sinks/ansicolor_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -68,12 +69,29 @@ RunLog::RunLog(const std::string& log_dir, const std::string& run_name, int rank
     : rank_(rank) {
   terminal_ = rank == 0 && isatty(STDERR_FILENO);
   auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  // mpirun gives its ranks a pseudo-terminal whatever it writes to (a log
+  // file, a pipe): colours only for a single process on a terminal.
+  if (world > 1) console->set_color_mode(spdlog::color_mode::never);
   std::vector<spdlog::sink_ptr> sinks{std::make_shared<BarAwareSink>(console, &bar_shown_)};
   if (rank == 0) {
-    dir_ = (fs::path(log_dir) / (run_name.empty() ? timestamp() : run_name)).string();
     std::error_code ec;
-    fs::create_directories(dir_, ec);
-    if (ec) throw Error(dir_ + ": cannot create the run directory: " + ec.message());
+    if (run_name.empty()) {
+      // Named by the time: a run started in the same second (a sweep, a
+      // second job) gets "-2", "-3"... instead of writing into this one.
+      fs::create_directories(log_dir.empty() ? fs::path(".") : fs::path(log_dir), ec);
+      if (ec) throw Error(log_dir + ": cannot create the log directory: " + ec.message());
+      const std::string base = (fs::path(log_dir) / timestamp()).string();
+      for (int k = 1;; ++k) {
+        dir_ = k == 1 ? base : base + "-" + std::to_string(k);
+        if (fs::create_directory(dir_, ec)) break;
+        if (ec) throw Error(dir_ + ": cannot create the run directory: " + ec.message());
+      }
+    } else {
+      // Named by the user: a resumed run may continue its directory.
+      dir_ = (fs::path(log_dir) / run_name).string();
+      fs::create_directories(dir_, ec);
+      if (ec) throw Error(dir_ + ": cannot create the run directory: " + ec.message());
+    }
     metrics_.open(fs::path(dir_) / "metrics.jsonl", std::ios::app);
     if (!metrics_) throw Error(dir_ + "/metrics.jsonl: cannot open for writing");
     sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>((fs::path(dir_) / "train.log").string()));
@@ -90,6 +108,9 @@ RunLog::RunLog(const std::string& log_dir, const std::string& run_name, int rank
     // other than 0 to warnings and errors there too.
     auto def = spdlog::default_logger();
     def->set_pattern("[%H:%M:%S] [rank " + std::to_string(rank) + "] %^%l%$ %v");
+    for (auto& sink : def->sinks())
+      if (auto color = std::dynamic_pointer_cast<spdlog::sinks::ansicolor_sink<spdlog::details::console_mutex>>(sink))
+        color->set_color_mode(spdlog::color_mode::never);
     if (rank != 0 && def->level() < spdlog::level::warn) def->set_level(spdlog::level::warn);
   }
 }

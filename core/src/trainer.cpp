@@ -289,6 +289,16 @@ void Trainer::setup() {
       iteration_ = resumed.iteration;
       if (auto it = resumed.trainer_values.find("skipped_steps"); it != resumed.trainer_values.end())
         skipped_steps_ = static_cast<std::int64_t>(it->second);
+      // A changed global batch is allowed (a new phase of training), but
+      // then the run is not the continuation of the saved one: resharding
+      // onto another number of ranks must keep it.
+      if (auto it = resumed.trainer_values.find("global_batch_size");
+          it != resumed.trainer_values.end() && static_cast<std::int64_t>(it->second) != global_batch)
+        log_->log().warn("resuming with a global batch of {} sequences ({} x {} micro-batches x {} ranks), but {} "
+                         "was trained with {}: the data order and the results differ from an uninterrupted run "
+                         "(keep train_micro_batch_size_per_gpu x gradient_accumulation_steps x ranks the same)",
+                         global_batch, B, tc_.gradient_accumulation_steps, comm_->size(), path,
+                         static_cast<std::int64_t>(it->second));
       if (scaler_) scaler_->load_state(resumed.trainer_values);
       if (!resumed.rng_state.empty()) {
         std::istringstream in(resumed.rng_state);
@@ -557,6 +567,7 @@ void Trainer::save() {
   if (st.files.count("merges.txt")) saved.tokenizer.merge_file = "merges.txt";
   st.config_toml = config_to_toml(saved);
   st.trainer_values["skipped_steps"] = static_cast<double>(skipped_steps_);
+  st.trainer_values["global_batch_size"] = static_cast<double>(tokens_per_step_ / cfg_.model.seq_length);
   if (scaler_)
     for (const auto& [key, value] : scaler_->state()) st.trainer_values[key] = value;
   // Every rank takes part: each writes its optimizer shard, and under ZeRO-3
