@@ -135,22 +135,6 @@ save = ")" + dir + R"(/ckpt"
 )" + more_training;
 }
 
-struct RunOutputs {
-  std::vector<double> losses;       // per step
-  std::vector<double> eval_losses;  // valid at 5, 10; test at the end
-};
-
-RunOutputs read_metrics(const std::string& path) {
-  RunOutputs out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    (j.contains("split") ? out.eval_losses : out.losses).push_back(j.at("loss").get<double>());
-  }
-  return out;
-}
-
 // (ranks, training.zero_overlap_comm)
 class MpiDataParallel : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
@@ -188,17 +172,17 @@ TEST_P(MpiDataParallel, NRanksEqualOneProcessWithTheGlobalBatch) {
     EXPECT_NE(r.output.find("averaged during backward"), std::string::npos) << r.output;
   }
 
-  const RunOutputs one_m = read_metrics(one.run_dir + "/metrics.jsonl");
-  const RunOutputs many_m = read_metrics(dir + "/many/runs/r/metrics.jsonl");
-  ASSERT_EQ(one_m.losses.size(), 10u);
-  ASSERT_EQ(many_m.losses.size(), one_m.losses.size());
-  for (std::size_t i = 0; i < one_m.losses.size(); ++i) {
-    EXPECT_NEAR(one_m.losses[i], one.train_losses[i], 1e-12 * one.train_losses[i]);
-    EXPECT_NEAR(many_m.losses[i], one_m.losses[i], 1e-5 * one_m.losses[i]) << "step " << i + 1;
+  const neox::test::RunLosses one_m = neox::test::read_losses(one.run_dir + "/metrics.jsonl");
+  const neox::test::RunLosses many_m = neox::test::read_losses(dir + "/many/runs/r/metrics.jsonl");
+  ASSERT_EQ(one_m.train.size(), 10u);
+  ASSERT_EQ(many_m.train.size(), one_m.train.size());
+  for (std::size_t i = 0; i < one_m.train.size(); ++i) {
+    EXPECT_NEAR(one_m.train[i], one.train_losses[i], 1e-12 * one.train_losses[i]);
+    EXPECT_NEAR(many_m.train[i], one_m.train[i], 1e-5 * one_m.train[i]) << "step " << i + 1;
   }
-  ASSERT_EQ(many_m.eval_losses.size(), one_m.eval_losses.size());
-  for (std::size_t i = 0; i < one_m.eval_losses.size(); ++i)
-    EXPECT_NEAR(many_m.eval_losses[i], one_m.eval_losses[i], 1e-5 * one_m.eval_losses[i]) << "evaluation " << i;
+  ASSERT_EQ(many_m.eval.size(), one_m.eval.size());
+  for (std::size_t i = 0; i < one_m.eval.size(); ++i)
+    EXPECT_NEAR(many_m.eval[i], one_m.eval[i], 1e-5 * one_m.eval[i]) << "evaluation " << i;
 
   // The final weights: relative error over all parameters, and the largest
   // difference of any one weight. (Not a relative error per tensor: the key

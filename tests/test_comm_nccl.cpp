@@ -580,17 +580,6 @@ save = ")" + dir + R"(/ckpt"
 )";
 }
 
-std::vector<double> step_losses(const std::string& metrics) {
-  std::vector<double> out;
-  std::istringstream in(neox::test::read_text(metrics));
-  for (std::string line; std::getline(in, line);) {
-    const auto at = line.find("\"loss\":");
-    if (at != std::string::npos && line.find("\"split\"") == std::string::npos)
-      out.push_back(std::stod(line.substr(at + 7)));
-  }
-  return out;
-}
-
 // ZeRO-3 with overlap and prefetch over NCCL, two processes sharing the GPU
 // as two NCCL hosts (TCP bootstrap), against one process with adamw: the
 // same losses, nothing whole in the arena, and a checkpoint with the same
@@ -619,7 +608,8 @@ TEST(NcclComm, ZeroStage3OnTwoProcessesTrainsLikeOne) {
   ASSERT_EQ(two.status, 0) << two.output;
   EXPECT_TRUE(has(two.output, "ZeRO stage 3 over 2 ranks")) << two.output;
   EXPECT_TRUE(has(two.output, "prefetches each unit's parameters")) << two.output;
-  const auto a = step_losses(dir + "/one/runs/r/metrics.jsonl"), b = step_losses(dir + "/two/runs/r/metrics.jsonl");
+  const auto a = neox::test::read_losses(dir + "/one/runs/r/metrics.jsonl").train,
+             b = neox::test::read_losses(dir + "/two/runs/r/metrics.jsonl").train;
   ASSERT_EQ(a.size(), 10u) << one.output;
   ASSERT_EQ(b.size(), 10u) << two.output;
   // f32 on the GPU; the reductions' order differs (1e-4: cuBLAS may pick

@@ -14,6 +14,9 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "neox/error.h"
 
@@ -85,6 +88,22 @@ inline CommandResult run_command(const std::string& command) {
 
 // Runs the neox binary of this build with `args`.
 inline CommandResult run_neox(const std::string& args) { return run_command(neox_binary() + " " + args); }
+
+// The losses of a run's metrics.jsonl: one per logged training step, and
+// one per evaluation (the lines with a "split"), in file order.
+struct RunLosses {
+  std::vector<double> train;
+  std::vector<double> eval;
+};
+inline RunLosses read_losses(const std::string& metrics_path) {
+  RunLosses out;
+  std::ifstream in(metrics_path);
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    (j.contains("split") ? out.eval : out.train).push_back(j.at("loss").get<double>());
+  }
+  return out;
+}
 
 // The whole file as text ("" when it cannot be read).
 inline std::string read_text(const std::string& path) {

@@ -74,17 +74,6 @@ save = ")" + dir + R"(/ckpt"
 )";
 }
 
-std::vector<double> train_losses(const std::string& metrics) {
-  std::vector<double> out;
-  std::ifstream in(metrics);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (!j.contains("split")) out.push_back(j.at("loss").get<double>());
-  }
-  return out;
-}
-
 // ||a - b|| / ||a|| over every weight of two model.safetensors.
 double weights_error(const std::string& a_path, const std::string& b_path) {
   auto a = neox::SafeTensorsFile::open(a_path);
@@ -242,7 +231,7 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
           << out;
     }
   }
-  expect_close(train_losses(dir + "/runs/r/metrics.jsonl"), ref.result.train_losses, 1e-5);
+  expect_close(neox::test::read_losses(dir + "/runs/r/metrics.jsonl").train, ref.result.train_losses, 1e-5);
   EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
                           dir + "/ckpt/global_step20/model.safetensors"),
             1e-5);
@@ -420,7 +409,7 @@ TEST_P(ZeroReshard, ResumesOnAnotherNumberOfRanks) {
   const std::string out = run_ranks(to, dir + "/b", zero_config(dir, "mpi", 4 / to, stage),
                                     "--set training.load=" + dir + "/ckpt --set training.run_name=b");
   EXPECT_NE(out.find("resuming from"), std::string::npos) << out;
-  expect_close(train_losses(dir + "/runs/b/metrics.jsonl"),
+  expect_close(neox::test::read_losses(dir + "/runs/b/metrics.jsonl").train,
                {ref.result.train_losses.begin() + 10, ref.result.train_losses.end()}, 1e-5, 11);
   EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
                           dir + "/ckpt/global_step20/model.safetensors"),
@@ -451,7 +440,7 @@ TEST(ZeroTinyBuckets, ARankThatOwnsNothingSavesAndResumes) {
                                     tiny + "--set training.exit_interval=4 --set training.load=" + dir +
                                         "/ckpt --set training.run_name=b");
   EXPECT_NE(out.find("resuming from"), std::string::npos) << out;
-  expect_close(train_losses(dir + "/runs/b/metrics.jsonl"),
+  expect_close(neox::test::read_losses(dir + "/runs/b/metrics.jsonl").train,
                {ref.result.train_losses.begin() + 2, ref.result.train_losses.begin() + 4}, 1e-5, 3);
   fs::remove_all(dir);
 }
