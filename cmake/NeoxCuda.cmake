@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-# The optional CUDA backend plugin (plugins/cuda).
+# The optional CUDA backend plugin (plugins/backend-cuda).
 #   NEOX_WITH_CUDA           AUTO (default): build it when nvcc and the CUDA
 #                            toolkit are found; ON: required; OFF: never.
 #   NEOX_CUDA_ARCHITECTURES  GPU architectures to compile for (default 80;90).

@@ -22,12 +22,12 @@ neox_require(cxxopts_FOUND libcxxopts-dev "cxxopts")
 find_package(nlohmann_json 3.9 CONFIG QUIET)
 neox_require(nlohmann_json_FOUND nlohmann-json3-dev "nlohmann-json (JSON for safetensors headers and config.json)")
 
-# TOML++ is used header-only, in one translation unit (core/src/config.cpp).
+# TOML++ is used header-only, in one translation unit (core/src/train/config.cpp).
 find_path(TOMLPP_INCLUDE_DIR toml++/toml.h)
 neox_require(TOMLPP_INCLUDE_DIR libtomlplusplus-dev "TOML++ (toml++/toml.h)")
 
 # ICU's common library: the Unicode categories and normalization of the
-# tokenizers (core/src/unicode_text.cpp).
+# tokenizers (core/src/text/unicode_text.cpp).
 find_package(ICU QUIET COMPONENTS uc)
 neox_require(ICU_FOUND libicu-dev "ICU (Unicode properties and normalization for the tokenizers)")
 
@@ -41,7 +41,7 @@ endif()
 neox_require(OPENBLAS_FOUND "libopenblas-dev pkg-config" "OpenBLAS (found through pkg-config 'openblas')")
 
 # zlib and zstd: reading .gz and .zst corpora in `neox preprocess`
-# (core/src/line_reader.cpp).
+# (core/src/io/line_reader.cpp).
 find_package(ZLIB QUIET)
 neox_require(ZLIB_FOUND zlib1g-dev "zlib (gzip input for neox preprocess)")
 if(PkgConfig_FOUND)

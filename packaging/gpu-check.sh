@@ -25,8 +25,8 @@
 # phases of GPU_CHECK_PHASES (default: all, in this order):
 #   env, libs    nvidia-smi, compute-sanitizer, `neox plugins`; every binary
 #                and plugin finds its shared libraries (always run)
-#   kernels      the kernel conformance suite (tests/test_kernels.cpp) on cuda
-#   cuda-backend tests/test_cuda_backend.cpp
+#   kernels      the kernel conformance suite (tests/unit/test_kernels.cpp) on cuda
+#   cuda-backend tests/gpu/test_cuda_backend.cpp
 #   bench-160m, bench-1.4b  `neox bench train --profile` on
 #                configs/bench/pythia-160m-cuda.toml (micro-batch 16, else 8)
 #                and pythia-1.4b-cuda.toml (8, else 4): tokens/s, MFU, peak
@@ -35,14 +35,14 @@
 #   baseline-160m, baseline-1.4b, baseline-160m-compile
 #                packaging/bench/pytorch_baseline.py (PyTorch + transformers)
 #                on the same card
-#   gpu-model    tests/test_gpu_model.cpp (HF oracle fp32/bf16/f16, 200-step
+#   gpu-model    tests/gpu/test_gpu_model.cpp (HF oracle fp32/bf16/f16, 200-step
 #                training vs CPU, activation checkpointing)
 #   attention-check  tests/cuda-emulation/attention_check.cpp built with nvcc,
 #                quick mode: both attention paths against float64, long rows,
 #                and timings
 #   bench-160m-simt  bench-160m with attention_tensor_cores = false (A/B)
 #   bench-160m-ckpt, bench-fp32  activation checkpointing; fp32 (micro-batch 4)
-#   comm-nccl    tests/test_comm_nccl.cpp (the nccl comm plugin: every
+#   comm-nccl    tests/gpu/test_comm_nccl.cpp (the nccl comm plugin: every
 #                collective on one rank, two processes over the TCP bootstrap,
 #                mpirun when present, a dead peer; the TCP rendezvous; ZeRO-3
 #                with overlap and prefetch trained by two processes on the GPU
@@ -112,7 +112,7 @@ prepare() {
     local a
     for a in ${ARCH//;/ }; do gencode+=("-gencode=arch=compute_$a,code=sm_$a"); done
     # shellcheck disable=SC2016  # $ORIGIN is for the linker
-    nvcc -x cu -std=c++20 -O2 "${gencode[@]}" -I core/include -I plugins/cuda "$attn_src" \
+    nvcc -x cu -std=c++20 -O2 "${gencode[@]}" -I core/include -I plugins/backend-cuda "$attn_src" \
       -L "$BUILD/lib" -lneox -Xlinker -rpath -Xlinker '$ORIGIN/../lib' -o "$BUILD/bin/attention_check" ||
       { echo "prepare: warning: $attn_src did not build; the run skips it"; rm -f "$BUILD/bin/attention_check"; }
   fi
@@ -576,10 +576,10 @@ run_checks() {
   local p reduced
   for p in $phases; do
     case $p in
-      kernels) test_phase kernels 90 tests/test_kernels.cpp NEOX_TEST_BACKENDS=cuda ;;
-      cuda-backend) test_phase cuda-backend 60 tests/test_cuda_backend.cpp NEOX_TEST_BACKENDS=cuda ;;
-      comm-nccl) test_phase comm-nccl 120 tests/test_comm_nccl.cpp ;;
-      gpu-model) test_phase gpu-model 150 tests/test_gpu_model.cpp ;;
+      kernels) test_phase kernels 90 tests/unit/test_kernels.cpp NEOX_TEST_BACKENDS=cuda ;;
+      cuda-backend) test_phase cuda-backend 60 tests/gpu/test_cuda_backend.cpp NEOX_TEST_BACKENDS=cuda ;;
+      comm-nccl) test_phase comm-nccl 120 tests/gpu/test_comm_nccl.cpp ;;
+      gpu-model) test_phase gpu-model 150 tests/gpu/test_gpu_model.cpp ;;
       attention-check) attention_check ;;
       bench-160m) bench_train bench-160m 75 configs/bench/pythia-160m-cuda.toml 16 8 ;;
       bench-1.4b) bench_train bench-1.4b 90 configs/bench/pythia-1.4b-cuda.toml 8 4 ;;
@@ -600,8 +600,8 @@ run_checks() {
       memcheck | racecheck)
         # a reduced suite: the kernels without the finite-difference tests,
         # and the small HF oracle's forward + backward in every dtype
-        reduced="$(filter_for tests/test_kernels.cpp)-*FiniteDifferences*"
-        [ "$p" = memcheck ] && reduced="$(filter_for tests/test_kernels.cpp):*CudaHfOracle.EveryParameterGradientMatches/neox_tiny_parallel_*-*FiniteDifferences*"
+        reduced="$(filter_for tests/unit/test_kernels.cpp)-*FiniteDifferences*"
+        [ "$p" = memcheck ] && reduced="$(filter_for tests/unit/test_kernels.cpp):*CudaHfOracle.EveryParameterGradientMatches/neox_tiny_parallel_*-*FiniteDifferences*"
         sanitizer_phase "$p" 90 "$reduced"
         ;;
       *) record "$p" SKIP 0 0 "unknown phase" ;;

@@ -41,9 +41,9 @@
 #include "cli_options.h"
 #include "commands.h"
 #include "neox/communicator.h"
-#include "neox/config.h"
+#include "neox/train/config.h"
 #include "neox/error.h"
-#include "neox/trainer.h"
+#include "neox/train/trainer.h"
 
 namespace neox::app {
 

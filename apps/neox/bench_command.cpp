@@ -21,9 +21,9 @@
 #include "commands.h"
 #include "neox/communicator.h"
 #include "neox/error.h"
-#include "neox/loss_scaler.h"
-#include "neox/model.h"
-#include "neox/op_profiler.h"
+#include "neox/train/loss_scaler.h"
+#include "neox/model/gpt_neox.h"
+#include "neox/train/op_profiler.h"
 #include "neox/optimizer.h"
 
 namespace neox::app {

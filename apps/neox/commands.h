@@ -9,7 +9,7 @@
 
 #include "cli_options.h"
 #include "neox/backend.h"
-#include "neox/config.h"
+#include "neox/train/config.h"
 #include "neox/registry.h"
 
 namespace neox::app {

@@ -6,12 +6,12 @@
 #include <iostream>
 
 #include "commands.h"
-#include "neox/byte_tokenizer.h"
-#include "neox/tokenizers.h"
-#include "neox/checkpoint.h"
+#include "neox/text/byte_tokenizer.h"
+#include "neox/text/tokenizers.h"
+#include "neox/train/checkpoint.h"
 #include "neox/error.h"
-#include "neox/hf.h"
-#include "neox/model.h"
+#include "neox/io/hf.h"
+#include "neox/model/gpt_neox.h"
 
 namespace fs = std::filesystem;
 

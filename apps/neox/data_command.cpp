@@ -11,8 +11,8 @@
 #include "cli_options.h"
 #include "commands.h"
 #include "neox/error.h"
-#include "neox/indexed_dataset.h"
-#include "neox/tokenizers.h"
+#include "neox/io/indexed_dataset.h"
+#include "neox/text/tokenizers.h"
 
 namespace neox::app {
 

@@ -19,14 +19,14 @@
 #include <vector>
 
 #include "commands.h"
-#include "neox/byte_tokenizer.h"
-#include "neox/checkpoint.h"
+#include "neox/text/byte_tokenizer.h"
+#include "neox/train/checkpoint.h"
 #include "neox/error.h"
-#include "neox/generation.h"
-#include "neox/hf.h"
-#include "neox/model.h"
+#include "neox/model/generation.h"
+#include "neox/io/hf.h"
+#include "neox/model/gpt_neox.h"
 #include "neox/tokenizer.h"
-#include "neox/tokenizers.h"
+#include "neox/text/tokenizers.h"
 
 namespace fs = std::filesystem;
 

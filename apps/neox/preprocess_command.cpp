@@ -41,9 +41,9 @@
 #include "cli_options.h"
 #include "commands.h"
 #include "neox/error.h"
-#include "neox/indexed_dataset.h"
-#include "neox/line_reader.h"
-#include "neox/tokenizers.h"
+#include "neox/io/indexed_dataset.h"
+#include "neox/io/line_reader.h"
+#include "neox/text/tokenizers.h"
 
 namespace neox::app {
 

@@ -6,9 +6,9 @@
 
 #include "commands.h"
 #include "neox/error.h"
-#include "neox/hf.h"
-#include "neox/model.h"
-#include "neox/safetensors.h"
+#include "neox/io/hf.h"
+#include "neox/model/gpt_neox.h"
+#include "neox/io/safetensors.h"
 
 namespace neox::app {
 

@@ -18,9 +18,9 @@
 
 #include "cli_options.h"
 #include "commands.h"
-#include "neox/bpe_tokenizer.h"
+#include "neox/text/bpe_tokenizer.h"
 #include "neox/error.h"
-#include "neox/tokenizers.h"
+#include "neox/text/tokenizers.h"
 
 namespace neox::app {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "commands.h"
 #include "neox/error.h"
-#include "neox/trainer.h"
+#include "neox/train/trainer.h"
 
 namespace neox::app {
 

@@ -38,7 +38,7 @@
 #include <string_view>
 #include <vector>
 
-#include "neox/byte_tokenizer.h"
+#include "neox/text/byte_tokenizer.h"
 #include "neox/data_source.h"
 #include "neox/error.h"
 #include "neox/options.h"

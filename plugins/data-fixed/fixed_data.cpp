@@ -19,7 +19,7 @@
 #include "neox/error.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
-#include "neox/safetensors.h"
+#include "neox/io/safetensors.h"
 
 namespace neox {
 namespace {

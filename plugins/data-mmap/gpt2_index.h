@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "neox/indexed_dataset.h"
+#include "neox/io/indexed_dataset.h"
 
 namespace neox::gpt2 {
 

@@ -29,7 +29,7 @@
 #include "gpt2_index.h"
 #include "neox/data_source.h"
 #include "neox/error.h"
-#include "neox/indexed_dataset.h"
+#include "neox/io/indexed_dataset.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
 

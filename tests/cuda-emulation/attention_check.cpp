@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Checks plugins/cuda/attention.cu's kernels against a float64 reference.
+// Checks plugins/backend-cuda/attention.cu's kernels against a float64 reference.
 // Two builds of this one file:
 //  * host emulation (g++ -DATTN_EMU -Ishim ...): shim/cuda_runtime.h runs
 //    the kernels' blocks, barriers and warp shuffles on the CPU;

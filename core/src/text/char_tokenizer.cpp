@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "neox/text/char_tokenizer.h"
+
+#include "neox/error.h"
+#include "unicode_text.h"
+
+namespace neox {
+
+std::vector<std::int32_t> CharTokenizer::encode(std::string_view text) const {
+  std::vector<std::int32_t> ids;
+  ids.reserve(text.size());
+  for (unsigned char c : text) ids.push_back(c);
+  return ids;
+}
+
+std::string CharTokenizer::decode(const std::vector<std::int32_t>& ids) const {
+  std::string out;
+  out.reserve(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const std::int32_t id = ids[i];
+    if (id < 0 || id >= kVocabSize)
+      throw Error("CharLevelTokenizer: id " + std::to_string(id) + " at position " + std::to_string(i) +
+                  " is outside [0, " + std::to_string(kVocabSize) + ")");
+    if (id == kEod) continue;
+    if (id < 256) {
+      out.push_back(static_cast<char>(id));
+    } else {
+      unicode::append_utf8(out, static_cast<char32_t>(id));
+    }
+  }
+  return out;
+}
+
+}  // namespace neox

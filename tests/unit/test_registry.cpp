@@ -1,0 +1,412 @@
+// SPDX-License-Identifier: Apache-2.0
+// PluginRegistry: discovery, the checks on each candidate, factory errors,
+// NEOX_PLUGIN_PATH, object lifetimes and kernel overrides. The broken
+// plugins it loads are built from tests/plugins into test_plugin_dir().
+#include <gtest/gtest.h>
+
+#include "test_support.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "neox/backend.h"
+#include "neox/communicator.h"
+#include "neox/error.h"
+#include "neox/optimizer.h"
+#include "neox/options.h"
+#include "neox/plugin.h"
+#include "neox/registry.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using neox::PluginInfo;
+using neox::PluginKind;
+using neox::PluginRegistry;
+using neox::Tensor;
+
+const std::string kBuildDir = neox::test::build_plugin_dir();
+const std::string kTestDir = neox::test::test_plugin_dir();
+
+std::string build_plugin(const std::string& file) { return (fs::path(kBuildDir) / file).string(); }
+std::string test_plugin(const std::string& file) { return (fs::path(kTestDir) / file).string(); }
+bool cpu_built() { return fs::exists(build_plugin("neox_backend_cpu.so")); }
+
+std::string abi(std::uint32_t major, std::uint32_t minor) {
+  return std::to_string(major) + "." + std::to_string(minor);
+}
+
+using neox::test::error_of;
+using neox::test::ScopedEnv;
+
+std::string check_file_error(const std::string& path) {
+  return error_of([&] { PluginRegistry::check_file(path); });
+}
+
+#define EXPECT_CONTAINS(haystack, needle)                                       \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)              \
+      << "expected to find \"" << (needle) << "\" in:\n" << (haystack)
+
+// Every test runs without a NEOX_PLUGIN_PATH from the caller's environment.
+class Registry : public ::testing::Test {
+ protected:
+  ScopedEnv no_path_{"NEOX_PLUGIN_PATH", nullptr};
+};
+
+const PluginInfo* find_info(const PluginRegistry& r, PluginKind kind, const std::string& name) {
+  for (const auto& p : r.plugins())
+    if (p.kind == kind && p.name == name) return &p;
+  return nullptr;
+}
+
+const neox::PluginRejection* find_rejection(const PluginRegistry& r, const std::string& path) {
+  for (const auto& x : r.rejected())
+    if (x.path == path) return &x;
+  return nullptr;
+}
+
+TEST_F(Registry, SearchPathOrder) {
+  PluginRegistry r({"/first", "", "/second"});
+  const auto& paths = r.search_paths();
+  ASSERT_GE(paths.size(), 3u);
+  EXPECT_EQ(paths[0], "/first");
+  EXPECT_EQ(paths[1], "/second");
+  EXPECT_EQ(paths[2], kBuildDir);
+}
+
+TEST_F(Registry, ScansBuildDirectory) {
+  PluginRegistry r;
+  struct Expected {
+    PluginKind kind;
+    const char* name;
+    const char* file;
+  };
+  std::vector<Expected> expected = {{PluginKind::comm, "local", "neox_comm_local.so"},
+                                    {PluginKind::optimizer, "adamw", "neox_optimizer_adamw.so"}};
+  if (cpu_built()) expected.push_back({PluginKind::backend, "cpu", "neox_backend_cpu.so"});
+  for (const auto& e : expected) {
+    const PluginInfo* info = find_info(r, e.kind, e.name);
+    ASSERT_NE(info, nullptr) << e.name << " not found in " << kBuildDir;
+    EXPECT_EQ(fs::path(info->path), fs::path(build_plugin(e.file)));
+    EXPECT_FALSE(info->version.empty()) << e.name;
+    EXPECT_FALSE(info->description.empty()) << e.name;
+    EXPECT_EQ(info->abi_major, neox::kAbiMajor) << e.name;
+    EXPECT_EQ(info->abi_minor, neox::kAbiMinor) << e.name;
+    const PluginInfo& found = r.find(e.kind, e.name);
+    EXPECT_EQ(&found, info);
+  }
+  EXPECT_EQ(find_info(r, PluginKind::comm, "local")->version, "1.0");
+  EXPECT_EQ(find_info(r, PluginKind::optimizer, "adamw")->version, "1.0");
+  // Nothing in the build tree's plugin directory is rejected, and nothing
+  // from the test plugin directory is seen without being asked for.
+  for (const auto& x : r.rejected()) {
+    EXPECT_NE(fs::path(x.path).parent_path(), fs::path(kBuildDir)) << x.reason;
+    EXPECT_EQ(x.path.find(kTestDir), std::string::npos) << x.path;
+  }
+  EXPECT_EQ(find_info(r, PluginKind::kernels, "test-gelu-tanh"), nullptr);
+}
+
+TEST_F(Registry, FindsCpuBackend) {
+  if (!cpu_built()) GTEST_SKIP() << "neox_backend_cpu.so is not built";
+  PluginRegistry r;
+  const PluginInfo& info = r.find(PluginKind::backend, "cpu");
+  EXPECT_EQ(fs::path(info.path), fs::path(build_plugin("neox_backend_cpu.so")));
+  auto backend = r.make_backend("cpu", {}, {});
+  EXPECT_TRUE(backend->device().is_cpu());
+  EXPECT_TRUE(neox::kernel_ops_missing(backend->kernels).empty());
+}
+
+TEST_F(Registry, CheckFileAcceptsAValidPlugin) {
+  PluginInfo info = PluginRegistry::check_file(build_plugin("neox_comm_local.so"));
+  EXPECT_EQ(info.kind, PluginKind::comm);
+  EXPECT_EQ(info.name, "local");
+  EXPECT_EQ(info.abi_major, neox::kAbiMajor);
+  EXPECT_EQ(info.abi_minor, neox::kAbiMinor);
+  EXPECT_EQ(info.path, build_plugin("neox_comm_local.so"));
+  info = PluginRegistry::check_file(test_plugin("neox_kernels_test-gelu-tanh.so"));
+  EXPECT_EQ(info.kind, PluginKind::kernels);
+  EXPECT_EQ(info.name, "test-gelu-tanh");
+}
+
+TEST_F(Registry, CheckFileMissingEntrySymbol) {
+  auto path = test_plugin("neox_backend_nosym.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path);
+  EXPECT_CONTAINS(msg, "missing entry symbol");
+  EXPECT_CONTAINS(msg, NEOX_PLUGIN_ENTRY_SYMBOL);
+}
+
+TEST_F(Registry, CheckFileAbiMajor) {
+  auto path = test_plugin("neox_backend_abi-major.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path);
+  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor));
+  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor));
+  EXPECT_CONTAINS(msg, "rebuild");
+}
+
+TEST_F(Registry, CheckFileAbiMinorNewerThanCore) {
+  auto path = test_plugin("neox_backend_abi-minor.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path);
+  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor + 1));
+  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor));
+}
+
+TEST_F(Registry, CheckFileBuiltAgainstAnotherKernelTable) {
+  auto path = test_plugin("neox_backend_stale-kernels.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path);
+  EXPECT_CONTAINS(msg, "built against another kernel table");
+  EXPECT_CONTAINS(msg, std::to_string(neox::kernel_table_fingerprint()));
+  EXPECT_CONTAINS(msg, "rebuild the plugin");
+}
+
+TEST_F(Registry, CheckFileWrongKind) {
+  auto path = test_plugin("neox_backend_x.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path);
+  EXPECT_CONTAINS(msg, "kind 'comm'");
+  EXPECT_CONTAINS(msg, "name 'x'");
+  EXPECT_CONTAINS(msg, "neox_comm_x.so");
+}
+
+TEST_F(Registry, CheckFileNameMismatch) {
+  auto path = test_plugin("neox_comm_misnamed.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path);
+  EXPECT_CONTAINS(msg, "kind 'comm'");
+  EXPECT_CONTAINS(msg, "name 'other'");
+  EXPECT_CONTAINS(msg, "neox_comm_other.so");
+}
+
+TEST_F(Registry, CheckFileNotALibrary) {
+  auto path = test_plugin("neox_backend_garbage.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path);
+  EXPECT_CONTAINS(msg, "cannot load library");
+}
+
+TEST_F(Registry, CheckFileMissingFile) {
+  auto path = test_plugin("neox_backend_does-not-exist.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path);
+  EXPECT_CONTAINS(msg, "no such file");
+}
+
+TEST_F(Registry, ListsRejectedTestPluginsWithReasons) {
+  PluginRegistry r({kTestDir});
+  ASSERT_EQ(r.search_paths().front(), kTestDir);
+  struct Case {
+    const char* file;
+    std::string reason;
+  };
+  const std::vector<Case> cases = {
+      {"neox_backend_nosym.so", "missing entry symbol"},
+      {"neox_backend_abi-major.so", "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor)},
+      {"neox_backend_abi-minor.so", "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor + 1)},
+      {"neox_backend_stale-kernels.so", "built against another kernel table"},
+      {"neox_backend_x.so", "neox_comm_x.so"},
+      {"neox_comm_misnamed.so", "neox_comm_other.so"},
+      {"neox_backend_garbage.so", "cannot load library"},
+  };
+  for (const auto& c : cases) {
+    const auto* rejection = find_rejection(r, test_plugin(c.file));
+    ASSERT_NE(rejection, nullptr) << c.file << " was not rejected";
+    EXPECT_CONTAINS(rejection->reason, test_plugin(c.file));
+    EXPECT_CONTAINS(rejection->reason, c.reason);
+  }
+  // Rejected plugins are not usable; valid ones next to them are.
+  EXPECT_EQ(find_info(r, PluginKind::backend, "abi-major"), nullptr);
+  EXPECT_EQ(find_info(r, PluginKind::comm, "x"), nullptr);
+  EXPECT_EQ(find_info(r, PluginKind::comm, "other"), nullptr);
+  for (const char* name : {"throws-error", "throws-std", "null-factory"})
+    EXPECT_NE(find_info(r, PluginKind::comm, name), nullptr) << name;
+  const PluginInfo* gelu = find_info(r, PluginKind::kernels, "test-gelu-tanh");
+  ASSERT_NE(gelu, nullptr);
+  EXPECT_EQ(gelu->path, test_plugin("neox_kernels_test-gelu-tanh.so"));
+  // The build directory is still searched after the given paths.
+  EXPECT_NE(find_info(r, PluginKind::comm, "local"), nullptr);
+}
+
+TEST_F(Registry, FindUnknownNameListsWhatWasFound) {
+  PluginRegistry r;
+  auto msg = error_of([&] { r.find(PluginKind::comm, "nccl-typo"); });
+  EXPECT_CONTAINS(msg, "no comm plugin named 'nccl-typo'");
+  EXPECT_CONTAINS(msg, "found: ");
+  EXPECT_CONTAINS(msg, "local");
+  EXPECT_CONTAINS(msg, kBuildDir);
+  msg = error_of([&] { r.make_optimizer("sgd", neox::Options()); });
+  EXPECT_CONTAINS(msg, "no optimizer plugin named 'sgd'");
+  EXPECT_CONTAINS(msg, "adamw");
+  msg = error_of([&] { r.find(PluginKind::tokenizer, "none-here"); });
+  EXPECT_CONTAINS(msg, "none of that kind was found");
+}
+
+TEST_F(Registry, FindRejectedNameGivesTheReason) {
+  PluginRegistry r({kTestDir});
+  auto msg = error_of([&] { r.find(PluginKind::backend, "abi-major"); });
+  EXPECT_CONTAINS(msg, "no backend plugin named 'abi-major'");
+  EXPECT_CONTAINS(msg, "rejected");
+  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor));
+}
+
+TEST_F(Registry, FactoryErrorsAreWrappedWithThePluginName) {
+  PluginRegistry r({kTestDir});
+  auto msg = error_of([&] { r.make_comm("throws-error", neox::Options()); });
+  EXPECT_CONTAINS(msg, "comm plugin 'throws-error'");
+  EXPECT_CONTAINS(msg, "test factory refuses: bad option 'x'");
+  msg = error_of([&] { r.make_comm("throws-std", neox::Options()); });
+  EXPECT_CONTAINS(msg, "comm plugin 'throws-std'");
+  EXPECT_CONTAINS(msg, "test factory failed with a std::runtime_error");
+  msg = error_of([&] { r.make_comm("null-factory", neox::Options()); });
+  EXPECT_CONTAINS(msg, "null-factory");
+  EXPECT_CONTAINS(msg, "returned null");
+  // The registry is still usable after a factory failed.
+  EXPECT_EQ(r.make_comm("local", neox::Options())->size(), 1);
+}
+
+TEST_F(Registry, HonoursPluginPathEnvironment) {
+  {
+    ScopedEnv env("NEOX_PLUGIN_PATH", ("/nonexistent-neox-dir::" + kTestDir).c_str());
+    PluginRegistry r({"/manifest-dir"});
+    const auto& paths = r.search_paths();
+    ASSERT_GE(paths.size(), 4u);
+    EXPECT_EQ(paths[0], "/manifest-dir");
+    EXPECT_EQ(paths[1], "/nonexistent-neox-dir");
+    EXPECT_EQ(paths[2], kTestDir);
+    EXPECT_EQ(paths[3], kBuildDir);
+    const PluginInfo* gelu = find_info(r, PluginKind::kernels, "test-gelu-tanh");
+    ASSERT_NE(gelu, nullptr);
+    EXPECT_EQ(gelu->path, test_plugin("neox_kernels_test-gelu-tanh.so"));
+  }
+  ::unsetenv("NEOX_PLUGIN_PATH");
+  PluginRegistry r;
+  EXPECT_EQ(find_info(r, PluginKind::kernels, "test-gelu-tanh"), nullptr);
+  for (const auto& p : r.search_paths()) EXPECT_NE(p, kTestDir);
+}
+
+TEST_F(Registry, FirstMatchInSearchOrderWinsAndLaterOnesAreShadowed) {
+  fs::path dir = fs::temp_directory_path() / ("neox-registry-test-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::copy_file(build_plugin("neox_comm_local.so"), dir / "neox_comm_local.so",
+                fs::copy_options::overwrite_existing);
+  {
+    PluginRegistry r({dir.string()});
+    const PluginInfo& local = r.find(PluginKind::comm, "local");
+    EXPECT_EQ(local.path, (dir / "neox_comm_local.so").string());
+    const auto* shadowed = find_rejection(r, build_plugin("neox_comm_local.so"));
+    ASSERT_NE(shadowed, nullptr);
+    EXPECT_CONTAINS(shadowed->reason, "shadowed");
+    EXPECT_EQ(r.make_comm("local", neox::Options())->rank(), 0);
+  }
+  fs::remove_all(dir);
+}
+
+TEST_F(Registry, ObjectsOutliveTheRegistry) {
+  auto registry = std::make_unique<PluginRegistry>();
+  std::shared_ptr<neox::Communicator> comm = registry->make_comm("local", neox::Options());
+  std::shared_ptr<neox::Optimizer> opt = registry->make_optimizer("adamw", neox::Options());
+  registry.reset();
+  // The plugins' code is still mapped: virtual calls and their errors work.
+  EXPECT_EQ(comm->name(), "local");
+  EXPECT_EQ(comm->size(), 1);
+  Tensor t = Tensor::zeros_host({3}, neox::DType::f32);
+  t.ptr<float>()[2] = 4.5f;
+  comm->all_reduce(t, neox::ReduceOp::sum);
+  EXPECT_EQ(t.ptr<float>()[2], 4.5f);
+  comm->barrier();
+  auto msg = error_of([&] { comm->send(t, 1, 0); });
+  EXPECT_CONTAINS(msg, "no peers");
+  EXPECT_EQ(opt->name(), "adamw");
+  EXPECT_EQ(opt->state_bytes(), 0);
+  comm.reset();  // the last owner unloads the library now
+  opt.reset();
+}
+
+// Exact and tanh-approximation GeLU.
+double gelu_erf(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+double gelu_tanh(double x) {
+  const double k = std::sqrt(2.0 / 3.14159265358979323846);
+  return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
+}
+
+std::vector<float> run_gelu(neox::Backend& backend, const std::vector<float>& x) {
+  Tensor in = backend.to_device(Tensor::wrap(const_cast<float*>(x.data()),
+                                             {static_cast<std::int64_t>(x.size())}, neox::DType::f32));
+  Tensor out = Tensor::empty(&backend, in.shape(), neox::DType::f32);
+  backend.kernels.gelu_forward(out, in);
+  Tensor host = backend.to_host(out);
+  return std::vector<float>(host.ptr<float>(), host.ptr<float>() + host.numel());
+}
+
+std::vector<float> run_gelu_backward(neox::Backend& backend, const std::vector<float>& x) {
+  const std::int64_t n = static_cast<std::int64_t>(x.size());
+  Tensor in = backend.to_device(Tensor::wrap(const_cast<float*>(x.data()), {n}, neox::DType::f32));
+  Tensor dout = Tensor::empty(&backend, {n}, neox::DType::f32);
+  backend.kernels.fill(dout, 1.0f);
+  Tensor din = Tensor::empty(&backend, {n}, neox::DType::f32);
+  backend.kernels.gelu_backward(din, in, dout);
+  Tensor host = backend.to_host(din);
+  return std::vector<float>(host.ptr<float>(), host.ptr<float>() + host.numel());
+}
+
+TEST_F(Registry, KernelOverrideReplacesOnlyTheNamedOp) {
+  if (!cpu_built()) GTEST_SKIP() << "neox_backend_cpu.so is not built";
+  auto registry = std::make_unique<PluginRegistry>(std::vector<std::string>{kTestDir});
+  auto plain = registry->make_backend("cpu", {}, {});
+  auto mixed = registry->make_backend("cpu", {{"gelu_forward", "test-gelu-tanh"}}, {});
+  registry.reset();  // the backend keeps its provider and both libraries
+
+  std::vector<float> x;
+  for (int i = -40; i <= 40; ++i) x.push_back(static_cast<float>(i) * 0.1f);
+  auto y_plain = run_gelu(*plain, x);
+  auto y_mixed = run_gelu(*mixed, x);
+  double max_diff_from_erf = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    EXPECT_NEAR(y_mixed[i], gelu_tanh(x[i]), 1e-6) << "x = " << x[i];
+    EXPECT_NEAR(y_plain[i], gelu_erf(x[i]), 1e-5) << "x = " << x[i];
+    max_diff_from_erf = std::max(max_diff_from_erf, std::abs(y_mixed[i] - gelu_erf(x[i])));
+  }
+  EXPECT_GT(max_diff_from_erf, 1e-4) << "the override did not run";
+  // Every other op is still the cpu backend's own.
+  EXPECT_EQ(run_gelu_backward(*mixed, x), run_gelu_backward(*plain, x));
+  for (auto op : neox::kernel_op_names()) EXPECT_TRUE(neox::kernel_op_present(mixed->kernels, op)) << op;
+  EXPECT_EQ(mixed->name(), plain->name());
+}
+
+TEST_F(Registry, KernelOverrideErrors) {
+  if (!cpu_built()) GTEST_SKIP() << "neox_backend_cpu.so is not built";
+  PluginRegistry r({kTestDir});
+  auto msg = error_of([&] { r.make_backend("cpu", {{"gelu_fwd", "test-gelu-tanh"}}, {}); });
+  EXPECT_CONTAINS(msg, "unknown kernel operation 'gelu_fwd'");
+  EXPECT_CONTAINS(msg, "gelu_forward");  // the known names are listed
+  msg = error_of([&] { r.make_backend("cpu", {{"matmul", "test-gelu-tanh"}}, {}); });
+  EXPECT_CONTAINS(msg, "test-gelu-tanh");
+  EXPECT_CONTAINS(msg, "does not provide operation 'matmul'");
+  msg = error_of([&] { r.make_backend("cpu", {{"gelu_forward", "no-such-provider"}}, {}); });
+  EXPECT_CONTAINS(msg, "no kernels plugin named 'no-such-provider'");
+  EXPECT_CONTAINS(msg, "test-gelu-tanh");  // what was found
+  msg = error_of([&] { r.make_backend("cpu", {{"gelu_forward", "test-cuda-only"}}, {}); });
+  EXPECT_CONTAINS(msg, "test-cuda-only");
+  EXPECT_CONTAINS(msg, "another device");
+  // The provider's options come from the options map, by plugin name.
+  neox::Options typo("plugins.options.test-gelu-tanh");
+  typo.set("fast", true);
+  msg = error_of([&] {
+    r.make_backend("cpu", {{"gelu_forward", "test-gelu-tanh"}}, {{"test-gelu-tanh", typo}});
+  });
+  EXPECT_CONTAINS(msg, "kernels plugin 'test-gelu-tanh'");
+  EXPECT_CONTAINS(msg, "plugins.options.test-gelu-tanh.fast");
+}
+
+}  // namespace
