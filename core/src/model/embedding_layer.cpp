@@ -42,7 +42,7 @@ void EmbeddingLayer::forward_cached(const LayerContext& ctx, const Tensor& ids, 
   run(ctx, ids, out, positions);
 }
 
-void EmbeddingLayer::backward(const LayerContext& ctx, const Tensor& dout, Tensor& /*din*/) {
+void EmbeddingLayer::backward(const LayerContext& ctx, const Tensor& dout) {
   Kernels& k = ctx.backend->kernels;
   Tensor dwte = arena_->grad(wte_);
   k.embedding_backward(dwte, ids_, dout);

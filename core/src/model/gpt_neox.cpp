@@ -11,6 +11,20 @@
 
 namespace neox {
 
+using layers::LayerContext;
+
+// The model's layers, in the order a forward runs them; each owns the
+// parameters of one arena unit (output_unit() is the last).
+struct GPTNeoX::Layers {
+  Layers(const ModelConfig& config, layers::BlockScratch* scratch) : embedding(config), output(config, &embedding) {
+    blocks.reserve(static_cast<std::size_t>(config.num_layers));
+    for (std::int64_t i = 0; i < config.num_layers; ++i) blocks.emplace_back(config, static_cast<int>(i), scratch);
+  }
+  layers::EmbeddingLayer embedding;
+  std::vector<layers::TransformerLayer> blocks;
+  layers::OutputLayer output;  // reads the embedding's table when the weights are tied
+};
+
 // Buffers of one batch shape: the residual stream between layers, the
 // blocks' saved activations, the logits, and the gradients that flow
 // backwards. Activations are in the compute dtype; losses and statistics f32.
@@ -39,20 +53,20 @@ GPTNeoX::GPTNeoX(const ModelConfig& config, std::shared_ptr<Backend> backend, Co
   if (compute_.checkpoint_num_layers < 1)
     throw Error("GPTNeoX: checkpoint_num_layers must be at least 1, got " +
                 std::to_string(compute_.checkpoint_num_layers));
-  auto embedding = std::make_unique<layers::EmbeddingLayer>(config_);
-  const layers::EmbeddingLayer* tied = embedding.get();
-  layers_.push_back(std::move(embedding));
-  for (std::int64_t i = 0; i < config_.num_layers; ++i)
-    layers_.push_back(std::make_unique<layers::TransformerLayer>(config_, static_cast<int>(i), &acts_->scratch));
-  layers_.push_back(std::make_unique<layers::OutputLayer>(config_, tied));
-  for (auto& layer : layers_) {
-    layer->declare(arena_);
+  layers_ = std::make_unique<Layers>(config_, &acts_->scratch);
+  // One arena unit per layer, in the order of the forward pass.
+  layers_->embedding.declare(arena_);
+  arena_.close_unit();
+  for (auto& block : layers_->blocks) {
+    block.declare(arena_);
     arena_.close_unit();
   }
+  layers_->output.declare(arena_);
+  arena_.close_unit();
   arena_.allocate(*backend_, compute_.dtype, partitioning);
-  if (arena_.units().size() != layers_.size())
+  if (static_cast<int>(arena_.units().size()) != output_unit() + 1)
     throw Error("GPTNeoX: " + std::to_string(arena_.units().size()) + " parameter units for " +
-                std::to_string(layers_.size()) + " layers (every layer must have parameters)");
+                std::to_string(output_unit() + 1) + " layers (every layer must have parameters)");
 }
 
 void GPTNeoX::gather(int u) {
@@ -204,7 +218,7 @@ Tensor GPTNeoX::forward(const Tensor& input_ids, std::int64_t position_offset) {
   // Units left gathered by an earlier forward_loss without backward.
   if (hooks_) release_output();
   gather(0);
-  layers_.front()->forward(ctx, a.ids, a.stream[0]);
+  layers_->embedding.forward(ctx, a.ids, a.stream[0]);
   release(0);
   for (std::int64_t l = 0; l < config_.num_layers; ++l) {
     gather(static_cast<int>(l + 1));
@@ -212,14 +226,14 @@ Tensor GPTNeoX::forward(const Tensor& input_ids, std::int64_t position_offset) {
     release(static_cast<int>(l + 1));
   }
   gather_output();
-  layers_.back()->forward(ctx, a.stream.back(), a.logits);
+  layers_->output.forward(ctx, a.stream.back(), a.logits);
   if (!keep_output_) release_output();
   return a.logits.view({B, T, config_.padded_vocab_size()});
 }
 
 void GPTNeoX::run_block(const LayerContext& ctx, std::int64_t l, Tensor& out) {
   Activations& a = *acts_;
-  auto& block = static_cast<layers::TransformerLayer&>(*layers_[static_cast<std::size_t>(l + 1)]);
+  auto& block = layers_->blocks[static_cast<std::size_t>(l)];
   block.bind(&a.blocks[static_cast<std::size_t>(l % static_cast<std::int64_t>(a.blocks.size()))]);
   block.forward(ctx, a.stream[static_cast<std::size_t>(l)], out);
 }
@@ -272,7 +286,7 @@ void GPTNeoX::backward(float loss_scale) {
   Tensor* dout = &a.d_a;
   Tensor* din = &a.d_b;
   gather_output();  // still gathered since forward_loss
-  layers_.back()->backward(ctx, a.logits, *dout);
+  layers_->output.backward(ctx, a.logits, *dout);
   gradients_ready(output_unit());
   release_output();
   // Chunk by chunk from the last: with checkpointing, first recompute the
@@ -290,7 +304,7 @@ void GPTNeoX::backward(float loss_scale) {
       }
     for (std::int64_t l = end - 1; l >= begin; --l) {
       gather(static_cast<int>(l + 1));
-      layers_[static_cast<std::size_t>(l + 1)]->backward(ctx, *dout, *din);
+      layers_->blocks[static_cast<std::size_t>(l)].backward(ctx, *dout, *din);
       gradients_ready(static_cast<int>(l + 1));
       release(static_cast<int>(l + 1));
       std::swap(dout, din);
@@ -298,8 +312,7 @@ void GPTNeoX::backward(float loss_scale) {
     end = begin;
   }
   // The embedding's backward reads no weights, only its gradients.
-  Tensor none;
-  layers_.front()->backward(ctx, *dout, none);
+  layers_->embedding.backward(ctx, *dout);
   gradients_ready(0);
 }
 
@@ -402,17 +415,17 @@ Tensor GPTNeoX::forward_cached(const Tensor& input_ids, InferenceCache& cache, b
   Tensor* y = &s.stream_b;
   if (hooks_) release_output();
   gather(0);
-  static_cast<const layers::EmbeddingLayer&>(*layers_.front()).forward_cached(ctx, ids, *x);
+  layers_->embedding.forward_cached(ctx, ids, *x);
   release(0);
   for (std::int64_t l = 0; l < config_.num_layers; ++l) {
-    auto& block = static_cast<const layers::TransformerLayer&>(*layers_[static_cast<std::size_t>(l + 1)]);
     gather(static_cast<int>(l + 1));
-    block.forward_cached(ctx, *x, *y, s.kv[static_cast<std::size_t>(l)], s.block);
+    const auto i = static_cast<std::size_t>(l);
+    layers_->blocks[i].forward_cached(ctx, *x, *y, s.kv[i], s.block);
     release(static_cast<int>(l + 1));
     std::swap(x, y);
   }
   gather_output();
-  auto& output = static_cast<const layers::OutputLayer&>(*layers_.back());
+  const layers::OutputLayer& output = layers_->output;
   if (last_only && T > 1) {
     for (std::int64_t b = 0; b < B; ++b) {
       Tensor dst = s.last.rows(b, b + 1);

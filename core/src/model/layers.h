@@ -1,17 +1,32 @@
 // SPDX-License-Identifier: Apache-2.0
-// The GPT-NeoX layers (internal to the core): token embedding, transformer
-// block, and the output head (final LayerNorm + unembedding). Each is a
-// neox::Layer with an explicit forward and backward.
+// The GPT-NeoX layers (internal to the library): token embedding,
+// transformer block, and the output head (final LayerNorm + unembedding),
+// each with an explicit forward and backward in the style of llm.c.
+//
+// A layer declares its parameters into the arena once, before the arena
+// allocates; forward() runs one micro-batch and keeps what its backward
+// needs; backward() reads the gradient of its output, writes the gradient
+// of its input and accumulates into its parameter gradients. Calls
+// alternate: forward, then at most one backward of that forward.
+// forward_cached() is the inference path (generation): it keeps nothing
+// for backward, so it may run between a forward and its backward.
 #pragma once
 
 #include <memory>
 
 #include "neox/backend.h"
-#include "neox/model/layer.h"
 #include "neox/error.h"
 #include "neox/model/gpt_neox.h"
 
 namespace neox::layers {
+
+// The batch a layer call runs on.
+struct LayerContext {
+  Backend* backend = nullptr;
+  std::int64_t batch = 0;            // B
+  std::int64_t seq = 0;              // T
+  std::int64_t position_offset = 0;  // position of the first token
+};
 
 // Gradient buffers the blocks share during backward (one block runs at a
 // time), sized by the model for the current batch. N = B*T.
@@ -62,13 +77,13 @@ void linear_backward(Kernels& k, Tensor& dx, Tensor& dw, Tensor& db, const Tenso
                      const Tensor& x, const Tensor& w);
 
 // in: token ids i32 [N]; out: [N, C]. Adds learned positions when configured.
-class EmbeddingLayer final : public Layer {
+class EmbeddingLayer {
  public:
   explicit EmbeddingLayer(const ModelConfig& cfg) : cfg_(cfg) {}
-  std::string name() const override { return "embedding"; }
-  void declare(ParameterArena& arena) override;
-  void forward(const LayerContext& ctx, const Tensor& ids, Tensor& out) override;
-  void backward(const LayerContext& ctx, const Tensor& dout, Tensor& din) override;
+  void declare(ParameterArena& arena);
+  void forward(const LayerContext& ctx, const Tensor& ids, Tensor& out);
+  // Accumulates the tables' gradients (token ids have none).
+  void backward(const LayerContext& ctx, const Tensor& dout);
   int table_index() const { return wte_; }
   // Inference: forward() without keeping anything for backward (positions
   // start at ctx.position_offset, as in forward()).
@@ -85,17 +100,16 @@ class EmbeddingLayer final : public Layer {
 };
 
 // One GPT-NeoX layer: [N, C] -> [N, C].
-class TransformerLayer final : public Layer {
+class TransformerLayer {
  public:
   TransformerLayer(const ModelConfig& cfg, int index, BlockScratch* scratch)
       : cfg_(cfg), index_(index), scratch_(scratch) {}
-  std::string name() const override { return "layers." + std::to_string(index_); }
-  void declare(ParameterArena& arena) override;
+  void declare(ParameterArena& arena);
   // forward() writes, and backward() reads, the buffers bound last (the
   // model binds one set per block, or per block of a checkpointed chunk).
   void bind(BlockBuffers* buffers) { acts_ = buffers; }
-  void forward(const LayerContext& ctx, const Tensor& in, Tensor& out) override;
-  void backward(const LayerContext& ctx, const Tensor& dout, Tensor& din) override;
+  void forward(const LayerContext& ctx, const Tensor& in, Tensor& out);
+  void backward(const LayerContext& ctx, const Tensor& dout, Tensor& din);
   // Inference: the forward of ctx.seq new tokens per sequence at positions
   // ctx.position_offset.., whose attention (attention_decode) appends their
   // keys and values to `kv` and attends to every earlier position there.
@@ -121,13 +135,12 @@ class TransformerLayer final : public Layer {
 };
 
 // Final LayerNorm and unembedding: [N, C] -> logits [N, V].
-class OutputLayer final : public Layer {
+class OutputLayer {
  public:
   OutputLayer(const ModelConfig& cfg, const EmbeddingLayer* tied) : cfg_(cfg), tied_(tied) {}
-  std::string name() const override { return "output"; }
-  void declare(ParameterArena& arena) override;
-  void forward(const LayerContext& ctx, const Tensor& in, Tensor& logits) override;
-  void backward(const LayerContext& ctx, const Tensor& dlogits, Tensor& din) override;
+  void declare(ParameterArena& arena);
+  void forward(const LayerContext& ctx, const Tensor& in, Tensor& logits);
+  void backward(const LayerContext& ctx, const Tensor& dlogits, Tensor& din);
   // Inference: forward() into the given buffers ([N,C], [N], [N]), keeping
   // nothing for backward.
   void forward_cached(const LayerContext& ctx, const Tensor& in, Tensor& logits, Tensor& ln, Tensor& mean,

@@ -103,7 +103,7 @@ void TransformerLayer::run(const LayerContext& ctx, const Tensor& in, Tensor& ou
 
 void TransformerLayer::forward(const LayerContext& ctx, const Tensor& in, Tensor& out) {
   if (!acts_ || acts_->qkv.dim(0) != ctx.batch * ctx.seq || !acts_->lse.defined() || acts_->lse.dim(2) != ctx.seq)
-    throw Error(name() + ": forward without buffers bound for a [" + std::to_string(ctx.batch) + ", " +
+    throw Error("layers." + std::to_string(index_) + ": forward without buffers bound for a [" + std::to_string(ctx.batch) + ", " +
                 std::to_string(ctx.seq) + "] batch");
   in_ = in;
   Kernels& k = ctx.backend->kernels;

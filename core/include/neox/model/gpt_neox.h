@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// GPTNeoX: the model built from its layers, and how it computes.
+// GPTNeoX: the model, one explicit sequence of its layers (token embedding,
+// num_layers transformer blocks, output layer) over one parameter arena; and
+// the key/value cache of generation.
 #pragma once
 
 #include <cstdint>
@@ -11,14 +13,15 @@
 #include "neox/arena.h"
 #include "neox/export.h"
 #include "neox/model/model_config.h"
-#include "neox/model/layer.h"
 #include "neox/tensor.h"
 
 namespace neox {
 
 class Backend;
-
 class GPTNeoX;
+namespace layers {
+struct LayerContext;
+}  // namespace layers
 
 // The key/value cache of generation: every layer's keys and values for a
 // batch of sequences that grow a chunk at a time, plus the activations of
@@ -131,7 +134,7 @@ class NEOX_API GPTNeoX {
   void ensure_batch(std::int64_t B, std::int64_t T);
   // Forward of block l (0-based) from the stream's input l into `out`, in
   // the buffers of its slot.
-  void run_block(const LayerContext& ctx, std::int64_t l, Tensor& out);
+  void run_block(const layers::LayerContext& ctx, std::int64_t l, Tensor& out);
   // The hooks around unit u (no-ops without hooks).
   void gather(int u);
   void release(int u);
@@ -139,14 +142,16 @@ class NEOX_API GPTNeoX {
   // The units the output layer reads: its own, and the embedding's if tied.
   void gather_output();
   void release_output();
-  int output_unit() const { return static_cast<int>(layers_.size()) - 1; }
+  // Parameter units: 0 the embedding, 1..num_layers the blocks, then the output layer.
+  int output_unit() const { return static_cast<int>(config_.num_layers) + 1; }
   ModelConfig config_;
   ParameterHooks* hooks_ = nullptr;
   bool keep_output_ = false;  // forward_loss: the output units stay gathered for backward
   ComputeOptions compute_;
   std::shared_ptr<Backend> backend_;
   ParameterArena arena_;
-  std::vector<std::unique_ptr<Layer>> layers_;
+  struct Layers;  // the layers themselves (core/src/model/layers.h)
+  std::unique_ptr<Layers> layers_;
   struct Activations;
   std::unique_ptr<Activations> acts_;
 };
