@@ -22,6 +22,7 @@
 #include "neox/optimizer.h"
 #include "neox/registry.h"
 #include "neox/text/tokenizers.h"
+#include "gradient_average.h"
 #include "run_log.h"
 
 namespace neox {
@@ -71,53 +72,6 @@ void check_same_architecture(const ModelConfig& cfg, const ModelConfig& hf, cons
   cmp("layernorm_epsilon", cfg.layernorm_epsilon, hf.layernorm_epsilon);
 }
 
-// Data parallelism with training.zero_overlap_comm: during the last
-// micro-batch's backward, each unit's gradients are averaged over the ranks
-// (started, in buckets of at most `bucket` elements) as soon as the unit is
-// done, while backward goes on with the units before it.
-class OverlappedGradientAverage final : public ParameterHooks {
- public:
-  OverlappedGradientAverage(Communicator& comm, ParameterArena& arena, std::int64_t bucket)
-      : comm_(comm), arena_(arena), bucket_(bucket), started_(arena.units().size(), false) {}
-
-  // The next backward is the step's last: reduce during it.
-  void arm() {
-    armed_ = true;
-    std::fill(started_.begin(), started_.end(), false);
-  }
-  // After that backward: waits for every reduction (and reduces any unit
-  // that backward did not report).
-  void finish() {
-    for (std::size_t u = 0; u < started_.size(); ++u)
-      if (!started_[u]) start(static_cast<int>(u));
-    comm_.wait(last_);
-    armed_ = false;
-  }
-
-  void gather(int) override {}
-  void release(int) override {}
-  void gradients_ready(int unit) override {
-    if (armed_ && !started_.at(static_cast<std::size_t>(unit))) start(unit);
-  }
-
- private:
-  void start(int unit) {
-    started_[static_cast<std::size_t>(unit)] = true;
-    Tensor grads = arena_.unit_grads(unit);
-    for (std::int64_t begin = 0; begin < grads.numel(); begin += bucket_) {
-      Tensor part = grads.slice(begin, std::min(bucket_, grads.numel() - begin));
-      last_ = comm_.all_reduce_start(part, ReduceOp::avg);
-    }
-  }
-
-  Communicator& comm_;
-  ParameterArena& arena_;
-  std::int64_t bucket_;
-  std::vector<bool> started_;
-  bool armed_ = false;
-  CommTicket last_ = 0;
-};
-
 class Trainer {
  public:
   explicit Trainer(const Config& config) : cfg_(config), tc_(config.training), schedule_(config.optimizer, tc_.train_iters) {}
@@ -125,8 +79,19 @@ class Trainer {
   TrainResult run();
 
  private:
+  // setup(), in order: the plugins and the run log, the model, its
+  // weights, the gradient averaging, the data; then the summary lines.
   void setup();
+  void make_plugins();
+  void make_model();
   void check_tokenizer();
+  // Weights from hf:DIR, a checkpoint or the init methods; when resuming,
+  // the trainer's own state too. Returns the checkpoint resumed from ("" if none).
+  std::string load_weights(CheckpointState& resumed);
+  void set_up_gradient_averaging();
+  void make_data(const CheckpointState* resumed);
+  void log_setup();
+  std::int64_t global_batch() const;
   double train_step();
   double evaluate(Split split, std::int64_t batches);
   void save();
@@ -178,17 +143,6 @@ void check_supported(const Config& c) {
   (void)optimizer_plugin(c);  // refuses a zero_stage the optimizer cannot honour
 }
 
-// Averages the whole gradient arena over the ranks in buckets of at most
-// `bucket` elements, last layers first (the order backward finishes them).
-void all_reduce_in_buckets(Communicator& comm, Tensor& grads, std::int64_t bucket) {
-  for (std::int64_t end = grads.numel(); end > 0;) {
-    const std::int64_t begin = std::max<std::int64_t>(0, end - bucket);
-    Tensor part = grads.slice(begin, end - begin);
-    comm.all_reduce(part, ReduceOp::avg);
-    end = begin;
-  }
-}
-
 // Every rank must train with the same settings: compares a hash of each
 // rank's whole config (config_to_toml, defaults and --set overrides
 // included) and refuses to start, on every rank, naming the ranks that
@@ -231,8 +185,26 @@ void Trainer::check_tokenizer() {
                      cfg_.model.vocab_size);
 }
 
+std::int64_t Trainer::global_batch() const {
+  return tc_.train_micro_batch_size_per_gpu * tc_.gradient_accumulation_steps * comm_->size();
+}
+
 void Trainer::setup() {
   check_supported(cfg_);
+  make_plugins();
+  make_model();
+  CheckpointState resumed;
+  const std::string resume_path = load_weights(resumed);
+  set_up_gradient_averaging();
+  if (!resume_path.empty()) load_optimizer_state(resume_path, *optimizer_, model_->arena().numel());
+  make_data(resume_path.empty() ? nullptr : &resumed);
+  log_setup();
+}
+
+// The communicator first (every rank must agree on the config before
+// anything is written), then the run directory, the backend and the
+// optimizer.
+void Trainer::make_plugins() {
   registry_ = std::make_unique<PluginRegistry>(cfg_.plugins.search_paths);
   comm_ = registry_->make_comm(cfg_.plugins.comm, cfg_.plugins.options_for(cfg_.plugins.comm));
   check_same_config_on_all_ranks(*comm_, cfg_);
@@ -249,9 +221,14 @@ void Trainer::setup() {
     log_->log().info("training.zero_stage {} on one rank: nothing to partition, optimizer {}", tc_.zero_stage, optimizer);
   }
   optimizer_ = registry_->make_optimizer(optimizer, optimizer_options(cfg_, optimizer));
+}
+
+// The model, its arena already partitioned as the optimizer keeps it (what
+// the optimizer partitions is never allocated whole: under ZeRO-3 no rank
+// holds the whole model, not even while initialising, loading or saving);
+// the optimizer takes the arena and the model calls its hooks.
+void Trainer::make_model() {
   const ComputeOptions compute = compute_options(tc_);
-  // What the optimizer partitions is never allocated whole (ZeRO-3: no rank
-  // holds the whole model, not even while initialising, loading or saving).
   model_ = std::make_unique<GPTNeoX>(cfg_.model, backend_, compute, optimizer_->arena_partitioning());
   check_tokenizer();
   if (compute.dtype == DType::f16)
@@ -259,99 +236,100 @@ void Trainer::setup() {
                                                             tc_.loss_scale_window, tc_.hysteresis,
                                                             tc_.min_loss_scale});
   rng_.seed(tc_.seed);
-
-  const std::int64_t B = tc_.train_micro_batch_size_per_gpu, T = cfg_.model.seq_length;
-  const std::int64_t global_batch = B * tc_.gradient_accumulation_steps * comm_->size();
-  tokens_per_step_ = global_batch * T;
-
+  tokens_per_step_ = global_batch() * cfg_.model.seq_length;
   // The optimizer takes the arena first; its hooks then receive the weights
   // unit by unit (ZeRO-3 keeps only each rank's part of each).
   optimizer_->init_arena(*backend_, *comm_, model_->arena(), static_cast<float>(cfg_.optimizer.weight_decay));
   comm_->set_stream(backend_->native_stream());
   model_->set_parameter_hooks(optimizer_->hooks());
+}
 
-  // Weights: hf:DIR, a checkpoint (with the optimizer state unless
-  // finetuning), or fresh.
-  CheckpointState resumed;
-  std::string resume_path;
-  const bool resuming = !tc_.load.empty() && tc_.load.rfind("hf:", 0) != 0 && !tc_.finetune;
+std::string Trainer::load_weights(CheckpointState& resumed) {
   if (tc_.load.rfind("hf:", 0) == 0) {
     const std::string dir = tc_.load.substr(3);
     check_same_architecture(cfg_.model, read_hf_config(dir), dir);
     load_hf_weights(*model_, dir);
     log_->log().info("weights from Hugging Face directory {}", dir);
-  } else if (!tc_.load.empty()) {
-    const std::string path = resolve_checkpoint(tc_.load);
-    resumed = load_checkpoint(path, *model_, nullptr);
-    log_->log().info("{} from {}", resuming ? "resuming" : "fine-tuning weights", path);
-    if (resuming) {
-      resume_path = path;
-      iteration_ = resumed.iteration;
-      if (auto it = resumed.trainer_values.find("skipped_steps"); it != resumed.trainer_values.end())
-        skipped_steps_ = static_cast<std::int64_t>(it->second);
-      // A changed global batch is allowed (a new phase of training), but
-      // then the run is not the continuation of the saved one: resharding
-      // onto another number of ranks must keep it.
-      if (auto it = resumed.trainer_values.find("global_batch_size");
-          it != resumed.trainer_values.end() && static_cast<std::int64_t>(it->second) != global_batch)
-        log_->log().warn("resuming with a global batch of {} sequences ({} x {} micro-batches x {} ranks), but {} "
-                         "was trained with {}: the data order and the results differ from an uninterrupted run "
-                         "(keep train_micro_batch_size_per_gpu x gradient_accumulation_steps x ranks the same)",
-                         global_batch, B, tc_.gradient_accumulation_steps, comm_->size(), path,
-                         static_cast<std::int64_t>(it->second));
-      if (scaler_) scaler_->load_state(resumed.trainer_values);
-      if (!resumed.rng_state.empty()) {
-        std::istringstream in(resumed.rng_state);
-        in >> rng_;
-      }
-    }
-  } else {
+    return {};
+  }
+  if (tc_.load.empty()) {
     model_->initialize(tc_.seed);
+    return {};
   }
-  // zero_overlap_comm: ZeRO overlaps inside its hooks; plain data parallelism
-  // through the trainer's own.
-  if (tc_.zero_overlap_comm && comm_->size() > 1) {
-    if (!comm_->overlaps()) {
-      log_->log().warn("training.zero_overlap_comm: comm '{}' cannot overlap; gradients are reduced after backward "
-                       "(ZeRO: after each layer's)",
-                       cfg_.plugins.comm);
-    } else if (optimizer_->hooks()) {
-      log_->log().info("ZeRO: each layer's gradients are reduce-scattered during backward (zero_overlap_comm)");
-    } else if (optimizer_->reduces_gradients()) {
-      log_->log().info("ZeRO: zero_overlap_comm has nothing to overlap at stage 1 (gradients reduced after the "
-                       "last micro-batch)");
-    } else {
-      overlapped_average_ = std::make_unique<OverlappedGradientAverage>(*comm_, model_->arena(),
-                                                                         tc_.zero_reduce_bucket_size);
-      model_->set_parameter_hooks(overlapped_average_.get());
-      log_->log().info("data parallel: gradients averaged during backward, {} elements per all-reduce at most "
-                       "(zero_overlap_comm)",
-                       tc_.zero_reduce_bucket_size);
-    }
+  const bool resuming = !tc_.finetune;
+  const std::string path = resolve_checkpoint(tc_.load);
+  resumed = load_checkpoint(path, *model_, nullptr);
+  log_->log().info("{} from {}", resuming ? "resuming" : "fine-tuning weights", path);
+  if (!resuming) return {};
+  iteration_ = resumed.iteration;
+  if (auto it = resumed.trainer_values.find("skipped_steps"); it != resumed.trainer_values.end())
+    skipped_steps_ = static_cast<std::int64_t>(it->second);
+  // A changed global batch is allowed (a new phase of training), but then
+  // the run is not the continuation of the saved one: resharding onto
+  // another number of ranks must keep it.
+  if (auto it = resumed.trainer_values.find("global_batch_size");
+      it != resumed.trainer_values.end() && static_cast<std::int64_t>(it->second) != global_batch())
+    log_->log().warn("resuming with a global batch of {} sequences ({} x {} micro-batches x {} ranks), but {} "
+                     "was trained with {}: the data order and the results differ from an uninterrupted run "
+                     "(keep train_micro_batch_size_per_gpu x gradient_accumulation_steps x ranks the same)",
+                     global_batch(), tc_.train_micro_batch_size_per_gpu, tc_.gradient_accumulation_steps,
+                     comm_->size(), path, static_cast<std::int64_t>(it->second));
+  if (scaler_) scaler_->load_state(resumed.trainer_values);
+  if (!resumed.rng_state.empty()) {
+    std::istringstream in(resumed.rng_state);
+    in >> rng_;
   }
-  if (!resume_path.empty()) load_optimizer_state(resume_path, *optimizer_, model_->arena().numel());
+  return path;
+}
 
-  // Data: the samples each split must supply, as GPT-NeoX computes them.
+// zero_overlap_comm: ZeRO overlaps inside its hooks; plain data parallelism
+// through OverlappedGradientAverage.
+void Trainer::set_up_gradient_averaging() {
+  if (!tc_.zero_overlap_comm || comm_->size() <= 1) return;
+  if (!comm_->overlaps()) {
+    log_->log().warn("training.zero_overlap_comm: comm '{}' cannot overlap; gradients are reduced after backward "
+                     "(ZeRO: after each layer's)",
+                     cfg_.plugins.comm);
+  } else if (optimizer_->hooks()) {
+    log_->log().info("ZeRO: each layer's gradients are reduce-scattered during backward (zero_overlap_comm)");
+  } else if (optimizer_->reduces_gradients()) {
+    log_->log().info("ZeRO: zero_overlap_comm has nothing to overlap at stage 1 (gradients reduced after the "
+                     "last micro-batch)");
+  } else {
+    overlapped_average_ =
+        std::make_unique<OverlappedGradientAverage>(*comm_, model_->arena(), tc_.zero_reduce_bucket_size);
+    model_->set_parameter_hooks(overlapped_average_.get());
+    log_->log().info("data parallel: gradients averaged during backward, {} elements per all-reduce at most "
+                     "(zero_overlap_comm)",
+                     tc_.zero_reduce_bucket_size);
+  }
+}
+
+// The data source, with the samples each split must supply as GPT-NeoX
+// computes them, at the positions a resumed run had reached.
+void Trainer::make_data(const CheckpointState* resumed) {
   if (cfg_.plugins.data.empty())
     throw Error((cfg_.path.empty() ? std::string("config") : cfg_.path) +
                 ": plugins.data: no data source chosen (e.g. \"mmap\" with [plugins.options.mmap] data_path)");
   DataContext ctx;
-  ctx.seq_length = T;
-  ctx.micro_batch_size = B;
+  ctx.seq_length = cfg_.model.seq_length;
+  ctx.micro_batch_size = tc_.train_micro_batch_size_per_gpu;
   ctx.vocab_size = cfg_.model.vocab_size;
   ctx.seed = tc_.seed;
-  ctx.train_samples = tc_.train_iters * global_batch;
-  ctx.valid_samples = (tc_.train_iters / tc_.eval_interval + 1) * tc_.eval_iters * global_batch;
-  ctx.test_samples = tc_.eval_iters * global_batch;
+  ctx.train_samples = tc_.train_iters * global_batch();
+  ctx.valid_samples = (tc_.train_iters / tc_.eval_interval + 1) * tc_.eval_iters * global_batch();
+  ctx.test_samples = tc_.eval_iters * global_batch();
   ctx.dp_rank = comm_->rank();
   ctx.dp_size = comm_->size();
   data_ = registry_->make_data(cfg_.plugins.data, cfg_.plugins.options_for(cfg_.plugins.data), ctx);
-  if (resuming)
+  if (resumed)
     for (Split s : {Split::train, Split::valid, Split::test}) {
-      auto it = resumed.data_positions.find(split_name(s));
-      if (it != resumed.data_positions.end()) data_->seek(s, it->second);
+      auto it = resumed->data_positions.find(split_name(s));
+      if (it != resumed->data_positions.end()) data_->seek(s, it->second);
     }
+}
 
+void Trainer::log_setup() {
   const ModelConfig& m = cfg_.model;
   log_->log().info("model: {} layers, hidden {}, {} heads, seq {}, vocab {} (padded {}), {:.2f}M parameters",
                    m.num_layers, m.hidden_size, m.num_attention_heads, m.seq_length, m.vocab_size,
@@ -366,7 +344,8 @@ void Trainer::setup() {
                        ? fmt::format(", activation checkpointing every {} layer(s)", tc_.checkpoint_num_layers)
                        : std::string());
   log_->log().info("batch: {} x {} micro-batches x {} ranks = {} sequences, {} tokens per step; {} steps",
-                   B, tc_.gradient_accumulation_steps, comm_->size(), global_batch, tokens_per_step_, tc_.train_iters);
+                   tc_.train_micro_batch_size_per_gpu, tc_.gradient_accumulation_steps, comm_->size(),
+                   global_batch(), tokens_per_step_, tc_.train_iters);
   log_memory();
   log_->log().info("run directory: {}", log_->dir());
   log_->start_session(iteration_ + 1);
