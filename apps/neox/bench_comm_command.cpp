@@ -25,7 +25,7 @@
 // parallelism, 1-3 = ZeRO) over the same comm plugin and prints the bytes
 // one rank sent per step, counted by the communicator, next to neox's own
 // schedule and DeepSpeed's round figures (2 Psi for DP and stages 1-2, 3 Psi
-// for stage 3; Psi = f32 parameter bytes; docs/distributed.md).
+// for stage 3; Psi = f32 parameter bytes; docs/reference/distributed.md).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -222,7 +222,7 @@ void write_json(const std::string& path, const std::vector<Row>& rows, const std
 // Training steps: bytes per step of data parallelism and each ZeRO stage.
 
 // The bytes one of n ranks sends per step under neox's schedule (see
-// docs/distributed.md, "ZeRO"), for f32 parameters.
+// docs/reference/distributed.md, "ZeRO"), for f32 parameters.
 double schedule_bytes(const ModelConfig& m, int stage, std::int64_t accumulation, int n) {
   const double f = (n - 1.0) / n;
   const double psi = 4.0 * static_cast<double>(m.num_parameters());

@@ -62,7 +62,7 @@
 // MPI_Finalize, which would wait for the missing ranks forever. Exit
 // handlers run after main has printed the error, so the message comes out
 // first. A rank killed by a signal is normally noticed by mpirun first,
-// which ends the job naming the rank (docs/distributed.md).
+// which ends the job naming the rank (docs/reference/distributed.md).
 #include <dlfcn.h>
 #include <mpi.h>
 
