@@ -11,6 +11,7 @@
 #include "neox/backend.h"
 #include "neox/train/config.h"
 #include "neox/registry.h"
+#include "neox/text/tokenizers.h"
 
 namespace neox::app {
 
@@ -36,5 +37,10 @@ Config config_from_args(const cxxopts::ParseResult& args);
 std::unique_ptr<PluginRegistry> make_registry(const Config& config);
 // The manifest's backend with its kernel overrides.
 std::shared_ptr<Backend> make_backend(PluginRegistry& registry, const Config& config);
+// The tokenizer of --tokenizer-type TYPE [--vocab-file] [--merge-file]: a
+// built-in type, or a tokenizer plugin found on NEOX_PLUGIN_PATH or in
+// neox's plugin directory (which gets the files as vocab_file/merge_file).
+std::shared_ptr<const Tokenizer> tokenizer_from_options(const std::string& type, const std::string& vocab_file,
+                                                        const std::string& merge_file);
 
 }  // namespace neox::app

@@ -6,7 +6,6 @@
 #include <iostream>
 
 #include "commands.h"
-#include "neox/text/byte_tokenizer.h"
 #include "neox/text/tokenizers.h"
 #include "neox/train/checkpoint.h"
 #include "neox/error.h"
@@ -34,24 +33,23 @@ int to_hf(const cxxopts::ParseResult& args, const Config& run_config) {
   const std::string config_file = (fs::path(checkpoint) / "config.toml").string();
   const Config saved = parse_config(read_checkpoint_config(checkpoint), config_file);
   HfExportOptions options;
-  if (saved.plugins.tokenizer == "byte")  // the built-in byte tokenizer: one end-of-document token
-    options.bos_token_id = options.eos_token_id = ByteTokenizer::kEod;
   // The checkpoint's [tokenizer]: its end-of-document token is bos and eos
   // (as in GPT-NeoX-20B's and Pythia's config.json), and its files go beside
   // the weights.
-  const auto tokenizer = make_tokenizer(saved.tokenizer, config_file);
+  auto registry = make_registry(run_config);
+  const auto tokenizer =
+      make_tokenizer(saved.tokenizer, config_file, registry.get(), saved.plugins.options_for(saved.tokenizer.type));
   if (tokenizer) options.bos_token_id = options.eos_token_id = tokenizer->eod_id();
   if (args.count("bos-token-id")) options.bos_token_id = args["bos-token-id"].as<std::int64_t>();
   if (args.count("eos-token-id")) options.eos_token_id = args["eos-token-id"].as<std::int64_t>();
   (void)hf_config_json(saved.model, options);  // refuse unrepresentable models before loading anything
 
-  auto registry = make_registry(run_config);
   auto backend = make_backend(*registry, run_config);
   GPTNeoX model(saved.model, backend);
   const CheckpointState state = load_checkpoint(checkpoint, model, nullptr);
   save_hf(model, out, options);
-  for (const auto& [name, source] : tokenizer_files(saved.tokenizer))
-    fs::copy_file(source, fs::path(out) / name, fs::copy_options::overwrite_existing);
+  for (const TokenizerFile& f : tokenizer_files(saved.tokenizer))
+    fs::copy_file(f.path, fs::path(out) / f.name, fs::copy_options::overwrite_existing);
   std::cout << "wrote " << out << " (GPTNeoXForCausalLM, " << saved.model.num_parameters() << " parameters) from "
             << checkpoint << " (iteration " << state.iteration << ")\n";
   return 0;

@@ -73,7 +73,7 @@ int data_inspect(int argc, char** argv) {
   for (auto t : ids) std::cout << " " << t;
   std::cout << "\n";
   try {
-    auto tok = make_tokenizer(args["tokenizer-type"].as<std::string>(), args["vocab-file"].as<std::string>(),
+    auto tok = tokenizer_from_options(args["tokenizer-type"].as<std::string>(), args["vocab-file"].as<std::string>(),
                               args["merge-file"].as<std::string>());
     std::cout << "decoded (" << args["tokenizer-type"].as<std::string>() << "): " << tok->decode(ids) << "\n";
   } catch (const Error& e) {

@@ -37,8 +37,8 @@ namespace {
 // files say about tokens.
 struct LoadedModel {
   std::unique_ptr<GPTNeoX> model;
-  std::string tokenizer_name;            // a checkpoint config's [plugins] tokenizer ("" if none)
   TokenizerConfig tokenizer;             // a checkpoint config's [tokenizer] (type "" if none)
+  Options tokenizer_options;             // and its [plugins.options.<type>] (a tokenizer plugin's)
   std::string config_path;               // the checkpoint's config.toml
   std::optional<std::int32_t> eos_id;    // config.json's eos_token_id
   std::string hf_dir;                    // the Hugging Face directory ("" for a checkpoint)
@@ -60,22 +60,23 @@ LoadedModel load_model(const std::string& path, const std::shared_ptr<Backend>& 
   const Config saved = parse_config(read_checkpoint_config(checkpoint), (fs::path(checkpoint) / "config.toml").string());
   m.model = std::make_unique<GPTNeoX>(saved.model, backend);
   load_checkpoint(checkpoint, *m.model, nullptr);
-  m.tokenizer_name = saved.plugins.tokenizer;
   m.tokenizer = saved.tokenizer;
+  m.tokenizer_options = saved.plugins.options_for(saved.tokenizer.type);
   m.config_path = saved.path;
   return m;
 }
 
 // The tokenizer for text in and out, or null for token ids only. `requested`
 // is --tokenizer: auto (a Hugging Face directory's tokenizer.json, or its
-// vocab.json + merges.txt; a checkpoint's [tokenizer], whose files the
-// checkpoint holds; else the byte tokenizer when the checkpoint names it, or
-// names none and the model's vocab_size is 257), byte, none, or the path of
+// vocab.json + merges.txt; a checkpoint's [tokenizer], a built-in type or a
+// tokenizer plugin, whose files the checkpoint holds; else the byte
+// tokenizer when the model's vocab_size is 257), byte, none, or the path of
 // a tokenizer.json (docs/tokenizers.md).
-std::unique_ptr<Tokenizer> make_tokenizer(const std::string& requested, const LoadedModel& m) {
+std::shared_ptr<const Tokenizer> make_tokenizer(const std::string& requested, const LoadedModel& m,
+                                                PluginRegistry& registry) {
   const ModelConfig& cfg = m.model->config();
   if (requested == "none") return nullptr;
-  std::unique_ptr<Tokenizer> t;
+  std::shared_ptr<const Tokenizer> t;
   const fs::path dir(m.hf_dir);
   if (requested == "byte") {
     t = std::make_unique<ByteTokenizer>();
@@ -88,8 +89,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& requested, const Lo
   } else if (!m.hf_dir.empty() && fs::is_regular_file(dir / "vocab.json") && fs::is_regular_file(dir / "merges.txt")) {
     t = neox::make_tokenizer("GPT2BPETokenizer", (dir / "vocab.json").string(), (dir / "merges.txt").string());
   } else if (!m.tokenizer.type.empty()) {  // the checkpoint's [tokenizer], files in the checkpoint
-    t = neox::make_tokenizer(m.tokenizer, m.config_path);
-  } else if (m.tokenizer_name == "byte" || (m.tokenizer_name.empty() && cfg.vocab_size == 257)) {
+    t = neox::make_tokenizer(m.tokenizer, m.config_path, &registry, m.tokenizer_options);
+  } else if (cfg.vocab_size == 257) {
     return std::make_unique<ByteTokenizer>();
   } else {
     return nullptr;
@@ -307,7 +308,7 @@ int cmd_generate(int argc, char** argv) {
   auto registry = make_registry(config);
   auto backend = make_backend(*registry, config);
   LoadedModel loaded = load_model(args["model"].as<std::string>(), backend);
-  auto tokenizer = make_tokenizer(args["tokenizer"].as<std::string>(), loaded);
+  auto tokenizer = make_tokenizer(args["tokenizer"].as<std::string>(), loaded, *registry);
 
   Session s;
   s.model = loaded.model.get();

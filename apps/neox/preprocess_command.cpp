@@ -356,7 +356,7 @@ int cmd_preprocess(int argc, char** argv) {
   }
   if (files.empty()) throw Error("preprocess: no input files");
 
-  auto tokenizer = make_tokenizer(args["tokenizer-type"].as<std::string>(), args["vocab-file"].as<std::string>(),
+  auto tokenizer = tokenizer_from_options(args["tokenizer-type"].as<std::string>(), args["vocab-file"].as<std::string>(),
                                   args["merge-file"].as<std::string>());
   const DType dtype = best_token_dtype(tokenizer->vocab_size());
   const std::string out = args["output-prefix"].as<std::string>();

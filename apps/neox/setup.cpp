@@ -31,4 +31,11 @@ std::shared_ptr<Backend> make_backend(PluginRegistry& registry, const Config& co
   return registry.make_backend(config.plugins.backend, config.plugins.kernels, config.plugins.options);
 }
 
+std::shared_ptr<const Tokenizer> tokenizer_from_options(const std::string& type, const std::string& vocab_file,
+                                                        const std::string& merge_file) {
+  if (is_builtin_tokenizer(type)) return make_tokenizer(type, vocab_file, merge_file);
+  PluginRegistry registry;
+  return make_tokenizer(TokenizerConfig{type, vocab_file, merge_file}, "--tokenizer-type", &registry);
+}
+
 }  // namespace neox::app

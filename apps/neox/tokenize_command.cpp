@@ -121,7 +121,7 @@ int cmd_tokenize(int argc, char** argv) {
   if (threads < 0) throw Error("tokenize: --threads must be 0 (automatic) or more");
 
   const auto load_start = std::chrono::steady_clock::now();
-  auto tokenizer = make_tokenizer(args["tokenizer-type"].as<std::string>(),
+  auto tokenizer = tokenizer_from_options(args["tokenizer-type"].as<std::string>(),
                                   args.count("vocab-file") ? args["vocab-file"].as<std::string>() : "",
                                   args.count("merge-file") ? args["merge-file"].as<std::string>() : "");
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();

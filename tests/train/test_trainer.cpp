@@ -412,4 +412,39 @@ TEST(Trainer, TokenizerFromTheConfigIsCheckedAndSavedWithTheCheckpoint) {
   fs::remove_all(dir);
 }
 
+// A tokenizer plugin ([tokenizer] type = its name, tests/plugins/word_tokenizer.cpp):
+// checked against the vocabulary like a built-in one, its file copied into
+// every checkpoint under its own name, and found again by `neox generate`.
+TEST(Trainer, TokenizerPluginTravelsWithTheCheckpoint) {
+  const std::string dir = temp_dir("tokenizer_plugin");
+  fs::create_directories(dir);
+  std::string words = "<eod>\n";
+  for (int i = 1; i < 20; ++i) words += "w" + std::to_string(i) + "\n";
+  std::ofstream(dir + "/words.txt") << words;
+  std::ofstream(dir + "/c.toml") << small_config(dir)
+                                 << "[plugins.options.test-words]\nlowercase = true\n"
+                                 << "[tokenizer]\ntype = \"test-words\"\nvocab_file = \"words.txt\"\n";
+  const std::string search = "plugins.search_paths=[\"" + neox::test::test_plugin_dir() + "\"]";
+  neox::TrainResult r = neox::train(neox::load_config(dir + "/c.toml", {search}));
+  ASSERT_EQ(r.train_losses.size(), 8u);
+  EXPECT_NE(read_text(r.run_dir + "/train.log").find("tokenizer: test-words with 20 tokens"), std::string::npos);
+  const std::string ckpt = neox::resolve_checkpoint(dir + "/ckpt");
+  EXPECT_EQ(read_text(ckpt + "/words.txt"), words);
+  EXPECT_NE(read_text(ckpt + "/config.toml").find("vocab_file = \"words.txt\""), std::string::npos);
+
+  // Generation finds the plugin on NEOX_PLUGIN_PATH and the vocabulary in
+  // the checkpoint; the plugin's options come from the run's config.
+  fs::remove(dir + "/words.txt");
+  auto g = neox::test::run_command("NEOX_PLUGIN_PATH=" + neox::test::test_plugin_dir() + " " +
+                                   neox::test::neox_binary() + " generate --model " + dir +
+                                   "/ckpt --prompt \"W1 w2\" --max-new-tokens 3 --seed 1 --eod-id=-1");
+  ASSERT_EQ(g.status, 0) << g.output;
+  EXPECT_NE(g.output.find("generated 3 tokens"), std::string::npos) << g.output;
+  // Without the plugin there is no such tokenizer, and the error says so.
+  auto none = neox::test::run_neox("generate --model " + dir + "/ckpt --prompt \"w1\" --max-new-tokens 1");
+  EXPECT_NE(none.status, 0) << none.output;
+  EXPECT_NE(none.output.find("no tokenizer plugin named 'test-words'"), std::string::npos) << none.output;
+  fs::remove_all(dir);
+}
+
 }  // namespace

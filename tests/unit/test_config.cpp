@@ -185,6 +185,37 @@ TEST(ConfigValues, TokenizerFilesAreRelativeToTheConfigFile) {
   EXPECT_EQ(Config().tokenizer.type, "") << "no tokenizer by default";
 }
 
+// [tokenizer] type names a built-in tokenizer or a tokenizer plugin, which
+// takes vocab_file and merge_file as it likes (the plugin checks them).
+TEST(ConfigValues, TokenizerTypeMayNameAPlugin) {
+  Config c = parse_config("[tokenizer]\ntype = \"sentencepiece\"\nvocab_file = \"t.model\"\nmerge_file = \"x\"\n",
+                          "some/dir/run.toml");
+  EXPECT_EQ(c.tokenizer.type, "sentencepiece");
+  EXPECT_EQ(c.tokenizer.vocab_file, "some/dir/t.model");
+  EXPECT_EQ(c.tokenizer.merge_file, "some/dir/x");
+  EXPECT_CONTAINS(error_of("[tokenizer]\ntype = \"Sentence Piece\"\n"),
+                  "dir/t.toml:2:8: tokenizer.type: \"Sentence Piece\" is neither a built-in tokenizer (HFTokenizer, "
+                  "GPT2BPETokenizer, CharLevelTokenizer, byte) nor the name of a tokenizer plugin");
+}
+
+// plugins.tokenizer named a tokenizer plugin that nothing made; every
+// config.toml saved with a checkpoint holds it (as ""), so it is read:
+// "" is nothing, "byte" is [tokenizer] type = "byte", anything else is
+// refused naming the key that replaced it.
+TEST(ConfigValues, RetiredPluginsTokenizerKeyStillReadsOldCheckpoints) {
+  EXPECT_EQ(parse_config("[plugins]\ntokenizer = \"\"\n", "c.toml").tokenizer.type, "");
+  EXPECT_EQ(parse_config("[plugins]\ntokenizer = \"byte\"\n[tokenizer]\ntype = \"\"\n", "c.toml").tokenizer.type,
+            "byte");
+  EXPECT_EQ(parse_config("", "c.toml", {"plugins.tokenizer=byte"}).tokenizer.type, "byte");
+  // [tokenizer] type wins over the retired key.
+  EXPECT_EQ(parse_config("[plugins]\ntokenizer = \"byte\"\n[tokenizer]\ntype = \"CharLevelTokenizer\"\n", "c.toml")
+                .tokenizer.type,
+            "CharLevelTokenizer");
+  EXPECT_CONTAINS(error_of("[plugins]\ntokenizer = \"spm\"\n"),
+                  "dir/t.toml:2:13: plugins.tokenizer: retired; name the tokenizer in [tokenizer] type");
+  EXPECT_EQ(neox::config_to_toml(Config()).find("[plugins]\ntokenizer"), std::string::npos);
+}
+
 TEST(ConfigValues, KernelsAndPluginOptions) {
   Config c = parse_config(
       "[plugins]\n"                        // 1

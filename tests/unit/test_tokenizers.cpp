@@ -25,6 +25,7 @@
 #include "neox/text/bpe_tokenizer.h"
 #include "neox/text/char_tokenizer.h"
 #include "neox/error.h"
+#include "neox/registry.h"
 #include "neox/text/tokenizers.h"
 
 namespace {
@@ -404,6 +405,59 @@ TEST(CharTokenizer, OneIdPerUtf8ByteLikeGptNeoX) {
   EXPECT_EQ(tok.decode({0x100 + 0x41}), "\u0141");     // chr(321), as GPT-NeoX's detokenize
   std::string msg = error_of([&] { tok.decode({512}); });
   EXPECT_NE(msg.find("id 512 at position 0 is outside [0, 512)"), std::string::npos) << msg;
+}
+
+// A tokenizer plugin (tests/plugins/word_tokenizer.cpp) made from a
+// [tokenizer] table: the type names the plugin, vocab_file and merge_file
+// reach it with its own [plugins.options.<name>] table.
+TEST(TokenizerPlugins, TheTypeNamesThePluginWhichGetsTheFilesAndItsOptions) {
+  const std::string dir = neox::test::temp_dir("tok", "plugin");
+  write_text(dir + "/words.txt", "<eod>\nhello\nworld\n<unk>\n");
+  neox::PluginRegistry registry({neox::test::test_plugin_dir()});
+  neox::Options options("plugins.options.test-words");
+  options.set("lowercase", true);
+  auto tok = neox::make_tokenizer({"test-words", dir + "/words.txt", ""}, "t.toml", &registry, options);
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->name(), "test-words");
+  EXPECT_EQ(tok->vocab_size(), 4);
+  EXPECT_EQ(tok->eod_id(), 0);
+  EXPECT_EQ(tok->encode("Hello  WORLD\nhello"), (Ids{1, 2, 1}));
+  EXPECT_EQ(tok->decode({2, 1}), "world hello");
+
+  // The plugin's own errors and option checks come back naming it.
+  std::string msg = error_of([&] { tok->encode("hello there"); });
+  EXPECT_NE(msg.find("\"there\" is not in the vocabulary"), std::string::npos) << msg;
+  options.set("colour", std::string("red"));
+  msg = error_of([&] { neox::make_tokenizer({"test-words", dir + "/words.txt", ""}, "t.toml", &registry, options); });
+  EXPECT_NE(msg.find("t.toml: tokenizer (test-words): tokenizer plugin 'test-words'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("plugins.options.test-words.colour"), std::string::npos) << msg;
+
+  // A file that is not there is named with its key before the plugin runs.
+  msg = error_of([&] { neox::make_tokenizer({"test-words", dir + "/nope.txt", ""}, "t.toml", &registry); });
+  EXPECT_NE(msg.find("t.toml: tokenizer.vocab_file: " + dir + "/nope.txt: no such file"), std::string::npos) << msg;
+  // No such plugin: the registry says what it found.
+  msg = error_of([&] { neox::make_tokenizer({"no-such-words", "", ""}, "t.toml", &registry); });
+  EXPECT_NE(msg.find("no tokenizer plugin named 'no-such-words'"), std::string::npos) << msg;
+  // Not a plugin name either.
+  msg = error_of([&] { neox::make_tokenizer({"WordPiece", "", ""}, "t.toml", &registry); });
+  EXPECT_NE(msg.find("tokenizer.type \"WordPiece\" is neither a built-in tokenizer (HFTokenizer, GPT2BPETokenizer, "
+                     "CharLevelTokenizer, byte) nor the name of a tokenizer plugin"),
+            std::string::npos)
+      << msg;
+  // Without a registry only the built-in types exist.
+  msg = error_of([&] { neox::make_tokenizer({"test-words", dir + "/words.txt", ""}, "t.toml"); });
+  EXPECT_NE(msg.find("unknown tokenizer type \"test-words\""), std::string::npos) << msg;
+
+  // A checkpoint keeps a plugin's files under their own names.
+  const auto files = neox::tokenizer_files({"test-words", dir + "/words.txt", "/x/extra.bin"});
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[0].key, "vocab_file");
+  EXPECT_EQ(files[0].name, "words.txt");
+  EXPECT_EQ(files[1].key, "merge_file");
+  EXPECT_EQ(files[1].name, "extra.bin");
+  EXPECT_TRUE(neox::tokenizer_files({"byte", "", ""}).empty());
+  msg = error_of([&] { neox::tokenizer_files({"test-words", "/a/words.txt", "/b/words.txt"}); });
+  EXPECT_NE(msg.find("the same file name, words.txt"), std::string::npos) << msg;
 }
 
 }  // namespace

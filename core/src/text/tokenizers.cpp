@@ -12,13 +12,18 @@
 #include "neox/text/bpe_tokenizer.h"
 #include "neox/text/byte_tokenizer.h"
 #include "neox/text/char_tokenizer.h"
-#include "neox/train/config.h"
+#include "neox/registry.h"
 #include "neox/error.h"
 
 namespace neox {
 
 std::vector<std::string> tokenizer_types() {
   return {"HFTokenizer", "GPT2BPETokenizer", "CharLevelTokenizer", "byte"};
+}
+
+bool is_builtin_tokenizer(const std::string& type) {
+  const auto types = tokenizer_types();
+  return std::find(types.begin(), types.end(), type) != types.end();
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, const std::string& vocab_file,
@@ -39,7 +44,17 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, const std::st
   throw Error("unknown tokenizer type \"" + type + "\" (known: " + known + ")");
 }
 
-std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config, const std::string& where) {
+namespace {
+
+bool valid_plugin_name(const std::string& s) {
+  return !s.empty() &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
+}
+
+}  // namespace
+
+std::shared_ptr<const Tokenizer> make_tokenizer(const TokenizerConfig& config, const std::string& where,
+                                                PluginRegistry* registry, Options options) {
   if (config.type.empty()) return nullptr;
   const std::string prefix = (where.empty() ? std::string("config") : where) + ": ";
   for (const auto& [key, file] : {std::pair<const char*, const std::string&>{"vocab_file", config.vocab_file},
@@ -47,17 +62,43 @@ std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerConfig& config, const s
     if (!file.empty() && !std::filesystem::is_regular_file(file))
       throw Error(prefix + "tokenizer." + key + ": " + file + ": no such file");
   }
+  if (is_builtin_tokenizer(config.type) || !registry) {
+    try {
+      return make_tokenizer(config.type, config.vocab_file, config.merge_file);
+    } catch (const Error& e) {
+      throw Error(prefix + "tokenizer (" + config.type + "): " + e.what());
+    }
+  }
+  if (!valid_plugin_name(config.type)) {
+    std::string known;
+    for (const auto& t : tokenizer_types()) known += (known.empty() ? "" : ", ") + t;
+    throw Error(prefix + "tokenizer.type \"" + config.type + "\" is neither a built-in tokenizer (" + known +
+                ") nor the name of a tokenizer plugin (lowercase letters, digits and '-')");
+  }
+  // A plugin: its options table, plus the [tokenizer] files.
+  const SourceLocation from_config{where, 0, 0};
+  if (!config.vocab_file.empty()) options.set("vocab_file", config.vocab_file, from_config);
+  if (!config.merge_file.empty()) options.set("merge_file", config.merge_file, from_config);
   try {
-    return make_tokenizer(config.type, config.vocab_file, config.merge_file);
+    return registry->make_tokenizer(config.type, options);
   } catch (const Error& e) {
     throw Error(prefix + "tokenizer (" + config.type + "): " + e.what());
   }
 }
 
-std::map<std::string, std::string> tokenizer_files(const TokenizerConfig& config) {
-  if (config.type == "HFTokenizer") return {{"tokenizer.json", config.vocab_file}};
-  if (config.type == "GPT2BPETokenizer") return {{"vocab.json", config.vocab_file}, {"merges.txt", config.merge_file}};
-  return {};
+std::vector<TokenizerFile> tokenizer_files(const TokenizerConfig& config) {
+  if (config.type == "HFTokenizer") return {{"vocab_file", "tokenizer.json", config.vocab_file}};
+  if (config.type == "GPT2BPETokenizer")
+    return {{"vocab_file", "vocab.json", config.vocab_file}, {"merge_file", "merges.txt", config.merge_file}};
+  if (config.type.empty() || is_builtin_tokenizer(config.type)) return {};
+  std::vector<TokenizerFile> files;
+  for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"vocab_file", config.vocab_file},
+                                  std::pair<const char*, const std::string&>{"merge_file", config.merge_file}})
+    if (!path.empty()) files.push_back({key, std::filesystem::path(path).filename().string(), path});
+  if (files.size() == 2 && files[0].name == files[1].name)
+    throw Error("tokenizer (" + config.type + "): vocab_file and merge_file have the same file name, " +
+                files[0].name + "; a checkpoint holds both in one directory: rename one");
+  return files;
 }
 
 std::vector<std::vector<std::int32_t>> encode_batch(const Tokenizer& tokenizer,

@@ -279,6 +279,7 @@ struct KeyDef {
   std::vector<std::string> allowed;
   bool plugin_name = false;  // [a-z0-9-]+
   bool allow_empty = true;   // for plugin names: "" means none
+  std::string values_doc;    // the reference's "allowed" column, where the checks are not the schema's
   std::string doc;
   std::function<void(Config&, const Value&)> set;
   std::function<Value(const Config&)> get;
@@ -300,6 +301,10 @@ struct KeyDef {
   }
   KeyDef&& one_of(std::vector<std::string> values) && {
     allowed = std::move(values);
+    return std::move(*this);
+  }
+  KeyDef&& values(std::string text) && {
+    values_doc = std::move(text);
     return std::move(*this);
   }
   KeyDef&& plugin(bool may_be_empty) && {
@@ -366,9 +371,6 @@ std::vector<KeyDef> build_schema() {
                   .plugin(false));
   s.push_back(field("plugins", "data", &C::plugins, &P::data,
                     "Data source plugin; empty: none chosen.")
-                  .plugin(true));
-  s.push_back(field("plugins", "tokenizer", &C::plugins, &P::tokenizer,
-                    "Tokenizer plugin; empty: none chosen.")
                   .plugin(true));
   s.push_back(field("plugins", "search_paths", &C::plugins, &P::search_paths,
                     "Extra directories searched for plugins first, relative to the config file's "
@@ -595,13 +597,16 @@ std::vector<KeyDef> build_schema() {
   // [tokenizer]
   s.push_back(field("tokenizer", "type", &C::tokenizer, &K::type,
                     "GPT-NeoX's tokenizer_type: HFTokenizer (a Hugging Face tokenizer.json), "
-                    "GPT2BPETokenizer (vocab.json + merges.txt), CharLevelTokenizer, byte; empty: none.")
-                  .one_of({"", "HFTokenizer", "GPT2BPETokenizer", "CharLevelTokenizer", "byte"}));
+                    "GPT2BPETokenizer (vocab.json + merges.txt), CharLevelTokenizer, byte; or the name of a "
+                    "`tokenizer` plugin, which gets vocab_file and merge_file with its [plugins.options.<name>] "
+                    "table; empty: none.")
+                  .values("a built-in type, a plugin name (`[a-z0-9-]+`) or empty"));
   s.push_back(field("tokenizer", "vocab_file", &C::tokenizer, &K::vocab_file,
-                    "HFTokenizer: the tokenizer.json; GPT2BPETokenizer: the vocab.json. Relative to the "
-                    "config file's directory (on the command line: to the working directory)."));
+                    "HFTokenizer: the tokenizer.json; GPT2BPETokenizer: the vocab.json; a plugin: the file it "
+                    "reads. Relative to the config file's directory (on the command line: to the working "
+                    "directory)."));
   s.push_back(field("tokenizer", "merge_file", &C::tokenizer, &K::merge_file,
-                    "GPT2BPETokenizer: the merges.txt, relative as vocab_file."));
+                    "GPT2BPETokenizer: the merges.txt; a plugin: a second file it reads. Relative as vocab_file."));
   return s;
 }
 
@@ -907,10 +912,30 @@ class Loader {
             "optimizer.betas: give either betas or beta1/beta2, not both");
   }
 
+  // Keys earlier versions had, which every checkpoint's config.toml of
+  // theirs holds (config_to_toml writes every key): accepted where the old
+  // value means what a current key says, refused naming the replacement
+  // otherwise. plugins.tokenizer named a tokenizer plugin that nothing
+  // made; [tokenizer] type names built-in tokenizers and plugins now.
+  bool retired_key(const std::string& table, const std::string& key, const Value& v, const SourceLocation& where) {
+    if (table != "plugins" || key != "tokenizer") return false;
+    const auto* name = std::get_if<std::string>(&v);
+    if (name && name->empty()) return true;
+    if (name && *name == "byte") {
+      retired_byte_tokenizer_ = true;
+      return true;
+    }
+    error(where, "plugins.tokenizer: retired; name the tokenizer in [tokenizer] type (a built-in type or a "
+                 "tokenizer plugin), e.g. [tokenizer] type = \"byte\"");
+    return true;
+  }
+
   void schema_key(const std::string& table, const std::string& key, const toml::node& value,
                   const SourceLocation& key_where) {
     const KeyDef* d = find_key(table, key);
     if (!d) {
+      std::string retired_problem;
+      if (auto v = to_value(value, retired_problem); v && retired_key(table, key, *v, at(value.source()))) return;
       std::vector<std::string> known = keys_of(table);
       if (table == "plugins") {
         known.push_back("kernels");
@@ -1034,6 +1059,7 @@ class Loader {
     if (parts.size() != 2) return error(cl, key + ": expected " + parts[0] + ".<key>=<value>");
     const KeyDef* d = find_key(parts[0], parts[1]);
     if (!d) {
+      if (retired_key(parts[0], parts[1], v, cl)) return;
       std::vector<std::string> known = keys_of(parts[0]);
       return error(cl, key + ": unknown key" + suggest(parts[1], known));
     }
@@ -1093,7 +1119,16 @@ class Loader {
       error(where_set({"model.seq_length", "model.max_position_embeddings"}),
             "model.seq_length: " + std::to_string(m.seq_length) +
                 " exceeds max_position_embeddings " + std::to_string(m.max_position_embeddings));
-    const TokenizerConfig& t = cfg_.tokenizer;
+    TokenizerConfig& t = cfg_.tokenizer;
+    if (retired_byte_tokenizer_ && t.type.empty()) t.type = "byte";
+    if (!t.type.empty() && !is_builtin_tokenizer(t.type) && !valid_plugin_name(t.type)) {
+      std::string known;
+      for (const auto& type : tokenizer_types()) known += (known.empty() ? "" : ", ") + type;
+      error(where_set({"tokenizer.type"}), "tokenizer.type: " + quote(t.type) + " is neither a built-in tokenizer (" +
+                                               known + ") nor the name of a tokenizer plugin (lowercase letters, "
+                                               "digits and '-')");
+    }
+    const bool plugin = !t.type.empty() && !is_builtin_tokenizer(t.type);
     const bool needs_vocab = t.type == "HFTokenizer" || t.type == "GPT2BPETokenizer";
     if (needs_vocab && t.vocab_file.empty())
       error(where_set({"tokenizer.type"}),
@@ -1102,14 +1137,15 @@ class Loader {
     if (t.type == "GPT2BPETokenizer" && t.merge_file.empty())
       error(where_set({"tokenizer.type"}),
             "tokenizer.merge_file: tokenizer.type \"GPT2BPETokenizer\" needs a merge file (the merges.txt)");
-    if (!needs_vocab && !t.vocab_file.empty())
+    if (!needs_vocab && !plugin && !t.vocab_file.empty())
       error(where_set({"tokenizer.vocab_file"}),
             "tokenizer.vocab_file: " +
                 (t.type.empty() ? std::string("set, but tokenizer.type is empty")
                                 : "tokenizer.type \"" + t.type + "\" takes no vocab file"));
-    if (t.type != "GPT2BPETokenizer" && !t.merge_file.empty())
+    if (t.type != "GPT2BPETokenizer" && !plugin && !t.merge_file.empty())
       error(where_set({"tokenizer.merge_file"}),
-            "tokenizer.merge_file: only tokenizer.type \"GPT2BPETokenizer\" takes a merge file");
+            "tokenizer.merge_file: only tokenizer.type \"GPT2BPETokenizer\" takes a merge file among the built-in "
+            "tokenizers");
   }
 
  private:
@@ -1118,6 +1154,7 @@ class Loader {
   std::filesystem::path base_dir_;
   std::vector<Problem> problems_;
   std::map<std::string, SourceLocation> set_at_;
+  bool retired_byte_tokenizer_ = false;  // plugins.tokenizer = "byte" (retired_key)
 };
 
 // Where TOML++ 3.3 trips its own check (see toml_check above): the first line
@@ -1190,6 +1227,7 @@ Config parse_impl(std::string_view text, const std::string& source_name,
 // The reference
 
 std::string allowed_text(const KeyDef& d) {
+  if (!d.values_doc.empty()) return d.values_doc;
   switch (d.type) {
     case Type::Bool: return "`true`, `false`";
     case Type::Int:

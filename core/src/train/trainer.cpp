@@ -168,7 +168,7 @@ void check_same_config_on_all_ranks(Communicator& comm, const Config& cfg) {
 // tokenizer with more tokens than the model has rows would produce ids the
 // model cannot embed. Fewer is allowed (GPT-NeoX pads the vocabulary).
 void Trainer::check_tokenizer() {
-  auto tok = make_tokenizer(cfg_.tokenizer, cfg_.path);
+  auto tok = make_tokenizer(cfg_.tokenizer, cfg_.path, registry_.get(), cfg_.plugins.options_for(cfg_.tokenizer.type));
   if (!tok) return;
   const std::string where = cfg_.path.empty() ? std::string("config") : cfg_.path;
   const std::int64_t V = tok->vocab_size(), rows = cfg_.model.padded_vocab_size();
@@ -540,10 +540,10 @@ void Trainer::save() {
   // The tokenizer's files go into the checkpoint, and its config names them
   // there (relative names resolve against the checkpoint directory).
   Config saved = cfg_;
-  st.files = tokenizer_files(cfg_.tokenizer);
-  if (st.files.count("tokenizer.json")) saved.tokenizer.vocab_file = "tokenizer.json";
-  if (st.files.count("vocab.json")) saved.tokenizer.vocab_file = "vocab.json";
-  if (st.files.count("merges.txt")) saved.tokenizer.merge_file = "merges.txt";
+  for (const TokenizerFile& f : tokenizer_files(cfg_.tokenizer)) {
+    st.files[f.name] = f.path;
+    (f.key == "vocab_file" ? saved.tokenizer.vocab_file : saved.tokenizer.merge_file) = f.name;
+  }
   st.config_toml = config_to_toml(saved);
   st.trainer_values["skipped_steps"] = static_cast<double>(skipped_steps_);
   st.trainer_values["global_batch_size"] = static_cast<double>(tokens_per_step_ / cfg_.model.seq_length);

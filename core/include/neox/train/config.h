@@ -7,6 +7,7 @@
 //   [model]                   GPT-NeoX model settings (ModelConfig)
 //   [optimizer]               AdamW settings
 //   [training]                batch sizes, iterations, seed
+//   [tokenizer]               the tokenizer of the run's text
 //
 // Every key is validated against a schema: an unknown key or table, a wrong
 // type or an out-of-range value throws neox::Error "<file>:<line>:<col>:
@@ -23,6 +24,7 @@
 #include "neox/export.h"
 #include "neox/model/model_config.h"
 #include "neox/options.h"
+#include "neox/text/tokenizers.h"
 
 namespace neox {
 
@@ -31,7 +33,6 @@ struct PluginsConfig {
   std::string comm = "local";
   std::string optimizer = "adamw";
   std::string data = "";       // empty: none chosen
-  std::string tokenizer = "";  // empty: none chosen
   std::vector<std::string> search_paths;               // relative to the config file
   std::map<std::string, std::string> kernels;          // op -> kernels plugin
   std::map<std::string, Options> options;              // plugin name -> its table
@@ -92,15 +93,6 @@ struct TrainingConfig {
   std::int64_t zero_allgather_bucket_size = 500'000'000;  // elements
   bool zero_overlap_comm = false;
   bool zero_contiguous_gradients = true;
-};
-
-// The tokenizer of the run's text, as GPT-NeoX's tokenizer_type, vocab_file
-// and merge_file (docs/tokenizers.md). Relative file names in a config file
-// are resolved against the file's directory when it is read.
-struct TokenizerConfig {
-  std::string type;        // HFTokenizer, GPT2BPETokenizer, CharLevelTokenizer, byte; "" none
-  std::string vocab_file;  // HFTokenizer: tokenizer.json; GPT2BPETokenizer: vocab.json
-  std::string merge_file;  // GPT2BPETokenizer: merges.txt
 };
 
 struct Config {
