@@ -91,9 +91,13 @@ int bench_train_step(const cxxopts::ParseResult& args) {
   auto backend = make_backend(*registry, config);
   auto comm = registry->make_comm(config.plugins.comm, config.plugins.options_for(config.plugins.comm));
   // One process, as `neox train` on one rank: a zero_stage has nothing to
-  // partition there, and the step is plain AdamW's.
-  const std::string optimizer_name = config.plugins.optimizer == "zero" ? "adamw" : config.plugins.optimizer;
-  auto optimizer = registry->make_optimizer(optimizer_name, optimizer_options(config, optimizer_name));
+  // partition there, and the step is the unpartitioned optimizer's.
+  const std::string optimizer_name = config.plugins.optimizer == config.plugins.zero_optimizer
+                                         ? PluginsConfig().optimizer
+                                         : config.plugins.optimizer;
+  OptimizerContext context = optimizer_context(config);
+  context.zero_stage = 0;
+  auto optimizer = registry->make_optimizer(optimizer_name, config.plugins.options_for(optimizer_name), context);
   const ComputeOptions compute = compute_options(config.training);
   GPTNeoX model(config.model, backend, compute);
   // fp16: the initial loss scale (timing only: no overflow handling here).

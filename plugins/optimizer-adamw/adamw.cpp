@@ -4,9 +4,12 @@
 // State: exp_avg (m) and exp_avg_sq (v), f32, one element per parameter of
 // the arena, on the backend. The learning rate, step number and gradient
 // scale come with each step (StepContext); weight decay comes with each
-// parameter group. Options ([plugins.options.adamw]):
-//   beta1 (default 0.9), beta2 (default 0.999): in [0, 1)
-//   eps (default 1e-8): in [0, 1]
+// parameter group. It implements optimizer.type "adamw" and does not
+// partition (a training.zero_stage above 0 is refused: that is the zero
+// plugin's). Options ([plugins.options.adamw]), each defaulting to the
+// run's [optimizer] value (OptimizerContext):
+//   beta1, beta2: in [0, 1)
+//   eps: in [0, 1]
 // The communicator is not used: gradients arrive already averaged.
 #include <algorithm>
 #include <cmath>
@@ -165,10 +168,15 @@ double beta_option(const Options& options, const char* key, double def) {
   return b;
 }
 
-Optimizer* make_adamw(const Options& options) {
-  double beta1 = beta_option(options, "beta1", 0.9);
-  double beta2 = beta_option(options, "beta2", 0.999);
-  double eps = options.get_double("eps", 1e-8, 0.0, 1.0);
+Optimizer* make_adamw(const Options& options, const OptimizerContext& context) {
+  if (context.type != "adamw")
+    throw Error(context.config + ": optimizer.type \"" + context.type + "\": this plugin implements \"adamw\" only");
+  if (context.zero_stage != 0)
+    throw Error(context.config + ": training.zero_stage = " + std::to_string(context.zero_stage) +
+                ": adamw does not partition; ZeRO stages are plugins.zero_optimizer's");
+  double beta1 = beta_option(options, "beta1", context.beta1);
+  double beta2 = beta_option(options, "beta2", context.beta2);
+  double eps = options.get_double("eps", context.eps, 0.0, 1.0);
   options.reject_unknown();
   return new AdamW(beta1, beta2, eps);
 }

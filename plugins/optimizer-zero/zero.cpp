@@ -23,12 +23,16 @@
 //            keeps the master copy of its parts): the model gathers a unit
 //            (all-gather) just before using its weights and frees it after.
 //
-// Options ([plugins.options.zero]; neox train fills them from [training]
-// zero_* and [optimizer]):
-//   stage (1, 2 or 3; required)
-//   beta1, beta2 (default 0.9, 0.999), eps (default 1e-8): as `adamw`
-//   reduce_bucket_size, allgather_bucket_size (elements, default 5e8)
-//   overlap_comm (default false): stages 2 and 3 start each unit's
+// It implements optimizer.type "adamw". The stage and the other DeepSpeed
+// settings come from the run's [training] zero_* keys (OptimizerContext);
+// the options ([plugins.options.zero]) may set the constants and buckets
+// for this plugin alone, each defaulting to the run's value:
+//   stage (1, 2 or 3): only to repeat training.zero_stage (a different
+//     value is refused: the stage is set in one place)
+//   beta1, beta2, eps: as `adamw` ([optimizer])
+//   reduce_bucket_size, allgather_bucket_size (elements; training.zero_*,
+//     default 5e8)
+//   overlap_comm (training.zero_overlap_comm): stages 2 and 3 start each unit's
 //     reduce-scatter when its gradients are ready and let backward go on;
 //     at most kUnitsInFlight units are in flight (their gradients stay
 //     whole until then), and all are complete before the next forward
@@ -545,19 +549,26 @@ double beta_option(const Options& options, const char* key, double def) {
   return b;
 }
 
-Optimizer* make_zero(const Options& options) {
+Optimizer* make_zero(const Options& options, const OptimizerContext& context) {
+  if (context.type != "adamw")
+    throw Error(context.config + ": optimizer.type \"" + context.type + "\": this plugin implements \"adamw\" only");
+  if (context.zero_stage < 1 || context.zero_stage > 3)
+    throw Error(context.config + ": training.zero_stage = " + std::to_string(context.zero_stage) +
+                ": the zero optimizer partitions with stage 1, 2 or 3");
   ZeroSettings s;
-  if (!options.has("stage"))
-    throw Error(options.where("stage") + ": the ZeRO stage (1, 2 or 3) is required (neox train sets it from "
-                                         "training.zero_stage)");
-  s.stage = static_cast<int>(options.get_int("stage", 1, 1, 3));
-  s.beta1 = beta_option(options, "beta1", 0.9);
-  s.beta2 = beta_option(options, "beta2", 0.999);
-  s.eps = options.get_double("eps", 1e-8, 0.0, 1.0);
-  s.reduce_bucket_size = options.get_int("reduce_bucket_size", s.reduce_bucket_size, 1, std::int64_t{1} << 40);
-  s.allgather_bucket_size = options.get_int("allgather_bucket_size", s.allgather_bucket_size, 1, std::int64_t{1} << 40);
-  s.overlap_comm = options.get_bool("overlap_comm", false);
-  (void)options.get_bool("contiguous_gradients", true);
+  s.stage = static_cast<int>(context.zero_stage);
+  if (options.has("stage") && options.get_int("stage", 0, 0, 3) != context.zero_stage)
+    throw Error(options.where("stage") + ": contradicts training.zero_stage = " + std::to_string(context.zero_stage) +
+                " (set the stage in one place: training.zero_stage)");
+  s.beta1 = beta_option(options, "beta1", context.beta1);
+  s.beta2 = beta_option(options, "beta2", context.beta2);
+  s.eps = options.get_double("eps", context.eps, 0.0, 1.0);
+  s.reduce_bucket_size =
+      options.get_int("reduce_bucket_size", context.zero_reduce_bucket_size, 1, std::int64_t{1} << 40);
+  s.allgather_bucket_size =
+      options.get_int("allgather_bucket_size", context.zero_allgather_bucket_size, 1, std::int64_t{1} << 40);
+  s.overlap_comm = options.get_bool("overlap_comm", context.zero_overlap_comm);
+  (void)options.get_bool("contiguous_gradients", context.zero_contiguous_gradients);
   options.reject_unknown();
   return new Zero(s);
 }

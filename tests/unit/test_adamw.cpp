@@ -171,8 +171,9 @@ class AdamW : public ::testing::Test {
     return registry_->make_backend("cpu", {}, {});
   }
 
-  std::shared_ptr<neox::Optimizer> make(const neox::Options& options) {
-    return registry_->make_optimizer("adamw", options);
+  std::shared_ptr<neox::Optimizer> make(const neox::Options& options,
+                                        const neox::OptimizerContext& context = neox::OptimizerContext()) {
+    return registry_->make_optimizer("adamw", options, context);
   }
 
   // Runs steps [first, last] of the test problem, checking against the
@@ -455,6 +456,43 @@ TEST_F(AdamW, OptionsAreValidated) {
   msg = error_of([&] { make(unknown); });
   EXPECT_NE(msg.find("plugins.options.adamw.lr"), std::string::npos) << msg;
   EXPECT_NE(msg.find("unknown option"), std::string::npos) << msg;
+}
+
+// The run's [optimizer] and [training] settings reach the plugin in its
+// OptimizerContext: the constants are the defaults its options override,
+// and it refuses an algorithm or a ZeRO stage it does not implement.
+TEST_F(AdamW, TakesTheRunsSettingsAndRefusesWhatItDoesNotImplement) {
+  TestHostBackend backend;
+  backend.register_kernels(backend.kernels);
+  neox::OptimizerContext context;
+  context.config = "t.toml";
+  context.beta1 = 0.8;
+  context.beta2 = 0.95;
+  context.eps = 1e-6;
+  neox::Options options("plugins.options.adamw");
+  options.set("beta2", 0.9);  // the plugin's table wins
+  auto opt = make(options, context);
+  Tensor params = Tensor::empty(&backend, {4}, DType::f32);
+  Tensor grads = Tensor::empty(&backend, {4}, DType::f32);
+  backend.kernels.fill(params, 0.0f);
+  backend.kernels.fill(grads, 0.0f);
+  DummyComm comm;
+  opt->init(backend, comm, params, grads, {{0, 4, 0.0f}});
+  opt->step({1e-3f, 1, 1.0f});
+  ASSERT_EQ(backend.calls.size(), 1u);
+  EXPECT_EQ(backend.calls[0].p.beta1, 0.8f);
+  EXPECT_EQ(backend.calls[0].p.beta2, 0.9f);
+  EXPECT_EQ(backend.calls[0].p.eps, 1e-6f);
+
+  neox::OptimizerContext sgd = context;
+  sgd.type = "sgd";
+  std::string msg = error_of([&] { make(neox::Options("plugins.options.adamw"), sgd); });
+  EXPECT_NE(msg.find("t.toml: optimizer.type \"sgd\": this plugin implements \"adamw\" only"), std::string::npos)
+      << msg;
+  neox::OptimizerContext zero = context;
+  zero.zero_stage = 2;
+  msg = error_of([&] { make(neox::Options("plugins.options.adamw"), zero); });
+  EXPECT_NE(msg.find("t.toml: training.zero_stage = 2: adamw does not partition"), std::string::npos) << msg;
 }
 
 }  // namespace

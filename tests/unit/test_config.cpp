@@ -341,8 +341,6 @@ TEST(ConfigErrors, NotAllowed) {
   EXPECT_CONTAINS(error_of("[model]\ninit_method = \"xavier\"\n"),
               ("dir/t.toml:2:15: model.init_method: \"xavier\" is not one of: normal, "
                         "small_init, wang_init"));
-  EXPECT_CONTAINS(error_of("[optimizer]\ntype = \"sgd\"\n"),
-              ("dir/t.toml:2:8: optimizer.type: \"sgd\" is not one of: adamw"));
   EXPECT_CONTAINS(error_of("[plugins]\nbackend = \"\"\n"),
               ("dir/t.toml:2:11: plugins.backend: a plugin name is required"));
   EXPECT_CONTAINS(error_of("[plugins]\ncomm = \"My Comm\"\n"),

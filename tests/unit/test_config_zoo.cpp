@@ -328,12 +328,13 @@ TEST(ConfigZoo, NeoxExampleHyperparameters) {
     EXPECT_TRUE(c.training.zero_contiguous_gradients);
     // zero_stage 1 trains with the zero plugin, which gets the original's buckets.
     EXPECT_EQ(neox::optimizer_plugin(c), "zero");
-    const neox::Options o = neox::optimizer_options(c);
-    EXPECT_EQ(o.get_int("stage", 0, 0, 3), 1);
-    EXPECT_EQ(o.get_int("reduce_bucket_size", 0, 0, std::int64_t{1} << 40), bucket);
-    EXPECT_EQ(o.get_int("allgather_bucket_size", 0, 0, std::int64_t{1} << 40), bucket);
-    EXPECT_TRUE(o.get_bool("overlap_comm", false));
-    EXPECT_TRUE(o.get_bool("contiguous_gradients", false));
+    const neox::OptimizerContext o = neox::optimizer_context(c);
+    EXPECT_EQ(o.type, "adamw");
+    EXPECT_EQ(o.zero_stage, 1);
+    EXPECT_EQ(o.zero_reduce_bucket_size, bucket);
+    EXPECT_EQ(o.zero_allgather_bucket_size, bucket);
+    EXPECT_TRUE(o.zero_overlap_comm);
+    EXPECT_TRUE(o.zero_contiguous_gradients);
   }
 }
 

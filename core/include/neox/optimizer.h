@@ -44,6 +44,27 @@ struct ParamGroup {
   float weight_decay = 0.0f;
 };
 
+// What the run's config asks of the optimizer, given to its factory with
+// the plugin's own [plugins.options.<name>] table: [optimizer]'s algorithm
+// and Adam constants, and DeepSpeed's zero_optimization settings
+// ([training]'s zero_* keys). A plugin honours what it can and refuses the
+// rest naming the key (an AdamW plugin asked for another type, a plugin
+// that does not partition asked for a ZeRO stage); its options table may
+// override the constants. A default-constructed context is PyTorch's AdamW
+// without partitioning (what a plugin made outside a run gets).
+struct OptimizerContext {
+  std::string config = "config";  // the config file, for messages
+  std::string type = "adamw";     // optimizer.type: the algorithm
+  double beta1 = 0.9;             // optimizer.beta1, beta2, eps
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  std::int64_t zero_stage = 0;    // training.zero_stage: 0 none; 1, 2, 3 partition over the ranks
+  std::int64_t zero_reduce_bucket_size = 500'000'000;     // training.zero_*: elements
+  std::int64_t zero_allgather_bucket_size = 500'000'000;
+  bool zero_overlap_comm = false;
+  bool zero_contiguous_gradients = true;
+};
+
 struct StepContext {
   float lr = 0.0f;
   std::int64_t step = 1;     // 1-based optimizer step

@@ -36,6 +36,7 @@ class DataSource;
 class Tokenizer;
 class Options;
 struct DataContext;
+struct OptimizerContext;
 
 inline constexpr std::uint32_t kAbiMajor = 6;
 inline constexpr std::uint32_t kAbiMinor = 0;
@@ -68,7 +69,7 @@ struct PluginDescriptor {
 using BackendFactory = Backend* (*)(const Options& options);
 using KernelsFactory = KernelProvider* (*)(const Options& options);
 using CommFactory = Communicator* (*)(const Options& options);
-using OptimizerFactory = Optimizer* (*)(const Options& options);
+using OptimizerFactory = Optimizer* (*)(const Options& options, const OptimizerContext& context);
 using DataFactory = DataSource* (*)(const Options& options, const DataContext& context);
 using TokenizerFactory = Tokenizer* (*)(const Options& options);
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "neox/export.h"
+#include "neox/optimizer.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
 
@@ -75,7 +76,8 @@ class NEOX_API PluginRegistry {
   // A KernelProvider alone (for `neox bench op`).
   std::shared_ptr<KernelProvider> make_kernels(const std::string& name, const Options& options);
   std::shared_ptr<Communicator> make_comm(const std::string& name, const Options& options);
-  std::shared_ptr<Optimizer> make_optimizer(const std::string& name, const Options& options);
+  std::shared_ptr<Optimizer> make_optimizer(const std::string& name, const Options& options,
+                                            const OptimizerContext& context = OptimizerContext());
   std::shared_ptr<DataSource> make_data(const std::string& name, const Options& options,
                                         const DataContext& context);
   std::shared_ptr<Tokenizer> make_tokenizer(const std::string& name, const Options& options);

@@ -291,10 +291,11 @@ std::shared_ptr<Communicator> PluginRegistry::make_comm(const std::string& name,
   return hold(call_factory<CommFactory>(info, *lib, options), lib, info);
 }
 
-std::shared_ptr<Optimizer> PluginRegistry::make_optimizer(const std::string& name, const Options& options) {
+std::shared_ptr<Optimizer> PluginRegistry::make_optimizer(const std::string& name, const Options& options,
+                                                          const OptimizerContext& context) {
   const PluginInfo& info = find(PluginKind::optimizer, name);
   auto lib = library(info);
-  return hold(call_factory<OptimizerFactory>(info, *lib, options), lib, info);
+  return hold(call_factory<OptimizerFactory>(info, *lib, options, context), lib, info);
 }
 
 std::shared_ptr<DataSource> PluginRegistry::make_data(const std::string& name, const Options& options,

@@ -69,40 +69,37 @@ Options PluginsConfig::options_for(const std::string& plugin) const {
 
 std::string optimizer_plugin(const Config& config) {
   const std::string& chosen = config.plugins.optimizer;
+  const std::string& partitioned = config.plugins.zero_optimizer;
   const std::int64_t stage = config.training.zero_stage;
   const std::string where = config.path.empty() ? std::string("config") : config.path;
   if (stage == 0) {
-    if (chosen == "zero")
-      throw Error(where + ": plugins.optimizer = \"zero\" needs training.zero_stage 1, 2 or 3 (it is 0)");
+    if (chosen == partitioned)
+      throw Error(where + ": plugins.optimizer = \"" + chosen + "\" needs training.zero_stage 1, 2 or 3 (it is 0)");
     return chosen;
   }
-  if (chosen == "adamw" || chosen == "zero") return "zero";
+  // A GPT-NeoX config says zero_optimization.stage and leaves the optimizer
+  // at the default.
+  if (chosen == PluginsConfig().optimizer || chosen == partitioned) return partitioned;
   throw Error(where + ": training.zero_stage = " + std::to_string(stage) + " needs the zero optimizer (AdamW with "
-              "ZeRO partitioning), but plugins.optimizer = \"" + chosen + "\"; set plugins.optimizer to \"adamw\" or "
-              "\"zero\", or zero_stage to 0");
+              "ZeRO partitioning, plugins.zero_optimizer = \"" + partitioned + "\"), but plugins.optimizer = \"" +
+              chosen + "\"; set plugins.optimizer to \"" + PluginsConfig().optimizer + "\" or \"" + partitioned +
+              "\", or zero_stage to 0");
 }
 
-Options optimizer_options(const Config& config) { return optimizer_options(config, optimizer_plugin(config)); }
-
-Options optimizer_options(const Config& config, const std::string& plugin) {
-  Options o = config.plugins.options_for(plugin);
-  const OptimizerConfig& opt = config.optimizer;
+OptimizerContext optimizer_context(const Config& config) {
+  OptimizerContext c;
+  c.config = config.path.empty() ? std::string("config") : config.path;
+  c.type = config.optimizer.type;
+  c.beta1 = config.optimizer.beta1;
+  c.beta2 = config.optimizer.beta2;
+  c.eps = config.optimizer.eps;
   const TrainingConfig& t = config.training;
-  const SourceLocation from_config{config.path.empty() ? "<config>" : config.path, 0, 0};
-  if (!o.has("beta1")) o.set("beta1", opt.beta1, from_config);
-  if (!o.has("beta2")) o.set("beta2", opt.beta2, from_config);
-  if (!o.has("eps")) o.set("eps", opt.eps, from_config);
-  if (plugin == "zero") {
-    if (o.has("stage") && o.get_int("stage", 0, 0, 3) != t.zero_stage)
-      throw Error(o.where("stage") + ": contradicts training.zero_stage = " + std::to_string(t.zero_stage) +
-                  " (set the stage in one place: training.zero_stage)");
-    o.set("stage", t.zero_stage, from_config);
-    if (!o.has("reduce_bucket_size")) o.set("reduce_bucket_size", t.zero_reduce_bucket_size, from_config);
-    if (!o.has("allgather_bucket_size")) o.set("allgather_bucket_size", t.zero_allgather_bucket_size, from_config);
-    if (!o.has("overlap_comm")) o.set("overlap_comm", t.zero_overlap_comm, from_config);
-    if (!o.has("contiguous_gradients")) o.set("contiguous_gradients", t.zero_contiguous_gradients, from_config);
-  }
-  return o;
+  c.zero_stage = t.zero_stage;
+  c.zero_reduce_bucket_size = t.zero_reduce_bucket_size;
+  c.zero_allgather_bucket_size = t.zero_allgather_bucket_size;
+  c.zero_overlap_comm = t.zero_overlap_comm;
+  c.zero_contiguous_gradients = t.zero_contiguous_gradients;
+  return c;
 }
 
 namespace {
@@ -369,6 +366,11 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("plugins", "optimizer", &C::plugins, &P::optimizer,
                     "Optimizer plugin, implementing [optimizer] `type`.")
                   .plugin(false));
+  s.push_back(field("plugins", "zero_optimizer", &C::plugins, &P::zero_optimizer,
+                    "The optimizer plugin of training.zero_stage 1-3 (DeepSpeed's zero_optimization), used "
+                    "instead of `optimizer` while that is the default: AdamW partitioned over the data-parallel "
+                    "ranks. On one rank, where there is nothing to partition, `optimizer` trains.")
+                  .plugin(false));
   s.push_back(field("plugins", "data", &C::plugins, &P::data,
                     "Data source plugin; empty: none chosen.")
                   .plugin(true));
@@ -432,8 +434,10 @@ std::vector<KeyDef> build_schema() {
                   .frange(0.0, 1.0, true, false));
 
   // [optimizer]
-  s.push_back(field("optimizer", "type", &C::optimizer, &O::type, "Optimizer algorithm.")
-                  .one_of({"adamw"}));
+  s.push_back(field("optimizer", "type", &C::optimizer, &O::type,
+                    "Optimizer algorithm, passed to the optimizer plugin, which refuses one it does not "
+                    "implement (`adamw` and `zero` implement `adamw`).")
+                  .values("an algorithm name"));
   s.push_back(field("optimizer", "lr", &C::optimizer, &O::lr, "Learning rate.")
                   .frange(0.0, 1.0, true, false));
   s.push_back(field("optimizer", "beta1", &C::optimizer, &O::beta1,

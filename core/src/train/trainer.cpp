@@ -213,14 +213,17 @@ void Trainer::make_plugins() {
   log_->write_config(config_to_toml(cfg_));
   backend_ = registry_->make_backend(cfg_.plugins.backend, cfg_.plugins.kernels, cfg_.plugins.options);
   // One rank has nothing to partition: a zero_stage of a GPT-NeoX config
-  // then trains with plain adamw (which, unlike the host-buffer `local`
-  // communicator, also works on a GPU), unless `zero` was chosen by name.
+  // then trains with the plain optimizer (which, unlike the host-buffer
+  // `local` communicator, also works on a GPU), unless the partitioning one
+  // was chosen by name.
   std::string optimizer = optimizer_plugin(cfg_);
-  if (optimizer == "zero" && cfg_.plugins.optimizer != "zero" && comm_->size() == 1) {
+  OptimizerContext context = optimizer_context(cfg_);
+  if (optimizer != cfg_.plugins.optimizer && comm_->size() == 1) {
     optimizer = cfg_.plugins.optimizer;
+    context.zero_stage = 0;
     log_->log().info("training.zero_stage {} on one rank: nothing to partition, optimizer {}", tc_.zero_stage, optimizer);
   }
-  optimizer_ = registry_->make_optimizer(optimizer, optimizer_options(cfg_, optimizer));
+  optimizer_ = registry_->make_optimizer(optimizer, cfg_.plugins.options_for(optimizer), context);
 }
 
 // The model, its arena already partitioned as the optimizer keeps it (what

@@ -23,6 +23,7 @@
 
 #include "neox/export.h"
 #include "neox/model/model_config.h"
+#include "neox/optimizer.h"
 #include "neox/options.h"
 #include "neox/text/tokenizers.h"
 
@@ -32,6 +33,7 @@ struct PluginsConfig {
   std::string backend = "cpu";
   std::string comm = "local";
   std::string optimizer = "adamw";
+  std::string zero_optimizer = "zero";  // the optimizer of training.zero_stage > 0
   std::string data = "";       // empty: none chosen
   std::vector<std::string> search_paths;               // relative to the config file
   std::map<std::string, std::string> kernels;          // op -> kernels plugin
@@ -113,15 +115,14 @@ NEOX_API Config load_config(const std::string& path,
 NEOX_API Config parse_config(std::string_view toml_text, const std::string& source_name,
                              const std::vector<std::string>& overrides = {});
 // The optimizer plugin a run uses: plugins.optimizer, except that
-// training.zero_stage > 0 turns the default "adamw" into "zero" (AdamW with
-// ZeRO partitioning). Throws for a stage the chosen plugin cannot honour.
+// training.zero_stage > 0 turns the default optimizer into
+// plugins.zero_optimizer (AdamW with ZeRO partitioning). Throws for a stage
+// the chosen plugin cannot honour.
 NEOX_API std::string optimizer_plugin(const Config& config);
-// That plugin's options: its [plugins.options.<name>] table plus beta1,
-// beta2 and eps from [optimizer] (the plugin table wins); for "zero" also
-// stage and the bucket settings from [training]'s zero_* keys.
-NEOX_API Options optimizer_options(const Config& config);
-// The options for `plugin` (e.g. "adamw" when one rank makes ZeRO moot).
-NEOX_API Options optimizer_options(const Config& config, const std::string& plugin);
+// What the config asks of the optimizer plugin: [optimizer] type, beta1,
+// beta2, eps and [training]'s zero_* settings (the plugin's own options
+// table, config.plugins.options_for(name), is passed beside it).
+NEOX_API OptimizerContext optimizer_context(const Config& config);
 
 // The whole config as TOML: every key of every table with its value
 // (defaults included), kernel overrides and plugin options. parse_config of
