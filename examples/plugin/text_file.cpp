@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // data plugin `text-file`: trains on a plain UTF-8 text file, no
-// preprocessing step. The file is split into documents, each encoded with the
-// core's byte tokenizer (ids 0-255 are bytes, 256 ends a document; the
-// config's [tokenizer] type = "byte" and model.vocab_size >= 257), the
+// preprocessing step. The file is split into documents, each encoded as
+// neox's byte tokenizer encodes it (ids 0-255 are the bytes, 256 ends a
+// document; the config's [tokenizer] type = "byte" and model.vocab_size >=
+// 257: written out here, since a plugin uses only neox's SDK), the
 // documents are concatenated, and the token stream is cut into samples of
 // seq_length + 1 tokens (input ids, and the labels shifted by one), packed as
 // GPT-NeoX packs documents. The last valid_fraction and test_fraction of the
@@ -38,13 +39,17 @@
 #include <string_view>
 #include <vector>
 
-#include "neox/text/byte_tokenizer.h"
 #include "neox/data_source.h"
 #include "neox/error.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
 
 namespace {
+
+// neox's byte tokenizer ([tokenizer] type = "byte"): ids 0-255 are the
+// bytes, 256 ends a document.
+constexpr std::int32_t kEndOfDocument = 256;
+constexpr std::int64_t kByteVocabulary = 257;
 
 using neox::Error;
 using neox::Split;
@@ -167,19 +172,18 @@ class TextFileSource final : public neox::DataSource {
     if (ctx.dp_size < 1 || ctx.dp_rank < 0 || ctx.dp_rank >= ctx.dp_size)
       throw Error("text-file: data-parallel rank " + std::to_string(ctx.dp_rank) + " is not in [0, " +
                   std::to_string(ctx.dp_size) + ")");
-    if (ctx.vocab_size < tokenizer_.vocab_size())
+    if (ctx.vocab_size < kByteVocabulary)
       throw Error("text-file: model.vocab_size is " + std::to_string(ctx.vocab_size) +
-                  ", but the byte tokenizer's ids go up to " + std::to_string(tokenizer_.eod_id()) +
-                  ": set model.vocab_size = " + std::to_string(tokenizer_.vocab_size()) +
+                  ", but the byte tokenizer's ids go up to " + std::to_string(kEndOfDocument) +
+                  ": set model.vocab_size = " + std::to_string(kByteVocabulary) +
                   " and [tokenizer] type = \"byte\"");
 
     const std::string text = read_file(path_, max_bytes, o.where("path"));
     check_utf8(text, path_);
     const auto docs = documents(text, mode);
     for (auto d : docs) {
-      auto ids = tokenizer_.encode(d);
-      tokens_.insert(tokens_.end(), ids.begin(), ids.end());
-      tokens_.push_back(tokenizer_.eod_id());
+      for (char c : d) tokens_.push_back(static_cast<unsigned char>(c));
+      tokens_.push_back(kEndOfDocument);
     }
     const std::int64_t T = ctx.seq_length;
     const std::int64_t n = tokens_.empty() ? 0 : (static_cast<std::int64_t>(tokens_.size()) - 1) / T;
@@ -271,7 +275,6 @@ class TextFileSource final : public neox::DataSource {
   }
 
   neox::DataContext ctx_;
-  neox::ByteTokenizer tokenizer_;
   std::string path_;
   bool shuffle_ = true;
   std::vector<std::int32_t> tokens_;
