@@ -8,12 +8,16 @@
 // it (PluginRegistry::make_backend(backend, {{op, provider}}, options)).
 //
 // Each op has one realistic shape (the table in op_spec(), at --size 1),
-// whose rows (tokens) --size scales. Random inputs, the same for every
-// provider, are rounded to --dtype; each provider first runs the op once and
-// its outputs are compared with the cpu backend's f32 result on the same
-// values; then the op is timed with Backend::time_runs over enough copies of
-// its arguments that one pass over them exceeds the L2 cache (--l2-mb), one
-// copy per run in turn, so that no run finds its inputs in cache.
+// whose rows (tokens) --size scales. What the arguments are (their names,
+// order, dtype roles, which are written) and the op's FLOPs and bytes come
+// from the SDK's op table (neox/kernel_contract.h), shared with the op
+// profiler; op_spec() holds only the benchmark's shapes and values. Random
+// inputs, the same for every provider, are rounded to --dtype; each provider
+// first runs the op once and its outputs are compared with the cpu backend's
+// f32 result on the same values; then the op is timed with
+// Backend::time_runs over enough copies of its arguments that one pass over
+// them exceeds the L2 cache (--l2-mb), one copy per run in turn, so that no
+// run finds its inputs in cache.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -21,14 +25,17 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "commands.h"
 #include "neox/backend.h"
 #include "neox/dtype.h"
 #include "neox/error.h"
+#include "neox/kernel_contract.h"
 #include "neox/kernels.h"
 #include "neox/plugin.h"
 #include "neox/registry.h"
@@ -39,16 +46,13 @@ namespace {
 
 // ---------------------------------------------------------------- op table
 
-enum class Io { in, out, inout };          // read, written, read and written
-enum class Kind { act, f32, i32 };         // the compute dtype, always f32, ids
-
+// The benchmark's settings of one Tensor argument; its role and access are the table's.
 struct ArgSpec {
-  std::string name;
+  std::string name;  // the table's name of the argument (checked: spec_matches_table)
   Shape shape;
-  Kind kind = Kind::act;
-  Io io = Io::in;
-  double lo = -1.0, hi = 1.0;  // random values in [lo, hi) (act, f32); ids in [0, hi) (i32)
+  double lo = -1.0, hi = 1.0;  // random values in [lo, hi) (floats); ids in [0, hi) (i32)
   bool zero = false;           // starts at zero instead (accumulated gradients)
+  std::optional<DType> native = std::nullopt;  // a `native` argument's dtype (default: --dtype)
 };
 
 struct OpSpec {
@@ -59,8 +63,6 @@ struct OpSpec {
   // the cpu kernels, on host f32 tensors of the arguments.
   std::function<void(Kernels&, std::vector<Tensor>&)> prepare;
   bool returns_value = false;  // sum, sum_squares
-  double flops = 0.0;          // > 0: report TFLOP/s, else GB/s (bytes_moved)
-  bool f32_only = false;       // adamw_update
 };
 
 std::int64_t scaled(double n, double size) {
@@ -76,8 +78,6 @@ std::pair<std::int64_t, std::int64_t> batch_of(double tokens, std::int64_t t_max
 
 OpSpec op_spec(const std::string& op, double size) {
   OpSpec s;
-  const Io in = Io::in, out = Io::out, inout = Io::inout;
-  const Kind act = Kind::act, f32 = Kind::f32, i32 = Kind::i32;
   // Rows x hidden of the elementwise and normalisation ops (a 1.3B model's
   // micro-batch of 4 x 2048 tokens); attention as GPT-2 small / Pythia-160M.
   const std::int64_t R = scaled(8192, size), C = 2048;
@@ -86,29 +86,27 @@ OpSpec op_spec(const std::string& op, double size) {
   if (op == "matmul") {
     // M = N = K, 2048 at size 1: the flops scale with size.
     const std::int64_t n = std::max<std::int64_t>(8, (std::llround(2048 * std::cbrt(size)) + 7) / 8 * 8);
-    s.args = {{"c", {n, n}, act, out}, {"a", {n, n}}, {"b", {n, n}}};
+    s.args = {{"c", {n, n}}, {"a", {n, n}}, {"b", {n, n}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) {
       k.matmul(t[0], t[1], t[2], false, false, 1.0f, 0.0f);
       return 0.0;
     };
-    s.flops = 2.0 * static_cast<double>(n) * n * n;
   } else if (op == "add_bias") {
-    s.args = {{"out", {R, C}, act, inout}, {"bias", {C}}};
+    s.args = {{"out", {R, C}}, {"bias", {C}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.add_bias(t[0], t[1]), 0.0; };
   } else if (op == "bias_backward") {
-    s.args = {{"dbias", {C}, f32, inout, 0, 0, true}, {"dout", {R, C}}};
+    s.args = {{"dbias", {C}, 0, 0, true}, {"dout", {R, C}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.bias_backward(t[0], t[1]), 0.0; };
   } else if (op == "layernorm_forward") {
-    s.args = {{"out", {R, C}, act, out},  {"mean", {R}, f32, out}, {"rstd", {R}, f32, out},
-              {"inp", {R, C}, act, in, -2, 3}, {"weight", {C}},        {"bias", {C}}};
+    s.args = {{"out", {R, C}},        {"mean", {R}},   {"rstd", {R}},
+              {"inp", {R, C}, -2, 3}, {"weight", {C}}, {"bias", {C}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) {
       return k.layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], 1e-5f), 0.0;
     };
   } else if (op == "layernorm_backward") {
-    s.args = {{"dinp", {R, C}, act, inout, 0, 0, true}, {"dweight", {C}, f32, inout, 0, 0, true},
-              {"dbias", {C}, f32, inout, 0, 0, true},   {"dout", {R, C}},
-              {"inp", {R, C}, act, in, -2, 3},          {"weight", {C}},
-              {"mean", {R}, f32},                        {"rstd", {R}, f32}};
+    s.args = {{"dinp", {R, C}, 0, 0, true}, {"dweight", {C}, 0, 0, true}, {"dbias", {C}, 0, 0, true},
+              {"dout", {R, C}},             {"inp", {R, C}, -2, 3},       {"weight", {C}},
+              {"mean", {R}},                {"rstd", {R}}};
     s.prepare = [R, C](Kernels& k, std::vector<Tensor>& t) {  // mean, rstd of inp
       Tensor o = Tensor::empty(nullptr, {R, C}, DType::f32), b = Tensor::zeros_host({C}, DType::f32);
       k.layernorm_forward(o, t[6], t[7], t[4], t[5], b, 1e-5f);
@@ -117,14 +115,14 @@ OpSpec op_spec(const std::string& op, double size) {
       return k.layernorm_backward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]), 0.0;
     };
   } else if (op == "gelu_forward") {
-    s.args = {{"out", {R, C}, act, out}, {"inp", {R, C}, act, in, -4, 4}};
+    s.args = {{"out", {R, C}}, {"inp", {R, C}, -4, 4}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.gelu_forward(t[0], t[1]), 0.0; };
   } else if (op == "gelu_backward") {
-    s.args = {{"dinp", {R, C}, act, out}, {"inp", {R, C}, act, in, -4, 4}, {"dout", {R, C}}};
+    s.args = {{"dinp", {R, C}}, {"inp", {R, C}, -4, 4}, {"dout", {R, C}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.gelu_backward(t[0], t[1], t[2]), 0.0; };
   } else if (op == "rotary_forward" || op == "rotary_backward") {
     auto [B, T] = batch_of(4 * 1024, 1024, size);
-    s.args = {{op == "rotary_forward" ? "qkv" : "dqkv", {B, T, 3 * CA}, act, inout}};
+    s.args = {{op == "rotary_forward" ? "qkv" : "dqkv", {B, T, 3 * CA}}};
     const bool fwd = op == "rotary_forward";
     s.call = [fwd, H](Kernels& k, std::vector<Tensor>& t) {  // Pythia: rotary on 1/4 of each head
       if (fwd)
@@ -135,44 +133,37 @@ OpSpec op_spec(const std::string& op, double size) {
     };
   } else if (op == "attention_forward" || op == "attention_backward") {
     auto [B, T] = batch_of(4 * 1024, 1024, size);
-    const double pairs = static_cast<double>(T) * (T + 1) / 2;  // causal
-    const double fwd_flops = 4.0 * B * H * hs * pairs;        // q.k and p.v
     if (op == "attention_forward") {
-      s.args = {{"out", {B, T, CA}, act, out}, {"lse", {B, H, T}, f32, out}, {"qkv", {B, T, 3 * CA}}};
+      s.args = {{"out", {B, T, CA}}, {"lse", {B, H, T}}, {"qkv", {B, T, 3 * CA}}};
       s.call = [H](Kernels& k, std::vector<Tensor>& t) {
         return k.attention_forward(t[0], t[1], t[2], static_cast<int>(H)), 0.0;
       };
-      s.flops = fwd_flops;
     } else {
-      s.args = {{"dqkv", {B, T, 3 * CA}, act, out}, {"dout", {B, T, CA}}, {"qkv", {B, T, 3 * CA}},
-                {"out", {B, T, CA}},                {"lse", {B, H, T}, f32}};
+      s.args = {{"dqkv", {B, T, 3 * CA}}, {"dout", {B, T, CA}}, {"qkv", {B, T, 3 * CA}},
+                {"out", {B, T, CA}},      {"lse", {B, H, T}}};
       s.prepare = [H](Kernels& k, std::vector<Tensor>& t) {  // out, lse of the forward
         k.attention_forward(t[3], t[4], t[2], static_cast<int>(H));
       };
       s.call = [H](Kernels& k, std::vector<Tensor>& t) {
         return k.attention_backward(t[0], t[1], t[2], t[3], t[4], static_cast<int>(H)), 0.0;
       };
-      s.flops = 2.5 * fwd_flops;  // the recomputed scores, dv, dp, dq, dk (FlashAttention's count)
     }
   } else if (op == "attention_decode") {
     // One generation step of a batch of 8 with a cache of 2048 positions, full.
     const std::int64_t B = 8, max_t = std::max<std::int64_t>(2, scaled(2048, size));
-    s.args = {{"out", {B, 1, CA}, act, out},
-              {"k_cache", {B, H, max_t, hs}, act, inout},
-              {"v_cache", {B, H, max_t, hs}, act, inout},
+    s.args = {{"out", {B, 1, CA}}, {"k_cache", {B, H, max_t, hs}}, {"v_cache", {B, H, max_t, hs}},
               {"qkv", {B, 1, 3 * CA}}};
     s.call = [H, max_t](Kernels& k, std::vector<Tensor>& t) {
       return k.attention_decode(t[0], t[1], t[2], t[3], static_cast<int>(H), max_t - 1), 0.0;
     };
   } else if (op == "cross_entropy_forward") {
     const std::int64_t N = scaled(4096, size);
-    s.args = {{"losses", {N}, f32, out}, {"lse", {N}, f32, out}, {"logits", {N, V}, act, in, -4, 4},
-              {"targets", {N}, i32, in, 0, static_cast<double>(V)}};
+    s.args = {{"losses", {N}}, {"lse", {N}}, {"logits", {N, V}, -4, 4}, {"targets", {N}, 0, static_cast<double>(V)}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.cross_entropy_forward(t[0], t[1], t[2], t[3]), 0.0; };
   } else if (op == "cross_entropy_backward") {
     const std::int64_t N = scaled(4096, size);
-    s.args = {{"dlogits", {N, V}, act, out}, {"logits", {N, V}, act, in, -4, 4}, {"lse", {N}, f32},
-              {"targets", {N}, i32, in, 0, static_cast<double>(V)}};
+    s.args = {{"dlogits", {N, V}}, {"logits", {N, V}, -4, 4}, {"lse", {N}},
+              {"targets", {N}, 0, static_cast<double>(V)}};
     s.prepare = [N](Kernels& k, std::vector<Tensor>& t) {  // lse of the forward
       Tensor losses = Tensor::empty(nullptr, {N}, DType::f32);
       k.cross_entropy_forward(losses, t[2], t[1], t[3]);
@@ -184,36 +175,32 @@ OpSpec op_spec(const std::string& op, double size) {
   } else if (op == "embedding_forward" || op == "embedding_backward") {
     const std::int64_t V_ = std::max<std::int64_t>(64, scaled(V, size));
     if (op == "embedding_forward") {
-      s.args = {{"out", {R, C}, act, out}, {"ids", {R}, i32, in, 0, static_cast<double>(V_)}, {"table", {V_, C}}};
+      s.args = {{"out", {R, C}}, {"ids", {R}, 0, static_cast<double>(V_)}, {"table", {V_, C}}};
       s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.embedding_forward(t[0], t[1], t[2], false), 0.0; };
     } else {
-      s.args = {{"dtable", {V_, C}, f32, inout, 0, 0, true}, {"ids", {R}, i32, in, 0, static_cast<double>(V_)},
-                {"dout", {R, C}}};
+      s.args = {{"dtable", {V_, C}, 0, 0, true}, {"ids", {R}, 0, static_cast<double>(V_)}, {"dout", {R, C}}};
       s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.embedding_backward(t[0], t[1], t[2]), 0.0; };
     }
   } else if (op == "add") {
-    s.args = {{"out", {R, C}, act, out}, {"a", {R, C}}, {"b", {R, C}}};
+    s.args = {{"out", {R, C}}, {"a", {R, C}}, {"b", {R, C}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.add(t[0], t[1], t[2]), 0.0; };
   } else if (op == "axpby") {
-    s.args = {{"y", {R, C}, act, inout}, {"x", {R, C}}};
+    s.args = {{"y", {R, C}}, {"x", {R, C}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.axpby(t[0], t[1], 0.5f, 0.5f), 0.0; };
   } else if (op == "fill") {
-    s.args = {{"t", {R, C}, act, out}};
+    s.args = {{"t", {R, C}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.fill(t[0], 0.5f), 0.0; };
   } else if (op == "convert") {
-    s.args = {{"out", {R, C}, act, out}, {"in", {R, C}, f32}};
+    s.args = {{"out", {R, C}}, {"in", {R, C}, -1, 1, false, DType::f32}};  // f32 -> --dtype
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.convert(t[0], t[1]), 0.0; };
   } else if (op == "sum_squares" || op == "sum") {
-    s.args = {{"x", {R, C}, act, in, -3, 2}};
+    s.args = {{"x", {R, C}, -3, 2}};
     const bool squares = op == "sum_squares";
     s.call = [squares](Kernels& k, std::vector<Tensor>& t) { return squares ? k.sum_squares(t[0]) : k.sum(t[0]); };
     s.returns_value = true;
   } else if (op == "adamw_update") {
     const std::int64_t n = scaled(8192.0 * 2048.0, size);
-    s.args = {{"param", {n}, f32, inout},
-              {"grad", {n}, f32},
-              {"m", {n}, f32, inout, -1e-3, 1e-3},
-              {"v", {n}, f32, inout, 0, 1e-3}};
+    s.args = {{"param", {n}}, {"grad", {n}}, {"m", {n}, -1e-3, 1e-3}, {"v", {n}, 0, 1e-3}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) {
       AdamWParams p;
       p.lr = 1e-4f;
@@ -221,7 +208,6 @@ OpSpec op_spec(const std::string& op, double size) {
       p.step = 10;
       return k.adamw_update(t[0], t[1], t[2], t[3], p), 0.0;
     };
-    s.f32_only = true;
   } else {
     std::string list;
     for (auto name : kernel_op_names()) list += (list.empty() ? "" : ", ") + std::string(name);
@@ -230,36 +216,70 @@ OpSpec op_spec(const std::string& op, double size) {
   return s;
 }
 
-DType dtype_of(const ArgSpec& a, DType act) {
-  return a.kind == Kind::act ? act : a.kind == Kind::f32 ? DType::f32 : DType::i32;
+// Throws unless the benchmark's arguments are the table's, in its order.
+void spec_matches_table(std::string_view op, const OpSpec& s) {
+  const KernelOpInfo& info = kernel_op_info(op);
+  std::string table, spec;
+  for (const auto& a : info.args) table += (table.empty() ? "" : ", ") + std::string(a.name);
+  for (const auto& a : s.args) spec += (spec.empty() ? "" : ", ") + a.name;
+  if (table != spec)
+    throw Error("bench op: internal error: the arguments of " + std::string(op) + " are (" + spec +
+                ") but the SDK's op table (neox/kernel_contract.h) has (" + table + ")");
 }
 
-// Bytes one call moves: every argument read (in), written (out) or both.
-double bytes_moved(const std::string& op, const OpSpec& s, DType act) {
-  auto bytes = [&](const ArgSpec& a) {
-    return static_cast<double>(numel(a.shape)) * static_cast<double>(dtype_size(dtype_of(a, act)));
+// The dtype argument i has in a run with activations of dtype `act`, by its role.
+DType dtype_of(const KernelOpInfo& info, const OpSpec& s, std::size_t i, DType act) {
+  switch (info.args[i].role) {
+    case ArgRole::f32: return DType::f32;
+    case ArgRole::index: return DType::i32;
+    case ArgRole::native: return s.args[i].native.value_or(act);
+    case ArgRole::activation:
+    case ArgRole::product: break;
+  }
+  return act;
+}
+
+bool written(const KernelOpInfo& info, std::size_t i) { return info.args[i].access != ArgAccess::read; }
+
+// An op with no activation (adamw_update: master weights and optimizer state) runs in f32 only.
+bool f32_only(const KernelOpInfo& info) {
+  for (const auto& a : info.args)
+    if (a.role != ArgRole::f32 && a.role != ArgRole::index) return false;
+  return true;
+}
+
+// The call spec.call makes on `args`, recorded instead of run.
+template <typename R, typename... Args>
+void record_into(std::function<R(Args...)>& fn, KernelCall* call) {
+  fn = [call](Args... args) -> R {
+    *call = KernelCall(args...);
+    return R();
   };
-  if (op == "attention_decode")  // caches read whole, one position of each written; qkv read, out written
-    return 2 * bytes(s.args[1]) + bytes(s.args[3]) + bytes(s.args[0]);
-  if (op == "embedding_forward")  // the rows named by ids, not the whole table
-    return 2 * bytes(s.args[0]) + bytes(s.args[1]);
-  if (op == "embedding_backward")  // dout read, the f32 rows of dtable read and written
-    return bytes(s.args[2]) + bytes(s.args[1]) + 2.0 * static_cast<double>(numel(s.args[2].shape)) * 4.0;
-  double total = 0.0;
-  for (const auto& a : s.args) total += bytes(a) * (a.io == Io::inout ? 2.0 : 1.0);
-  return total;
+}
+
+KernelCall recorded_call(const OpSpec& s, std::vector<Tensor>& args) {
+  KernelCall call;
+  Kernels recorder;
+#define NEOX_RECORD(name) record_into(recorder.name, &call);
+  NEOX_KERNEL_OPS(NEOX_RECORD)
+#undef NEOX_RECORD
+  s.call(recorder, args);
+  return call;
 }
 
 // ---------------------------------------------------------------- tensors
 
 // Host values of every argument (f32 values, or ids), rounded to the dtype
 // each will have, so that every provider and the reference see the same numbers.
-std::vector<std::vector<float>> host_inputs(const OpSpec& s, DType act, Kernels& cpu) {
+std::vector<std::vector<float>> host_inputs(const KernelOpInfo& info, const OpSpec& s, DType act, Kernels& cpu) {
   std::mt19937 rng(1234);
   std::vector<std::vector<float>> data;
-  for (const auto& a : s.args) {
+  // The arguments in the dtype of this run's activations, which are rounded to it.
+  auto rounded = [&](std::size_t i) { return act != DType::f32 && dtype_of(info, s, i, act) == act; };
+  for (std::size_t i = 0; i < s.args.size(); ++i) {
+    const ArgSpec& a = s.args[i];
     std::vector<float> v(static_cast<std::size_t>(numel(a.shape)), 0.0f);
-    if (a.kind == Kind::i32) {
+    if (info.args[i].role == ArgRole::index) {
       std::uniform_int_distribution<std::int32_t> ids(0, static_cast<std::int32_t>(a.hi) - 1);
       for (auto& x : v) x = static_cast<float>(ids(rng));
     } else if (!a.zero) {
@@ -272,7 +292,7 @@ std::vector<std::vector<float>> host_inputs(const OpSpec& s, DType act, Kernels&
     std::vector<std::vector<std::int32_t>> ids(s.args.size());
     std::vector<Tensor> t;
     for (std::size_t i = 0; i < s.args.size(); ++i) {
-      if (s.args[i].kind == Kind::i32) {
+      if (info.args[i].role == ArgRole::index) {
         ids[i].assign(data[i].begin(), data[i].end());
         t.push_back(Tensor::wrap(ids[i].data(), s.args[i].shape, DType::i32));
       } else {
@@ -281,7 +301,7 @@ std::vector<std::vector<float>> host_inputs(const OpSpec& s, DType act, Kernels&
     }
     // the inputs the derived values come from are rounded first
     for (std::size_t i = 0; i < s.args.size(); ++i)
-      if (s.args[i].kind == Kind::act && act != DType::f32) {
+      if (rounded(i)) {
         Tensor low = Tensor::empty(nullptr, s.args[i].shape, act);
         cpu.convert(low, t[i]);
         cpu.convert(t[i], low);
@@ -289,7 +309,7 @@ std::vector<std::vector<float>> host_inputs(const OpSpec& s, DType act, Kernels&
     s.prepare(cpu, t);
   }
   for (std::size_t i = 0; i < s.args.size(); ++i)
-    if (s.args[i].kind == Kind::act && act != DType::f32) {
+    if (rounded(i)) {
       Tensor f = Tensor::wrap(data[i].data(), s.args[i].shape, DType::f32);
       Tensor low = Tensor::empty(nullptr, s.args[i].shape, act);
       cpu.convert(low, f);
@@ -322,10 +342,11 @@ std::vector<double> read_back(Backend& be, const Tensor& t) {
   return v;
 }
 
-std::vector<Tensor> device_set(Backend& be, const OpSpec& s, const std::vector<std::vector<float>>& data, DType act) {
+std::vector<Tensor> device_set(Backend& be, const KernelOpInfo& info, const OpSpec& s,
+                               const std::vector<std::vector<float>>& data, DType act) {
   std::vector<Tensor> set;
   for (std::size_t i = 0; i < s.args.size(); ++i)
-    set.push_back(be.to_device(host_tensor(data[i], s.args[i].shape, dtype_of(s.args[i], act))));
+    set.push_back(be.to_device(host_tensor(data[i], s.args[i].shape, dtype_of(info, s, i, act))));
   return set;
 }
 
@@ -345,12 +366,12 @@ struct Result {
   double value = 0.0;
 };
 
-Result run_once(Backend& be, const OpSpec& s, std::vector<Tensor>& set) {
+Result run_once(Backend& be, const KernelOpInfo& info, const OpSpec& s, std::vector<Tensor>& set) {
   Result r;
   r.value = s.call(be.kernels, set);
   be.synchronize();
   for (std::size_t i = 0; i < s.args.size(); ++i)
-    if (s.args[i].io != Io::in) r.outputs.push_back(read_back(be, set[i]));
+    if (written(info, i)) r.outputs.push_back(read_back(be, set[i]));
   return r;
 }
 
@@ -426,10 +447,11 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-std::string shape_list(const OpSpec& s, DType act) {
+std::string shape_list(const KernelOpInfo& info, const OpSpec& s, DType act) {
   std::string out;
-  for (const auto& a : s.args)
-    out += (out.empty() ? "" : ", ") + a.name + " " + std::string(dtype_name(dtype_of(a, act))) + shape_str(a.shape);
+  for (std::size_t i = 0; i < s.args.size(); ++i)
+    out += (out.empty() ? "" : ", ") + s.args[i].name + " " + std::string(dtype_name(dtype_of(info, s, i, act))) +
+           shape_str(s.args[i].shape);
   return out;
 }
 
@@ -451,7 +473,12 @@ int bench_op(const cxxopts::ParseResult& args) {
   if (!(l2_mb >= 0.0)) throw Error("bench op: --l2-mb must be >= 0");
 
   const OpSpec spec = op_spec(op, size);  // throws for an unknown op, listing them
-  if (spec.f32_only && act != DType::f32)
+  // The benchmark's argument lists are the table's: checked for every op, so
+  // that any run finds a list gone out of step.
+  for (const KernelOpInfo& each : kernel_op_infos())
+    spec_matches_table(each.name, op_spec(std::string(each.name), size));
+  const KernelOpInfo& info = kernel_op_info(op);
+  if (f32_only(info) && act != DType::f32)
     throw Error("bench op: " + op + " is f32 only (master weights and optimizer state); drop --dtype");
   Config config = config_from_args(args);
   auto registry = make_registry(config);
@@ -461,28 +488,35 @@ int bench_op(const cxxopts::ParseResult& args) {
 
   // The reference: the cpu backend's f32 kernel on the same values.
   auto cpu = registry->make_backend("cpu", {}, config.plugins.options);
-  const auto data = host_inputs(spec, act, cpu->kernels);
-  std::vector<Tensor> ref_set = device_set(*cpu, spec, data, DType::f32);
-  const Result ref = run_once(*cpu, spec, ref_set);
+  const auto data = host_inputs(info, spec, act, cpu->kernels);
+  std::vector<Tensor> ref_set = device_set(*cpu, info, spec, data, DType::f32);
+  const Result ref = run_once(*cpu, info, spec, ref_set);
   ref_set.clear();
 
+  // The work of one call, from the table: shapes and dtypes of the arguments
+  // (no memory) and the call's scalars.
   double set_bytes = 0.0;
-  for (const auto& a : spec.args)
-    set_bytes += static_cast<double>(numel(a.shape)) * static_cast<double>(dtype_size(dtype_of(a, act)));
+  std::vector<Tensor> shapes;
+  for (std::size_t i = 0; i < spec.args.size(); ++i) {
+    shapes.push_back(Tensor::wrap(nullptr, spec.args[i].shape, dtype_of(info, spec, i, act)));
+    set_bytes += static_cast<double>(shapes.back().bytes());
+  }
+  const KernelCall call = recorded_call(spec, shapes);
+  const double flops = info.flops ? info.flops(call) : 0.0;
+  const double work = flops > 0 ? flops : info.bytes(call);
   const double l2_bytes = l2_mb * 1024 * 1024;
   const std::size_t copies =
       std::min<std::size_t>(4096, static_cast<std::size_t>(std::floor(l2_bytes / std::max(set_bytes, 1.0))) + 1);
-  const double work = spec.flops > 0 ? spec.flops : bytes_moved(op, spec, act);
-  const char* unit = spec.flops > 0 ? "TFLOP/s" : "GB/s";
-  const double unit_scale = spec.flops > 0 ? 1e12 : 1e9;
+  const char* unit = flops > 0 ? "TFLOP/s" : "GB/s";
+  const double unit_scale = flops > 0 ? 1e12 : 1e9;
 
   std::printf("op:        %s, dtype %s, size %g\n", op.c_str(), std::string(dtype_name(act)).c_str(), size);
-  std::printf("arguments: %s\n", shape_list(spec, act).c_str());
+  std::printf("arguments: %s\n", shape_list(info, spec, act).c_str());
   std::printf("timing:    median of %d runs after %d warm-up; %zu copies of the arguments (%.1f MiB each, "
               "over %g MiB of L2 together), one per run in turn\n",
               runs, warmup, copies, set_bytes / (1024 * 1024), l2_mb);
-  if (spec.flops > 0)
-    std::printf("work:      %.3f GFLOP per call\n", spec.flops / 1e9);
+  if (flops > 0)
+    std::printf("work:      %.3f GFLOP per call\n", flops / 1e9);
   else
     std::printf("work:      %.3f MB read and written per call\n", work / 1e6);
   std::printf("rel err:   max over the outputs of ||out - ref|| / ||ref||, ref = the cpu backend in f32 on "
@@ -490,10 +524,10 @@ int bench_op(const cxxopts::ParseResult& args) {
   std::printf("%-18s %-8s %-8s %10s %10s %10s %10s %10s %12s\n", "provider", "backend", "device", "median_ms",
               "min_ms", "max_ms", unit, "rel_err", "max_abs_err");
   for (auto& p : providers) {
-    std::vector<Tensor> master = device_set(*p.be, spec, data, act);
+    std::vector<Tensor> master = device_set(*p.be, info, spec, data, act);
     std::vector<std::vector<Tensor>> sets;
     sets.push_back(copy_set(*p.be, master));
-    const Difference diff = difference(run_once(*p.be, spec, sets[0]), ref, spec.returns_value);
+    const Difference diff = difference(run_once(*p.be, info, spec, sets[0]), ref, spec.returns_value);
     for (std::size_t c = 1; c < copies; ++c) sets.push_back(copy_set(*p.be, master));
     master.clear();
     std::size_t next = 0;

@@ -37,7 +37,7 @@
 
 #include "neox/backend.h"
 #include "neox/dtype.h"
-#include "neox/error.h"
+#include "neox/kernel_contract.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
 
@@ -158,25 +158,6 @@ void store(Tensor& t, std::int64_t off, std::int64_t n, const float* buf) {
   }
 }
 
-// The shape and dtype rules of kernels.h for one call: float tensors of one
-// activation dtype, as many elements as inp, on the host.
-void check(const char* op, const Tensor& inp, std::initializer_list<std::pair<const char*, const Tensor*>> others) {
-  auto where = [&](const char* name, const Tensor& t) {
-    return std::string(op) + " (fast-gelu): " + name + " " + t.str();
-  };
-  const DType dt = inp.dtype();
-  if (dt != DType::f32 && dt != DType::bf16 && dt != DType::f16)
-    throw neox::Error(where("inp", inp) + ": expected f32, bf16 or f16");
-  if (!inp.device().is_cpu()) throw neox::Error(where("inp", inp) + ": expected a host tensor");
-  for (const auto& [name, t] : others) {
-    if (t->dtype() != dt)
-      throw neox::Error(where(name, *t) + ": expected the dtype of inp " + inp.str());
-    if (t->numel() != inp.numel())
-      throw neox::Error(where(name, *t) + ": expected as many elements as inp " + inp.str());
-    if (!t->device().is_cpu()) throw neox::Error(where(name, *t) + ": expected a host tensor");
-  }
-}
-
 class FastGelu final : public neox::KernelProvider {
  public:
   FastGelu(Approximation approximation, std::int64_t min_parallel)
@@ -193,7 +174,9 @@ class FastGelu final : public neox::KernelProvider {
 
   void register_kernels(neox::Kernels& table) override {
     table.gelu_forward = [this](Tensor& out, const Tensor& inp) {
-      check("gelu_forward", inp, {{"out", &out}});
+      // The SDK's checks of the op (neox/kernel_contract.h): host tensors, one
+      // dtype (f32, bf16 or f16), as many elements; the same errors as the cpu backend's.
+      neox::kernel_check::gelu_forward(neox::Device{}, out, inp);
       count(forward_calls_, inp.numel());
       if (approximation_ == Approximation::tanh)
         forward<Approximation::tanh>(out, inp);
@@ -201,7 +184,7 @@ class FastGelu final : public neox::KernelProvider {
         forward<Approximation::sigmoid>(out, inp);
     };
     table.gelu_backward = [this](Tensor& dinp, const Tensor& inp, const Tensor& dout) {
-      check("gelu_backward", inp, {{"dinp", &dinp}, {"dout", &dout}});
+      neox::kernel_check::gelu_backward(neox::Device{}, dinp, inp, dout);
       count(backward_calls_, inp.numel());
       if (approximation_ == Approximation::tanh)
         backward<Approximation::tanh>(dinp, inp, dout);

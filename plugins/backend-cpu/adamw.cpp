@@ -2,9 +2,8 @@
 // One step of PyTorch's AdamW (decoupled weight decay) over a contiguous slice.
 #include <cmath>
 #include <cstdint>
-#include <string>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -35,21 +34,8 @@ void adamw_update_f32(float* param, const float* grad, float* m, float* v, const
 }  // namespace
 
 void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) {
-  const char* op = "adamw_update";
-  require(param, DType::f32, op, "param");
-  const std::string same = "as many as param " + param.str();
-  require_numel(grad, DType::f32, param.numel(), op, "grad", same);
-  require_numel(m, DType::f32, param.numel(), op, "m", same);
-  require_numel(v, DType::f32, param.numel(), op, "v", same);
-  if (p.step < 1) fail(op, "step must be >= 1 (1-based), got " + std::to_string(p.step));
-  if (!(p.beta1 >= 0.0f && p.beta1 < 1.0f) || !(p.beta2 >= 0.0f && p.beta2 < 1.0f))
-    fail(op, "betas must be in [0, 1), got (" + std::to_string(p.beta1) + ", " + std::to_string(p.beta2) + ")");
-  require_disjoint(param, grad, op, "param", "grad");
-  require_disjoint(param, m, op, "param", "m");
-  require_disjoint(param, v, op, "param", "v");
-  require_disjoint(m, v, op, "m", "v");
-  adamw_update_f32(param.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(), p,
-                   param.numel());
+  const ElementsShape s = kernel_check::adamw_update(Device{}, param, grad, m, v, p);
+  adamw_update_f32(param.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(), p, s.n);
 }
 
 }  // namespace neox::cpu

@@ -8,10 +8,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <string>
 #include <vector>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -182,58 +181,23 @@ void attention_decode_f32(float* out, float* kc, float* vc, const float* qkv, st
 }  // namespace
 
 void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int n_head) {
-  const char* op = "attention_forward";
-  QkvShape s = require_qkv(qkv, n_head, op, "qkv");
-  require_matrix_shape(out, DType::f32, s.B * s.T, s.C, op, "out", "[B*T, C] for qkv " + qkv.str());
-  require_numel(lse, DType::f32, s.B * s.n_head * s.T, op, "lse", "[B, n_head, T] for qkv " + qkv.str());
-  require_disjoint(out, qkv, op, "out", "qkv");
-  require_disjoint(lse, qkv, op, "lse", "qkv");
-  require_disjoint(out, lse, op, "out", "lse");
+  const QkvShape s = kernel_check::attention_forward(Device{}, out, lse, qkv, n_head);
   attention_forward_f32(out.ptr<float>(), lse.ptr<float>(), qkv.ptr<float>(), s.B, s.T, s.C, s.n_head);
 }
 
 void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
                         const Tensor& lse, int n_head) {
-  const char* op = "attention_backward";
-  QkvShape s = require_qkv(qkv, n_head, op, "qkv");
-  require_matrix_shape(dqkv, DType::f32, s.B * s.T, 3 * s.C, op, "dqkv", "the shape of qkv " + qkv.str());
-  require_matrix_shape(dout, DType::f32, s.B * s.T, s.C, op, "dout", "[B*T, C] for qkv " + qkv.str());
-  require_matrix_shape(out, DType::f32, s.B * s.T, s.C, op, "out", "[B*T, C] for qkv " + qkv.str());
-  require_numel(lse, DType::f32, s.B * s.n_head * s.T, op, "lse", "[B, n_head, T] for qkv " + qkv.str());
-  require_disjoint(dqkv, dout, op, "dqkv", "dout");
-  require_disjoint(dqkv, qkv, op, "dqkv", "qkv");
-  require_disjoint(dqkv, out, op, "dqkv", "out");
-  require_disjoint(dqkv, lse, op, "dqkv", "lse");
+  const QkvShape s = kernel_check::attention_backward(Device{}, dqkv, dout, qkv, out, lse, n_head);
   attention_backward_f32(dqkv.ptr<float>(), dout.ptr<float>(), qkv.ptr<float>(), out.ptr<float>(),
                          lse.ptr<float>(), s.B, s.T, s.C, s.n_head);
 }
 
 void attention_decode(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv, int n_head,
                       std::int64_t position_offset) {
-  const char* op = "attention_decode";
-  QkvShape s = require_qkv(qkv, n_head, op, "qkv");
-  require_matrix_shape(out, DType::f32, s.B * s.T, s.C, op, "out", "[B*Tq, C] for qkv " + qkv.str());
-  require(k_cache, DType::f32, op, "k_cache");
-  require(v_cache, DType::f32, op, "v_cache");
-  if (k_cache.ndim() != 4 || k_cache.dim(0) != s.B || k_cache.dim(1) != s.n_head || k_cache.dim(3) != s.hs)
-    fail(op, "k_cache " + k_cache.str() + " must be [B, n_head, max_T, head size] = [" + std::to_string(s.B) +
-                 ", " + std::to_string(s.n_head) + ", max_T, " + std::to_string(s.hs) + "] for qkv " + qkv.str());
-  if (v_cache.shape() != k_cache.shape())
-    fail(op, "v_cache " + v_cache.str() + " must have the shape of k_cache " + k_cache.str());
-  const std::int64_t max_t = k_cache.dim(2);
-  if (position_offset < 0) fail(op, "position_offset must be >= 0, got " + std::to_string(position_offset));
-  if (position_offset + s.T > max_t)
-    fail(op, "positions [" + std::to_string(position_offset) + ", " + std::to_string(position_offset + s.T) +
-                 ") do not fit the cache's max_T = " + std::to_string(max_t) + " (k_cache " + k_cache.str() + ")");
-  require_disjoint(out, qkv, op, "out", "qkv");
-  require_disjoint(out, k_cache, op, "out", "k_cache");
-  require_disjoint(out, v_cache, op, "out", "v_cache");
-  require_disjoint(k_cache, qkv, op, "k_cache", "qkv");
-  require_disjoint(v_cache, qkv, op, "v_cache", "qkv");
-  require_disjoint(k_cache, v_cache, op, "k_cache", "v_cache");
+  const QkvShape s = kernel_check::attention_decode(Device{}, out, k_cache, v_cache, qkv, n_head, position_offset);
   if (s.T == 0 || s.B == 0) return;
   attention_decode_f32(out.ptr<float>(), k_cache.ptr<float>(), v_cache.ptr<float>(), qkv.ptr<float>(), s.B, s.T,
-                       s.C, s.n_head, max_t, position_offset);
+                       s.C, s.n_head, s.max_T, position_offset);
 }
 
 }  // namespace neox::cpu

@@ -53,12 +53,12 @@ class ScopedOmpThreads {
 };
 
 // The table entry for one op: runs it with the backend's thread count,
-// through f32 temporaries for bf16 and f16 tensors (the op's roles say which
-// dtype each tensor may have), and turns any exception other than
+// through f32 temporaries for bf16 and f16 tensors (the op's roles,
+// neox/kernel_contract.h, say which dtype each tensor may have), and turns any exception other than
 // neox::Error into one naming the op, so that nothing else leaves the plugin.
 template <typename R, typename... Args, std::size_t N>
-std::function<R(Args...)> table_entry(const char* op, int threads, R (*fn)(Args...), const Roles<N>& roles) {
-  return [op, threads, fn, roles](Args... args) -> R {
+std::function<R(Args...)> table_entry(const char* op, int threads, R (*fn)(Args...), const KernelArg (&roles)[N]) {
+  return [op, threads, fn, &roles](Args... args) -> R {
     try {
       ScopedOmpThreads scope(threads);
       return call_mixed_precision<R, Args...>(op, fn, roles, std::forward<Args>(args)...);
@@ -129,7 +129,7 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
   void register_kernels(Kernels& table) override {
-#define NEOX_CPU_OP(name) table.name = table_entry(#name, threads_, &cpu::name, roles::name);
+#define NEOX_CPU_OP(name) table.name = table_entry(#name, threads_, &cpu::name, kernel_args::name);
     NEOX_KERNEL_OPS(NEOX_CPU_OP)
 #undef NEOX_CPU_OP
   }

@@ -2,9 +2,8 @@
 // Bias add and its backward (column sums).
 #include <algorithm>
 #include <cstdint>
-#include <string>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -38,20 +37,13 @@ void bias_backward_f32(float* dbias, const float* dout, std::int64_t N, std::int
 }  // namespace
 
 void add_bias(Tensor& out, const Tensor& bias) {
-  MatrixShape m = require_matrix(out, DType::f32, "add_bias", "out");
-  require_matrix_shape(bias, DType::f32, 1, m.cols, "add_bias", "bias",
-                       "one value per column of out " + out.str());
-  if (bias.ndim() != 1) fail("add_bias", "bias " + bias.str() + " must be 1-D");
-  add_bias_f32(out.ptr<float>(), bias.ptr<float>(), m.rows, m.cols);
+  const RowsShape s = kernel_check::add_bias(Device{}, out, bias);
+  add_bias_f32(out.ptr<float>(), bias.ptr<float>(), s.rows, s.cols);
 }
 
 void bias_backward(Tensor& dbias, const Tensor& dout) {
-  MatrixShape m = require_matrix(dout, DType::f32, "bias_backward", "dout");
-  require_matrix_shape(dbias, DType::f32, 1, m.cols, "bias_backward", "dbias",
-                       "one value per column of dout " + dout.str());
-  if (dbias.ndim() != 1) fail("bias_backward", "dbias " + dbias.str() + " must be 1-D");
-  require_disjoint(dbias, dout, "bias_backward", "dbias", "dout");
-  bias_backward_f32(dbias.ptr<float>(), dout.ptr<float>(), m.rows, m.cols);
+  const RowsShape s = kernel_check::bias_backward(Device{}, dbias, dout);
+  bias_backward_f32(dbias.ptr<float>(), dout.ptr<float>(), s.rows, s.cols);
 }
 
 }  // namespace neox::cpu

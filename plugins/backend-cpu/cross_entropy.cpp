@@ -4,9 +4,8 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <string>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -52,45 +51,25 @@ void cross_entropy_backward_f32(float* dlogits, const float* logits, const float
 void check_targets(const char* op, const Tensor& targets, std::int64_t V) {
   const std::int32_t* t = targets.ptr<std::int32_t>();
   for (std::int64_t n = 0; n < targets.numel(); ++n)
-    if (t[n] >= V)
-      fail(op, "target " + std::to_string(t[n]) + " in row " + std::to_string(n) +
-                   " is outside the vocabulary [0, " + std::to_string(V) +
-                   ") (negative targets mark ignored positions)");
+    if (t[n] >= V) KernelChecker(op, Device{}).target_out_of_range(n, t[n], V);
 }
 
 }  // namespace
 
 void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits,
                            const Tensor& targets) {
-  const char* op = "cross_entropy_forward";
-  MatrixShape m = require_matrix(logits, DType::f32, op, "logits");
-  const std::string per_row = "one per row of logits " + logits.str();
-  require_numel(targets, DType::i32, m.rows, op, "targets", per_row);
-  require_numel(losses, DType::f32, m.rows, op, "losses", per_row);
-  require_numel(lse, DType::f32, m.rows, op, "lse", per_row);
-  if (m.cols == 0 && m.rows > 0) fail(op, "logits " + logits.str() + " has an empty vocabulary");
-  require_disjoint(losses, logits, op, "losses", "logits");
-  require_disjoint(lse, logits, op, "lse", "logits");
-  require_disjoint(losses, lse, op, "losses", "lse");
-  check_targets(op, targets, m.cols);
+  const RowsShape s = kernel_check::cross_entropy_forward(Device{}, losses, lse, logits, targets);
+  check_targets("cross_entropy_forward", targets, s.cols);
   cross_entropy_forward_f32(losses.ptr<float>(), lse.ptr<float>(), logits.ptr<float>(),
-                            targets.ptr<std::int32_t>(), m.rows, m.cols);
+                            targets.ptr<std::int32_t>(), s.rows, s.cols);
 }
 
 void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                             const Tensor& targets, float dloss) {
-  const char* op = "cross_entropy_backward";
-  MatrixShape m = require_matrix(logits, DType::f32, op, "logits");
-  const std::string per_row = "one per row of logits " + logits.str();
-  require_matrix_shape(dlogits, DType::f32, m.rows, m.cols, op, "dlogits",
-                       "the shape of logits " + logits.str());
-  require_numel(targets, DType::i32, m.rows, op, "targets", per_row);
-  require_numel(lse, DType::f32, m.rows, op, "lse", per_row);
-  if (dlogits.data() != logits.data()) require_disjoint(dlogits, logits, op, "dlogits", "logits");
-  require_disjoint(dlogits, lse, op, "dlogits", "lse");
-  check_targets(op, targets, m.cols);
+  const RowsShape s = kernel_check::cross_entropy_backward(Device{}, dlogits, logits, lse, targets, dloss);
+  check_targets("cross_entropy_backward", targets, s.cols);
   cross_entropy_backward_f32(dlogits.ptr<float>(), logits.ptr<float>(), lse.ptr<float>(),
-                             targets.ptr<std::int32_t>(), dloss, m.rows, m.cols);
+                             targets.ptr<std::int32_t>(), dloss, s.rows, s.cols);
 }
 
 }  // namespace neox::cpu

@@ -2,9 +2,8 @@
 // Elementwise operations: add, axpby, fill, convert.
 #include <cstdint>
 #include <cstring>
-#include <string>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -57,53 +56,35 @@ void convert_any(void* out, DType out_type, const void* in, DType in_type, std::
   for (std::int64_t i = 0; i < n; ++i) store(out, out_type, i, load(in, in_type, i));
 }
 
-bool convertible(DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
-
 }  // namespace
 
 void add(Tensor& out, const Tensor& a, const Tensor& b) {
-  require(a, DType::f32, "add", "a");
-  require_numel(b, DType::f32, a.numel(), "add", "b", "as many as a " + a.str());
-  require_numel(out, DType::f32, a.numel(), "add", "out", "as many as a " + a.str());
-  add_f32(out.ptr<float>(), a.ptr<float>(), b.ptr<float>(), a.numel());
+  const ElementsShape s = kernel_check::add(Device{}, out, a, b);
+  add_f32(out.ptr<float>(), a.ptr<float>(), b.ptr<float>(), s.n);
 }
 
 void axpby(Tensor& y, const Tensor& x, float alpha, float beta) {
-  require(x, DType::f32, "axpby", "x");
-  require_numel(y, DType::f32, x.numel(), "axpby", "y", "as many as x " + x.str());
-  axpby_f32(y.ptr<float>(), x.ptr<float>(), alpha, beta, x.numel());
+  const ElementsShape s = kernel_check::axpby(Device{}, y, x, alpha, beta);
+  axpby_f32(y.ptr<float>(), x.ptr<float>(), alpha, beta, s.n);
 }
 
 void fill(Tensor& t, float value) {
-  if (!t.defined()) fail("fill", "t is an undefined tensor");
-  if (!t.device().is_cpu()) fail("fill", "t " + t.str() + " is not in host memory");
-  switch (t.dtype()) {
-    case DType::f32: fill_typed(t.ptr<float>(), value, t.numel()); break;
-    case DType::f64: fill_typed(t.ptr<double>(), static_cast<double>(value), t.numel()); break;
-    case DType::bf16: fill_typed(t.ptr<std::uint16_t>(), float_to_bf16(value), t.numel()); break;
-    case DType::f16: fill_typed(t.ptr<std::uint16_t>(), float_to_f16(value), t.numel()); break;
-    default:
-      fail("fill", "t " + t.str() + " must be f32, f64, bf16 or f16");
+  const ElementsShape s = kernel_check::fill(Device{}, t, value);
+  switch (s.dtype) {
+    case DType::f64: fill_typed(t.ptr<double>(), static_cast<double>(value), s.n); break;
+    case DType::bf16: fill_typed(t.ptr<std::uint16_t>(), float_to_bf16(value), s.n); break;
+    case DType::f16: fill_typed(t.ptr<std::uint16_t>(), float_to_f16(value), s.n); break;
+    default: fill_typed(t.ptr<float>(), value, s.n); break;
   }
 }
 
 void convert(Tensor& out, const Tensor& in) {
-  const char* op = "convert";
-  if (!in.defined()) fail(op, "in is an undefined tensor");
-  if (!out.defined()) fail(op, "out is an undefined tensor");
-  if (!in.device().is_cpu() || !out.device().is_cpu())
-    fail(op, "in " + in.str() + " and out " + out.str() + " must both be in host memory");
-  if (!convertible(in.dtype()) || !convertible(out.dtype()))
-    fail(op, "converts among f32, bf16 and f16; got in " + in.str() + " and out " + out.str());
-  if (out.numel() != in.numel())
-    fail(op, "out " + out.str() + " has " + std::to_string(out.numel()) + " elements but in " + in.str() +
-                 " has " + std::to_string(in.numel()));
-  if (out.dtype() == in.dtype()) {
+  const ElementsShape s = kernel_check::convert(Device{}, out, in);
+  if (out.dtype() == in.dtype()) {  // a copy, which may overlap
     if (out.data() != in.data() && in.bytes() > 0) std::memmove(out.data(), in.data(), in.bytes());
     return;
   }
-  require_disjoint(out, in, op, "out", "in");
-  convert_any(out.data(), out.dtype(), in.data(), in.dtype(), in.numel());
+  convert_any(out.data(), out.dtype(), in.data(), in.dtype(), s.n);
 }
 
 }  // namespace neox::cpu

@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <string>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -46,39 +45,21 @@ void embedding_backward_f32(float* dtable, const std::int32_t* ids, const float*
 void check_ids(const char* op, const Tensor& ids, std::int64_t V) {
   const std::int32_t* p = ids.ptr<std::int32_t>();
   for (std::int64_t n = 0; n < ids.numel(); ++n)
-    if (p[n] < 0 || p[n] >= V) {
-      std::string where = "position " + std::to_string(n);
-      if (ids.ndim() == 2 && ids.dim(1) > 0)
-        where += " (row " + std::to_string(n / ids.dim(1)) + ", column " + std::to_string(n % ids.dim(1)) + ")";
-      fail(op, "id " + std::to_string(p[n]) + " at " + where + " of ids " + ids.str() +
-                   " is outside the table's rows [0, " + std::to_string(V) + ")");
-    }
+    if (p[n] < 0 || p[n] >= V) KernelChecker(op, Device{}).id_out_of_range(ids, n, p[n], V);
 }
 
 }  // namespace
 
 void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table, bool accumulate) {
-  const char* op = "embedding_forward";
-  MatrixShape tm = require_matrix(table, DType::f32, op, "table");
-  require(ids, DType::i32, op, "ids");
-  require_matrix_shape(out, DType::f32, ids.numel(), tm.cols, op, "out",
-                       "one row of table " + table.str() + " per id in " + ids.str());
-  require_disjoint(out, table, op, "out", "table");
-  check_ids(op, ids, tm.rows);
-  embedding_forward_f32(out.ptr<float>(), ids.ptr<std::int32_t>(), table.ptr<float>(), ids.numel(),
-                        tm.cols, accumulate);
+  const RowsShape s = kernel_check::embedding_forward(Device{}, out, ids, table, accumulate);
+  check_ids("embedding_forward", ids, s.table_rows);
+  embedding_forward_f32(out.ptr<float>(), ids.ptr<std::int32_t>(), table.ptr<float>(), s.rows, s.cols, accumulate);
 }
 
 void embedding_backward(Tensor& dtable, const Tensor& ids, const Tensor& dout) {
-  const char* op = "embedding_backward";
-  MatrixShape tm = require_matrix(dtable, DType::f32, op, "dtable");
-  require(ids, DType::i32, op, "ids");
-  require_matrix_shape(dout, DType::f32, ids.numel(), tm.cols, op, "dout",
-                       "one row of dtable " + dtable.str() + " per id in " + ids.str());
-  require_disjoint(dtable, dout, op, "dtable", "dout");
-  check_ids(op, ids, tm.rows);
-  embedding_backward_f32(dtable.ptr<float>(), ids.ptr<std::int32_t>(), dout.ptr<float>(), ids.numel(),
-                         tm.cols);
+  const RowsShape s = kernel_check::embedding_backward(Device{}, dtable, ids, dout);
+  check_ids("embedding_backward", ids, s.table_rows);
+  embedding_backward_f32(dtable.ptr<float>(), ids.ptr<std::int32_t>(), dout.ptr<float>(), s.rows, s.cols);
 }
 
 }  // namespace neox::cpu

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -35,16 +35,13 @@ void gelu_backward_f32(float* dinp, const float* inp, const float* dout, std::in
 }  // namespace
 
 void gelu_forward(Tensor& out, const Tensor& inp) {
-  require(inp, DType::f32, "gelu_forward", "inp");
-  require_numel(out, DType::f32, inp.numel(), "gelu_forward", "out", "as many as inp " + inp.str());
-  gelu_forward_f32(out.ptr<float>(), inp.ptr<float>(), inp.numel());
+  const ElementsShape s = kernel_check::gelu_forward(Device{}, out, inp);
+  gelu_forward_f32(out.ptr<float>(), inp.ptr<float>(), s.n);
 }
 
 void gelu_backward(Tensor& dinp, const Tensor& inp, const Tensor& dout) {
-  require(inp, DType::f32, "gelu_backward", "inp");
-  require_numel(dout, DType::f32, inp.numel(), "gelu_backward", "dout", "as many as inp " + inp.str());
-  require_numel(dinp, DType::f32, inp.numel(), "gelu_backward", "dinp", "as many as inp " + inp.str());
-  gelu_backward_f32(dinp.ptr<float>(), inp.ptr<float>(), dout.ptr<float>(), inp.numel());
+  const ElementsShape s = kernel_check::gelu_backward(Device{}, dinp, inp, dout);
+  gelu_backward_f32(dinp.ptr<float>(), inp.ptr<float>(), dout.ptr<float>(), s.n);
 }
 
 }  // namespace neox::cpu

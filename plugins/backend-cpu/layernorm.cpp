@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <string>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -90,41 +89,18 @@ void layernorm_backward_f32(float* dinp, float* dweight, float* dbias, const flo
 
 void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
                        const Tensor& weight, const Tensor& bias, float eps) {
-  const char* op = "layernorm_forward";
-  MatrixShape m = require_matrix(inp, DType::f32, op, "inp");
-  const std::string per_col = "one value per column of inp " + inp.str();
-  const std::string per_row = "one value per row of inp " + inp.str();
-  require_matrix_shape(out, DType::f32, m.rows, m.cols, op, "out", "the shape of inp " + inp.str());
-  require_numel(weight, DType::f32, m.cols, op, "weight", per_col);
-  require_numel(bias, DType::f32, m.cols, op, "bias", per_col);
-  require_numel(mean, DType::f32, m.rows, op, "mean", per_row);
-  require_numel(rstd, DType::f32, m.rows, op, "rstd", per_row);
-  if (!(eps >= 0.0f)) fail(op, "eps must be >= 0, got " + std::to_string(eps));
-  if (m.cols == 0) fail(op, "inp " + inp.str() + " has no columns");
+  const RowsShape s = kernel_check::layernorm_forward(Device{}, out, mean, rstd, inp, weight, bias, eps);
   layernorm_forward_f32(out.ptr<float>(), mean.ptr<float>(), rstd.ptr<float>(), inp.ptr<float>(),
-                        weight.ptr<float>(), bias.ptr<float>(), m.rows, m.cols, eps);
+                        weight.ptr<float>(), bias.ptr<float>(), s.rows, s.cols, eps);
 }
 
 void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
                         const Tensor& inp, const Tensor& weight, const Tensor& mean,
                         const Tensor& rstd) {
-  const char* op = "layernorm_backward";
-  MatrixShape m = require_matrix(inp, DType::f32, op, "inp");
-  const std::string per_col = "one value per column of inp " + inp.str();
-  const std::string per_row = "one value per row of inp " + inp.str();
-  require_matrix_shape(dout, DType::f32, m.rows, m.cols, op, "dout", "the shape of inp " + inp.str());
-  require_matrix_shape(dinp, DType::f32, m.rows, m.cols, op, "dinp", "the shape of inp " + inp.str());
-  require_numel(weight, DType::f32, m.cols, op, "weight", per_col);
-  require_numel(dweight, DType::f32, m.cols, op, "dweight", per_col);
-  require_numel(dbias, DType::f32, m.cols, op, "dbias", per_col);
-  require_numel(mean, DType::f32, m.rows, op, "mean", per_row);
-  require_numel(rstd, DType::f32, m.rows, op, "rstd", per_row);
-  if (m.cols == 0) fail(op, "inp " + inp.str() + " has no columns");
-  require_disjoint(dinp, dout, op, "dinp", "dout");
-  require_disjoint(dweight, dbias, op, "dweight", "dbias");
+  const RowsShape s = kernel_check::layernorm_backward(Device{}, dinp, dweight, dbias, dout, inp, weight, mean, rstd);
   layernorm_backward_f32(dinp.ptr<float>(), dweight.ptr<float>(), dbias.ptr<float>(),
                          dout.ptr<float>(), inp.ptr<float>(), weight.ptr<float>(),
-                         mean.ptr<float>(), rstd.ptr<float>(), m.rows, m.cols);
+                         mean.ptr<float>(), rstd.ptr<float>(), s.rows, s.cols);
 }
 
 }  // namespace neox::cpu

@@ -5,75 +5,39 @@
 #include <cstdint>
 #include <string>
 
-#include "check.h"
+#include "neox/dtype.h"
 #include "ops.h"
 
 namespace neox::cpu {
 namespace {
 
 bool low_precision(DType t) { return t == DType::bf16 || t == DType::f16; }
-bool compute_dtype(DType t) { return t == DType::f32 || low_precision(t); }
-bool staged_role(Role r) { return r == Role::activation || r == Role::product; }
+bool staged_role(ArgRole r) { return r == ArgRole::activation || r == ArgRole::product; }
 
-std::string describe(const TensorArg& a) { return std::string(a.role.name) + " " + a.tensor->str(); }
-
-// The dtype rules of kernels.h ("Precision") for a call that has a bf16 or
-// f16 tensor. Undefined tensors and tensors of other roles are left to the
-// kernel's own checks.
-void validate(const char* op, std::span<const TensorArg> args) {
-  const TensorArg* lead = nullptr;  // the first activation: it sets the compute dtype
-  for (const auto& a : args)
-    if (a.role.role == Role::activation && a.tensor->defined()) {
-      lead = &a;
-      break;
-    }
-  if (lead && !compute_dtype(lead->tensor->dtype()))
-    fail(op, describe(*lead) + " must be f32, bf16 or f16");
-  const DType compute = lead ? lead->tensor->dtype() : DType::f32;
-  const std::string dt(dtype_name(compute));
-  for (const auto& a : args) {
-    if (!a.tensor->defined()) continue;
-    const DType t = a.tensor->dtype();
-    switch (a.role.role) {
-      case Role::activation:
-        if (t != compute)
-          fail(op, describe(a) + " must be " + dt + " like " + describe(*lead) +
-                       " (the activations and weights of one call share one dtype: f32, bf16 or f16)");
-        break;
-      case Role::product:
-        if (t != compute && t != DType::f32)
-          fail(op, describe(a) + " must be " + dt + " like " + describe(*lead) + ", or f32 (a weight gradient)");
-        break;
-      case Role::f32:
-        if (t != DType::f32)
-          fail(op, describe(a) + " must be f32 whatever the compute dtype" + (lead ? " (" + dt + ")" : std::string()) +
-                       ": parameter gradients, per-row statistics and optimizer state are always f32");
-        break;
-      case Role::index:
-      case Role::native:
-        break;
-    }
-  }
-}
+std::string describe(const TensorArg& a) { return std::string(a.arg.name) + " " + a.tensor->str(); }
 
 }  // namespace
 
 bool needs_f32_staging(std::span<const TensorArg> args) {
   for (const auto& a : args)
-    if (a.role.role != Role::native && low_precision(a.tensor->dtype())) return true;
+    if (a.arg.role != ArgRole::native && low_precision(a.tensor->dtype())) return true;
   return false;
 }
 
 F32Staging::F32Staging(const char* op, std::span<const TensorArg> args, std::span<Tensor> subs) {
-  validate(op, args);
+  // The dtype rules of kernels.h ("Precision"), on the caller's tensors: every
+  // one defined and in host memory, then one compute dtype, f32 roles, i32 ids.
+  const KernelChecker ck(op, Device{});
+  std::vector<const Tensor*> tensors;
+  for (const auto& a : args) tensors.push_back(a.tensor);
+  ck.precision(tensors);
   // The tensors to convert, by address: overlapping ones form one group
   // with one temporary, so their aliasing survives the conversion.
   std::vector<std::size_t> staged;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const Tensor& t = *args[i].tensor;
     subs[i] = t;
-    if (!staged_role(args[i].role.role) || !low_precision(t.dtype())) continue;
-    require(t, t.dtype(), op, args[i].role.name);  // defined, in host memory
+    if (!staged_role(args[i].arg.role) || !low_precision(t.dtype())) continue;
     if (t.numel() == 0)
       subs[i] = Tensor::empty(nullptr, t.shape(), DType::f32);
     else
@@ -87,11 +51,11 @@ F32Staging::F32Staging(const char* op, std::span<const TensorArg> args, std::spa
     std::size_t last = g + 1;
     std::uintptr_t lo = begin(staged[g]), hi = end(staged[g]);
     while (last < staged.size() && begin(staged[last]) < hi) hi = std::max(hi, end(staged[last++]));
-    const DType dtype = args[staged[g]].tensor->dtype();  // validate(): all staged tensors share it
+    const DType dtype = args[staged[g]].tensor->dtype();  // precision(): all staged tensors share it
     for (std::size_t j = g; j < last; ++j)
       if ((begin(staged[j]) - lo) % dtype_size(dtype) != 0)
-        fail(op, describe(args[staged[j]]) + " overlaps " + describe(args[staged[g]]) +
-                     " at an offset that is not a whole number of elements");
+        ck.fail(describe(args[staged[j]]) + " overlaps " + describe(args[staged[g]]) +
+                " at an offset that is not a whole number of elements");
     const auto count = static_cast<std::int64_t>((hi - lo) / dtype_size(dtype));
     Tensor temp = Tensor::empty(nullptr, {count}, DType::f32);
     const Tensor source = Tensor::wrap(reinterpret_cast<void*>(lo), {count}, dtype);

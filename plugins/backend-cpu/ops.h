@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The cpu backend's implementation of every operation in neox::Kernels, one
 // function per op with the op's name and the table's signature (see
-// neox/kernels.h for the contracts). Each checks its arguments and then runs
-// a plain float kernel defined beside it, in the file named after the op.
+// neox/kernels.h for the contracts). Each checks its arguments with the SDK's
+// check of the op (neox/kernel_contract.h) and then runs a plain float kernel
+// defined beside it, in the file named after the op.
 // They take f32 tensors (and i32 ids); the backend's table reaches them
 // through mixed_precision.h, which converts bf16 and f16 tensors to f32 and
 // back. fill, convert, sum and sum_squares read and write every float dtype

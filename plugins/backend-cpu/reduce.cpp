@@ -4,7 +4,7 @@
 // gives a non-finite result: fp16 loss scaling detects overflow by it.
 #include <cstdint>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -39,20 +39,18 @@ double reduce(const void* data, std::int64_t n) {
 }
 
 template <bool squares>
-double reduce_any(const Tensor& x, const char* op) {
-  if (!x.defined()) fail(op, "x is an undefined tensor");
-  switch (x.dtype()) {
-    case DType::f32: require(x, DType::f32, op, "x"); return reduce<F32, squares>(x.data(), x.numel());
-    case DType::bf16: require(x, DType::bf16, op, "x"); return reduce<BF16, squares>(x.data(), x.numel());
-    case DType::f16: require(x, DType::f16, op, "x"); return reduce<F16, squares>(x.data(), x.numel());
-    default: fail(op, "x " + x.str() + " must be f32, bf16 or f16");
+double reduce_any(const ElementsShape& s, const Tensor& x) {
+  switch (s.dtype) {
+    case DType::bf16: return reduce<BF16, squares>(x.data(), s.n);
+    case DType::f16: return reduce<F16, squares>(x.data(), s.n);
+    default: return reduce<F32, squares>(x.data(), s.n);
   }
 }
 
 }  // namespace
 
-double sum_squares(const Tensor& x) { return reduce_any<true>(x, "sum_squares"); }
+double sum_squares(const Tensor& x) { return reduce_any<true>(kernel_check::sum_squares(Device{}, x), x); }
 
-double sum(const Tensor& x) { return reduce_any<false>(x, "sum"); }
+double sum(const Tensor& x) { return reduce_any<false>(kernel_check::sum(Device{}, x), x); }
 
 }  // namespace neox::cpu

@@ -5,12 +5,10 @@
 // Hugging Face and GPT-NeoX do (`1.0 / (base ** (arange(0, d, 2).float() / d))`),
 // so checkpoints see the frequencies they were trained with; the angle
 // pos * inv_freq[i] and its cosine and sine are computed in double.
-#include <cmath>
 #include <cstdint>
-#include <string>
 #include <vector>
 
-#include "check.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -41,16 +39,8 @@ void rotary_f32(float* qkv, const double* cos_sin, std::int64_t B, std::int64_t 
     }
 }
 
-void rotary(const char* op, const char* what, Tensor& qkv, int n_head, int rotary_dims, float base,
-            std::int64_t position_offset, int direction) {
-  QkvShape s = require_qkv(qkv, n_head, op, what);
-  if (rotary_dims < 0 || rotary_dims % 2 != 0 || rotary_dims > s.hs)
-    fail(op, "rotary_dims = " + std::to_string(rotary_dims) +
-                 " must be even and in [0, head size = " + std::to_string(s.hs) + "]");
-  if (!(base > 0.0f) || !std::isfinite(base))
-    fail(op, "base must be a positive number, got " + std::to_string(base));
-  if (position_offset < 0)
-    fail(op, "position_offset must be >= 0, got " + std::to_string(position_offset));
+void rotary(const QkvShape& s, Tensor& qkv, int rotary_dims, float base, std::int64_t position_offset,
+            int direction) {
   if (rotary_dims == 0 || qkv.numel() == 0) return;
   std::vector<double> table = rotary_cos_sin_table(position_offset, s.T, rotary_dims, base);
   rotary_f32(qkv.ptr<float>(), table.data(), s.B, s.T, s.C, s.n_head, rotary_dims, direction);
@@ -60,12 +50,14 @@ void rotary(const char* op, const char* what, Tensor& qkv, int n_head, int rotar
 
 void rotary_forward(Tensor& qkv, int n_head, int rotary_dims, float base,
                     std::int64_t position_offset) {
-  rotary("rotary_forward", "qkv", qkv, n_head, rotary_dims, base, position_offset, +1);
+  const QkvShape s = kernel_check::rotary_forward(Device{}, qkv, n_head, rotary_dims, base, position_offset);
+  rotary(s, qkv, rotary_dims, base, position_offset, +1);
 }
 
 void rotary_backward(Tensor& dqkv, int n_head, int rotary_dims, float base,
                      std::int64_t position_offset) {
-  rotary("rotary_backward", "dqkv", dqkv, n_head, rotary_dims, base, position_offset, -1);
+  const QkvShape s = kernel_check::rotary_backward(Device{}, dqkv, n_head, rotary_dims, base, position_offset);
+  rotary(s, dqkv, rotary_dims, base, position_offset, -1);
 }
 
 }  // namespace neox::cpu

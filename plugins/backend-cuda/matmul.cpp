@@ -22,9 +22,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "check.h"
 #include "cuda_check.h"
 #include "launch.h"
+#include "neox/error.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cuda {
@@ -48,15 +49,6 @@ std::uint32_t alignment_of(const void* p) {
   std::uint32_t align = 256;
   while (align > 1 && (a % align) != 0) align /= 2;
   return align;
-}
-
-std::string dims(std::int64_t r, std::int64_t c) {
-  std::string s("[");
-  s += std::to_string(r);
-  s += ", ";
-  s += std::to_string(c);
-  s += "]";
-  return s;
 }
 
 class Preference {
@@ -130,27 +122,10 @@ std::unique_ptr<MatmulPlan> make_plan(Context& ctx, const Problem& p) {
 
 void matmul(Context& ctx, Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float alpha,
             float beta) {
-  Checker ck("matmul", ctx.device());
-  const DType ab = ck.activation(a, "a");
-  const MatrixShape am = ck.matrix(a, ab, "a");
-  const MatrixShape bm = ck.matrix(b, ab, "b");
-  ck.on_device(c, "c");
-  if (c.dtype() != ab && c.dtype() != DType::f32)
-    ck.fail("c " + c.str() + " must be " + std::string(dtype_name(ab)) + " (the dtype of a and b) or f32");
-  const MatrixShape cm = ck.matrix(c, c.dtype(), "c");
-  const std::int64_t M = cm.rows, N = cm.cols;
-  const std::int64_t a_m = trans_a ? am.cols : am.rows;
-  const std::int64_t K = trans_a ? am.rows : am.cols;
-  const std::int64_t b_k = trans_b ? bm.cols : bm.rows;
-  const std::int64_t b_n = trans_b ? bm.rows : bm.cols;
-  if (a_m != M)
-    ck.fail(std::string("op(a) = a") + (trans_a ? "^T" : "") + " is " + dims(a_m, K) + " (a is " + a.str() +
-            ") but c " + c.str() + " has M = " + std::to_string(M) + " rows");
-  if (b_k != K || b_n != N)
-    ck.fail(std::string("op(b) = b") + (trans_b ? "^T" : "") + " is " + dims(b_k, b_n) + " (b is " + b.str() +
-            ") but op(a) @ op(b) into c needs " + dims(K, N) + " (a is " + a.str() + ", c is " + c.str() + ")");
-  ck.disjoint(c, a, "c", "a");
-  ck.disjoint(c, b, "c", "b");
+  const MatmulShape s = kernel_check::matmul(ctx.device(), c, a, b, trans_a, trans_b, alpha, beta);
+  const DType ab = s.dtype;
+  const MatrixShape am = s.a, bm = s.b;
+  const std::int64_t M = s.M, N = s.N, K = s.K;
   if (M == 0 || N == 0) return;
   const Launch l{ctx.stream(), ctx.max_blocks()};
   if (K == 0) {  // op(a) @ op(b) is all zeros; cuBLASLt wants non-empty matrices

@@ -2,7 +2,7 @@
 // The cuda backend's implementation of every operation in neox::Kernels: one
 // function per op with the op's name and the table's signature preceded by
 // the Context (see neox/kernels.h for the contracts). Each checks its
-// arguments (check.h) and queues kernels on the context's stream.
+// arguments (neox/kernel_contract.h) and queues kernels on the context's stream.
 #pragma once
 
 #include <cstdint>

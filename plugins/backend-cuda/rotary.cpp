@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Rotary embedding: argument checks (as the cpu backend's) and the cos/sin
+// Rotary embedding: the SDK's argument checks (neox/kernel_contract.h) and the cos/sin
 // tables. A table is built on the host with exactly the cpu backend's
 // arithmetic — inv_freq[i] = 1 / base^(2i / rotary_dims) in float, then
 // angle = position * inv_freq[i], cos and sin in double — uploaded once and
@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "check.h"
 #include "launch.h"
+#include "neox/kernel_contract.h"
 #include "ops.h"
 
 namespace neox::cuda {
@@ -61,30 +61,25 @@ const double* rotary_table(Context& ctx, int rotary_dims, float base, std::int64
   return e.table.as<double>() + (offset - e.start) * half * 2;
 }
 
-void rotary(Context& ctx, const char* op, const char* what, Tensor& qkv, int n_head, int rotary_dims, float base,
-            std::int64_t position_offset, double sign) {
-  Checker ck(op, ctx.device());
-  const QkvShape s = ck.qkv(qkv, n_head, what);
-  if (rotary_dims < 0 || rotary_dims % 2 != 0 || rotary_dims > s.hs)
-    ck.fail("rotary_dims = " + std::to_string(rotary_dims) + " must be even and in [0, head size = " +
-            std::to_string(s.hs) + "]");
-  if (!(base > 0.0f) || !std::isfinite(base)) ck.fail("base must be a positive number, got " + std::to_string(base));
-  if (position_offset < 0) ck.fail("position_offset must be >= 0, got " + std::to_string(position_offset));
+void rotary(Context& ctx, const QkvShape& s, Tensor& qkv, int rotary_dims, float base, std::int64_t position_offset,
+            double sign) {
   if (rotary_dims == 0 || qkv.numel() == 0) return;
   const double* table = rotary_table(ctx, rotary_dims, base, position_offset, s.T);
-  launch_rotary(Launch{ctx.stream(), ctx.max_blocks()}, qkv.dtype(), qkv.data(), table, s.B, s.T, s.C, s.n_head,
+  launch_rotary(Launch{ctx.stream(), ctx.max_blocks()}, s.dtype, qkv.data(), table, s.B, s.T, s.C, s.n_head,
                 rotary_dims, sign);
 }
 
 }  // namespace
 
 void rotary_forward(Context& ctx, Tensor& qkv, int n_head, int rotary_dims, float base, std::int64_t position_offset) {
-  rotary(ctx, "rotary_forward", "qkv", qkv, n_head, rotary_dims, base, position_offset, +1.0);
+  const QkvShape s = kernel_check::rotary_forward(ctx.device(), qkv, n_head, rotary_dims, base, position_offset);
+  rotary(ctx, s, qkv, rotary_dims, base, position_offset, +1.0);
 }
 
 void rotary_backward(Context& ctx, Tensor& dqkv, int n_head, int rotary_dims, float base,
                      std::int64_t position_offset) {
-  rotary(ctx, "rotary_backward", "dqkv", dqkv, n_head, rotary_dims, base, position_offset, -1.0);
+  const QkvShape s = kernel_check::rotary_backward(ctx.device(), dqkv, n_head, rotary_dims, base, position_offset);
+  rotary(ctx, s, dqkv, rotary_dims, base, position_offset, -1.0);
 }
 
 }  // namespace neox::cuda

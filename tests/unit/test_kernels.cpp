@@ -35,6 +35,7 @@
 #include "neox/backend.h"
 #include "neox/dtype.h"
 #include "neox/error.h"
+#include "neox/kernel_contract.h"
 #include "neox/kernels.h"
 #include "neox/options.h"
 #include "neox/registry.h"
@@ -1416,6 +1417,117 @@ TEST_P(LowPrecisionTest, MixedDtypesAreRejected) {
         k.adamw_update(p, tensor({6}, f), m, v, neox::AdamWParams{});
       },
       "adamw_update", "param", dt);
+}
+
+// A small valid call of every op: the shapes of its Tensor arguments, in the
+// order of the SDK's op table (neox/kernel_contract.h), and the call.
+struct ValidCall {
+  std::vector<Shape> shapes;
+  std::function<void(neox::Kernels&, std::vector<Tensor>&)> call;
+};
+
+std::map<std::string, ValidCall> valid_calls() {
+  using T = std::vector<Tensor>;
+  const std::int64_t M = 4, N = 3, K = 5, B = 1, S = 2, NH = 2, hs = 4, C = NH * hs, maxT = 5, V = 5;
+  return {
+      {"matmul", {{{M, N}, {M, K}, {K, N}}, [](neox::Kernels& k, T& t) { k.matmul(t[0], t[1], t[2], 0, 0, 1, 0); }}},
+      {"add_bias", {{{M, N}, {N}}, [](neox::Kernels& k, T& t) { k.add_bias(t[0], t[1]); }}},
+      {"bias_backward", {{{N}, {M, N}}, [](neox::Kernels& k, T& t) { k.bias_backward(t[0], t[1]); }}},
+      {"layernorm_forward",
+       {{{M, N}, {M}, {M}, {M, N}, {N}, {N}},
+        [](neox::Kernels& k, T& t) { k.layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], 1e-5f); }}},
+      {"layernorm_backward",
+       {{{M, N}, {N}, {N}, {M, N}, {M, N}, {N}, {M}, {M}},
+        [](neox::Kernels& k, T& t) { k.layernorm_backward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]); }}},
+      {"gelu_forward", {{{6}, {6}}, [](neox::Kernels& k, T& t) { k.gelu_forward(t[0], t[1]); }}},
+      {"gelu_backward", {{{6}, {6}, {6}}, [](neox::Kernels& k, T& t) { k.gelu_backward(t[0], t[1], t[2]); }}},
+      {"rotary_forward", {{{B, S, 3 * C}}, [](neox::Kernels& k, T& t) { k.rotary_forward(t[0], NH, 2, 1e4f, 0); }}},
+      {"rotary_backward", {{{B, S, 3 * C}}, [](neox::Kernels& k, T& t) { k.rotary_backward(t[0], NH, 2, 1e4f, 0); }}},
+      {"attention_forward",
+       {{{B, S, C}, {B, NH, S}, {B, S, 3 * C}},
+        [](neox::Kernels& k, T& t) { k.attention_forward(t[0], t[1], t[2], NH); }}},
+      {"attention_backward",
+       {{{B, S, 3 * C}, {B, S, C}, {B, S, 3 * C}, {B, S, C}, {B, NH, S}},
+        [](neox::Kernels& k, T& t) { k.attention_backward(t[0], t[1], t[2], t[3], t[4], NH); }}},
+      {"attention_decode",
+       {{{B, S, C}, {B, NH, maxT, hs}, {B, NH, maxT, hs}, {B, S, 3 * C}},
+        [](neox::Kernels& k, T& t) { k.attention_decode(t[0], t[1], t[2], t[3], NH, 0); }}},
+      {"cross_entropy_forward",
+       {{{S}, {S}, {S, V}, {S}}, [](neox::Kernels& k, T& t) { k.cross_entropy_forward(t[0], t[1], t[2], t[3]); }}},
+      {"cross_entropy_backward",
+       {{{S, V}, {S, V}, {S}, {S}},
+        [](neox::Kernels& k, T& t) { k.cross_entropy_backward(t[0], t[1], t[2], t[3], 1.0f); }}},
+      {"embedding_forward",
+       {{{S, N}, {S}, {V, N}}, [](neox::Kernels& k, T& t) { k.embedding_forward(t[0], t[1], t[2], false); }}},
+      {"embedding_backward",
+       {{{V, N}, {S}, {S, N}}, [](neox::Kernels& k, T& t) { k.embedding_backward(t[0], t[1], t[2]); }}},
+      {"add", {{{6}, {6}, {6}}, [](neox::Kernels& k, T& t) { k.add(t[0], t[1], t[2]); }}},
+      {"axpby", {{{6}, {6}}, [](neox::Kernels& k, T& t) { k.axpby(t[0], t[1], 1.0f, 0.5f); }}},
+      {"fill", {{{6}}, [](neox::Kernels& k, T& t) { k.fill(t[0], 0.5f); }}},
+      {"convert", {{{6}, {6}}, [](neox::Kernels& k, T& t) { k.convert(t[0], t[1]); }}},
+      {"sum_squares", {{{6}}, [](neox::Kernels& k, T& t) { k.sum_squares(t[0]); }}},
+      {"sum", {{{6}}, [](neox::Kernels& k, T& t) { k.sum(t[0]); }}},
+      {"adamw_update",
+       {{{6}, {6}, {6}, {6}}, [](neox::Kernels& k, T& t) { k.adamw_update(t[0], t[1], t[2], t[3], {}); }}},
+  };
+}
+
+// Every argument of every op holds to its dtype role in the SDK's table
+// (kernels.h, "Precision"): a call that runs with the roles' dtypes is
+// refused, naming the op (and, on the cpu backend, the argument), when one
+// argument has another: an f32 one in the compute dtype, ids in f32, the
+// product or an activation (of an op with several) in the other low dtype.
+TEST_P(LowPrecisionTest, EveryArgumentRoleIsEnforced) {
+  const auto calls = valid_calls();
+  ASSERT_EQ(calls.size(), neox::kernel_op_infos().size()) << "valid_calls() needs an entry per op";
+  for (const neox::KernelOpInfo& info : neox::kernel_op_infos()) {
+    const std::string op(info.name);
+    SCOPED_TRACE(op);
+    const auto it = calls.find(op);
+    ASSERT_NE(it, calls.end()) << "valid_calls() has no " << op;
+    const ValidCall& vc = it->second;
+    ASSERT_EQ(vc.shapes.size(), info.args.size());
+    std::size_t activations = 0;
+    for (const auto& a : info.args) activations += a.role == neox::ArgRole::activation ? 1 : 0;
+    auto dtype_of = [&](neox::ArgRole role) {
+      switch (role) {
+        case neox::ArgRole::f32: return DType::f32;
+        case neox::ArgRole::index: return DType::i32;
+        default: return dt_;
+      }
+    };
+    auto run = [&](std::size_t wrong, DType wrong_dtype) {
+      std::vector<Tensor> t;
+      for (std::size_t i = 0; i < info.args.size(); ++i) {
+        const DType d = i == wrong ? wrong_dtype : dtype_of(info.args[i].role);
+        t.push_back(Tensor::empty(be_.get(), vc.shapes[i], d));
+        if (d == DType::i32)
+          be_->copy_tensor(t.back(), be_->to_device(Tensor::zeros_host(vc.shapes[i], d)));
+        else
+          be_->kernels.fill(t.back(), 0.25f);
+      }
+      vc.call(be_->kernels, t);
+      be_->synchronize();
+    };
+    ASSERT_NO_THROW(run(info.args.size(), dt_)) << "the valid call";
+    for (std::size_t i = 0; i < info.args.size(); ++i) {
+      DType wrong = dt_;
+      switch (info.args[i].role) {
+        case neox::ArgRole::f32: wrong = dt_; break;
+        case neox::ArgRole::index: wrong = DType::f32; break;
+        case neox::ArgRole::product: wrong = other_; break;
+        case neox::ArgRole::activation:
+          if (activations < 2) continue;  // the only activation sets the compute dtype
+          wrong = other_;
+          break;
+        case neox::ArgRole::native: continue;
+      }
+      SCOPED_TRACE(std::string(info.args[i].name) + " " + std::string(neox::dtype_name(wrong)));
+      std::vector<std::string> want = {op};
+      if (is_cpu_) want.push_back(std::string(info.args[i].name) + " " + std::string(neox::dtype_name(wrong)));
+      expect_error([&] { run(i, wrong); }, want);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, LowPrecisionTest,

@@ -5,10 +5,10 @@
 #include <chrono>
 #include <functional>
 #include <string>
-#include <tuple>
 #include <type_traits>
 #include <utility>
 
+#include "neox/kernel_contract.h"
 #include "neox/tensor.h"
 
 namespace neox {
@@ -21,69 +21,37 @@ std::string describe(const Tensor& t) {
   return s + ']';
 }
 
-// The tensor arguments of one call: their description and bytes.
-struct ArgSummary {
-  std::string shapes;
-  double bytes = 0;
-  std::vector<const Tensor*> tensors;
-};
-
-template <typename A>
-void summarise(ArgSummary& s, const A& a) {
-  if constexpr (std::is_same_v<std::decay_t<A>, Tensor>) {
-    if (!a.defined() && a.numel() == 0) return;
-    s.shapes += (s.shapes.empty() ? "" : " ") + describe(a);
-    s.bytes += static_cast<double>(a.bytes());
-    s.tensors.push_back(&a);
-  }
-}
-
-double dim(const Tensor* t, int i) { return static_cast<double>(t->shape()[static_cast<std::size_t>(i)]); }
-
-// Floating-point operations of one call, where they dominate the op.
-// `args` is the call's arguments as a tuple (for matmul's trans_a).
-template <typename Tuple>
-double op_flops(const char* op, const ArgSummary& s, const Tuple& args) {
-  const std::string name = op;
-  const auto& t = s.tensors;
-  if constexpr (std::tuple_size_v<Tuple> >= 4) {
-    using A3 = std::decay_t<std::tuple_element_t<3, Tuple>>;
-    if constexpr (std::is_same_v<A3, bool>) {
-      // matmul(c, a, b, trans_a, ...): K from a.
-      if (name == "matmul" && t.size() == 3 && t[0]->ndim() == 2 && t[1]->ndim() == 2) {
-        const double K = std::get<3>(args) ? dim(t[1], 0) : dim(t[1], 1);
-        return 2.0 * dim(t[0], 0) * dim(t[0], 1) * K;
-      }
-    }
-  }
-  // Causal attention over qkv[B,T,3C]: QK^T and PV, half of the square.
-  if (name == "attention_forward" && t.size() == 3 && t[2]->ndim() == 3) {
-    const double B = dim(t[2], 0), T = dim(t[2], 1), C = dim(t[2], 2) / 3;
-    return 2.0 * B * T * T * C;
-  }
-  // Backward: recompute QK^T, then dV, dP, dQ, dK: five products.
-  if (name == "attention_backward" && t.size() >= 2 && t[1]->ndim() == 3) {
-    const double B = dim(t[1], 0), T = dim(t[1], 1), C = dim(t[1], 2);
-    return 5.0 * B * T * T * C;
-  }
-  return 0;
+// dtype[shape] of each defined tensor argument, in order.
+template <typename... Args>
+std::string shapes_of(const Args&... args) {
+  std::string s;
+  auto add = [&](const auto& a) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(a)>, Tensor>)
+      if (a.defined() || a.numel() != 0) s += (s.empty() ? "" : " ") + describe(a);
+  };
+  (add(args), ...);
+  return s;
 }
 
 using Clock = std::chrono::steady_clock;
 
+// The op's floor (bytes, flops) comes from the SDK's table (neox/kernel_contract.h),
+// which `neox bench op` reads too.
 template <typename R, typename... Args>
 void wrap(std::function<R(Args...)>& fn, const char* op, OpProfiler* profiler) {
   if (!fn) return;
-  fn = [inner = fn, op, profiler](Args... args) -> R {
-    ArgSummary s;
-    (summarise(s, args), ...);
-    const double flops = op_flops(op, s, std::forward_as_tuple(args...));
+  const KernelOpInfo& info = kernel_op_info(op);
+  fn = [inner = fn, op, &info, profiler](Args... args) -> R {
+    const KernelCall call(args...);
+    const double bytes = info.bytes(call);
+    const double flops = info.flops ? info.flops(call) : 0.0;
+    const std::string shapes = shapes_of(args...);
     Backend& b = profiler->backend();
     b.synchronize();
     const auto t0 = Clock::now();
     auto finish = [&] {
       b.synchronize();
-      profiler->record(op, s.shapes, std::chrono::duration<double>(Clock::now() - t0).count(), s.bytes, flops);
+      profiler->record(op, shapes, std::chrono::duration<double>(Clock::now() - t0).count(), bytes, flops);
     };
     if constexpr (std::is_void_v<R>) {
       inner(std::forward<Args>(args)...);

@@ -14,6 +14,7 @@
 
 #include "neox/backend.h"
 #include "neox/error.h"
+#include "neox/kernel_contract.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
 
@@ -51,27 +52,29 @@ void launch(neox::Tensor& out, const neox::Tensor& inp, cudaStream_t stream) {
 class CudaGeluTanh final : public neox::KernelProvider {
  public:
   neox::DeviceType device() const override { return neox::DeviceType::cuda; }
-  void attach(neox::Backend& backend) override { stream_ = static_cast<cudaStream_t>(backend.native_stream()); }
+  void attach(neox::Backend& backend) override {
+    stream_ = static_cast<cudaStream_t>(backend.native_stream());
+    device_ = backend.device();
+  }
   void register_kernels(neox::Kernels& table) override {
     cudaStream_t stream = stream_;
-    table.gelu_forward = [stream](neox::Tensor& out, const neox::Tensor& inp) {
-      if (out.dtype() != inp.dtype() || out.numel() != inp.numel() || out.device().is_cpu() ||
-          inp.device().is_cpu())
-        throw neox::Error("gelu_forward (test-cuda-gelu-tanh): expected device tensors of one dtype and size, got " +
-                          out.str() + " and " + inp.str());
-      if (inp.numel() == 0) return;
-      switch (inp.dtype()) {
-        case neox::DType::f32: return launch<float>(out, inp, stream);
+    const neox::Device device = device_;
+    table.gelu_forward = [stream, device](neox::Tensor& out, const neox::Tensor& inp) {
+      // The SDK's checks of the op (neox/kernel_contract.h): on the backend's
+      // device, one dtype of f32, bf16 and f16, as many elements.
+      const neox::ElementsShape s = neox::kernel_check::gelu_forward(device, out, inp);
+      if (s.n == 0) return;
+      switch (s.dtype) {
         case neox::DType::bf16: return launch<__nv_bfloat16>(out, inp, stream);
         case neox::DType::f16: return launch<__half>(out, inp, stream);
-        default:
-          throw neox::Error("gelu_forward (test-cuda-gelu-tanh): dtype must be f32, bf16 or f16, got " + inp.str());
+        default: return launch<float>(out, inp, stream);
       }
     };
   }
 
  private:
   cudaStream_t stream_ = nullptr;
+  neox::Device device_;
 };
 
 neox::KernelProvider* make(const neox::Options& options) {

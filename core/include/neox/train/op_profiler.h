@@ -9,9 +9,12 @@
 // host and device, so a profiled step is slower than a real one; the table
 // says where the time goes, not how fast a step is. Works for any backend.
 //
-// Each entry also has the op's floor: the bytes of its tensor arguments (each
-// read or written once) and, for matmul and attention, its floating-point
-// operations, so that a caller can put a lower bound next to each time.
+// Each entry also has the op's floor, from the SDK's op table
+// (neox/kernel_contract.h, which `neox bench op` reads too): the bytes the
+// call reads and writes (a tensor read and written counts twice; embedding
+// and attention_decode count the rows and positions they touch) and, for
+// matmul and attention, its floating-point operations, so that a caller can
+// put a lower bound next to each time.
 //
 // The destructor restores the table; profilers do not nest.
 #pragma once
@@ -34,8 +37,8 @@ class NEOX_API OpProfiler {
     std::string shapes;   // dtype[shape] of each tensor argument, in order
     std::int64_t calls = 0;
     double seconds = 0;   // total over the calls
-    double bytes = 0;     // per call: the tensor arguments' bytes
-    double flops = 0;     // per call: matmul 2MNK, causal attention (0 elsewhere)
+    double bytes = 0;     // per call: the bytes read and written (KernelOpInfo::bytes)
+    double flops = 0;     // per call: matmul 2MNK, causal attention (0 elsewhere; KernelOpInfo::flops)
   };
 
   explicit OpProfiler(Backend& backend);
