@@ -45,6 +45,16 @@ std::string abi(std::uint32_t major, std::uint32_t minor) {
   return std::to_string(major) + "." + std::to_string(minor);
 }
 
+// "backend ABI 7.0": how the loader names a kind's version.
+std::string kind_abi(PluginKind kind, std::uint32_t major, std::uint32_t minor) {
+  return std::string(neox::plugin_kind_name(kind)) + " ABI " + abi(major, minor);
+}
+std::string kind_abi(PluginKind kind) {
+  return kind_abi(kind, neox::abi_version(kind).major, neox::abi_version(kind).minor);
+}
+const neox::AbiVersion kBackend = neox::abi_version(PluginKind::backend);
+const neox::AbiVersion kComm = neox::abi_version(PluginKind::comm);
+
 using neox::test::error_of;
 using neox::test::ScopedEnv;
 
@@ -99,8 +109,9 @@ TEST_F(Registry, ScansBuildDirectory) {
     EXPECT_EQ(fs::path(info->path), fs::path(build_plugin(e.file)));
     EXPECT_FALSE(info->version.empty()) << e.name;
     EXPECT_FALSE(info->description.empty()) << e.name;
-    EXPECT_EQ(info->abi_major, neox::kAbiMajor) << e.name;
-    EXPECT_EQ(info->abi_minor, neox::kAbiMinor) << e.name;
+    // NEOX_PLUGIN records the version of the plugin's own kind.
+    EXPECT_EQ(info->abi_major, neox::abi_version(e.kind).major) << e.name;
+    EXPECT_EQ(info->abi_minor, neox::abi_version(e.kind).minor) << e.name;
     const PluginInfo& found = r.find(e.kind, e.name);
     EXPECT_EQ(&found, info);
   }
@@ -129,8 +140,8 @@ TEST_F(Registry, CheckFileAcceptsAValidPlugin) {
   PluginInfo info = PluginRegistry::check_file(build_plugin("neox_comm_local.so"));
   EXPECT_EQ(info.kind, PluginKind::comm);
   EXPECT_EQ(info.name, "local");
-  EXPECT_EQ(info.abi_major, neox::kAbiMajor);
-  EXPECT_EQ(info.abi_minor, neox::kAbiMinor);
+  EXPECT_EQ(info.abi_major, kComm.major);
+  EXPECT_EQ(info.abi_minor, kComm.minor);
   EXPECT_EQ(info.path, build_plugin("neox_comm_local.so"));
   info = PluginRegistry::check_file(test_plugin("neox_kernels_test-gelu-tanh.so"));
   EXPECT_EQ(info.kind, PluginKind::kernels);
@@ -149,17 +160,18 @@ TEST_F(Registry, CheckFileAbiMajor) {
   auto path = test_plugin("neox_backend_abi-major.so");
   auto msg = check_file_error(path);
   EXPECT_CONTAINS(msg, path);
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor));
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor));
-  EXPECT_CONTAINS(msg, "rebuild");
+  EXPECT_CONTAINS(msg, "plugin's " + kind_abi(PluginKind::backend, kBackend.major + 1, kBackend.minor) +
+                           " is incompatible with this neox (" + kind_abi(PluginKind::backend) + ";");
+  EXPECT_CONTAINS(msg, "rebuild the plugin against this neox");
 }
 
 TEST_F(Registry, CheckFileAbiMinorNewerThanCore) {
   auto path = test_plugin("neox_backend_abi-minor.so");
   auto msg = check_file_error(path);
   EXPECT_CONTAINS(msg, path);
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor + 1));
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor));
+  EXPECT_CONTAINS(msg, kind_abi(PluginKind::backend, kBackend.major, kBackend.minor + 1));
+  EXPECT_CONTAINS(msg, "(" + kind_abi(PluginKind::backend) + "; needs the same major and a minor not above " +
+                           std::to_string(kBackend.minor) + ")");
 }
 
 TEST_F(Registry, CheckFileBuiltAgainstAnotherKernelTable) {
@@ -212,9 +224,11 @@ TEST_F(Registry, ListsRejectedTestPluginsWithReasons) {
   };
   const std::vector<Case> cases = {
       {"neox_backend_nosym.so", "missing entry symbol"},
-      {"neox_backend_abi-major.so", "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor)},
-      {"neox_backend_abi-minor.so", "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor + 1)},
+      {"neox_backend_abi-major.so", kind_abi(PluginKind::backend, kBackend.major + 1, kBackend.minor)},
+      {"neox_backend_abi-minor.so", kind_abi(PluginKind::backend, kBackend.major, kBackend.minor + 1)},
+      {"neox_comm_abi-major.so", kind_abi(PluginKind::comm, kComm.major + 1, 0)},
       {"neox_backend_stale-kernels.so", "built against another kernel table"},
+      {"neox_optimizer_stale-kernels.so", "built against another kernel table"},
       {"neox_backend_x.so", "neox_comm_x.so"},
       {"neox_comm_misnamed.so", "neox_comm_other.so"},
       {"neox_backend_garbage.so", "cannot load library"},
@@ -229,7 +243,7 @@ TEST_F(Registry, ListsRejectedTestPluginsWithReasons) {
   EXPECT_EQ(find_info(r, PluginKind::backend, "abi-major"), nullptr);
   EXPECT_EQ(find_info(r, PluginKind::comm, "x"), nullptr);
   EXPECT_EQ(find_info(r, PluginKind::comm, "other"), nullptr);
-  for (const char* name : {"throws-error", "throws-std", "null-factory"})
+  for (const char* name : {"throws-error", "throws-std", "null-factory", "stale-kernels"})
     EXPECT_NE(find_info(r, PluginKind::comm, name), nullptr) << name;
   const PluginInfo* gelu = find_info(r, PluginKind::kernels, "test-gelu-tanh");
   ASSERT_NE(gelu, nullptr);
@@ -257,7 +271,7 @@ TEST_F(Registry, FindRejectedNameGivesTheReason) {
   auto msg = error_of([&] { r.find(PluginKind::backend, "abi-major"); });
   EXPECT_CONTAINS(msg, "no backend plugin named 'abi-major'");
   EXPECT_CONTAINS(msg, "rejected");
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor));
+  EXPECT_CONTAINS(msg, kind_abi(PluginKind::backend, kBackend.major + 1, kBackend.minor));
 }
 
 TEST_F(Registry, FactoryErrorsAreWrappedWithThePluginName) {
@@ -331,6 +345,74 @@ TEST_F(Registry, ObjectsOutliveTheRegistry) {
   EXPECT_EQ(opt->state_bytes(), 0);
   comm.reset();  // the last owner unloads the library now
   opt.reset();
+}
+
+// ---------------------------------------------------------------- one ABI version per kind
+
+TEST_F(Registry, EachKindHasItsOwnAbiVersion) {
+  static_assert(neox::abi_version(PluginKind::kernels) == neox::abi_version(PluginKind::backend),
+                "backend and kernels share the Backend and its kernel table, and one version");
+  EXPECT_EQ(neox::abi_version(PluginKind::backend), neox::kBackendAbi);
+  EXPECT_EQ(neox::abi_version(PluginKind::comm), neox::kCommAbi);
+  EXPECT_EQ(neox::abi_version(PluginKind::optimizer), neox::kOptimizerAbi);
+  EXPECT_EQ(neox::abi_version(PluginKind::data), neox::kDataAbi);
+  EXPECT_EQ(neox::abi_version(PluginKind::tokenizer), neox::kTokenizerAbi);
+  EXPECT_EQ(neox::abi_version(static_cast<PluginKind>(99)).major, 0u);
+  // Every plugin built before the versions were split (at the single ABI 6.0) still loads.
+  for (PluginKind kind : neox::kPluginKinds) EXPECT_GE(neox::abi_version(kind).major, 6u) << plugin_kind_name(kind);
+  // The kernel table is checked where the kind's plugins index it.
+  for (PluginKind kind : {PluginKind::backend, PluginKind::kernels, PluginKind::optimizer})
+    EXPECT_TRUE(neox::uses_kernel_table(kind)) << plugin_kind_name(kind);
+  for (PluginKind kind : {PluginKind::comm, PluginKind::data, PluginKind::tokenizer})
+    EXPECT_FALSE(neox::uses_kernel_table(kind)) << plugin_kind_name(kind);
+}
+
+// A comm plugin built before the last change of the kernel table (its
+// descriptor has the comm version and another table's fingerprint) loads and
+// works; a backend or an optimizer with that fingerprint is refused.
+TEST_F(Registry, CommBuiltAgainstAnotherKernelTableLoadsAndWorks) {
+  PluginInfo info = PluginRegistry::check_file(test_plugin("neox_comm_stale-kernels.so"));
+  EXPECT_EQ(info.kind, PluginKind::comm);
+  EXPECT_EQ(info.name, "stale-kernels");
+  EXPECT_EQ(abi(info.abi_major, info.abi_minor), abi(kComm.major, kComm.minor));
+  PluginRegistry r({kTestDir});
+  auto comm = r.make_comm("stale-kernels", neox::Options());
+  ASSERT_NE(comm, nullptr);
+  EXPECT_EQ(comm->name(), "stale-kernels");
+  EXPECT_EQ(comm->size(), 1);
+  Tensor in = Tensor::zeros_host({4}, neox::DType::f32), out = Tensor::zeros_host({4}, neox::DType::f32);
+  in.ptr<float>()[3] = 2.5f;
+  comm->all_reduce(in, neox::ReduceOp::sum);
+  comm->all_gather(in, out);
+  EXPECT_EQ(out.ptr<float>()[3], 2.5f);
+  EXPECT_CONTAINS(error_of([&] { comm->send(in, 1, 0); }), "no peers");
+}
+
+TEST_F(Registry, OptimizerBuiltAgainstAnotherKernelTableIsRefused) {
+  auto path = test_plugin("neox_optimizer_stale-kernels.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": plugin was built against another kernel table");
+  EXPECT_CONTAINS(msg, "rebuild the plugin against this neox");
+  PluginRegistry r({kTestDir});
+  msg = error_of([&] { r.make_optimizer("stale-kernels", neox::Options()); });
+  EXPECT_CONTAINS(msg, "no optimizer plugin named 'stale-kernels'");
+  EXPECT_CONTAINS(msg, "rejected " + path + ": plugin was built against another kernel table");
+}
+
+// The comm plugin's major is above the comm version (as a plugin built for
+// another kind's newer version would carry): refused, in comm terms, whatever
+// the other kinds' versions are.
+TEST_F(Registry, AbiIsCheckedAgainstThePluginsOwnKind) {
+  auto path = test_plugin("neox_comm_abi-major.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": plugin's " + kind_abi(PluginKind::comm, kComm.major + 1, 0) +
+                           " is incompatible with this neox (" + kind_abi(PluginKind::comm) +
+                           "; needs the same major and a minor not above " + std::to_string(kComm.minor) +
+                           "): rebuild the plugin against this neox");
+  PluginRegistry r({kTestDir});
+  msg = error_of([&] { r.make_comm("abi-major", neox::Options()); });
+  EXPECT_CONTAINS(msg, "no comm plugin named 'abi-major'");
+  EXPECT_CONTAINS(msg, kind_abi(PluginKind::comm, kComm.major + 1, 0));
 }
 
 // Exact and tanh-approximation GeLU.

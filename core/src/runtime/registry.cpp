@@ -93,15 +93,6 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
     throw Error(path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL "' threw: " + e.what());
   }
   if (!d) throw Error(path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL "' returned null");
-  if (d->abi_major != kAbiMajor || d->abi_minor > kAbiMinor)
-    throw Error(path + ": plugin ABI " + abi_str(d->abi_major, d->abi_minor) +
-                " is incompatible with this neox (ABI " + abi_str(kAbiMajor, kAbiMinor) +
-                "; needs the same major and a minor not above " + std::to_string(kAbiMinor) +
-                "): rebuild the plugin against this neox");
-  if (d->kernels_fingerprint != kernel_table_fingerprint())
-    throw Error(path + ": plugin was built against another kernel table (neox/kernels.h changed; fingerprint " +
-                std::to_string(d->kernels_fingerprint) + ", this neox " + std::to_string(kernel_table_fingerprint()) +
-                "): rebuild the plugin against this neox");
   info.path = path;
   info.kind = d->kind;
   info.name = d->name ? d->name : "";
@@ -109,9 +100,19 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
   info.description = d->description ? d->description : "";
   info.abi_major = d->abi_major;
   info.abi_minor = d->abi_minor;
-  std::string kind = plugin_kind_name(d->kind);
-  if (kind.rfind("unknown", 0) == 0)
-    throw Error(path + ": plugin '" + info.name + "' declares an unknown kind " + kind);
+  // The kind first: it says which version the plugin's ABI is compared with.
+  const std::string kind = plugin_kind_name(d->kind);
+  const AbiVersion own = abi_version(d->kind);
+  if (own.major == 0) throw Error(path + ": plugin '" + info.name + "' declares an unknown kind " + kind);
+  if (d->abi_major != own.major || d->abi_minor > own.minor)
+    throw Error(path + ": plugin's " + kind + " ABI " + abi_str(d->abi_major, d->abi_minor) +
+                " is incompatible with this neox (" + kind + " ABI " + abi_str(own.major, own.minor) +
+                "; needs the same major and a minor not above " + std::to_string(own.minor) +
+                "): rebuild the plugin against this neox");
+  if (uses_kernel_table(d->kind) && d->kernels_fingerprint != kernel_table_fingerprint())
+    throw Error(path + ": plugin was built against another kernel table (neox/kernels.h changed; fingerprint " +
+                std::to_string(d->kernels_fingerprint) + ", this neox " + std::to_string(kernel_table_fingerprint()) +
+                "): rebuild the plugin against this neox");
   if (info.name.empty()) throw Error(path + ": plugin declares an empty name");
   std::string expected = std::string(kPrefix) + kind + "_" + info.name;
   std::string stem = fs::path(path).stem().string();
