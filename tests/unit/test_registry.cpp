@@ -1,17 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
-// PluginRegistry: discovery, the checks on each candidate, factory errors,
-// NEOX_PLUGIN_PATH, object lifetimes and kernel overrides. The broken
-// plugins it loads are built from tests/plugins into test_plugin_dir().
+// PluginRegistry: discovery, loading on demand, the checks on each candidate
+// (before and after dlopen, the ABI version of each kind, the kernel table),
+// factory errors, NEOX_PLUGIN_PATH, object lifetimes and kernel overrides.
+// The broken plugins it loads are built from tests/plugins into
+// test_plugin_dir().
 #include <gtest/gtest.h>
 
 #include "test_support.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -84,6 +88,46 @@ const neox::PluginRejection* find_rejection(const PluginRegistry& r, const std::
   return nullptr;
 }
 
+// Whether the library at `path` is loaded in this process (asks the dynamic
+// loader, loading nothing). Tests use fresh copies, which no other test of
+// the process can have loaded.
+bool is_loaded(const std::string& path) {
+  void* handle = ::dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  if (handle) ::dlclose(handle);
+  return handle != nullptr;
+}
+
+bool contains(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+// A fresh directory for one test, removed afterwards.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag)
+      : path_(fs::temp_directory_path() / ("neox-registry-" + tag + "-" + std::to_string(::getpid()))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str() const { return path_.string(); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  // Copies `from` in as `name` (a new file: another inode than the original).
+  std::string copy(const std::string& from, const std::string& name) const {
+    fs::copy_file(from, path_ / name, fs::copy_options::overwrite_existing);
+    return file(name);
+  }
+  std::string write(const std::string& name, const std::string& bytes) const {
+    std::ofstream(path_ / name, std::ios::binary) << bytes;
+    return file(name);
+  }
+
+ private:
+  fs::path path_;
+};
+
 TEST_F(Registry, SearchPathOrder) {
   PluginRegistry r({"/first", "", "/second"});
   const auto& paths = r.search_paths();
@@ -112,8 +156,12 @@ TEST_F(Registry, ScansBuildDirectory) {
     // NEOX_PLUGIN records the version of the plugin's own kind.
     EXPECT_EQ(info->abi_major, neox::abi_version(e.kind).major) << e.name;
     EXPECT_EQ(info->abi_minor, neox::abi_version(e.kind).minor) << e.name;
+    // find() gives the plugin the listing has (the same file and descriptor).
     const PluginInfo& found = r.find(e.kind, e.name);
-    EXPECT_EQ(&found, info);
+    EXPECT_EQ(found.path, info->path);
+    EXPECT_EQ(found.kind, info->kind);
+    EXPECT_EQ(found.name, info->name);
+    EXPECT_EQ(found.version, info->version);
   }
   EXPECT_EQ(find_info(r, PluginKind::comm, "local")->version, "1.0");
   EXPECT_EQ(find_info(r, PluginKind::optimizer, "adamw")->version, "1.0");
@@ -343,7 +391,7 @@ TEST_F(Registry, ObjectsOutliveTheRegistry) {
   EXPECT_CONTAINS(msg, "no peers");
   EXPECT_EQ(opt->name(), "adamw");
   EXPECT_EQ(opt->state_bytes(), 0);
-  comm.reset();  // the last owner unloads the library now
+  comm.reset();  // the libraries stay loaded (pinned) after their last object
   opt.reset();
 }
 
@@ -413,6 +461,99 @@ TEST_F(Registry, AbiIsCheckedAgainstThePluginsOwnKind) {
   msg = error_of([&] { r.make_comm("abi-major", neox::Options()); });
   EXPECT_CONTAINS(msg, "no comm plugin named 'abi-major'");
   EXPECT_CONTAINS(msg, kind_abi(PluginKind::comm, kComm.major + 1, 0));
+  // The backend of the same name is another candidate: not loaded for a comm.
+  EXPECT_EQ(msg.find("neox_backend_abi-major.so"), std::string::npos) << msg;
+}
+
+// ---------------------------------------------------------------- loading on demand
+
+// Asking for one plugin loads the candidates named for it and nothing else;
+// the full listing loads and checks the rest.
+TEST_F(Registry, LoadsOnlyThePluginAskedFor) {
+  TempDir dir("on-demand");
+  const auto local = dir.copy(build_plugin("neox_comm_local.so"), "neox_comm_local.so");
+  const auto broken = dir.copy(test_plugin("neox_backend_abi-major.so"), "neox_backend_abi-major.so");
+  const auto other = dir.copy(test_plugin("neox_comm_throws-error.so"), "neox_comm_throws-error.so");
+  const auto garbage = dir.write("neox_data_garbage.so", "not a library\n");
+  PluginRegistry r({dir.str()});
+  // Listing the candidates reads file names only.
+  EXPECT_TRUE(contains(r.candidates(PluginKind::backend), "abi-major"));
+  EXPECT_TRUE(contains(r.candidates(PluginKind::data), "garbage"));
+  EXPECT_FALSE(is_loaded(local));
+  EXPECT_FALSE(is_loaded(broken));
+
+  auto comm = r.make_comm("local", neox::Options());
+  EXPECT_EQ(comm->rank(), 0);
+  EXPECT_EQ(r.find(PluginKind::comm, "local").path, local);
+  EXPECT_TRUE(is_loaded(local));
+  EXPECT_FALSE(is_loaded(broken));  // neither loaded nor rejected
+  EXPECT_FALSE(is_loaded(other));
+
+  // The full listing: every candidate loaded and checked, in search order.
+  const auto* rejection = find_rejection(r, broken);
+  ASSERT_NE(rejection, nullptr);
+  EXPECT_CONTAINS(rejection->reason, kind_abi(PluginKind::backend, kBackend.major + 1, kBackend.minor));
+  ASSERT_NE(find_rejection(r, garbage), nullptr);
+  EXPECT_CONTAINS(find_rejection(r, garbage)->reason, "cannot load library");
+  EXPECT_TRUE(is_loaded(broken));  // loaded to be checked, and pinned
+  EXPECT_TRUE(is_loaded(other));
+  const PluginInfo* listed = find_info(r, PluginKind::comm, "throws-error");
+  ASSERT_NE(listed, nullptr);
+  EXPECT_EQ(listed->path, other);
+  // The build tree's `local`, after the one in dir, is shadowed.
+  const auto* shadowed = find_rejection(r, build_plugin("neox_comm_local.so"));
+  ASSERT_NE(shadowed, nullptr);
+  EXPECT_CONTAINS(shadowed->reason, "shadowed by an earlier comm plugin 'local'");
+  EXPECT_CONTAINS(shadowed->reason, local);
+  // find() after the listing gives the same plugin.
+  EXPECT_EQ(r.find(PluginKind::comm, "local").path, local);
+}
+
+// A rejected candidate is recorded and the next one named for the plugin is tried.
+TEST_F(Registry, FirstAcceptedCandidateWins) {
+  TempDir dir("first-accepted");
+  const auto broken = dir.write("neox_comm_local.so", "a text file where neox_comm_local.so was\n");
+  PluginRegistry r({dir.str()});
+  auto comm = r.make_comm("local", neox::Options());
+  EXPECT_EQ(comm->name(), "local");
+  EXPECT_EQ(fs::path(r.find(PluginKind::comm, "local").path), fs::path(build_plugin("neox_comm_local.so")));
+  const auto* rejection = find_rejection(r, broken);
+  ASSERT_NE(rejection, nullptr);
+  EXPECT_CONTAINS(rejection->reason, broken + ": cannot load library");
+  // Not shadowed: the one in the build tree is the accepted one.
+  EXPECT_EQ(find_rejection(r, build_plugin("neox_comm_local.so")), nullptr);
+}
+
+// candidates() reads the names of the files, once each, without loading;
+// a file whose name does not parse as neox_<kind>_<name>.so is no candidate
+// of any kind, but the full listing checks it and says why it is refused.
+TEST_F(Registry, CandidatesAreNamedByTheirFiles) {
+  TempDir dir("names");
+  const auto local = dir.copy(build_plugin("neox_comm_local.so"), "neox_comm_local.so");
+  const auto unknown_kind = dir.copy(build_plugin("neox_comm_local.so"), "neox_widget_local.so");
+  const auto no_name = dir.copy(build_plugin("neox_comm_local.so"), "neox_local.so");
+  PluginRegistry r({dir.str(), kTestDir});
+  const auto comms = r.candidates(PluginKind::comm);
+  EXPECT_EQ(std::count(comms.begin(), comms.end(), "local"), 1);
+  EXPECT_EQ(comms.front(), "local");  // search order
+  for (const char* name : {"misnamed", "throws-error", "stale-kernels", "abi-major"})
+    EXPECT_TRUE(contains(comms, name)) << name;
+  EXPECT_FALSE(contains(comms, "other"));  // the descriptor's name: unknown until loaded
+  const auto backends = r.candidates(PluginKind::backend);
+  for (const char* name : {"abi-major", "garbage", "x", "nosym"}) EXPECT_TRUE(contains(backends, name)) << name;
+  if (cpu_built()) {
+    EXPECT_TRUE(contains(backends, "cpu"));
+  }
+  EXPECT_TRUE(r.candidates(PluginKind::tokenizer).empty());
+  EXPECT_FALSE(is_loaded(local));
+  EXPECT_FALSE(is_loaded(unknown_kind));
+
+  for (const auto& path : {unknown_kind, no_name}) {
+    const auto* rejection = find_rejection(r, path);
+    ASSERT_NE(rejection, nullptr) << path;
+    EXPECT_CONTAINS(rejection->reason, path + ": file name does not match the plugin's descriptor (kind 'comm', "
+                                              "name 'local' must be in a file named neox_comm_local.so)");
+  }
 }
 
 // Exact and tanh-approximation GeLU.

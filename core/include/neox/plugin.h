@@ -11,9 +11,9 @@
 //   3. for the kinds that use the kernel table (uses_kernel_table), checks
 //      that the plugin was built against this core's table
 //      (kernels_fingerprint); then that kind and name match the file name;
-//   4. calls factory (cast to the kind's factory type below) when the
-//      manifest asks for the plugin.
-// The library stays loaded while anything it made lives. Factories may throw
+//   4. calls factory (cast to the kind's factory type below) when asked for
+//      the plugin.
+// Libraries stay loaded until the process exits. Factories may throw
 // neox::Error; nothing else may escape a plugin.
 //
 // ABI rule (docs/plugins.md): each kind has its own version, so that a

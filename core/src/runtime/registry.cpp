@@ -9,8 +9,10 @@
 #include <cstdlib>
 #include <dlfcn.h>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "neox/backend.h"
 #include "neox/communicator.h"
@@ -78,14 +80,15 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
     const char* msg = dlerror();  // Boost's error code loses the loader's detail
     throw Error(path + ": cannot load library: " + (msg ? std::string(msg) : ec.message()));
   }
+  // Libraries are never unmapped, accepted or not, even when the last object
+  // they made is gone: their static constructors have run, and their
+  // dependencies (libgomp, OpenBLAS, CUDA) keep threads and atexit handlers
+  // whose code must stay mapped until the process ends.
+  dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
   if (!lib.has(NEOX_PLUGIN_ENTRY_SYMBOL))
     throw Error(path + ": not a neox plugin: missing entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL
                 "' (define it with NEOX_PLUGIN(...) from neox/plugin.h)");
   auto& entry = lib.get<const PluginDescriptor*()>(NEOX_PLUGIN_ENTRY_SYMBOL);
-  // Plugins are never unmapped, even when the last object they made is gone:
-  // their dependencies (libgomp, OpenBLAS, CUDA) keep threads and atexit
-  // handlers whose code must stay mapped until the process ends.
-  dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
   const PluginDescriptor* d = nullptr;
   try {
     d = entry();
@@ -124,7 +127,34 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
   return loaded;
 }
 
+// The kind and name a file name neox_<kind>_<name>.so gives, if it has that
+// form with a known kind. Kind names have no '_', so the name is the rest,
+// whatever it holds: the descriptor is checked against it when loaded.
+std::optional<std::pair<PluginKind, std::string>> parse_file_name(const fs::path& file) {
+  if (file.extension() != ".so") return std::nullopt;
+  const std::string stem = file.stem().string();
+  if (stem.rfind(kPrefix, 0) != 0) return std::nullopt;
+  const std::string rest = stem.substr(std::string(kPrefix).size());
+  const auto sep = rest.find('_');
+  if (sep == std::string::npos || sep + 1 == rest.size()) return std::nullopt;
+  for (PluginKind kind : kPluginKinds)
+    if (rest.compare(0, sep, plugin_kind_name(kind)) == 0) return std::pair{kind, rest.substr(sep + 1)};
+  return std::nullopt;
+}
+
 }  // namespace
+
+struct PluginRegistry::Candidate {
+  enum class State { unchecked, accepted, rejected };
+  std::string path;
+  bool named = false;  // the file name parses as neox_<kind>_<name>.so
+  PluginKind kind{};   // from the file name, when named
+  std::string name;
+  State state = State::unchecked;
+  PluginInfo info;     // when accepted
+  std::string reason;  // when rejected
+  std::shared_ptr<LoadedPlugin> loaded;
+};
 
 PluginRegistry::PluginRegistry(std::vector<std::string> search_paths) {
   for (auto& p : search_paths)
@@ -141,6 +171,7 @@ PluginRegistry::PluginRegistry(std::vector<std::string> search_paths) {
 
 PluginRegistry::~PluginRegistry() = default;
 
+// Lists the candidates by file name; opens none of them.
 void PluginRegistry::scan() {
   std::set<std::string> seen_files;
   for (const auto& dir : paths_) {
@@ -155,25 +186,68 @@ void PluginRegistry::scan() {
     for (auto& file : files) {
       auto canonical = fs::weakly_canonical(file, ec).string();
       if (!seen_files.insert(canonical).second) continue;
-      PluginInfo info;
-      try {
-        auto loaded = load_checked(file.string(), info);
-        bool shadowed = false;
-        for (auto& p : plugins_)
-          if (p.kind == info.kind && p.name == info.name) shadowed = true;
-        if (shadowed) {
-          rejected_.push_back({file.string(), std::string("shadowed by an earlier ") +
-                                                  plugin_kind_name(info.kind) + " plugin '" +
-                                                  info.name + "' found first in the search path"});
-          continue;
-        }
-        plugins_.push_back(info);
-        loaded_[info.path] = std::move(loaded);
-      } catch (const Error& e) {
-        rejected_.push_back({file.string(), e.what()});
+      Candidate c;
+      c.path = file.string();
+      if (auto parsed = parse_file_name(file)) {
+        c.named = true;
+        c.kind = parsed->first;
+        c.name = parsed->second;
       }
+      candidates_.push_back(std::move(c));
     }
   }
+}
+
+void PluginRegistry::check(std::size_t index) const {
+  Candidate& c = candidates_[index];
+  if (c.state != Candidate::State::unchecked) return;
+  try {
+    PluginInfo info;
+    auto loaded = load_checked(c.path, info);
+    // Accepted means the descriptor matches the file name, so the earlier
+    // candidates of the same kind and name are the ones named for it.
+    for (std::size_t i = 0; i < index; ++i) {
+      const Candidate& earlier = candidates_[i];
+      if (earlier.state == Candidate::State::accepted && earlier.kind == c.kind && earlier.name == c.name) {
+        c.state = Candidate::State::rejected;
+        c.reason = c.path + ": shadowed by an earlier " + plugin_kind_name(c.kind) + " plugin '" + c.name +
+                   "' found first in the search path (" + earlier.path + ")";
+        return;
+      }
+    }
+    c.info = std::move(info);
+    c.loaded = std::move(loaded);
+    c.state = Candidate::State::accepted;
+  } catch (const Error& e) {
+    c.state = Candidate::State::rejected;
+    c.reason = e.what();
+  }
+}
+
+const std::vector<PluginInfo>& PluginRegistry::plugins() const {
+  std::lock_guard lock(mutex_);
+  if (!listed_) {
+    for (std::size_t i = 0; i < candidates_.size(); ++i) check(i);
+    for (const auto& c : candidates_) {
+      if (c.state == Candidate::State::accepted) plugins_.push_back(c.info);
+      else rejected_.push_back({c.path, c.reason});
+    }
+    listed_ = true;
+  }
+  return plugins_;
+}
+
+const std::vector<PluginRejection>& PluginRegistry::rejected() const {
+  plugins();
+  return rejected_;
+}
+
+std::vector<std::string> PluginRegistry::candidates(PluginKind kind) const {
+  std::vector<std::string> names;
+  for (const auto& c : candidates_)  // named, kind and name are fixed after scan()
+    if (c.named && c.kind == kind && std::find(names.begin(), names.end(), c.name) == names.end())
+      names.push_back(c.name);
+  return names;
 }
 
 PluginInfo PluginRegistry::check_file(const std::string& path) {
@@ -184,30 +258,40 @@ PluginInfo PluginRegistry::check_file(const std::string& path) {
   return info;
 }
 
-const PluginInfo& PluginRegistry::find(PluginKind kind, const std::string& name) const {
-  for (auto& p : plugins_)
-    if (p.kind == kind && p.name == name) return p;
+const PluginRegistry::Candidate& PluginRegistry::accepted(PluginKind kind, const std::string& name) const {
+  std::lock_guard lock(mutex_);
+  for (std::size_t i = 0; i < candidates_.size(); ++i) {
+    const Candidate& c = candidates_[i];
+    if (!c.named || c.kind != kind || c.name != name) continue;
+    check(i);
+    if (c.state == Candidate::State::accepted) return c;
+  }
   std::string msg = std::string("no ") + plugin_kind_name(kind) + " plugin named '" + name + "'";
   std::string found;
-  for (auto& p : plugins_)
-    if (p.kind == kind) found += (found.empty() ? "" : ", ") + p.name;
+  for (const auto& other : candidates(kind)) found += (found.empty() ? "" : ", ") + other;
   msg += found.empty() ? std::string(" (none of that kind was found)") : " (found: " + found + ")";
   msg += "; searched:";
   for (auto& d : paths_) msg += " " + d;
-  for (auto& r : rejected_)
-    if (r.path.find(std::string("_") + name + ".so") != std::string::npos)
-      msg += "\n  rejected " + r.reason;
+  // The candidates named for it, and any other rejected so far whose file
+  // name ends in the name (a plugin of another kind, a misnamed file).
+  for (const auto& c : candidates_)
+    if (c.state == Candidate::State::rejected && c.path.size() > name.size() + 4 &&
+        c.path.compare(c.path.size() - name.size() - 4, std::string::npos, "_" + name + ".so") == 0)
+      msg += "\n  rejected " + c.reason;
   throw Error(msg);
 }
 
-std::shared_ptr<LoadedPlugin> PluginRegistry::library(const PluginInfo& info) {
-  return loaded_.at(info.path);
+const PluginInfo& PluginRegistry::find(PluginKind kind, const std::string& name) const {
+  return accepted(kind, name).info;
 }
 
 namespace {
 
-// Wraps a raw object made by a plugin so that it holds its library: the
-// object is deleted first, then the library may go.
+// Wraps a raw object made by a plugin so that it holds its library. The
+// library is pinned (RTLD_NODELETE) and never unmapped, so this is not what
+// keeps the code mapped; it keeps the Boost handle, and so the library's
+// reference, owned by whoever still uses an object after the registry is
+// gone.
 template <typename T>
 std::shared_ptr<T> hold(T* object, std::shared_ptr<LoadedPlugin> lib, const PluginInfo& info) {
   if (!object) throw Error(info.path + ": factory of plugin '" + info.name + "' returned null");
@@ -241,9 +325,9 @@ std::shared_ptr<Backend> PluginRegistry::make_backend(const std::string& name,
     auto it = options.find(plugin);
     return it == options.end() ? Options("plugins.options." + plugin) : it->second;
   };
-  const PluginInfo& info = find(PluginKind::backend, name);
-  auto lib = library(info);
-  auto backend = hold(call_factory<BackendFactory>(info, *lib, options_for(name)), lib, info);
+  const Candidate& c = accepted(PluginKind::backend, name);
+  const PluginInfo& info = c.info;
+  auto backend = hold(call_factory<BackendFactory>(info, *c.loaded, options_for(name)), c.loaded, info);
   backend->register_kernels(backend->kernels);
 
   std::map<std::string, std::shared_ptr<KernelProvider>> providers;
@@ -281,34 +365,29 @@ std::shared_ptr<Backend> PluginRegistry::make_backend(const std::string& name,
 }
 
 std::shared_ptr<KernelProvider> PluginRegistry::make_kernels(const std::string& name, const Options& options) {
-  const PluginInfo& info = find(PluginKind::kernels, name);
-  auto lib = library(info);
-  return hold(call_factory<KernelsFactory>(info, *lib, options), lib, info);
+  const Candidate& c = accepted(PluginKind::kernels, name);
+  return hold(call_factory<KernelsFactory>(c.info, *c.loaded, options), c.loaded, c.info);
 }
 
 std::shared_ptr<Communicator> PluginRegistry::make_comm(const std::string& name, const Options& options) {
-  const PluginInfo& info = find(PluginKind::comm, name);
-  auto lib = library(info);
-  return hold(call_factory<CommFactory>(info, *lib, options), lib, info);
+  const Candidate& c = accepted(PluginKind::comm, name);
+  return hold(call_factory<CommFactory>(c.info, *c.loaded, options), c.loaded, c.info);
 }
 
 std::shared_ptr<Optimizer> PluginRegistry::make_optimizer(const std::string& name, const Options& options) {
-  const PluginInfo& info = find(PluginKind::optimizer, name);
-  auto lib = library(info);
-  return hold(call_factory<OptimizerFactory>(info, *lib, options), lib, info);
+  const Candidate& c = accepted(PluginKind::optimizer, name);
+  return hold(call_factory<OptimizerFactory>(c.info, *c.loaded, options), c.loaded, c.info);
 }
 
 std::shared_ptr<DataSource> PluginRegistry::make_data(const std::string& name, const Options& options,
                                                       const DataContext& context) {
-  const PluginInfo& info = find(PluginKind::data, name);
-  auto lib = library(info);
-  return hold(call_factory<DataFactory>(info, *lib, options, context), lib, info);
+  const Candidate& c = accepted(PluginKind::data, name);
+  return hold(call_factory<DataFactory>(c.info, *c.loaded, options, context), c.loaded, c.info);
 }
 
 std::shared_ptr<Tokenizer> PluginRegistry::make_tokenizer(const std::string& name, const Options& options) {
-  const PluginInfo& info = find(PluginKind::tokenizer, name);
-  auto lib = library(info);
-  return hold(call_factory<TokenizerFactory>(info, *lib, options), lib, info);
+  const Candidate& c = accepted(PluginKind::tokenizer, name);
+  return hold(call_factory<TokenizerFactory>(c.info, *c.loaded, options), c.loaded, c.info);
 }
 
 }  // namespace neox
