@@ -9,6 +9,7 @@
 #include "test_support.h"
 
 #include <dlfcn.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -250,10 +251,72 @@ TEST_F(Registry, CheckFileNameMismatch) {
 }
 
 TEST_F(Registry, CheckFileNotALibrary) {
+  // A text file is refused by its first bytes, before dlopen.
   auto path = test_plugin("neox_backend_garbage.so");
   auto msg = check_file_error(path);
-  EXPECT_CONTAINS(msg, path);
-  EXPECT_CONTAINS(msg, "cannot load library");
+  EXPECT_CONTAINS(msg, path + ": not a shared library: it does not start with the ELF magic number");
+  TempDir dir("empty");
+  path = dir.write("neox_comm_empty.so", "");
+  EXPECT_CONTAINS(check_file_error(path), path + ": not a shared library: the file is empty");
+}
+
+TEST_F(Registry, CheckFileTruncatedLibrary) {
+  TempDir dir("truncated");
+  std::ifstream in(build_plugin("neox_comm_local.so"), std::ios::binary);
+  const std::string whole((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(whole.size(), 8192u);
+  // Cut inside the ELF header, then after the headers but inside the
+  // segments (dlopen would map it and fault on the missing pages).
+  auto path = dir.write("neox_comm_cut.so", whole.substr(0, 20));
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": truncated shared library (20 bytes, shorter than an ELF header)");
+  path = dir.write("neox_comm_half.so", whole.substr(0, whole.size() / 2));
+  msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": truncated shared library (" + std::to_string(whole.size() / 2) + " bytes");
+  EXPECT_CONTAINS(msg, "rebuild or reinstall it");
+  EXPECT_FALSE(is_loaded(path));
+  // An ELF file that is not a shared library: a relocatable object (e_type 1,
+  // little-endian, as on every machine neox builds for).
+  path = dir.write("neox_comm_object.so", whole.substr(0, 16) + std::string("\x01\x00", 2) + std::string(62, '\0'));
+  EXPECT_CONTAINS(check_file_error(path), path + ": not a shared library: a relocatable object (.o)");
+}
+
+TEST_F(Registry, CheckFileWhatIsNotARegularFile) {
+  TempDir dir("special");
+  const auto fifo = dir.file("neox_comm_fifo.so");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto sub = dir.file("neox_comm_dir.so");
+  fs::create_directory(sub);
+  // Opening a FIFO for reading blocks until a writer comes: these return.
+  EXPECT_CONTAINS(check_file_error(fifo), fifo + ": not a regular file (a FIFO): a plugin is a shared library");
+  EXPECT_CONTAINS(check_file_error(sub), sub + ": not a regular file (a directory)");
+  // In a search directory they are candidates like any file named so, and rejected.
+  PluginRegistry r({dir.str()});
+  EXPECT_TRUE(contains(r.candidates(PluginKind::comm), "fifo"));
+  auto msg = error_of([&] { r.make_comm("fifo", neox::Options()); });
+  EXPECT_CONTAINS(msg, "no comm plugin named 'fifo'");
+  EXPECT_CONTAINS(msg, "rejected " + fifo + ": not a regular file (a FIFO)");
+  const auto* rejection = find_rejection(r, sub);
+  ASSERT_NE(rejection, nullptr);
+  EXPECT_CONTAINS(rejection->reason, "not a regular file (a directory)");
+  EXPECT_NE(find_rejection(r, fifo), nullptr);
+}
+
+TEST_F(Registry, CheckFileLoaderRefusesTheLibrary) {
+  // A well-formed library that dlopen refuses: the loader's message comes through.
+  auto path = test_plugin("neox_comm_undefined-symbol.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": cannot load library: ");
+  EXPECT_CONTAINS(msg, "undefined symbol: neox_test_undefined_variable");
+}
+
+TEST_F(Registry, CheckFileEntrySymbolThrows) {
+  auto path = test_plugin("neox_comm_entry-throws-std.so");
+  EXPECT_CONTAINS(check_file_error(path), path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL
+                                                 "' threw: test entry fails with a std::runtime_error");
+  path = test_plugin("neox_comm_entry-throws.so");
+  EXPECT_CONTAINS(check_file_error(path), path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL
+                                                 "' threw an exception that is not a std::exception");
 }
 
 TEST_F(Registry, CheckFileMissingFile) {
@@ -279,7 +342,10 @@ TEST_F(Registry, ListsRejectedTestPluginsWithReasons) {
       {"neox_optimizer_stale-kernels.so", "built against another kernel table"},
       {"neox_backend_x.so", "neox_comm_x.so"},
       {"neox_comm_misnamed.so", "neox_comm_other.so"},
-      {"neox_backend_garbage.so", "cannot load library"},
+      {"neox_backend_garbage.so", "not a shared library"},
+      {"neox_comm_undefined-symbol.so", "cannot load library"},
+      {"neox_comm_entry-throws.so", "not a std::exception"},
+      {"neox_comm_entry-throws-std.so", "threw: "},
   };
   for (const auto& c : cases) {
     const auto* rejection = find_rejection(r, test_plugin(c.file));
@@ -494,7 +560,7 @@ TEST_F(Registry, LoadsOnlyThePluginAskedFor) {
   ASSERT_NE(rejection, nullptr);
   EXPECT_CONTAINS(rejection->reason, kind_abi(PluginKind::backend, kBackend.major + 1, kBackend.minor));
   ASSERT_NE(find_rejection(r, garbage), nullptr);
-  EXPECT_CONTAINS(find_rejection(r, garbage)->reason, "cannot load library");
+  EXPECT_CONTAINS(find_rejection(r, garbage)->reason, "not a shared library");
   EXPECT_TRUE(is_loaded(broken));  // loaded to be checked, and pinned
   EXPECT_TRUE(is_loaded(other));
   const PluginInfo* listed = find_info(r, PluginKind::comm, "throws-error");
@@ -519,7 +585,7 @@ TEST_F(Registry, FirstAcceptedCandidateWins) {
   EXPECT_EQ(fs::path(r.find(PluginKind::comm, "local").path), fs::path(build_plugin("neox_comm_local.so")));
   const auto* rejection = find_rejection(r, broken);
   ASSERT_NE(rejection, nullptr);
-  EXPECT_CONTAINS(rejection->reason, broken + ": cannot load library");
+  EXPECT_CONTAINS(rejection->reason, broken + ": not a shared library");
   // Not shadowed: the one in the build tree is the accepted one.
   EXPECT_EQ(find_rejection(r, build_plugin("neox_comm_local.so")), nullptr);
 }

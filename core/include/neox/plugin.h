@@ -4,7 +4,8 @@
 // A plugin is a shared library named neox_<kind>_<name>.so that exports one
 // symbol, NEOX_PLUGIN_ENTRY_SYMBOL, through NEOX_PLUGIN(...). The symbol is a
 // function returning a pointer to a static PluginDescriptor. The loader:
-//   1. finds the symbol (missing: rejected, naming the file and the symbol);
+//   1. checks the file before loading it (a regular file, an ELF shared
+//      object of this machine, not truncated), loads it and finds the symbol;
 //   2. checks the ABI version of the plugin's kind: abi_major equal to
 //      abi_version(kind).major and abi_minor not above its minor (a plugin
 //      built against a newer minor may use what this core lacks);

@@ -18,11 +18,12 @@
 //   - plugins() and rejected(), the full listing (`neox plugins`), load and
 //     check every candidate, once, on the first call of either; a file whose
 //     name does not parse is checked there only, and reported.
-// A candidate is loaded with Boost.DLL and checked (entry symbol, its kind's
-// ABI version, the kernel table where the kind uses it, kind and name against
-// the file name). Every library loaded stays loaded until the process exits
-// (its dependencies keep threads and atexit handlers); the objects made hold
-// their library all the same.
+// A candidate is checked before it is loaded (a regular ELF shared object of
+// this machine, not truncated), then loaded with Boost.DLL and checked (entry
+// symbol, its kind's ABI version, the kernel table where the kind uses it,
+// kind and name against the file name). Every library loaded stays loaded
+// until the process exits (its dependencies keep threads and atexit
+// handlers); the objects made hold their library all the same.
 #pragma once
 
 #include <map>

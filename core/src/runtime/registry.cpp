@@ -8,6 +8,14 @@
 #include <boost/dll/shared_library.hpp>
 #include <cstdlib>
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -70,8 +78,113 @@ std::string own_plugin_dir() {
   return (lib / NEOX_PLUGIN_SUBDIR).string();
 }
 
+const char* file_type(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "a special file";
+}
+
+std::string elf_type_name(unsigned type) {
+  switch (type) {
+    case ET_REL: return "a relocatable object (.o)";
+    case ET_EXEC: return "an executable";
+    case ET_CORE: return "a core dump";
+    default: return "ELF type " + std::to_string(type);
+  }
+}
+
+// Checks, without loading it, that `path` is something dlopen can be given:
+// a regular file (dlopen blocks on a FIFO until a writer comes, and reads a
+// device), an ELF shared object of this machine's class, byte order and
+// architecture, whose program headers and loadable segments lie within the
+// file (dlopen maps a truncated library, and touching a page past the end
+// of the file kills the process with SIGBUS). Anything else is refused here
+// with a reason the loader would not give.
+void check_loadable(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) throw Error(path + ": no such file");
+    throw Error(path + ": cannot read: " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode))
+    throw Error(path + ": not a regular file (" + file_type(st.st_mode) + "): a plugin is a shared library");
+  // O_NONBLOCK: should the file have become a FIFO since stat, open returns
+  // at once; fstat below then refuses it.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    throw Error(path + ": not a regular file: a plugin is a shared library");
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  auto read_at = [&](void* buf, std::size_t bytes, std::uint64_t offset) {
+    std::size_t got = 0;
+    while (got < bytes) {
+      const ssize_t n = ::pread(fd, static_cast<char*>(buf) + got, bytes - got, static_cast<off_t>(offset + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw Error(path + ": cannot read: " + std::strerror(errno));
+      if (n == 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    return got;
+  };
+
+  ElfW(Ehdr) eh{};
+  const std::size_t got = read_at(&eh, sizeof eh, 0);
+  if (got < SELFMAG || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
+    throw Error(path + ": not a shared library: " +
+                (size == 0 ? std::string("the file is empty")
+                           : "it does not start with the ELF magic number (a text file, a linker script or "
+                             "another format)"));
+  const std::string truncated = ": truncated shared library (" + std::to_string(size) + " bytes";
+  if (got < sizeof eh) throw Error(path + truncated + ", shorter than an ELF header): rebuild or reinstall it");
+  constexpr unsigned char elf_class = sizeof(void*) == 8 ? ELFCLASS64 : ELFCLASS32;
+  if (eh.e_ident[EI_CLASS] != elf_class)
+    throw Error(path + ": not a shared library for this machine: a " +
+                (eh.e_ident[EI_CLASS] == ELFCLASS32 ? "32" : eh.e_ident[EI_CLASS] == ELFCLASS64 ? "64" : "?") +
+                "-bit ELF file, this neox is " + std::to_string(sizeof(void*) * 8) + "-bit");
+  constexpr unsigned char elf_data = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? ELFDATA2LSB : ELFDATA2MSB;
+  if (eh.e_ident[EI_DATA] != elf_data)
+    throw Error(path + ": not a shared library for this machine: ELF file of the other byte order");
+  if (eh.e_type != ET_DYN)
+    throw Error(path + ": not a shared library: " + elf_type_name(eh.e_type) + " (build plugins as MODULE libraries)");
+#if defined(__x86_64__)
+  constexpr unsigned machine = EM_X86_64;
+#elif defined(__aarch64__)
+  constexpr unsigned machine = EM_AARCH64;
+#elif defined(__powerpc64__)
+  constexpr unsigned machine = EM_PPC64;
+#else
+  constexpr unsigned machine = 0;  // unknown here: left to dlopen
+#endif
+  if (machine != 0 && eh.e_machine != machine)
+    throw Error(path + ": not a shared library for this machine: built for ELF machine " +
+                std::to_string(eh.e_machine) + ", this neox for " + std::to_string(machine));
+  if (eh.e_phentsize != sizeof(ElfW(Phdr)) || eh.e_phnum == 0)
+    throw Error(path + ": not a loadable shared library: it has no valid program headers");
+  const std::uint64_t ph_end = static_cast<std::uint64_t>(eh.e_phoff) + std::uint64_t{eh.e_phnum} * sizeof(ElfW(Phdr));
+  if (ph_end > size)
+    throw Error(path + truncated + "; its program headers end at byte " + std::to_string(ph_end) +
+                "): rebuild or reinstall it");
+  std::vector<ElfW(Phdr)> ph(eh.e_phnum);
+  if (read_at(ph.data(), ph.size() * sizeof(ElfW(Phdr)), eh.e_phoff) != ph.size() * sizeof(ElfW(Phdr)))
+    throw Error(path + truncated + "): rebuild or reinstall it");
+  std::uint64_t needed = 0;
+  for (const auto& h : ph)
+    if (h.p_type == PT_LOAD) needed = std::max<std::uint64_t>(needed, std::uint64_t{h.p_offset} + h.p_filesz);
+  if (needed > size)
+    throw Error(path + truncated + "; its segments need " + std::to_string(needed) +
+                " bytes): rebuild or reinstall it");
+}
+
 // Loads `path`, checks its descriptor, and fills `info`.
 std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& info) {
+  check_loadable(path);
   auto loaded = std::make_shared<LoadedPlugin>();
   auto& lib = loaded->library;
   boost::system::error_code ec;
@@ -94,6 +207,9 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
     d = entry();
   } catch (const std::exception& e) {
     throw Error(path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL "' threw: " + e.what());
+  } catch (...) {
+    throw Error(path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL
+                "' threw an exception that is not a std::exception");
   }
   if (!d) throw Error(path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL "' returned null");
   info.path = path;
@@ -251,8 +367,6 @@ std::vector<std::string> PluginRegistry::candidates(PluginKind kind) const {
 }
 
 PluginInfo PluginRegistry::check_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw Error(path + ": no such file");
   PluginInfo info;
   load_checked(path, info);
   return info;
