@@ -8,26 +8,34 @@
 # Component `dev` (the neox-dev package), with the headers.
 #
 # Versions. Whether a built plugin loads into a neox is decided at run time by
-# the plugin ABI of neox/plugin.h (same kAbiMajor, a kAbiMinor not above the
-# core's, the same kernel table), not by the package version: the registry
-# refuses a stale plugin with a message that says to rebuild it. The package
-# version is about the source API of the headers: while neox is 0.x every
-# minor release may change it (as semantic versioning allows before 1.0), so
+# the plugin ABI of neox/plugin.h (the version of the plugin's kind: same
+# major, a minor not above the core's; the same kernel table for the kinds
+# that use it), not by the package version: the registry refuses a stale
+# plugin with a message that says to rebuild it. The package version is
+# about the source API of the headers: while neox is 0.x every minor release
+# may change it (as semantic versioning allows before 1.0), so
 # find_package(NeoX 0.1) accepts 0.1.y only (SameMinorVersion); from 1.0 on,
-# any 1.y with y >= the requested one (SameMajorVersion). The ABI is exported
-# as NEOX_ABI_MAJOR / NEOX_ABI_MINOR for projects that want to check it.
+# any 1.y with y >= the requested one (SameMajorVersion). Each kind's ABI
+# version is exported as NEOX_ABI_<KIND> ("6.0"), NEOX_ABI_<KIND>_MAJOR and
+# NEOX_ABI_<KIND>_MINOR (KIND: BACKEND, KERNELS, COMM, OPTIMIZER, DATA,
+# TOKENIZER) for projects that want to check it.
 include(CMakePackageConfigHelpers)
 
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/core/include/neox/plugin.h)
-file(STRINGS ${PROJECT_SOURCE_DIR}/core/include/neox/plugin.h _neox_abi_lines
-     REGEX "inline constexpr std::uint32_t kAbi(Major|Minor) = [0-9]+")
-foreach(_part Major Minor)
-  string(TOUPPER ${_part} _upper)
-  string(REGEX REPLACE ".*kAbi${_part} = ([0-9]+).*" "\\1" NEOX_ABI_${_upper} "${_neox_abi_lines}")
-  if(NOT NEOX_ABI_${_upper} MATCHES "^[0-9]+$")
-    message(FATAL_ERROR "cmake/NeoxInstall.cmake: cannot read kAbi${_part} from core/include/neox/plugin.h")
+# One constant per kind, `inline constexpr AbiVersion k<Kind>Abi{M, m};`,
+# read into NEOX_ABI_<KIND> ("M.m") for NeoXConfig.cmake; kernels plugins
+# share the backend's.
+foreach(_kind Backend Comm Optimizer Data Tokenizer)
+  file(STRINGS ${PROJECT_SOURCE_DIR}/core/include/neox/plugin.h _neox_abi_line
+       REGEX "inline constexpr AbiVersion k${_kind}Abi\\{[0-9]+, [0-9]+\\};")
+  string(REGEX REPLACE ".*k${_kind}Abi\\{([0-9]+), ([0-9]+)\\}.*" "\\1.\\2" _neox_abi "${_neox_abi_line}")
+  if(NOT _neox_abi MATCHES "^[0-9]+\\.[0-9]+$")
+    message(FATAL_ERROR "cmake/NeoxInstall.cmake: cannot read k${_kind}Abi from core/include/neox/plugin.h")
   endif()
+  string(TOUPPER ${_kind} _upper)
+  set(NEOX_ABI_${_upper} ${_neox_abi})
 endforeach()
+set(NEOX_ABI_KERNELS ${NEOX_ABI_BACKEND})
 
 if(PROJECT_VERSION_MAJOR EQUAL 0)
   set(_neox_compatibility SameMinorVersion)

@@ -412,17 +412,19 @@ struct Provider {
 
 Provider make_provider(PluginRegistry& registry, const Config& config, const std::string& name,
                        const std::string& op) {
-  bool is_backend = false, is_kernels = false;
-  std::string backends, kernels;
-  for (const auto& p : registry.plugins()) {
-    if (p.kind == PluginKind::backend) {
-      backends += (backends.empty() ? "" : ", ") + p.name;
-      is_backend = is_backend || p.name == name;
-    } else if (p.kind == PluginKind::kernels) {
-      kernels += (kernels.empty() ? "" : ", ") + p.name;
-      is_kernels = is_kernels || p.name == name;
-    }
-  }
+  // By file name only: loading every plugin on the search path to learn what
+  // NAME is would load (and could fail on) plugins the comparison never uses.
+  const auto backend_names = registry.candidates(PluginKind::backend);
+  const auto kernels_names = registry.candidates(PluginKind::kernels);
+  auto has = [&](const std::vector<std::string>& names) {
+    return std::find(names.begin(), names.end(), name) != names.end();
+  };
+  auto list = [](const std::vector<std::string>& names) {
+    std::string out;
+    for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+    return out.empty() ? std::string("none") : out;
+  };
+  const bool is_backend = has(backend_names), is_kernels = has(kernels_names);
   Provider pr;
   pr.name = name;
   if (is_backend) {
@@ -433,9 +435,9 @@ Provider make_provider(PluginRegistry& registry, const Config& config, const std
     pr.backend = provider->device() == DeviceType::cuda ? "cuda" : "cpu";
     pr.be = registry.make_backend(pr.backend, {{op, name}}, config.plugins.options);
   } else {
-    throw Error("bench op: unknown provider '" + name + "': not a backend plugin (found: " +
-                (backends.empty() ? "none" : backends) + ") nor a kernels plugin (found: " +
-                (kernels.empty() ? "none" : kernels) + "); `neox plugins` lists them and why any was rejected");
+    throw Error("bench op: unknown provider '" + name + "': not a backend plugin (found: " + list(backend_names) +
+                ") nor a kernels plugin (found: " + list(kernels_names) +
+                "); `neox plugins` lists them and why any was rejected");
   }
   return pr;
 }

@@ -2,6 +2,7 @@
 // neox plugins [--check FILE.so] [--path DIR]...
 #include "cli_options.h"
 #include <iostream>
+#include <iterator>
 
 #include "commands.h"
 #include "neox/error.h"
@@ -35,8 +36,9 @@ int cmd_plugins(int argc, char** argv) {
       std::cout << "  kind:        " << plugin_kind_name(info.kind) << "\n"
                 << "  name:        " << info.name << "\n"
                 << "  version:     " << info.version << "\n"
-                << "  ABI:         " << info.abi_major << "." << info.abi_minor << " (this neox: " << kAbiMajor
-                << "." << kAbiMinor << ")\n"
+                << "  ABI:         " << info.abi_major << "." << info.abi_minor << " (this neox's "
+                << plugin_kind_name(info.kind) << " ABI: " << abi_version(info.kind).major << "."
+                << abi_version(info.kind).minor << ")\n"
                 << "  description: " << info.description << "\n";
       return 0;
     } catch (const Error& e) {
@@ -49,6 +51,11 @@ int cmd_plugins(int argc, char** argv) {
   PluginRegistry registry(paths);
   std::cout << "search path:";
   for (const auto& p : registry.search_paths()) std::cout << " " << p;
+  // Each kind has its own ABI version (docs/plugins.md).
+  std::cout << "\nplugin ABI:";
+  for (PluginKind kind : kPluginKinds)
+    std::cout << " " << plugin_kind_name(kind) << " " << abi_version(kind).major << "." << abi_version(kind).minor
+              << (kind == kPluginKinds[std::size(kPluginKinds) - 1] ? "" : ",");
   std::cout << "\n\nkind\tname\tversion\tABI\tpath\n";
   for (const auto& p : registry.plugins()) print_info(p);
   if (!registry.rejected().empty()) {

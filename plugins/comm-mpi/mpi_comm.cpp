@@ -231,8 +231,9 @@ void pin_library(const void* symbol, int extra_flags) {
 
 void register_exit_handler() {
   if (g_exit_handler_registered.exchange(true)) return;
-  // This plugin is loaded with dlopen and may be unloaded when its last
-  // object goes: the exit handler must outlive the registry.
+  // The registry never unloads a plugin, but this one may be loaded by other
+  // means (a test's own dlopen): pin it, so that the exit handler stays
+  // mapped whoever loaded it.
   pin_library(reinterpret_cast<const void*>(&end_mpi), 0);
   std::atexit(end_mpi);
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Test plugin (b): built against a newer minor ABI than this core has.
+// Test plugin (b): a backend built against a newer backend ABI minor than this
+// core has.
 #include "neox/plugin.h"
 
 namespace {
@@ -8,7 +9,7 @@ neox::Backend* make(const neox::Options&) { return nullptr; }
 
 extern "C" __attribute__((visibility("default"))) const neox::PluginDescriptor* neox_plugin_entry() {
   static const neox::PluginDescriptor descriptor{
-      neox::kAbiMajor, neox::kAbiMinor + 1, neox::PluginKind::backend, "abi-minor", "0.0",
+      neox::kBackendAbi.major, neox::kBackendAbi.minor + 1, neox::PluginKind::backend, "abi-minor", "0.0",
       "test: ABI minor above the core's", reinterpret_cast<const void*>(&make),
       neox::kernel_table_fingerprint()};
   return &descriptor;

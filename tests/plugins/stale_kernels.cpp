@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Test plugin: the right ABI version, but built against another kernel table
-// (a kernels.h whose operations differ): its fingerprint does not match.
+// Test plugin: a backend with the right backend ABI version, but built against
+// another kernel table (a kernels.h whose operations differ): its fingerprint
+// does not match, and a backend fills the table, so it is refused.
 #include "neox/plugin.h"
 
 namespace {
@@ -9,7 +10,7 @@ neox::Backend* make(const neox::Options&) { return nullptr; }
 
 extern "C" __attribute__((visibility("default"))) const neox::PluginDescriptor* neox_plugin_entry() {
   static const neox::PluginDescriptor descriptor{
-      neox::kAbiMajor, neox::kAbiMinor, neox::PluginKind::backend, "stale-kernels", "0.0",
+      neox::kBackendAbi.major, neox::kBackendAbi.minor, neox::PluginKind::backend, "stale-kernels", "0.0",
       "test: built against another kernel table", reinterpret_cast<const void*>(&make),
       neox::kernel_table_fingerprint() + 1};
   return &descriptor;

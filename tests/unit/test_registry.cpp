@@ -1,17 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
-// PluginRegistry: discovery, the checks on each candidate, factory errors,
-// NEOX_PLUGIN_PATH, object lifetimes and kernel overrides. The broken
-// plugins it loads are built from tests/plugins into test_plugin_dir().
+// PluginRegistry: discovery, loading on demand, the checks on each candidate
+// (before and after dlopen, the ABI version of each kind, the kernel table),
+// factory errors, NEOX_PLUGIN_PATH, object lifetimes and kernel overrides.
+// The broken plugins it loads are built from tests/plugins into
+// test_plugin_dir().
 #include <gtest/gtest.h>
 
 #include "test_support.h"
 
+#include <dlfcn.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +50,16 @@ std::string abi(std::uint32_t major, std::uint32_t minor) {
   return std::to_string(major) + "." + std::to_string(minor);
 }
 
+// "backend ABI 7.0": how the loader names a kind's version.
+std::string kind_abi(PluginKind kind, std::uint32_t major, std::uint32_t minor) {
+  return std::string(neox::plugin_kind_name(kind)) + " ABI " + abi(major, minor);
+}
+std::string kind_abi(PluginKind kind) {
+  return kind_abi(kind, neox::abi_version(kind).major, neox::abi_version(kind).minor);
+}
+const neox::AbiVersion kBackend = neox::abi_version(PluginKind::backend);
+const neox::AbiVersion kComm = neox::abi_version(PluginKind::comm);
+
 using neox::test::error_of;
 using neox::test::ScopedEnv;
 
@@ -74,6 +89,46 @@ const neox::PluginRejection* find_rejection(const PluginRegistry& r, const std::
   return nullptr;
 }
 
+// Whether the library at `path` is loaded in this process (asks the dynamic
+// loader, loading nothing). Tests use fresh copies, which no other test of
+// the process can have loaded.
+bool is_loaded(const std::string& path) {
+  void* handle = ::dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  if (handle) ::dlclose(handle);
+  return handle != nullptr;
+}
+
+bool contains(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+// A fresh directory for one test, removed afterwards.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag)
+      : path_(fs::temp_directory_path() / ("neox-registry-" + tag + "-" + std::to_string(::getpid()))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string str() const { return path_.string(); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  // Copies `from` in as `name` (a new file: another inode than the original).
+  std::string copy(const std::string& from, const std::string& name) const {
+    fs::copy_file(from, path_ / name, fs::copy_options::overwrite_existing);
+    return file(name);
+  }
+  std::string write(const std::string& name, const std::string& bytes) const {
+    std::ofstream(path_ / name, std::ios::binary) << bytes;
+    return file(name);
+  }
+
+ private:
+  fs::path path_;
+};
+
 TEST_F(Registry, SearchPathOrder) {
   PluginRegistry r({"/first", "", "/second"});
   const auto& paths = r.search_paths();
@@ -99,10 +154,15 @@ TEST_F(Registry, ScansBuildDirectory) {
     EXPECT_EQ(fs::path(info->path), fs::path(build_plugin(e.file)));
     EXPECT_FALSE(info->version.empty()) << e.name;
     EXPECT_FALSE(info->description.empty()) << e.name;
-    EXPECT_EQ(info->abi_major, neox::kAbiMajor) << e.name;
-    EXPECT_EQ(info->abi_minor, neox::kAbiMinor) << e.name;
+    // NEOX_PLUGIN records the version of the plugin's own kind.
+    EXPECT_EQ(info->abi_major, neox::abi_version(e.kind).major) << e.name;
+    EXPECT_EQ(info->abi_minor, neox::abi_version(e.kind).minor) << e.name;
+    // find() gives the plugin the listing has (the same file and descriptor).
     const PluginInfo& found = r.find(e.kind, e.name);
-    EXPECT_EQ(&found, info);
+    EXPECT_EQ(found.path, info->path);
+    EXPECT_EQ(found.kind, info->kind);
+    EXPECT_EQ(found.name, info->name);
+    EXPECT_EQ(found.version, info->version);
   }
   EXPECT_EQ(find_info(r, PluginKind::comm, "local")->version, "1.0");
   EXPECT_EQ(find_info(r, PluginKind::optimizer, "adamw")->version, "1.0");
@@ -129,8 +189,8 @@ TEST_F(Registry, CheckFileAcceptsAValidPlugin) {
   PluginInfo info = PluginRegistry::check_file(build_plugin("neox_comm_local.so"));
   EXPECT_EQ(info.kind, PluginKind::comm);
   EXPECT_EQ(info.name, "local");
-  EXPECT_EQ(info.abi_major, neox::kAbiMajor);
-  EXPECT_EQ(info.abi_minor, neox::kAbiMinor);
+  EXPECT_EQ(info.abi_major, kComm.major);
+  EXPECT_EQ(info.abi_minor, kComm.minor);
   EXPECT_EQ(info.path, build_plugin("neox_comm_local.so"));
   info = PluginRegistry::check_file(test_plugin("neox_kernels_test-gelu-tanh.so"));
   EXPECT_EQ(info.kind, PluginKind::kernels);
@@ -149,17 +209,18 @@ TEST_F(Registry, CheckFileAbiMajor) {
   auto path = test_plugin("neox_backend_abi-major.so");
   auto msg = check_file_error(path);
   EXPECT_CONTAINS(msg, path);
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor));
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor));
-  EXPECT_CONTAINS(msg, "rebuild");
+  EXPECT_CONTAINS(msg, "plugin's " + kind_abi(PluginKind::backend, kBackend.major + 1, kBackend.minor) +
+                           " is incompatible with this neox (" + kind_abi(PluginKind::backend) + ";");
+  EXPECT_CONTAINS(msg, "rebuild the plugin against this neox");
 }
 
 TEST_F(Registry, CheckFileAbiMinorNewerThanCore) {
   auto path = test_plugin("neox_backend_abi-minor.so");
   auto msg = check_file_error(path);
   EXPECT_CONTAINS(msg, path);
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor + 1));
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor));
+  EXPECT_CONTAINS(msg, kind_abi(PluginKind::backend, kBackend.major, kBackend.minor + 1));
+  EXPECT_CONTAINS(msg, "(" + kind_abi(PluginKind::backend) + "; needs the same major and a minor not above " +
+                           std::to_string(kBackend.minor) + ")");
 }
 
 TEST_F(Registry, CheckFileBuiltAgainstAnotherKernelTable) {
@@ -190,10 +251,72 @@ TEST_F(Registry, CheckFileNameMismatch) {
 }
 
 TEST_F(Registry, CheckFileNotALibrary) {
+  // A text file is refused by its first bytes, before dlopen.
   auto path = test_plugin("neox_backend_garbage.so");
   auto msg = check_file_error(path);
-  EXPECT_CONTAINS(msg, path);
-  EXPECT_CONTAINS(msg, "cannot load library");
+  EXPECT_CONTAINS(msg, path + ": not a shared library: it does not start with the ELF magic number");
+  TempDir dir("empty");
+  path = dir.write("neox_comm_empty.so", "");
+  EXPECT_CONTAINS(check_file_error(path), path + ": not a shared library: the file is empty");
+}
+
+TEST_F(Registry, CheckFileTruncatedLibrary) {
+  TempDir dir("truncated");
+  std::ifstream in(build_plugin("neox_comm_local.so"), std::ios::binary);
+  const std::string whole((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(whole.size(), 8192u);
+  // Cut inside the ELF header, then after the headers but inside the
+  // segments (dlopen would map it and fault on the missing pages).
+  auto path = dir.write("neox_comm_cut.so", whole.substr(0, 20));
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": truncated shared library (20 bytes, shorter than an ELF header)");
+  path = dir.write("neox_comm_half.so", whole.substr(0, whole.size() / 2));
+  msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": truncated shared library (" + std::to_string(whole.size() / 2) + " bytes");
+  EXPECT_CONTAINS(msg, "rebuild or reinstall it");
+  EXPECT_FALSE(is_loaded(path));
+  // An ELF file that is not a shared library: a relocatable object (e_type 1,
+  // little-endian, as on every machine neox builds for).
+  path = dir.write("neox_comm_object.so", whole.substr(0, 16) + std::string("\x01\x00", 2) + std::string(62, '\0'));
+  EXPECT_CONTAINS(check_file_error(path), path + ": not a shared library: a relocatable object (.o)");
+}
+
+TEST_F(Registry, CheckFileWhatIsNotARegularFile) {
+  TempDir dir("special");
+  const auto fifo = dir.file("neox_comm_fifo.so");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto sub = dir.file("neox_comm_dir.so");
+  fs::create_directory(sub);
+  // Opening a FIFO for reading blocks until a writer comes: these return.
+  EXPECT_CONTAINS(check_file_error(fifo), fifo + ": not a regular file (a FIFO): a plugin is a shared library");
+  EXPECT_CONTAINS(check_file_error(sub), sub + ": not a regular file (a directory)");
+  // In a search directory they are candidates like any file named so, and rejected.
+  PluginRegistry r({dir.str()});
+  EXPECT_TRUE(contains(r.candidates(PluginKind::comm), "fifo"));
+  auto msg = error_of([&] { r.make_comm("fifo", neox::Options()); });
+  EXPECT_CONTAINS(msg, "no comm plugin named 'fifo'");
+  EXPECT_CONTAINS(msg, "rejected " + fifo + ": not a regular file (a FIFO)");
+  const auto* rejection = find_rejection(r, sub);
+  ASSERT_NE(rejection, nullptr);
+  EXPECT_CONTAINS(rejection->reason, "not a regular file (a directory)");
+  EXPECT_NE(find_rejection(r, fifo), nullptr);
+}
+
+TEST_F(Registry, CheckFileLoaderRefusesTheLibrary) {
+  // A well-formed library that dlopen refuses: the loader's message comes through.
+  auto path = test_plugin("neox_comm_undefined-symbol.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": cannot load library: ");
+  EXPECT_CONTAINS(msg, "undefined symbol: neox_test_undefined_variable");
+}
+
+TEST_F(Registry, CheckFileEntrySymbolThrows) {
+  auto path = test_plugin("neox_comm_entry-throws-std.so");
+  EXPECT_CONTAINS(check_file_error(path), path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL
+                                                 "' threw: test entry fails with a std::runtime_error");
+  path = test_plugin("neox_comm_entry-throws.so");
+  EXPECT_CONTAINS(check_file_error(path), path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL
+                                                 "' threw an exception that is not a std::exception");
 }
 
 TEST_F(Registry, CheckFileMissingFile) {
@@ -212,12 +335,17 @@ TEST_F(Registry, ListsRejectedTestPluginsWithReasons) {
   };
   const std::vector<Case> cases = {
       {"neox_backend_nosym.so", "missing entry symbol"},
-      {"neox_backend_abi-major.so", "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor)},
-      {"neox_backend_abi-minor.so", "ABI " + abi(neox::kAbiMajor, neox::kAbiMinor + 1)},
+      {"neox_backend_abi-major.so", kind_abi(PluginKind::backend, kBackend.major + 1, kBackend.minor)},
+      {"neox_backend_abi-minor.so", kind_abi(PluginKind::backend, kBackend.major, kBackend.minor + 1)},
+      {"neox_comm_abi-major.so", kind_abi(PluginKind::comm, kComm.major + 1, 0)},
       {"neox_backend_stale-kernels.so", "built against another kernel table"},
+      {"neox_optimizer_stale-kernels.so", "built against another kernel table"},
       {"neox_backend_x.so", "neox_comm_x.so"},
       {"neox_comm_misnamed.so", "neox_comm_other.so"},
-      {"neox_backend_garbage.so", "cannot load library"},
+      {"neox_backend_garbage.so", "not a shared library"},
+      {"neox_comm_undefined-symbol.so", "cannot load library"},
+      {"neox_comm_entry-throws.so", "not a std::exception"},
+      {"neox_comm_entry-throws-std.so", "threw: "},
   };
   for (const auto& c : cases) {
     const auto* rejection = find_rejection(r, test_plugin(c.file));
@@ -229,7 +357,7 @@ TEST_F(Registry, ListsRejectedTestPluginsWithReasons) {
   EXPECT_EQ(find_info(r, PluginKind::backend, "abi-major"), nullptr);
   EXPECT_EQ(find_info(r, PluginKind::comm, "x"), nullptr);
   EXPECT_EQ(find_info(r, PluginKind::comm, "other"), nullptr);
-  for (const char* name : {"throws-error", "throws-std", "null-factory"})
+  for (const char* name : {"throws-error", "throws-std", "null-factory", "stale-kernels"})
     EXPECT_NE(find_info(r, PluginKind::comm, name), nullptr) << name;
   const PluginInfo* gelu = find_info(r, PluginKind::kernels, "test-gelu-tanh");
   ASSERT_NE(gelu, nullptr);
@@ -257,7 +385,7 @@ TEST_F(Registry, FindRejectedNameGivesTheReason) {
   auto msg = error_of([&] { r.find(PluginKind::backend, "abi-major"); });
   EXPECT_CONTAINS(msg, "no backend plugin named 'abi-major'");
   EXPECT_CONTAINS(msg, "rejected");
-  EXPECT_CONTAINS(msg, "ABI " + abi(neox::kAbiMajor + 1, neox::kAbiMinor));
+  EXPECT_CONTAINS(msg, kind_abi(PluginKind::backend, kBackend.major + 1, kBackend.minor));
 }
 
 TEST_F(Registry, FactoryErrorsAreWrappedWithThePluginName) {
@@ -329,8 +457,169 @@ TEST_F(Registry, ObjectsOutliveTheRegistry) {
   EXPECT_CONTAINS(msg, "no peers");
   EXPECT_EQ(opt->name(), "adamw");
   EXPECT_EQ(opt->state_bytes(), 0);
-  comm.reset();  // the last owner unloads the library now
+  comm.reset();  // the libraries stay loaded (pinned) after their last object
   opt.reset();
+}
+
+// ---------------------------------------------------------------- one ABI version per kind
+
+TEST_F(Registry, EachKindHasItsOwnAbiVersion) {
+  static_assert(neox::abi_version(PluginKind::kernels) == neox::abi_version(PluginKind::backend),
+                "backend and kernels share the Backend and its kernel table, and one version");
+  EXPECT_EQ(neox::abi_version(PluginKind::backend), neox::kBackendAbi);
+  EXPECT_EQ(neox::abi_version(PluginKind::comm), neox::kCommAbi);
+  EXPECT_EQ(neox::abi_version(PluginKind::optimizer), neox::kOptimizerAbi);
+  EXPECT_EQ(neox::abi_version(PluginKind::data), neox::kDataAbi);
+  EXPECT_EQ(neox::abi_version(PluginKind::tokenizer), neox::kTokenizerAbi);
+  EXPECT_EQ(neox::abi_version(static_cast<PluginKind>(99)).major, 0u);
+  // Every plugin built before the versions were split (at the single ABI 6.0) still loads.
+  for (PluginKind kind : neox::kPluginKinds) EXPECT_GE(neox::abi_version(kind).major, 6u) << plugin_kind_name(kind);
+  // The kernel table is checked where the kind's plugins index it.
+  for (PluginKind kind : {PluginKind::backend, PluginKind::kernels, PluginKind::optimizer})
+    EXPECT_TRUE(neox::uses_kernel_table(kind)) << plugin_kind_name(kind);
+  for (PluginKind kind : {PluginKind::comm, PluginKind::data, PluginKind::tokenizer})
+    EXPECT_FALSE(neox::uses_kernel_table(kind)) << plugin_kind_name(kind);
+}
+
+// A comm plugin built before the last change of the kernel table (its
+// descriptor has the comm version and another table's fingerprint) loads and
+// works; a backend or an optimizer with that fingerprint is refused.
+TEST_F(Registry, CommBuiltAgainstAnotherKernelTableLoadsAndWorks) {
+  PluginInfo info = PluginRegistry::check_file(test_plugin("neox_comm_stale-kernels.so"));
+  EXPECT_EQ(info.kind, PluginKind::comm);
+  EXPECT_EQ(info.name, "stale-kernels");
+  EXPECT_EQ(abi(info.abi_major, info.abi_minor), abi(kComm.major, kComm.minor));
+  PluginRegistry r({kTestDir});
+  auto comm = r.make_comm("stale-kernels", neox::Options());
+  ASSERT_NE(comm, nullptr);
+  EXPECT_EQ(comm->name(), "stale-kernels");
+  EXPECT_EQ(comm->size(), 1);
+  Tensor in = Tensor::zeros_host({4}, neox::DType::f32), out = Tensor::zeros_host({4}, neox::DType::f32);
+  in.ptr<float>()[3] = 2.5f;
+  comm->all_reduce(in, neox::ReduceOp::sum);
+  comm->all_gather(in, out);
+  EXPECT_EQ(out.ptr<float>()[3], 2.5f);
+  EXPECT_CONTAINS(error_of([&] { comm->send(in, 1, 0); }), "no peers");
+}
+
+TEST_F(Registry, OptimizerBuiltAgainstAnotherKernelTableIsRefused) {
+  auto path = test_plugin("neox_optimizer_stale-kernels.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": plugin was built against another kernel table");
+  EXPECT_CONTAINS(msg, "rebuild the plugin against this neox");
+  PluginRegistry r({kTestDir});
+  msg = error_of([&] { r.make_optimizer("stale-kernels", neox::Options()); });
+  EXPECT_CONTAINS(msg, "no optimizer plugin named 'stale-kernels'");
+  EXPECT_CONTAINS(msg, "rejected " + path + ": plugin was built against another kernel table");
+}
+
+// The comm plugin's major is above the comm version (as a plugin built for
+// another kind's newer version would carry): refused, in comm terms, whatever
+// the other kinds' versions are.
+TEST_F(Registry, AbiIsCheckedAgainstThePluginsOwnKind) {
+  auto path = test_plugin("neox_comm_abi-major.so");
+  auto msg = check_file_error(path);
+  EXPECT_CONTAINS(msg, path + ": plugin's " + kind_abi(PluginKind::comm, kComm.major + 1, 0) +
+                           " is incompatible with this neox (" + kind_abi(PluginKind::comm) +
+                           "; needs the same major and a minor not above " + std::to_string(kComm.minor) +
+                           "): rebuild the plugin against this neox");
+  PluginRegistry r({kTestDir});
+  msg = error_of([&] { r.make_comm("abi-major", neox::Options()); });
+  EXPECT_CONTAINS(msg, "no comm plugin named 'abi-major'");
+  EXPECT_CONTAINS(msg, kind_abi(PluginKind::comm, kComm.major + 1, 0));
+  // The backend of the same name is another candidate: not loaded for a comm.
+  EXPECT_EQ(msg.find("neox_backend_abi-major.so"), std::string::npos) << msg;
+}
+
+// ---------------------------------------------------------------- loading on demand
+
+// Asking for one plugin loads the candidates named for it and nothing else;
+// the full listing loads and checks the rest.
+TEST_F(Registry, LoadsOnlyThePluginAskedFor) {
+  TempDir dir("on-demand");
+  const auto local = dir.copy(build_plugin("neox_comm_local.so"), "neox_comm_local.so");
+  const auto broken = dir.copy(test_plugin("neox_backend_abi-major.so"), "neox_backend_abi-major.so");
+  const auto other = dir.copy(test_plugin("neox_comm_throws-error.so"), "neox_comm_throws-error.so");
+  const auto garbage = dir.write("neox_data_garbage.so", "not a library\n");
+  PluginRegistry r({dir.str()});
+  // Listing the candidates reads file names only.
+  EXPECT_TRUE(contains(r.candidates(PluginKind::backend), "abi-major"));
+  EXPECT_TRUE(contains(r.candidates(PluginKind::data), "garbage"));
+  EXPECT_FALSE(is_loaded(local));
+  EXPECT_FALSE(is_loaded(broken));
+
+  auto comm = r.make_comm("local", neox::Options());
+  EXPECT_EQ(comm->rank(), 0);
+  EXPECT_EQ(r.find(PluginKind::comm, "local").path, local);
+  EXPECT_TRUE(is_loaded(local));
+  EXPECT_FALSE(is_loaded(broken));  // neither loaded nor rejected
+  EXPECT_FALSE(is_loaded(other));
+
+  // The full listing: every candidate loaded and checked, in search order.
+  const auto* rejection = find_rejection(r, broken);
+  ASSERT_NE(rejection, nullptr);
+  EXPECT_CONTAINS(rejection->reason, kind_abi(PluginKind::backend, kBackend.major + 1, kBackend.minor));
+  ASSERT_NE(find_rejection(r, garbage), nullptr);
+  EXPECT_CONTAINS(find_rejection(r, garbage)->reason, "not a shared library");
+  EXPECT_TRUE(is_loaded(broken));  // loaded to be checked, and pinned
+  EXPECT_TRUE(is_loaded(other));
+  const PluginInfo* listed = find_info(r, PluginKind::comm, "throws-error");
+  ASSERT_NE(listed, nullptr);
+  EXPECT_EQ(listed->path, other);
+  // The build tree's `local`, after the one in dir, is shadowed.
+  const auto* shadowed = find_rejection(r, build_plugin("neox_comm_local.so"));
+  ASSERT_NE(shadowed, nullptr);
+  EXPECT_CONTAINS(shadowed->reason, "shadowed by an earlier comm plugin 'local'");
+  EXPECT_CONTAINS(shadowed->reason, local);
+  // find() after the listing gives the same plugin.
+  EXPECT_EQ(r.find(PluginKind::comm, "local").path, local);
+}
+
+// A rejected candidate is recorded and the next one named for the plugin is tried.
+TEST_F(Registry, FirstAcceptedCandidateWins) {
+  TempDir dir("first-accepted");
+  const auto broken = dir.write("neox_comm_local.so", "a text file where neox_comm_local.so was\n");
+  PluginRegistry r({dir.str()});
+  auto comm = r.make_comm("local", neox::Options());
+  EXPECT_EQ(comm->name(), "local");
+  EXPECT_EQ(fs::path(r.find(PluginKind::comm, "local").path), fs::path(build_plugin("neox_comm_local.so")));
+  const auto* rejection = find_rejection(r, broken);
+  ASSERT_NE(rejection, nullptr);
+  EXPECT_CONTAINS(rejection->reason, broken + ": not a shared library");
+  // Not shadowed: the one in the build tree is the accepted one.
+  EXPECT_EQ(find_rejection(r, build_plugin("neox_comm_local.so")), nullptr);
+}
+
+// candidates() reads the names of the files, once each, without loading;
+// a file whose name does not parse as neox_<kind>_<name>.so is no candidate
+// of any kind, but the full listing checks it and says why it is refused.
+TEST_F(Registry, CandidatesAreNamedByTheirFiles) {
+  TempDir dir("names");
+  const auto local = dir.copy(build_plugin("neox_comm_local.so"), "neox_comm_local.so");
+  const auto unknown_kind = dir.copy(build_plugin("neox_comm_local.so"), "neox_widget_local.so");
+  const auto no_name = dir.copy(build_plugin("neox_comm_local.so"), "neox_local.so");
+  PluginRegistry r({dir.str(), kTestDir});
+  const auto comms = r.candidates(PluginKind::comm);
+  EXPECT_EQ(std::count(comms.begin(), comms.end(), "local"), 1);
+  EXPECT_EQ(comms.front(), "local");  // search order
+  for (const char* name : {"misnamed", "throws-error", "stale-kernels", "abi-major"})
+    EXPECT_TRUE(contains(comms, name)) << name;
+  EXPECT_FALSE(contains(comms, "other"));  // the descriptor's name: unknown until loaded
+  const auto backends = r.candidates(PluginKind::backend);
+  for (const char* name : {"abi-major", "garbage", "x", "nosym"}) EXPECT_TRUE(contains(backends, name)) << name;
+  if (cpu_built()) {
+    EXPECT_TRUE(contains(backends, "cpu"));
+  }
+  EXPECT_TRUE(r.candidates(PluginKind::tokenizer).empty());
+  EXPECT_FALSE(is_loaded(local));
+  EXPECT_FALSE(is_loaded(unknown_kind));
+
+  for (const auto& path : {unknown_kind, no_name}) {
+    const auto* rejection = find_rejection(r, path);
+    ASSERT_NE(rejection, nullptr) << path;
+    EXPECT_CONTAINS(rejection->reason, path + ": file name does not match the plugin's descriptor (kind 'comm', "
+                                              "name 'local' must be in a file named neox_comm_local.so)");
+  }
 }
 
 // Exact and tanh-approximation GeLU.
