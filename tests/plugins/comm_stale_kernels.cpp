@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// Test plugin: a working one-rank comm whose descriptor carries this core's
-// comm ABI version but the fingerprint of another kernel table, as a comm
-// plugin built before the last change to neox/kernels.h has. A comm never
-// sees the kernel table, so it must still load and work.
+// Test plugin: a working one-rank comm as it was built at ABI 6.0, the last
+// version that covered every kind, and before the last change to
+// neox/kernels.h: its descriptor says comm 6.0 and carries the fingerprint
+// of another kernel table. Since then the optimizer's ABI went to 7.0 and
+// the backend's to 6.1; the comm interface did not change, and a comm
+// never sees the kernel table, so it must still load and work. (When the
+// comm ABI itself changes, this plugin is rightly refused: update it.)
 #include <cstring>
 #include <string>
 
@@ -40,7 +43,7 @@ neox::Communicator* make(const neox::Options&) { return new OneRank(); }
 
 extern "C" __attribute__((visibility("default"))) const neox::PluginDescriptor* neox_plugin_entry() {
   static const neox::PluginDescriptor descriptor{
-      neox::kCommAbi.major, neox::kCommAbi.minor, neox::PluginKind::comm, "stale-kernels", "0.0",
+      6, 0, neox::PluginKind::comm, "stale-kernels", "0.0",
       "test: a comm built against another kernel table", reinterpret_cast<const void*>(&make),
       neox::kernel_table_fingerprint() + 1};
   return &descriptor;

@@ -67,10 +67,10 @@ struct AbiVersion {
 // one number covered every kind, so each starts at 6.0 and every plugin
 // built then still loads. backend and kernels share one: a KernelProvider
 // fills the Backend's kernel table and attaches to the Backend.
-inline constexpr AbiVersion kBackendAbi{6, 0};    // backend.h (Backend, KernelProvider), kernels.h
+inline constexpr AbiVersion kBackendAbi{6, 1};    // backend.h (Backend, KernelProvider), kernels.h
 inline constexpr AbiVersion kCommAbi{6, 0};       // communicator.h, launch.h
-inline constexpr AbiVersion kOptimizerAbi{6, 0};  // optimizer.h, arena.h; the Backend and Communicator it calls
-inline constexpr AbiVersion kDataAbi{6, 0};       // data_source.h; the io/ and text/ readers it links
+inline constexpr AbiVersion kOptimizerAbi{7, 0};  // optimizer.h, arena.h; the Backend and Communicator it calls
+inline constexpr AbiVersion kDataAbi{6, 0};       // data_source.h
 inline constexpr AbiVersion kTokenizerAbi{6, 0};  // tokenizer.h
 
 // The version a plugin of `kind` is built against and checked against;
