@@ -41,8 +41,8 @@
 #include "cli_options.h"
 #include "commands.h"
 #include "neox/communicator.h"
-#include "neox/train/config.h"
 #include "neox/error.h"
+#include "neox/train/config.h"
 #include "neox/train/trainer.h"
 
 namespace neox::app {
@@ -63,10 +63,14 @@ std::int64_t parse_size(const std::string& text) {
   }
   std::int64_t scale = 1;
   const std::string suffix = end < text.size() ? text.substr(end) : "";
-  if (suffix == "K" || suffix == "k") scale = 1 << 10;
-  else if (suffix == "M" || suffix == "m") scale = 1 << 20;
-  else if (suffix == "G" || suffix == "g") scale = 1 << 30;
-  else if (!suffix.empty()) n = -1;
+  if (suffix == "K" || suffix == "k")
+    scale = 1 << 10;
+  else if (suffix == "M" || suffix == "m")
+    scale = 1 << 20;
+  else if (suffix == "G" || suffix == "g")
+    scale = 1 << 30;
+  else if (!suffix.empty())
+    n = -1;
   if (n <= 0)
     throw Error("bench comm: --sizes: '" + text + "' is not a size (a positive number of bytes, or with K, M or G)");
   return n * scale;
@@ -120,20 +124,24 @@ struct Collective {
   }
 
   void run(Communicator& c) {
-    if (op == "all_reduce") c.all_reduce(a, ReduceOp::sum);
-    else if (op == "reduce_scatter") c.reduce_scatter(a, b, ReduceOp::sum);
-    else if (op == "all_gather") c.all_gather(a, b);
-    else c.broadcast(a, 0);
+    if (op == "all_reduce")
+      c.all_reduce(a, ReduceOp::sum);
+    else if (op == "reduce_scatter")
+      c.reduce_scatter(a, b, ReduceOp::sum);
+    else if (op == "all_gather")
+      c.all_gather(a, b);
+    else
+      c.broadcast(a, 0);
   }
 };
 
 struct Row {
   std::string op;
   std::int64_t bytes = 0;
-  double seconds = 0;             // the largest mean over the ranks
-  std::int64_t counted = 0;       // rank 0's stats() bytes per call
-  std::int64_t formula = 0;       // rank 0's formula
-  bool all_ranks_match = false;   // every rank's count equals its formula
+  double seconds = 0;            // the largest mean over the ranks
+  std::int64_t counted = 0;      // rank 0's stats() bytes per call
+  std::int64_t formula = 0;      // rank 0's formula
+  bool all_ranks_match = false;  // every rank's count equals its formula
 };
 
 Row measure(Communicator& c, const std::string& op, std::int64_t size, int warmup, int runs) {
@@ -186,8 +194,9 @@ void print_table(const std::vector<Row>& rows, const std::string& comm, int n, i
                 r.seconds * 1e6, algbw, algbw * busbw_factor(r.op, n), static_cast<long long>(r.counted),
                 static_cast<long long>(r.formula), r.all_ranks_match ? "yes" : "NO");
   }
-  std::printf("(counted and formula: the bytes rank 0 sends per call by the ring-algorithm convention of "
-              "neox/communicator.h; broadcasts from root 0)\n");
+  std::printf(
+      "(counted and formula: the bytes rank 0 sends per call by the ring-algorithm convention of "
+      "neox/communicator.h; broadcasts from root 0)\n");
 }
 
 void write_json(const std::string& path, const std::vector<Row>& rows, const std::string& comm, int n, int warmup,
@@ -226,15 +235,19 @@ void write_json(const std::string& path, const std::vector<Row>& rows, const std
 double schedule_bytes(const ModelConfig& m, int stage, std::int64_t accumulation, int n) {
   const double f = (n - 1.0) / n;
   const double psi = 4.0 * static_cast<double>(m.num_parameters());
-  const double embedding = 4.0 * static_cast<double>(m.padded_vocab_size() * m.hidden_size +
-                                                     (m.pos_emb == "learned" ? m.max_position_embeddings * m.hidden_size : 0));
-  const double output = 4.0 * static_cast<double>(2 * m.hidden_size + (m.no_weight_tying ? m.padded_vocab_size() * m.hidden_size : 0));
+  const double embedding =
+      4.0 * static_cast<double>(m.padded_vocab_size() * m.hidden_size +
+                                (m.pos_emb == "learned" ? m.max_position_embeddings * m.hidden_size : 0));
+  const double output =
+      4.0 * static_cast<double>(2 * m.hidden_size + (m.no_weight_tying ? m.padded_vocab_size() * m.hidden_size : 0));
   const double blocks = psi - embedding - output;
   const double a = static_cast<double>(accumulation);
   switch (stage) {
     case 0:
-    case 1: return 2 * f * psi;
-    case 2: return (a + 1) * f * psi;
+    case 1:
+      return 2 * f * psi;
+    case 2:
+      return (a + 1) * f * psi;
     default:  // forward gathers everything (the tied embedding twice), backward the blocks
       return a * f * (psi + (m.no_weight_tying ? 0.0 : embedding) + blocks + psi);
   }
@@ -267,16 +280,18 @@ void bench_training_steps(const Config& base, const std::string& comm_name, int 
                        (stage == 3 ? 3.0 : 2.0) * psi * (n - 1.0) / n});
   }
   if (rank != 0) return;
-  std::printf("\nbytes sent per training step by one rank (%s, %d ranks, %lld steps, %lld micro-batches per step, "
-              "Psi = %.0f bytes of f32 parameters)\n",
-              comm_name.c_str(), n, static_cast<long long>(steps),
-              static_cast<long long>(base.training.gradient_accumulation_steps), psi);
+  std::printf(
+      "\nbytes sent per training step by one rank (%s, %d ranks, %lld steps, %lld micro-batches per step, "
+      "Psi = %.0f bytes of f32 parameters)\n",
+      comm_name.c_str(), n, static_cast<long long>(steps),
+      static_cast<long long>(base.training.gradient_accumulation_steps), psi);
   std::printf("%-8s %16s %16s %8s %22s\n", "stage", "counted", "neox schedule", "ratio", "DeepSpeed (2/2/2/3 Psi)");
   for (const Result& r : results)
     std::printf("%-8s %16.0f %16.0f %8.4f %22.0f\n", r.stage == 0 ? "DP" : ("ZeRO-" + std::to_string(r.stage)).c_str(),
                 r.counted, r.schedule, r.schedule > 0 ? r.counted / r.schedule : 0.0, r.deepspeed);
-  std::printf("(counted includes the loss and gradient-norm scalars; the DeepSpeed figures are (N-1)/N x its round "
-              "numbers; neox's stage 3 regathers only the blocks in backward)\n");
+  std::printf(
+      "(counted includes the loss and gradient-norm scalars; the DeepSpeed figures are (N-1)/N x its round "
+      "numbers; neox's stage 3 regathers only the blocks in backward)\n");
 }
 
 }  // namespace
@@ -287,16 +302,15 @@ int bench_comm(int argc, char** argv) {
   opts.add_options()("comm", "the comm plugin", cxxopts::value<std::string>()->default_value("mpi"))(
       "sizes", "message sizes, comma-separated (bytes, or with K, M, G)",
       cxxopts::value<std::string>()->default_value("4K,64K,1M,16M,64M"))(
-      "ops", "collectives, comma-separated", cxxopts::value<std::string>()->default_value(
-                                                  "all_reduce,reduce_scatter,all_gather,broadcast"))(
+      "ops", "collectives, comma-separated",
+      cxxopts::value<std::string>()->default_value("all_reduce,reduce_scatter,all_gather,broadcast"))(
       "runs", "timed calls per op and size", cxxopts::value<int>()->default_value("10"))(
       "warmup", "untimed calls first", cxxopts::value<int>()->default_value("2"))(
       "json", "also write the figures to this JSON file (rank 0)", cxxopts::value<std::string>())(
       "train-steps", "then train this many steps of --config per stage and print bytes per step",
       cxxopts::value<std::int64_t>()->default_value("0"))(
       "stages", "with --train-steps: 0 (data parallel) and ZeRO stages, comma-separated",
-      cxxopts::value<std::string>()->default_value("0,1,2,3"))(
-      "h,help", "show this help");
+      cxxopts::value<std::string>()->default_value("0,1,2,3"))("h,help", "show this help");
   add_config_options(opts, "TOML config: plugin search paths and the comm plugin's options (optional)", false);
   auto args = opts.parse(argc, argv);
   if (args.count("help")) {

@@ -10,21 +10,21 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include "cli_options.h"
 #include <iostream>
 #include <map>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
-#include <random>
+#include "cli_options.h"
 
 #include "commands.h"
 #include "neox/communicator.h"
 #include "neox/error.h"
-#include "neox/train/loss_scaler.h"
 #include "neox/model/gpt_neox.h"
-#include "neox/train/op_profiler.h"
 #include "neox/optimizer.h"
+#include "neox/train/loss_scaler.h"
+#include "neox/train/op_profiler.h"
 
 namespace neox::app {
 
@@ -32,9 +32,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -47,9 +45,10 @@ double median(std::vector<double> v) {
 void print_profile(const OpProfiler& profiler, double profiled_s, double step_s, double mem_gbs, double gemm_tflops,
                    int rows) {
   const double ops_s = profiler.total_seconds();
-  std::printf("\nprofile:     one step with every op synchronised: %.2f ms (ops %.2f ms, the rest host work); "
-              "the unprofiled step took %.2f ms\n",
-              profiled_s * 1e3, ops_s * 1e3, step_s * 1e3);
+  std::printf(
+      "\nprofile:     one step with every op synchronised: %.2f ms (ops %.2f ms, the rest host work); "
+      "the unprofiled step took %.2f ms\n",
+      profiled_s * 1e3, ops_s * 1e3, step_s * 1e3);
   std::printf("floor:       the larger of bytes / %g GB/s and flops / %g TFLOP/s (0: not counted)\n", mem_gbs,
               gemm_tflops);
   std::printf("%9s %6s %6s %9s %9s %7s  %s\n", "ms", "%", "calls", "ms/call", "floor/call", "TFLOP/s", "op  shapes");
@@ -92,9 +91,8 @@ int bench_train_step(const cxxopts::ParseResult& args) {
   auto comm = registry->make_comm(config.plugins.comm, config.plugins.options_for(config.plugins.comm));
   // One process, as `neox train` on one rank: a zero_stage has nothing to
   // partition there, and the step is the unpartitioned optimizer's.
-  const std::string optimizer_name = config.plugins.optimizer == config.plugins.zero_optimizer
-                                         ? PluginsConfig().optimizer
-                                         : config.plugins.optimizer;
+  const std::string optimizer_name =
+      config.plugins.optimizer == config.plugins.zero_optimizer ? PluginsConfig().optimizer : config.plugins.optimizer;
   OptimizerContext context = optimizer_context(config);
   context.zero_stage = 0;
   auto optimizer = registry->make_optimizer(optimizer_name, config.plugins.options_for(optimizer_name), context);
@@ -169,11 +167,11 @@ int bench_train_step(const cxxopts::ParseResult& args) {
               static_cast<long long>(config.model.num_parameters()));
   std::printf("batch:       micro-batch %lld x seq %lld = %lld tokens/step\n", static_cast<long long>(B),
               static_cast<long long>(T), static_cast<long long>(B * T));
-  std::printf("precision:   %s%s\n", config.training.precision.c_str(),
-              compute.checkpoint_activations
-                  ? (", activation checkpointing every " + std::to_string(compute.checkpoint_num_layers) + " layer(s)")
-                        .c_str()
-                  : "");
+  std::printf(
+      "precision:   %s%s\n", config.training.precision.c_str(),
+      compute.checkpoint_activations
+          ? (", activation checkpointing every " + std::to_string(compute.checkpoint_num_layers) + " layer(s)").c_str()
+          : "");
   std::printf("steps:       %d timed after %d warm-up (median)\n", steps, warmup);
   std::printf("forward:     %.2f ms\n", median(fwd) * 1e3);
   std::printf("backward:    %.2f ms\n", median(bwd) * 1e3);
@@ -185,20 +183,20 @@ int bench_train_step(const cxxopts::ParseResult& args) {
                 config.training.peak_tflops);
   const Backend::MemoryStats mem = backend->memory_stats();
   if (mem.peak_in_use > 0)
-    std::printf("memory:      peak %.2f GiB in use (%.2f GiB reserved); activations %.2f GiB, parameters and "
-                "gradients %.2f GiB, optimizer state %.2f GiB\n",
-                static_cast<double>(mem.peak_in_use) / (1 << 30), static_cast<double>(mem.reserved) / (1 << 30),
-                static_cast<double>(model.activation_bytes()) / (1 << 30),
-                static_cast<double>(model.arena().bytes()) / (1 << 30),
-                static_cast<double>(optimizer->state_bytes()) / (1 << 30));
+    std::printf(
+        "memory:      peak %.2f GiB in use (%.2f GiB reserved); activations %.2f GiB, parameters and "
+        "gradients %.2f GiB, optimizer state %.2f GiB\n",
+        static_cast<double>(mem.peak_in_use) / (1 << 30), static_cast<double>(mem.reserved) / (1 << 30),
+        static_cast<double>(model.activation_bytes()) / (1 << 30),
+        static_cast<double>(model.arena().bytes()) / (1 << 30),
+        static_cast<double>(optimizer->state_bytes()) / (1 << 30));
   std::printf("final loss:  %.4f\n", loss);
   if (args.count("profile")) {
     OpProfiler profiler(*backend);
     auto t0 = Clock::now();
     train_step(warmup + steps + 1);
     print_profile(profiler, seconds_since(t0), step_s, args["mem-gbs"].as<double>(),
-                  args["gemm-tflops"].as<double>() > 0 ? args["gemm-tflops"].as<double>()
-                                                        : config.training.peak_tflops,
+                  args["gemm-tflops"].as<double>() > 0 ? args["gemm-tflops"].as<double>() : config.training.peak_tflops,
                   args["profile-rows"].as<int>());
   }
   return 0;
@@ -213,14 +211,16 @@ int bench_comm(int argc, char** argv);
 
 int cmd_bench(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "comm") return bench_comm(argc - 1, argv + 1);
-  cxxopts::Options opts(argv[0], "Benchmarks that print figures. Usage:\n"
-                                 "  neox bench train --config FILE [--steps N] [--warmup N] [--profile [--mem-gbs GB/s] [--gemm-tflops T]]\n"
-                                 "      (alias: train-step)\n"
-                                 "  neox bench op NAME --a PROVIDER --b PROVIDER [--dtype f32|bf16|f16] [--size S]\n"
-                                 "      [--runs N] [--warmup N] [--l2-mb MB] [--config FILE]\n"
-                                 "  neox bench comm [--comm NAME] [--sizes 4K,1M] [--ops all_reduce,...] [--runs N]\n"
-                                 "      [--json FILE]   (under mpirun; 'neox bench comm --help')\n"
-                                 "  (a PROVIDER is a backend plugin, e.g. cpu or cuda, or a kernels plugin)");
+  cxxopts::Options opts(
+      argv[0],
+      "Benchmarks that print figures. Usage:\n"
+      "  neox bench train --config FILE [--steps N] [--warmup N] [--profile [--mem-gbs GB/s] [--gemm-tflops T]]\n"
+      "      (alias: train-step)\n"
+      "  neox bench op NAME --a PROVIDER --b PROVIDER [--dtype f32|bf16|f16] [--size S]\n"
+      "      [--runs N] [--warmup N] [--l2-mb MB] [--config FILE]\n"
+      "  neox bench comm [--comm NAME] [--sizes 4K,1M] [--ops all_reduce,...] [--runs N]\n"
+      "      [--json FILE]   (under mpirun; 'neox bench comm --help')\n"
+      "  (a PROVIDER is a backend plugin, e.g. cpu or cuda, or a kernels plugin)");
   opts.add_options()("what", "the benchmark: train (or train-step) or op", cxxopts::value<std::string>())(
       "name", "op: the kernel op (a name of neox/kernels.h)", cxxopts::value<std::string>())(
       "steps", "train: timed steps", cxxopts::value<int>()->default_value("10"))(
@@ -229,17 +229,18 @@ int cmd_bench(int argc, char** argv) {
       "b", "op: the second provider: --b NAME", cxxopts::value<std::string>())(
       "dtype", "op: activation dtype, f32, bf16 or f16", cxxopts::value<std::string>()->default_value("f32"))(
       "size", "op: scale of the op's shape (1 = the realistic shape; 0.01 for a quick CPU run)",
-      cxxopts::value<double>()->default_value("1"))(
-      "runs", "op: timed calls", cxxopts::value<int>()->default_value("10"))(
+      cxxopts::value<double>()->default_value("1"))("runs", "op: timed calls",
+                                                    cxxopts::value<int>()->default_value("10"))(
       "l2-mb", "op: L2 cache size in MiB; the arguments are copied until the copies exceed it",
       cxxopts::value<double>()->default_value("64"))(
-      "profile", "train: after the timed steps, one more step with every op timed on its own (a table by op and shape)")(
+      "profile",
+      "train: after the timed steps, one more step with every op timed on its own (a table by op and shape)")(
       "mem-gbs", "train --profile: memory bandwidth in GB/s for each op's floor (bytes moved / bandwidth)",
       cxxopts::value<double>()->default_value("0"))(
       "gemm-tflops", "train --profile: matrix rate in TFLOP/s for each op's floor (default training.peak_tflops)",
-      cxxopts::value<double>()->default_value("0"))(
-      "profile-rows", "train --profile: rows of the table", cxxopts::value<int>()->default_value("40"))(
-      "h,help", "show this help");
+      cxxopts::value<double>()->default_value("0"))("profile-rows", "train --profile: rows of the table",
+                                                    cxxopts::value<int>()->default_value("40"))("h,help",
+                                                                                                "show this help");
   add_config_options(opts, "TOML config of the model and plugins (op: optional, for search paths and options)", true);
   opts.parse_positional({"what", "name"});
   // cxxopts reads a one-letter option only in its short form (-a X): --a X

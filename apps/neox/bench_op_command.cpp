@@ -50,8 +50,8 @@ namespace {
 struct ArgSpec {
   std::string name;  // the table's name of the argument (checked: spec_matches_table)
   Shape shape;
-  double lo = -1.0, hi = 1.0;  // random values in [lo, hi) (floats); ids in [0, hi) (i32)
-  bool zero = false;           // starts at zero instead (accumulated gradients)
+  double lo = -1.0, hi = 1.0;                  // random values in [lo, hi) (floats); ids in [0, hi) (i32)
+  bool zero = false;                           // starts at zero instead (accumulated gradients)
   std::optional<DType> native = std::nullopt;  // a `native` argument's dtype (default: --dtype)
 };
 
@@ -65,9 +65,7 @@ struct OpSpec {
   bool returns_value = false;  // sum, sum_squares
 };
 
-std::int64_t scaled(double n, double size) {
-  return std::max<std::int64_t>(1, std::llround(n * size));
-}
+std::int64_t scaled(double n, double size) { return std::max<std::int64_t>(1, std::llround(n * size)); }
 
 // Tokens `tokens` at size 1 as [B, T] with T at most t_max.
 std::pair<std::int64_t, std::int64_t> batch_of(double tokens, std::int64_t t_max, double size) {
@@ -98,15 +96,19 @@ OpSpec op_spec(const std::string& op, double size) {
     s.args = {{"dbias", {C}, 0, 0, true}, {"dout", {R, C}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.bias_backward(t[0], t[1]), 0.0; };
   } else if (op == "layernorm_forward") {
-    s.args = {{"out", {R, C}},        {"mean", {R}},   {"rstd", {R}},
-              {"inp", {R, C}, -2, 3}, {"weight", {C}}, {"bias", {C}}};
+    s.args = {{"out", {R, C}}, {"mean", {R}}, {"rstd", {R}}, {"inp", {R, C}, -2, 3}, {"weight", {C}}, {"bias", {C}}};
     s.call = [](Kernels& k, std::vector<Tensor>& t) {
       return k.layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], 1e-5f), 0.0;
     };
   } else if (op == "layernorm_backward") {
-    s.args = {{"dinp", {R, C}, 0, 0, true}, {"dweight", {C}, 0, 0, true}, {"dbias", {C}, 0, 0, true},
-              {"dout", {R, C}},             {"inp", {R, C}, -2, 3},       {"weight", {C}},
-              {"mean", {R}},                {"rstd", {R}}};
+    s.args = {{"dinp", {R, C}, 0, 0, true},
+              {"dweight", {C}, 0, 0, true},
+              {"dbias", {C}, 0, 0, true},
+              {"dout", {R, C}},
+              {"inp", {R, C}, -2, 3},
+              {"weight", {C}},
+              {"mean", {R}},
+              {"rstd", {R}}};
     s.prepare = [R, C](Kernels& k, std::vector<Tensor>& t) {  // mean, rstd of inp
       Tensor o = Tensor::empty(nullptr, {R, C}, DType::f32), b = Tensor::zeros_host({C}, DType::f32);
       k.layernorm_forward(o, t[6], t[7], t[4], t[5], b, 1e-5f);
@@ -139,8 +141,11 @@ OpSpec op_spec(const std::string& op, double size) {
         return k.attention_forward(t[0], t[1], t[2], static_cast<int>(H)), 0.0;
       };
     } else {
-      s.args = {{"dqkv", {B, T, 3 * CA}}, {"dout", {B, T, CA}}, {"qkv", {B, T, 3 * CA}},
-                {"out", {B, T, CA}},      {"lse", {B, H, T}}};
+      s.args = {{"dqkv", {B, T, 3 * CA}},
+                {"dout", {B, T, CA}},
+                {"qkv", {B, T, 3 * CA}},
+                {"out", {B, T, CA}},
+                {"lse", {B, H, T}}};
       s.prepare = [H](Kernels& k, std::vector<Tensor>& t) {  // out, lse of the forward
         k.attention_forward(t[3], t[4], t[2], static_cast<int>(H));
       };
@@ -151,8 +156,8 @@ OpSpec op_spec(const std::string& op, double size) {
   } else if (op == "attention_decode") {
     // One generation step of a batch of 8 with a cache of 2048 positions, full.
     const std::int64_t B = 8, max_t = std::max<std::int64_t>(2, scaled(2048, size));
-    s.args = {{"out", {B, 1, CA}}, {"k_cache", {B, H, max_t, hs}}, {"v_cache", {B, H, max_t, hs}},
-              {"qkv", {B, 1, 3 * CA}}};
+    s.args = {
+        {"out", {B, 1, CA}}, {"k_cache", {B, H, max_t, hs}}, {"v_cache", {B, H, max_t, hs}}, {"qkv", {B, 1, 3 * CA}}};
     s.call = [H, max_t](Kernels& k, std::vector<Tensor>& t) {
       return k.attention_decode(t[0], t[1], t[2], t[3], static_cast<int>(H), max_t - 1), 0.0;
     };
@@ -162,8 +167,8 @@ OpSpec op_spec(const std::string& op, double size) {
     s.call = [](Kernels& k, std::vector<Tensor>& t) { return k.cross_entropy_forward(t[0], t[1], t[2], t[3]), 0.0; };
   } else if (op == "cross_entropy_backward") {
     const std::int64_t N = scaled(4096, size);
-    s.args = {{"dlogits", {N, V}}, {"logits", {N, V}, -4, 4}, {"lse", {N}},
-              {"targets", {N}, 0, static_cast<double>(V)}};
+    s.args = {
+        {"dlogits", {N, V}}, {"logits", {N, V}, -4, 4}, {"lse", {N}}, {"targets", {N}, 0, static_cast<double>(V)}};
     s.prepare = [N](Kernels& k, std::vector<Tensor>& t) {  // lse of the forward
       Tensor losses = Tensor::empty(nullptr, {N}, DType::f32);
       k.cross_entropy_forward(losses, t[2], t[1], t[3]);
@@ -230,11 +235,15 @@ void spec_matches_table(std::string_view op, const OpSpec& s) {
 // The dtype argument i has in a run with activations of dtype `act`, by its role.
 DType dtype_of(const KernelOpInfo& info, const OpSpec& s, std::size_t i, DType act) {
   switch (info.args[i].role) {
-    case ArgRole::f32: return DType::f32;
-    case ArgRole::index: return DType::i32;
-    case ArgRole::native: return s.args[i].native.value_or(act);
+    case ArgRole::f32:
+      return DType::f32;
+    case ArgRole::index:
+      return DType::i32;
+    case ArgRole::native:
+      return s.args[i].native.value_or(act);
     case ArgRole::activation:
-    case ArgRole::product: break;
+    case ArgRole::product:
+      break;
   }
   return act;
 }
@@ -322,10 +331,18 @@ std::vector<std::vector<float>> host_inputs(const KernelOpInfo& info, const OpSp
 Tensor host_tensor(const std::vector<float>& v, const Shape& shape, DType dt) {
   Tensor t = Tensor::empty(nullptr, shape, dt);
   for (std::size_t i = 0; i < v.size(); ++i) switch (dt) {
-      case DType::i32: t.ptr<std::int32_t>()[i] = static_cast<std::int32_t>(v[i]); break;
-      case DType::bf16: t.ptr<std::uint16_t>()[i] = float_to_bf16(v[i]); break;
-      case DType::f16: t.ptr<std::uint16_t>()[i] = float_to_f16(v[i]); break;
-      default: t.ptr<float>()[i] = v[i]; break;
+      case DType::i32:
+        t.ptr<std::int32_t>()[i] = static_cast<std::int32_t>(v[i]);
+        break;
+      case DType::bf16:
+        t.ptr<std::uint16_t>()[i] = float_to_bf16(v[i]);
+        break;
+      case DType::f16:
+        t.ptr<std::uint16_t>()[i] = float_to_f16(v[i]);
+        break;
+      default:
+        t.ptr<float>()[i] = v[i];
+        break;
     }
   return t;
 }
@@ -335,9 +352,15 @@ std::vector<double> read_back(Backend& be, const Tensor& t) {
   be.synchronize();
   std::vector<double> v(static_cast<std::size_t>(h.numel()));
   for (std::size_t i = 0; i < v.size(); ++i) switch (h.dtype()) {
-      case DType::bf16: v[i] = bf16_to_float(h.ptr<std::uint16_t>()[i]); break;
-      case DType::f16: v[i] = f16_to_float(h.ptr<std::uint16_t>()[i]); break;
-      default: v[i] = h.ptr<float>()[i]; break;
+      case DType::bf16:
+        v[i] = bf16_to_float(h.ptr<std::uint16_t>()[i]);
+        break;
+      case DType::f16:
+        v[i] = f16_to_float(h.ptr<std::uint16_t>()[i]);
+        break;
+      default:
+        v[i] = h.ptr<float>()[i];
+        break;
     }
   return v;
 }
@@ -410,8 +433,7 @@ struct Provider {
   std::shared_ptr<Backend> be;
 };
 
-Provider make_provider(PluginRegistry& registry, const Config& config, const std::string& name,
-                       const std::string& op) {
+Provider make_provider(PluginRegistry& registry, const Config& config, const std::string& name, const std::string& op) {
   // By file name only: loading every plugin on the search path to learn what
   // NAME is would load (and could fail on) plugins the comparison never uses.
   const auto backend_names = registry.candidates(PluginKind::backend);
@@ -514,17 +536,19 @@ int bench_op(const cxxopts::ParseResult& args) {
 
   std::printf("op:        %s, dtype %s, size %g\n", op.c_str(), std::string(dtype_name(act)).c_str(), size);
   std::printf("arguments: %s\n", shape_list(info, spec, act).c_str());
-  std::printf("timing:    median of %d runs after %d warm-up; %zu copies of the arguments (%.1f MiB each, "
-              "over %g MiB of L2 together), one per run in turn\n",
-              runs, warmup, copies, set_bytes / (1024 * 1024), l2_mb);
+  std::printf(
+      "timing:    median of %d runs after %d warm-up; %zu copies of the arguments (%.1f MiB each, "
+      "over %g MiB of L2 together), one per run in turn\n",
+      runs, warmup, copies, set_bytes / (1024 * 1024), l2_mb);
   if (flops > 0)
     std::printf("work:      %.3f GFLOP per call\n", flops / 1e9);
   else
     std::printf("work:      %.3f MB read and written per call\n", work / 1e6);
-  std::printf("rel err:   max over the outputs of ||out - ref|| / ||ref||, ref = the cpu backend in f32 on "
-              "the same inputs\n\n");
-  std::printf("%-18s %-8s %-8s %10s %10s %10s %10s %10s %12s\n", "provider", "backend", "device", "median_ms",
-              "min_ms", "max_ms", unit, "rel_err", "max_abs_err");
+  std::printf(
+      "rel err:   max over the outputs of ||out - ref|| / ||ref||, ref = the cpu backend in f32 on "
+      "the same inputs\n\n");
+  std::printf("%-18s %-8s %-8s %10s %10s %10s %10s %10s %12s\n", "provider", "backend", "device", "median_ms", "min_ms",
+              "max_ms", unit, "rel_err", "max_abs_err");
   for (auto& p : providers) {
     std::vector<Tensor> master = device_set(*p.be, info, spec, data, act);
     std::vector<std::vector<Tensor>> sets;

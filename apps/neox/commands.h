@@ -9,9 +9,9 @@
 
 #include "cli_options.h"
 #include "neox/backend.h"
-#include "neox/train/config.h"
 #include "neox/registry.h"
 #include "neox/text/tokenizers.h"
+#include "neox/train/config.h"
 
 namespace neox::app {
 

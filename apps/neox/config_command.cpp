@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // neox config [--reference] [--check FILE] [--set k=v]...
-#include "cli_options.h"
 #include <iostream>
+#include "cli_options.h"
 
 #include "commands.h"
 

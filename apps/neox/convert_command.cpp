@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // neox convert --to-hf CHECKPOINT --out DIR
 // neox convert --from-hf HF_DIR --out SAVE_DIR
-#include "cli_options.h"
 #include <filesystem>
 #include <iostream>
+#include "cli_options.h"
 
 #include "commands.h"
-#include "neox/text/tokenizers.h"
-#include "neox/train/checkpoint.h"
 #include "neox/error.h"
 #include "neox/io/hf.h"
 #include "neox/model/gpt_neox.h"
+#include "neox/text/tokenizers.h"
+#include "neox/train/checkpoint.h"
 
 namespace fs = std::filesystem;
 

@@ -27,14 +27,15 @@ std::string strip_extension(std::string p) {
 const char* token_type(DType t) { return t == DType::u16 ? "uint16" : "int32"; }
 
 int data_inspect(int argc, char** argv) {
-  cxxopts::Options opts(argv[0], "Describe an indexed dataset: documents, items, tokens, dtype, and the first tokens "
-                                 "of one document, decoded with the given tokenizer.");
+  cxxopts::Options opts(argv[0],
+                        "Describe an indexed dataset: documents, items, tokens, dtype, and the first tokens "
+                        "of one document, decoded with the given tokenizer.");
   opts.add_options()("prefix", "dataset prefix P (P.bin/P.idx)", cxxopts::value<std::string>())(
       "document", "the document to show", cxxopts::value<std::int64_t>()->default_value("0"))(
       "max-tokens", "tokens of it to show", cxxopts::value<std::int64_t>()->default_value("64"))(
       "tokenizer-type", "tokenizer to decode the sample with (HFTokenizer, GPT2BPETokenizer, CharLevelTokenizer, byte)",
-      cxxopts::value<std::string>()->default_value("byte"))(
-      "vocab-file", "tokenizer vocabulary file", cxxopts::value<std::string>()->default_value(""))(
+      cxxopts::value<std::string>()->default_value("byte"))("vocab-file", "tokenizer vocabulary file",
+                                                            cxxopts::value<std::string>()->default_value(""))(
       "merge-file", "merges.txt (GPT2BPETokenizer)", cxxopts::value<std::string>()->default_value(""))(
       "h,help", "show this help");
   opts.parse_positional({"prefix"});
@@ -74,7 +75,7 @@ int data_inspect(int argc, char** argv) {
   std::cout << "\n";
   try {
     auto tok = tokenizer_from_options(args["tokenizer-type"].as<std::string>(), args["vocab-file"].as<std::string>(),
-                              args["merge-file"].as<std::string>());
+                                      args["merge-file"].as<std::string>());
     std::cout << "decoded (" << args["tokenizer-type"].as<std::string>() << "): " << tok->decode(ids) << "\n";
   } catch (const Error& e) {
     std::cout << "decoded: (cannot decode: " << e.what() << ")\n";
@@ -83,8 +84,9 @@ int data_inspect(int argc, char** argv) {
 }
 
 int data_merge(int argc, char** argv) {
-  cxxopts::Options opts(argv[0], "Concatenate indexed datasets, in the order given, into one (documents and items "
-                                 "kept). The result holds uint16 tokens when every input does, int32 otherwise.");
+  cxxopts::Options opts(argv[0],
+                        "Concatenate indexed datasets, in the order given, into one (documents and items "
+                        "kept). The result holds uint16 tokens when every input does, int32 otherwise.");
   opts.add_options()("input", "comma-separated dataset prefixes", cxxopts::value<std::string>())(
       "output-prefix", "prefix of the merged dataset (writes Q.bin/Q.idx)", cxxopts::value<std::string>())(
       "h,help", "show this help");
@@ -120,8 +122,8 @@ int data_merge(int argc, char** argv) {
     }
   }
   writer.finish();
-  std::cout << "wrote " << out << ".bin/.idx: " << inputs.size() << " datasets, " << docs << " documents, "
-            << tokens << " tokens (" << token_type(dtype) << ")\n";
+  std::cout << "wrote " << out << ".bin/.idx: " << inputs.size() << " datasets, " << docs << " documents, " << tokens
+            << " tokens (" << token_type(dtype) << ")\n";
   return 0;
 }
 

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include "cli_options.h"
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -17,16 +16,17 @@
 #include <optional>
 #include <string>
 #include <vector>
+#include "cli_options.h"
 
 #include "commands.h"
-#include "neox/text/byte_tokenizer.h"
-#include "neox/train/checkpoint.h"
 #include "neox/error.h"
-#include "neox/model/generation.h"
 #include "neox/io/hf.h"
+#include "neox/model/generation.h"
 #include "neox/model/gpt_neox.h"
-#include "neox/tokenizer.h"
+#include "neox/text/byte_tokenizer.h"
 #include "neox/text/tokenizers.h"
+#include "neox/tokenizer.h"
+#include "neox/train/checkpoint.h"
 
 namespace fs = std::filesystem;
 
@@ -37,11 +37,11 @@ namespace {
 // files say about tokens.
 struct LoadedModel {
   std::unique_ptr<GPTNeoX> model;
-  TokenizerConfig tokenizer;             // a checkpoint config's [tokenizer] (type "" if none)
-  Options tokenizer_options;             // and its [plugins.options.<type>] (a tokenizer plugin's)
-  std::string config_path;               // the checkpoint's config.toml
-  std::optional<std::int32_t> eos_id;    // config.json's eos_token_id
-  std::string hf_dir;                    // the Hugging Face directory ("" for a checkpoint)
+  TokenizerConfig tokenizer;           // a checkpoint config's [tokenizer] (type "" if none)
+  Options tokenizer_options;           // and its [plugins.options.<type>] (a tokenizer plugin's)
+  std::string config_path;             // the checkpoint's config.toml
+  std::optional<std::int32_t> eos_id;  // config.json's eos_token_id
+  std::string hf_dir;                  // the Hugging Face directory ("" for a checkpoint)
 };
 
 LoadedModel load_model(const std::string& path, const std::shared_ptr<Backend>& backend) {
@@ -57,7 +57,8 @@ LoadedModel load_model(const std::string& path, const std::shared_ptr<Backend>& 
     return m;
   }
   const std::string checkpoint = resolve_checkpoint(path);
-  const Config saved = parse_config(read_checkpoint_config(checkpoint), (fs::path(checkpoint) / "config.toml").string());
+  const Config saved =
+      parse_config(read_checkpoint_config(checkpoint), (fs::path(checkpoint) / "config.toml").string());
   m.model = std::make_unique<GPTNeoX>(saved.model, backend);
   load_checkpoint(checkpoint, *m.model, nullptr);
   m.tokenizer = saved.tokenizer;
@@ -152,8 +153,9 @@ struct Session {
   }
   std::vector<std::int32_t> unconditional() const {
     if (settings.eod_id < 0)
-      throw Error("an unconditional sample starts from the end-of-document token, which this model does not "
-                  "name: give --eod-id");
+      throw Error(
+          "an unconditional sample starts from the end-of-document token, which this model does not "
+          "name: give --eod-id");
     return {settings.eod_id};
   }
 
@@ -228,8 +230,8 @@ int run_files(Session& s, const std::string& input, std::string output) {
   }
   out.close();
   if (!out) throw Error(output + ": write failed");
-  std::fprintf(stderr, "wrote %zu samples of %zu prompts to %s\n", lines.size() * static_cast<std::size_t>(s.num_samples),
-               lines.size(), output.c_str());
+  std::fprintf(stderr, "wrote %zu samples of %zu prompts to %s\n",
+               lines.size() * static_cast<std::size_t>(s.num_samples), lines.size(), output.c_str());
   return 0;
 }
 
@@ -265,22 +267,21 @@ int cmd_generate(int argc, char** argv) {
                      cxxopts::value<std::string>())(
       "prompt", "prompt text (needs a tokenizer); the continuation is streamed", cxxopts::value<std::string>())(
       "prompt-ids", "prompt as comma-separated token ids, e.g. 1,2,3; prints the new ids",
-      cxxopts::value<std::string>())(
-      "input", "file with one prompt per line (text, or ids without a tokenizer)", cxxopts::value<std::string>())(
+      cxxopts::value<std::string>())("input", "file with one prompt per line (text, or ids without a tokenizer)",
+                                     cxxopts::value<std::string>())(
       "output", "JSON lines written for --input (default: INPUT.output.jsonl)",
-      cxxopts::value<std::string>()->default_value(""))(
-      "interactive", "read a prompt per line from stdin until EOF")(
+      cxxopts::value<std::string>()->default_value(""))("interactive", "read a prompt per line from stdin until EOF")(
       "max-new-tokens", "tokens to generate per sample at most", cxxopts::value<std::int64_t>()->default_value("64"))(
       "temperature", "divides the logits; 0 is greedy", cxxopts::value<double>()->default_value("1.0"))(
       "top-k", "keep the k most likely tokens (0: all)", cxxopts::value<std::int64_t>()->default_value("0"))(
       "top-p", "nucleus sampling threshold (0: off)", cxxopts::value<double>()->default_value("0.0"))(
-      "greedy", "always take the most likely token")(
-      "seed", "random seed of the samples", cxxopts::value<std::uint64_t>()->default_value("1234"))(
+      "greedy", "always take the most likely token")("seed", "random seed of the samples",
+                                                     cxxopts::value<std::uint64_t>()->default_value("1234"))(
       "num-samples", "samples per prompt", cxxopts::value<std::int64_t>()->default_value("1"))(
       "eod-id", "end-of-document (stop) token; default: the tokenizer's, else config.json's eos_token_id; -1: none",
-      cxxopts::value<std::int32_t>())(
-      "max-length", "positions per sample at most, prompt included (0: the model's seq_length)",
-      cxxopts::value<std::int64_t>()->default_value("0"))(
+      cxxopts::value<std::int32_t>())("max-length",
+                                      "positions per sample at most, prompt included (0: the model's seq_length)",
+                                      cxxopts::value<std::int64_t>()->default_value("0"))(
       "tokenizer", "auto, byte (the built-in byte tokenizer), none (token ids only) or a tokenizer.json file",
       cxxopts::value<std::string>()->default_value("auto"))("h,help", "show this help");
   add_config_options(opts, "TOML config whose [plugins] manifest chooses the backend and kernels", false);

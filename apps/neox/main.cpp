@@ -27,7 +27,8 @@ const Command kCommands[] = {
     {"plugins", "list the plugins found, or check one plugin file", neox::app::cmd_plugins},
     {"score", "run a model's forward pass on token ids and write the logits (and loss)", neox::app::cmd_score},
     {"generate", "generate text or token ids from a model (KV cache; greedy, top-k, top-p)", neox::app::cmd_generate},
-    {"bench", "benchmarks: train (time training steps of a config), op (compare two providers of a kernel), "
+    {"bench",
+     "benchmarks: train (time training steps of a config), op (compare two providers of a kernel), "
      "comm (time collectives)",
      neox::app::cmd_bench},
     {"config", "validate a config file, or print the reference of every key", neox::app::cmd_config},

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // neox plugins [--check FILE.so] [--path DIR]...
-#include "cli_options.h"
 #include <iostream>
 #include <iterator>
+#include "cli_options.h"
 
 #include "commands.h"
 #include "neox/error.h"
@@ -17,12 +17,13 @@ void print_info(const PluginInfo& p) {
 }  // namespace
 
 int cmd_plugins(int argc, char** argv) {
-  cxxopts::Options opts(argv[0], "List every plugin found (kind, name, version, ABI, path) and why each "
-                                  "rejected candidate was rejected.");
+  cxxopts::Options opts(argv[0],
+                        "List every plugin found (kind, name, version, ABI, path) and why each "
+                        "rejected candidate was rejected.");
   opts.add_options()("check", "load one plugin file in isolation and report its descriptor or why it is rejected",
-                     cxxopts::value<std::string>())(
-      "path", "extra directory to search (repeatable)", cxxopts::value<std::vector<std::string>>())(
-      "h,help", "show this help");
+                     cxxopts::value<std::string>())("path", "extra directory to search (repeatable)",
+                                                    cxxopts::value<std::vector<std::string>>())("h,help",
+                                                                                                "show this help");
   auto args = opts.parse(argc, argv);
   if (args.count("help")) {
     std::cout << opts.help() << "\n";

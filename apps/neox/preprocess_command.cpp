@@ -21,8 +21,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <array>
@@ -85,8 +85,8 @@ struct Record {
 };
 
 struct Encoded {
-  std::string error;                            // "FILE:LINE: ..." for a malformed line
-  std::vector<std::vector<std::int32_t>> ids;   // one per key
+  std::string error;                           // "FILE:LINE: ..." for a malformed line
+  std::vector<std::vector<std::int32_t>> ids;  // one per key
 };
 
 // Reads the inputs one chunk at a time.
@@ -306,12 +306,12 @@ int cmd_preprocess(int argc, char** argv) {
   opts.add_options()("input", "comma-separated input files or directories", cxxopts::value<std::string>())(
       "output-prefix", "output prefix P (writes P_<key>_document.bin/.idx)", cxxopts::value<std::string>())(
       "jsonl-keys", "comma-separated keys of the jsonl objects to tokenize, one dataset each",
-      cxxopts::value<std::string>()->default_value("text"))(
-      "tokenizer-type", "HFTokenizer, GPT2BPETokenizer, CharLevelTokenizer or byte",
-      cxxopts::value<std::string>()->default_value("byte"))(
+      cxxopts::value<std::string>()->default_value("text"))("tokenizer-type",
+                                                            "HFTokenizer, GPT2BPETokenizer, CharLevelTokenizer or byte",
+                                                            cxxopts::value<std::string>()->default_value("byte"))(
       "vocab-file", "tokenizer.json (HFTokenizer) or vocab.json (GPT2BPETokenizer)",
-      cxxopts::value<std::string>()->default_value(""))(
-      "merge-file", "merges.txt (GPT2BPETokenizer)", cxxopts::value<std::string>()->default_value(""))(
+      cxxopts::value<std::string>()->default_value(""))("merge-file", "merges.txt (GPT2BPETokenizer)",
+                                                        cxxopts::value<std::string>()->default_value(""))(
       "append-eod", "append the end-of-document token to every document")(
       "workers", "tokenizing threads (0: one per hardware thread)", cxxopts::value<int>()->default_value("1"))(
       "skip-malformed", "skip malformed jsonl lines (reported, counted) instead of stopping at the first")(
@@ -356,8 +356,8 @@ int cmd_preprocess(int argc, char** argv) {
   }
   if (files.empty()) throw Error("preprocess: no input files");
 
-  auto tokenizer = tokenizer_from_options(args["tokenizer-type"].as<std::string>(), args["vocab-file"].as<std::string>(),
-                                  args["merge-file"].as<std::string>());
+  auto tokenizer = tokenizer_from_options(args["tokenizer-type"].as<std::string>(),
+                                          args["vocab-file"].as<std::string>(), args["merge-file"].as<std::string>());
   const DType dtype = best_token_dtype(tokenizer->vocab_size());
   const std::string out = args["output-prefix"].as<std::string>();
   const auto parent = std::filesystem::path(out).parent_path();
@@ -365,7 +365,8 @@ int cmd_preprocess(int argc, char** argv) {
   // Written under temporary names; a failure below destroys the writers,
   // which removes them, and leaves any earlier dataset of the same name intact.
   std::vector<std::unique_ptr<IndexedDatasetWriter>> writers;
-  for (const auto& k : keys) writers.push_back(std::make_unique<IndexedDatasetWriter>(out + "_" + k + "_document", dtype));
+  for (const auto& k : keys)
+    writers.push_back(std::make_unique<IndexedDatasetWriter>(out + "_" + k + "_document", dtype));
   std::vector<std::int64_t> docs(keys.size(), 0), tokens(keys.size(), 0);
   std::int64_t records = 0, malformed = 0, empty = 0;
 
@@ -474,12 +475,11 @@ int cmd_preprocess(int argc, char** argv) {
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double mb = static_cast<double>(reader.bytes()) / 1e6;
   for (std::size_t k = 0; k < keys.size(); ++k)
-    std::cout << "wrote " << out << "_" << keys[k] << "_document.bin/.idx: " << docs[k] << " documents, "
-              << tokens[k] << " tokens (" << (dtype == DType::u16 ? "uint16" : "int32") << ")\n";
+    std::cout << "wrote " << out << "_" << keys[k] << "_document.bin/.idx: " << docs[k] << " documents, " << tokens[k]
+              << " tokens (" << (dtype == DType::u16 ? "uint16" : "int32") << ")\n";
   if (reader.text_files() > 0) {
     if (reader.streaming())
-      std::cout << "plain text: " << reader.text_files() << " files read in " << reader.pieces()
-                << " pieces\n";
+      std::cout << "plain text: " << reader.text_files() << " files read in " << reader.pieces() << " pieces\n";
     else
       std::cout << "plain text: " << reader.text_files() << " files read whole (" << tokenizer->name()
                 << " cannot encode a text in pieces)\n";
@@ -488,8 +488,8 @@ int cmd_preprocess(int argc, char** argv) {
   std::snprintf(line, sizeof line,
                 "read %zu files, %.1f MB in %.2f s (%.0f docs/s, %.1f MB/s); %lld malformed lines skipped, "
                 "%lld empty documents left out; peak RSS %.1f MiB\n",
-                files.size(), mb, s, s > 0 ? records / s : 0.0, s > 0 ? mb / s : 0.0,
-                static_cast<long long>(malformed), static_cast<long long>(empty), peak_rss_mib());
+                files.size(), mb, s, s > 0 ? records / s : 0.0, s > 0 ? mb / s : 0.0, static_cast<long long>(malformed),
+                static_cast<long long>(empty), peak_rss_mib());
   std::cout << line;
   return 0;
 }

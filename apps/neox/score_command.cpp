@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // neox score --model DIR --tokens IN.safetensors --out OUT.safetensors
-#include "cli_options.h"
 #include <cstdio>
 #include <iostream>
+#include "cli_options.h"
 
 #include "commands.h"
 #include "neox/error.h"
 #include "neox/io/hf.h"
-#include "neox/model/gpt_neox.h"
 #include "neox/io/safetensors.h"
+#include "neox/model/gpt_neox.h"
 
 namespace neox::app {
 

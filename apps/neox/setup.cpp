@@ -9,8 +9,8 @@ namespace neox::app {
 void add_config_options(cxxopts::Options& opts, const std::string& config_help, bool required) {
   auto value = cxxopts::value<std::string>();
   if (!required) value->default_value("");
-  opts.add_options()("config", config_help, value)(
-      "set", "override a config key: section.key=value (repeatable)", cxxopts::value<std::vector<std::string>>());
+  opts.add_options()("config", config_help, value)("set", "override a config key: section.key=value (repeatable)",
+                                                   cxxopts::value<std::vector<std::string>>());
 }
 
 std::vector<std::string> config_overrides(const cxxopts::ParseResult& args) {

@@ -6,8 +6,8 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -18,8 +18,8 @@
 
 #include "cli_options.h"
 #include "commands.h"
-#include "neox/text/bpe_tokenizer.h"
 #include "neox/error.h"
+#include "neox/text/bpe_tokenizer.h"
 #include "neox/text/tokenizers.h"
 
 namespace neox::app {
@@ -102,8 +102,8 @@ int cmd_tokenize(int argc, char** argv) {
       "skip-special-tokens", "decode: leave special tokens out (BPE tokenizers)")(
       "output", "write here instead of standard output", cxxopts::value<std::string>())(
       "threads", "encoding threads (0: one per hardware thread)", cxxopts::value<int>()->default_value("0"))(
-      "stats", "print the documents, bytes, tokens and encoding speed (MB/s) to standard error")(
-      "h,help", "show this help");
+      "stats", "print the documents, bytes, tokens and encoding speed (MB/s) to standard error")("h,help",
+                                                                                                 "show this help");
   auto args = opts.parse(argc, argv);
   if (args.count("help")) {
     std::cout << opts.help() << "\n";
@@ -122,8 +122,8 @@ int cmd_tokenize(int argc, char** argv) {
 
   const auto load_start = std::chrono::steady_clock::now();
   auto tokenizer = tokenizer_from_options(args["tokenizer-type"].as<std::string>(),
-                                  args.count("vocab-file") ? args["vocab-file"].as<std::string>() : "",
-                                  args.count("merge-file") ? args["merge-file"].as<std::string>() : "");
+                                          args.count("vocab-file") ? args["vocab-file"].as<std::string>() : "",
+                                          args.count("merge-file") ? args["merge-file"].as<std::string>() : "");
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
 
   // The documents.

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // neox train CONFIG.toml [--set section.key=value]...
 #include <csignal>
-#include "cli_options.h"
 #include <iostream>
+#include "cli_options.h"
 
 #include "commands.h"
 #include "neox/error.h"
@@ -29,7 +29,7 @@ int cmd_train(int argc, char** argv) {
   }
   Config config = config_from_args(args);
 
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);

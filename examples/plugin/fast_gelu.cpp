@@ -120,7 +120,8 @@ void backward_block(float* __restrict g, const float* __restrict x, const float*
 inline float from_bf16(std::uint16_t h) { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
 inline std::uint16_t to_bf16(float f) {
   const std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
-  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu)) return static_cast<std::uint16_t>((bits >> 16) | 0x40u);
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu))
+    return static_cast<std::uint16_t>((bits >> 16) | 0x40u);
   return static_cast<std::uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
@@ -128,7 +129,8 @@ inline std::uint16_t to_bf16(float f) {
 // else converted into buf.
 const float* load(const Tensor& t, std::int64_t off, std::int64_t n, float* buf) {
   switch (t.dtype()) {
-    case DType::f32: return t.ptr<const float>() + off;
+    case DType::f32:
+      return t.ptr<const float>() + off;
     case DType::bf16: {
       const std::uint16_t* p = t.ptr<const std::uint16_t>() + off;
       for (std::int64_t i = 0; i < n; ++i) buf[i] = from_bf16(p[i]);
@@ -144,7 +146,9 @@ const float* load(const Tensor& t, std::int64_t off, std::int64_t n, float* buf)
 
 void store(Tensor& t, std::int64_t off, std::int64_t n, const float* buf) {
   switch (t.dtype()) {
-    case DType::f32: std::memcpy(t.ptr<float>() + off, buf, static_cast<std::size_t>(n) * sizeof(float)); return;
+    case DType::f32:
+      std::memcpy(t.ptr<float>() + off, buf, static_cast<std::size_t>(n) * sizeof(float));
+      return;
     case DType::bf16: {
       std::uint16_t* p = t.ptr<std::uint16_t>() + off;
       for (std::int64_t i = 0; i < n; ++i) p[i] = to_bf16(buf[i]);

@@ -98,8 +98,8 @@ void check_utf8(std::string_view text, const std::string& path) {
     if (!ok) {
       char hex[8];
       std::snprintf(hex, sizeof hex, "0x%02x", c);
-      throw Error(path + ":" + std::to_string(line) + ":" + std::to_string(i - line_start + 1) +
-                  ": not UTF-8 (byte " + hex + " at offset " + std::to_string(i) + ")");
+      throw Error(path + ":" + std::to_string(line) + ":" + std::to_string(i - line_start + 1) + ": not UTF-8 (byte " +
+                  hex + " at offset " + std::to_string(i) + ")");
     }
     i += len;
   }
@@ -165,8 +165,7 @@ class TextFileSource final : public neox::DataSource {
     shuffle_ = o.get_bool("shuffle", true);
     const std::int64_t max_bytes = o.get_int("max_bytes", std::int64_t{1} << 30, 1, std::int64_t{1} << 40);
     o.reject_unknown();
-    if (path_.empty())
-      throw Error(o.table() + ".path: required: the UTF-8 text file to train on");
+    if (path_.empty()) throw Error(o.table() + ".path: required: the UTF-8 text file to train on");
     if (ctx.seq_length < 1 || ctx.micro_batch_size < 1)
       throw Error("text-file: seq_length and micro_batch_size must be at least 1");
     if (ctx.dp_size < 1 || ctx.dp_rank < 0 || ctx.dp_rank >= ctx.dp_size)
@@ -175,8 +174,7 @@ class TextFileSource final : public neox::DataSource {
     if (ctx.vocab_size < kByteVocabulary)
       throw Error("text-file: model.vocab_size is " + std::to_string(ctx.vocab_size) +
                   ", but the byte tokenizer's ids go up to " + std::to_string(kEndOfDocument) +
-                  ": set model.vocab_size = " + std::to_string(kByteVocabulary) +
-                  " and [tokenizer] type = \"byte\"");
+                  ": set model.vocab_size = " + std::to_string(kByteVocabulary) + " and [tokenizer] type = \"byte\"");
 
     const std::string text = read_file(path_, max_bytes, o.where("path"));
     check_utf8(text, path_);
@@ -198,9 +196,10 @@ class TextFileSource final : public neox::DataSource {
     splits_[0].first = 0, splits_[0].count = n_train;
     splits_[1].first = n_train, splits_[1].count = n_valid;
     splits_[2].first = n_train + n_valid, splits_[2].count = n_test;
-    spdlog::info("text-file: {}: {} bytes, {} documents ({}), {} tokens; samples of {} tokens: {} train, {} valid, "
-                 "{} test",
-                 path_, text.size(), docs.size(), mode, tokens_.size(), T, n_train, n_valid, n_test);
+    spdlog::info(
+        "text-file: {}: {} bytes, {} documents ({}), {} tokens; samples of {} tokens: {} train, {} valid, "
+        "{} test",
+        path_, text.size(), docs.size(), mode, tokens_.size(), T, n_train, n_valid, n_test);
   }
 
   std::string name() const override { return "text-file"; }
@@ -294,5 +293,4 @@ neox::DataSource* make_text_file(const neox::Options& options, const neox::DataC
 }  // namespace
 
 NEOX_PLUGIN(data, "text-file", "1.0",
-            "example: a UTF-8 text file, byte-tokenized and packed into samples, shuffled per epoch",
-            &make_text_file)
+            "example: a UTF-8 text file, byte-tokenized and packed into samples, shuffled per epoch", &make_text_file)

@@ -11,8 +11,7 @@ namespace {
 
 // param[n], m[n], v[n] updated from grad[n]; per-element arithmetic in double,
 // in torch.optim.AdamW's order (decay first, then moments, then the step)
-void adamw_update_f32(float* param, const float* grad, float* m, float* v, const AdamWParams& p,
-                      std::int64_t n) {
+void adamw_update_f32(float* param, const float* grad, float* m, float* v, const AdamWParams& p, std::int64_t n) {
   const double lr = p.lr, b1 = p.beta1, b2 = p.beta2, eps = p.eps;
   const double decay = 1.0 - lr * static_cast<double>(p.weight_decay);
   const double step = static_cast<double>(p.step);

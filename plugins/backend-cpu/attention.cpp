@@ -55,8 +55,8 @@ float attend_row(float* o, float* att, const float* q, const float* k0, const fl
 }
 
 // out[B,T,C], lse[B,NH,T] from qkv[B,T,3C]; rows (b, h, t) are independent
-void attention_forward_f32(float* out, float* lse, const float* qkv, std::int64_t B,
-                           std::int64_t T, std::int64_t C, std::int64_t NH) {
+void attention_forward_f32(float* out, float* lse, const float* qkv, std::int64_t B, std::int64_t T, std::int64_t C,
+                           std::int64_t NH) {
   const std::int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
   // one scratch row of scores per thread
@@ -68,8 +68,8 @@ void attention_forward_f32(float* out, float* lse, const float* qkv, std::int64_
       for (std::int64_t t = 0; t < T; ++t) {
         float* att = scratch.data() + static_cast<std::int64_t>(omp_get_thread_num()) * T;
         const float* base = qkv + b * T * C3 + h * hs;  // q, k, v of row 0 at +0, +C, +2C
-        lse[(b * NH + h) * T + t] = attend_row(out + (b * T + t) * C + h * hs, att, base + t * C3, base + C,
-                                               base + 2 * C, C3, t, hs, scale);
+        lse[(b * NH + h) * T + t] =
+            attend_row(out + (b * T + t) * C + h * hs, att, base + t * C3, base + C, base + 2 * C, C3, t, hs, scale);
       }
 }
 
@@ -78,9 +78,8 @@ void attention_forward_f32(float* out, float* lse, const float* qkv, std::int64_
 // share. Query rows go in blocks of kRows: the probabilities p and score
 // gradients ds of a block are kept in per-thread scratch rows, so that each
 // dk_j and dv_j is read and written once per block instead of once per row.
-void attention_backward_f32(float* dqkv, const float* dout, const float* qkv, const float* out,
-                            const float* lse, std::int64_t B, std::int64_t T, std::int64_t C,
-                            std::int64_t NH) {
+void attention_backward_f32(float* dqkv, const float* dout, const float* qkv, const float* out, const float* lse,
+                            std::int64_t B, std::int64_t T, std::int64_t C, std::int64_t NH) {
   constexpr std::int64_t kRows = 32;
   const std::int64_t hs = C / NH, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
@@ -145,9 +144,8 @@ void attention_backward_f32(float* dqkv, const float* dout, const float* qkv, co
 // cache positions [0, offset + i]. The arithmetic of each row is that of
 // attention_forward_f32 (same dot, same order of sums), so a sequence run in
 // chunks gives the same numbers as one attention_forward over all of it.
-void attention_decode_f32(float* out, float* kc, float* vc, const float* qkv, std::int64_t B,
-                          std::int64_t Tq, std::int64_t C, std::int64_t NH, std::int64_t maxT,
-                          std::int64_t offset) {
+void attention_decode_f32(float* out, float* kc, float* vc, const float* qkv, std::int64_t B, std::int64_t Tq,
+                          std::int64_t C, std::int64_t NH, std::int64_t maxT, std::int64_t offset) {
   const std::int64_t hs = C / NH, C3 = 3 * C, total = offset + Tq;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
 #pragma omp parallel for collapse(3) schedule(static) if (B * NH * Tq * hs > (1 << 22))
@@ -185,19 +183,19 @@ void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int n_head) 
   attention_forward_f32(out.ptr<float>(), lse.ptr<float>(), qkv.ptr<float>(), s.B, s.T, s.C, s.n_head);
 }
 
-void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                        const Tensor& lse, int n_head) {
+void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                        int n_head) {
   const QkvShape s = kernel_check::attention_backward(Device{}, dqkv, dout, qkv, out, lse, n_head);
-  attention_backward_f32(dqkv.ptr<float>(), dout.ptr<float>(), qkv.ptr<float>(), out.ptr<float>(),
-                         lse.ptr<float>(), s.B, s.T, s.C, s.n_head);
+  attention_backward_f32(dqkv.ptr<float>(), dout.ptr<float>(), qkv.ptr<float>(), out.ptr<float>(), lse.ptr<float>(),
+                         s.B, s.T, s.C, s.n_head);
 }
 
 void attention_decode(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv, int n_head,
                       std::int64_t position_offset) {
   const QkvShape s = kernel_check::attention_decode(Device{}, out, k_cache, v_cache, qkv, n_head, position_offset);
   if (s.T == 0 || s.B == 0) return;
-  attention_decode_f32(out.ptr<float>(), k_cache.ptr<float>(), v_cache.ptr<float>(), qkv.ptr<float>(), s.B, s.T,
-                       s.C, s.n_head, s.max_T, position_offset);
+  attention_decode_f32(out.ptr<float>(), k_cache.ptr<float>(), v_cache.ptr<float>(), qkv.ptr<float>(), s.B, s.T, s.C,
+                       s.n_head, s.max_T, position_offset);
 }
 
 }  // namespace neox::cpu

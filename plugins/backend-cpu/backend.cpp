@@ -19,11 +19,11 @@
 #include <string>
 #include <utility>
 
+#include "mixed_precision.h"
 #include "neox/backend.h"
 #include "neox/error.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
-#include "mixed_precision.h"
 #include "ops.h"
 
 namespace neox::cpu {
@@ -115,12 +115,10 @@ class CpuBackend final : public Backend {
   }
   void reset_peak_memory() override { peak_.store(in_use_.load(std::memory_order_relaxed), std::memory_order_relaxed); }
 
-  void copy(void* dst, Device dst_device, const void* src, Device src_device,
-            std::size_t bytes) override {
+  void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) override {
     if (!dst_device.is_cpu() || !src_device.is_cpu())
-      throw Error("cpu backend: cannot copy " + std::to_string(bytes) + " bytes from " +
-                  device_name(src_device) + " to " + device_name(dst_device) +
-                  " (the cpu backend only copies within host memory)");
+      throw Error("cpu backend: cannot copy " + std::to_string(bytes) + " bytes from " + device_name(src_device) +
+                  " to " + device_name(dst_device) + " (the cpu backend only copies within host memory)");
     if (bytes == 0 || dst == src) return;
     if (!dst || !src) throw Error("cpu backend: copy of " + std::to_string(bytes) + " bytes with a null pointer");
     std::memmove(dst, src, bytes);

@@ -12,8 +12,8 @@ namespace neox::cpu {
 namespace {
 
 // losses[N], lse[N] from logits[N,V], targets[N]; exp sums in double
-void cross_entropy_forward_f32(float* losses, float* lse, const float* logits,
-                               const std::int32_t* targets, std::int64_t N, std::int64_t V) {
+void cross_entropy_forward_f32(float* losses, float* lse, const float* logits, const std::int32_t* targets,
+                               std::int64_t N, std::int64_t V) {
 #pragma omp parallel for schedule(static) if (N * V > 16384)
   for (std::int64_t n = 0; n < N; ++n) {
     const float* x = logits + n * V;
@@ -28,9 +28,8 @@ void cross_entropy_forward_f32(float* losses, float* lse, const float* logits,
 }
 
 // dlogits[N,V] = (softmax(logits) - onehot(target)) * dloss, 0 in ignored rows; may alias logits
-void cross_entropy_backward_f32(float* dlogits, const float* logits, const float* lse,
-                                const std::int32_t* targets, float dloss, std::int64_t N,
-                                std::int64_t V) {
+void cross_entropy_backward_f32(float* dlogits, const float* logits, const float* lse, const std::int32_t* targets,
+                                float dloss, std::int64_t N, std::int64_t V) {
 #pragma omp parallel for schedule(static) if (N * V > 16384)
   for (std::int64_t n = 0; n < N; ++n) {
     const float* x = logits + n * V;
@@ -56,20 +55,19 @@ void check_targets(const char* op, const Tensor& targets, std::int64_t V) {
 
 }  // namespace
 
-void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits,
-                           const Tensor& targets) {
+void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, const Tensor& targets) {
   const RowsShape s = kernel_check::cross_entropy_forward(Device{}, losses, lse, logits, targets);
   check_targets("cross_entropy_forward", targets, s.cols);
-  cross_entropy_forward_f32(losses.ptr<float>(), lse.ptr<float>(), logits.ptr<float>(),
-                            targets.ptr<std::int32_t>(), s.rows, s.cols);
+  cross_entropy_forward_f32(losses.ptr<float>(), lse.ptr<float>(), logits.ptr<float>(), targets.ptr<std::int32_t>(),
+                            s.rows, s.cols);
 }
 
-void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
-                            const Tensor& targets, float dloss) {
+void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& targets,
+                            float dloss) {
   const RowsShape s = kernel_check::cross_entropy_backward(Device{}, dlogits, logits, lse, targets, dloss);
   check_targets("cross_entropy_backward", targets, s.cols);
-  cross_entropy_backward_f32(dlogits.ptr<float>(), logits.ptr<float>(), lse.ptr<float>(),
-                             targets.ptr<std::int32_t>(), dloss, s.rows, s.cols);
+  cross_entropy_backward_f32(dlogits.ptr<float>(), logits.ptr<float>(), lse.ptr<float>(), targets.ptr<std::int32_t>(),
+                             dloss, s.rows, s.cols);
 }
 
 }  // namespace neox::cpu

@@ -36,17 +36,26 @@ void fill_typed(T* t, T value, std::int64_t n) {
 
 float load(const void* p, DType t, std::int64_t i) {
   switch (t) {
-    case DType::bf16: return bf16_to_float(static_cast<const std::uint16_t*>(p)[i]);
-    case DType::f16: return f16_to_float(static_cast<const std::uint16_t*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
+    case DType::bf16:
+      return bf16_to_float(static_cast<const std::uint16_t*>(p)[i]);
+    case DType::f16:
+      return f16_to_float(static_cast<const std::uint16_t*>(p)[i]);
+    default:
+      return static_cast<const float*>(p)[i];
   }
 }
 
 void store(void* p, DType t, std::int64_t i, float v) {
   switch (t) {
-    case DType::bf16: static_cast<std::uint16_t*>(p)[i] = float_to_bf16(v); break;
-    case DType::f16: static_cast<std::uint16_t*>(p)[i] = float_to_f16(v); break;
-    default: static_cast<float*>(p)[i] = v; break;
+    case DType::bf16:
+      static_cast<std::uint16_t*>(p)[i] = float_to_bf16(v);
+      break;
+    case DType::f16:
+      static_cast<std::uint16_t*>(p)[i] = float_to_f16(v);
+      break;
+    default:
+      static_cast<float*>(p)[i] = v;
+      break;
   }
 }
 
@@ -71,10 +80,18 @@ void axpby(Tensor& y, const Tensor& x, float alpha, float beta) {
 void fill(Tensor& t, float value) {
   const ElementsShape s = kernel_check::fill(Device{}, t, value);
   switch (s.dtype) {
-    case DType::f64: fill_typed(t.ptr<double>(), static_cast<double>(value), s.n); break;
-    case DType::bf16: fill_typed(t.ptr<std::uint16_t>(), float_to_bf16(value), s.n); break;
-    case DType::f16: fill_typed(t.ptr<std::uint16_t>(), float_to_f16(value), s.n); break;
-    default: fill_typed(t.ptr<float>(), value, s.n); break;
+    case DType::f64:
+      fill_typed(t.ptr<double>(), static_cast<double>(value), s.n);
+      break;
+    case DType::bf16:
+      fill_typed(t.ptr<std::uint16_t>(), float_to_bf16(value), s.n);
+      break;
+    case DType::f16:
+      fill_typed(t.ptr<std::uint16_t>(), float_to_f16(value), s.n);
+      break;
+    default:
+      fill_typed(t.ptr<float>(), value, s.n);
+      break;
   }
 }
 

@@ -11,8 +11,8 @@ namespace neox::cpu {
 namespace {
 
 // out[N,C] = (or +=) table[ids[N], C]
-void embedding_forward_f32(float* out, const std::int32_t* ids, const float* table,
-                           std::int64_t N, std::int64_t C, bool accumulate) {
+void embedding_forward_f32(float* out, const std::int32_t* ids, const float* table, std::int64_t N, std::int64_t C,
+                           bool accumulate) {
 #pragma omp parallel for schedule(static) if (N * C > 16384)
   for (std::int64_t n = 0; n < N; ++n) {
     const float* src = table + static_cast<std::int64_t>(ids[n]) * C;
@@ -26,8 +26,7 @@ void embedding_forward_f32(float* out, const std::int32_t* ids, const float* tab
 
 // dtable[V,C] += dout[N,C] scattered by ids[N]. Threads own blocks of
 // columns, so rows named twice never race and the result is deterministic.
-void embedding_backward_f32(float* dtable, const std::int32_t* ids, const float* dout,
-                            std::int64_t N, std::int64_t C) {
+void embedding_backward_f32(float* dtable, const std::int32_t* ids, const float* dout, std::int64_t N, std::int64_t C) {
   constexpr std::int64_t kBlock = 32;
   const std::int64_t blocks = (C + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (N * C > 16384)

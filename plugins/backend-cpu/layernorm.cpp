@@ -12,9 +12,8 @@ namespace {
 
 // out[N,C], mean[N], rstd[N] from inp[N,C], weight[C], bias[C]
 // Statistics in double with a two-pass mean and variance.
-void layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp,
-                           const float* weight, const float* bias, std::int64_t N, std::int64_t C,
-                           float eps) {
+void layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                           const float* bias, std::int64_t N, std::int64_t C, float eps) {
 #pragma omp parallel for schedule(static) if (N * C > 16384)
   for (std::int64_t n = 0; n < N; ++n) {
     const float* x = inp + n * C;
@@ -29,17 +28,15 @@ void layernorm_forward_f32(float* out, float* mean, float* rstd, const float* in
     var /= static_cast<double>(C);
     double r = 1.0 / std::sqrt(var + static_cast<double>(eps));
     float* o = out + n * C;
-    for (std::int64_t c = 0; c < C; ++c)
-      o[c] = static_cast<float>((x[c] - m) * r * weight[c] + bias[c]);
+    for (std::int64_t c = 0; c < C; ++c) o[c] = static_cast<float>((x[c] - m) * r * weight[c] + bias[c]);
     mean[n] = static_cast<float>(m);
     rstd[n] = static_cast<float>(r);
   }
 }
 
 // dinp[N,C], dweight[C], dbias[C] += gradients from dout[N,C], inp[N,C], weight[C], mean[N], rstd[N]
-void layernorm_backward_f32(float* dinp, float* dweight, float* dbias, const float* dout,
-                            const float* inp, const float* weight, const float* mean,
-                            const float* rstd, std::int64_t N, std::int64_t C) {
+void layernorm_backward_f32(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const float* weight, const float* mean, const float* rstd, std::int64_t N, std::int64_t C) {
   const bool parallel = N * C > 16384;
   // dinp: rows are independent.
 #pragma omp parallel for schedule(static) if (parallel)
@@ -87,20 +84,18 @@ void layernorm_backward_f32(float* dinp, float* dweight, float* dbias, const flo
 
 }  // namespace
 
-void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
-                       const Tensor& weight, const Tensor& bias, float eps) {
+void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                       const Tensor& bias, float eps) {
   const RowsShape s = kernel_check::layernorm_forward(Device{}, out, mean, rstd, inp, weight, bias, eps);
-  layernorm_forward_f32(out.ptr<float>(), mean.ptr<float>(), rstd.ptr<float>(), inp.ptr<float>(),
-                        weight.ptr<float>(), bias.ptr<float>(), s.rows, s.cols, eps);
+  layernorm_forward_f32(out.ptr<float>(), mean.ptr<float>(), rstd.ptr<float>(), inp.ptr<float>(), weight.ptr<float>(),
+                        bias.ptr<float>(), s.rows, s.cols, eps);
 }
 
-void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
-                        const Tensor& inp, const Tensor& weight, const Tensor& mean,
-                        const Tensor& rstd) {
+void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout, const Tensor& inp,
+                        const Tensor& weight, const Tensor& mean, const Tensor& rstd) {
   const RowsShape s = kernel_check::layernorm_backward(Device{}, dinp, dweight, dbias, dout, inp, weight, mean, rstd);
-  layernorm_backward_f32(dinp.ptr<float>(), dweight.ptr<float>(), dbias.ptr<float>(),
-                         dout.ptr<float>(), inp.ptr<float>(), weight.ptr<float>(),
-                         mean.ptr<float>(), rstd.ptr<float>(), s.rows, s.cols);
+  layernorm_backward_f32(dinp.ptr<float>(), dweight.ptr<float>(), dbias.ptr<float>(), dout.ptr<float>(),
+                         inp.ptr<float>(), weight.ptr<float>(), mean.ptr<float>(), rstd.ptr<float>(), s.rows, s.cols);
 }
 
 }  // namespace neox::cpu

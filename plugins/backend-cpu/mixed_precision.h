@@ -99,8 +99,7 @@ decltype(auto) staged_arg(Tuple& args, std::array<Tensor, N>& subs) {
 // Calls fn(args...), through f32 temporaries when a tensor is bf16 or f16.
 template <typename R, typename... Args, std::size_t N>
 R call_mixed_precision(const char* op, R (*fn)(Args...), const KernelArg (&roles)[N], Args... args) {
-  static_assert(N == count_tensor_args<Args...>(),
-                "the role table of an op must have one entry per Tensor argument");
+  static_assert(N == count_tensor_args<Args...>(), "the role table of an op must have one entry per Tensor argument");
   if constexpr (N == 0) {
     return fn(std::forward<Args>(args)...);
   } else {
@@ -119,7 +118,7 @@ R call_mixed_precision(const char* op, R (*fn)(Args...), const KernelArg (&roles
     std::array<Tensor, N> subs;
     F32Staging staging(op, list, subs);
     auto tuple = std::forward_as_tuple(args...);
-    auto call = [&]<std::size_t... I>(std::index_sequence<I...>) -> R {
+    auto call = [&]<std::size_t... I>(std::index_sequence<I...>)->R {
       return fn(staged_arg<I, Args...>(tuple, subs)...);
     };
     if constexpr (std::is_void_v<R>) {

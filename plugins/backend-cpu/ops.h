@@ -18,36 +18,31 @@
 namespace neox::cpu {
 
 // matmul.cpp
-void matmul(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float alpha,
-            float beta);
+void matmul(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float alpha, float beta);
 // bias.cpp
 void add_bias(Tensor& out, const Tensor& bias);
 void bias_backward(Tensor& dbias, const Tensor& dout);
 // layernorm.cpp
-void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
-                       const Tensor& weight, const Tensor& bias, float eps);
-void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
-                        const Tensor& inp, const Tensor& weight, const Tensor& mean,
-                        const Tensor& rstd);
+void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                       const Tensor& bias, float eps);
+void layernorm_backward(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout, const Tensor& inp,
+                        const Tensor& weight, const Tensor& mean, const Tensor& rstd);
 // gelu.cpp
 void gelu_forward(Tensor& out, const Tensor& inp);
 void gelu_backward(Tensor& dinp, const Tensor& inp, const Tensor& dout);
 // rotary.cpp
-void rotary_forward(Tensor& qkv, int n_head, int rotary_dims, float base,
-                    std::int64_t position_offset);
-void rotary_backward(Tensor& dqkv, int n_head, int rotary_dims, float base,
-                     std::int64_t position_offset);
+void rotary_forward(Tensor& qkv, int n_head, int rotary_dims, float base, std::int64_t position_offset);
+void rotary_backward(Tensor& dqkv, int n_head, int rotary_dims, float base, std::int64_t position_offset);
 // attention.cpp
 void attention_forward(Tensor& out, Tensor& lse, const Tensor& qkv, int n_head);
-void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
-                        const Tensor& lse, int n_head);
+void attention_backward(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                        int n_head);
 void attention_decode(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv, int n_head,
                       std::int64_t position_offset);
 // cross_entropy.cpp
-void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits,
-                           const Tensor& targets);
-void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
-                            const Tensor& targets, float dloss);
+void cross_entropy_forward(Tensor& losses, Tensor& lse, const Tensor& logits, const Tensor& targets);
+void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& targets,
+                            float dloss);
 // embedding.cpp
 void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table, bool accumulate);
 void embedding_backward(Tensor& dtable, const Tensor& ids, const Tensor& dout);

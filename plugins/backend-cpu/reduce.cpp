@@ -41,9 +41,12 @@ double reduce(const void* data, std::int64_t n) {
 template <bool squares>
 double reduce_any(const ElementsShape& s, const Tensor& x) {
   switch (s.dtype) {
-    case DType::bf16: return reduce<BF16, squares>(x.data(), s.n);
-    case DType::f16: return reduce<F16, squares>(x.data(), s.n);
-    default: return reduce<F32, squares>(x.data(), s.n);
+    case DType::bf16:
+      return reduce<BF16, squares>(x.data(), s.n);
+    case DType::f16:
+      return reduce<F16, squares>(x.data(), s.n);
+    default:
+      return reduce<F32, squares>(x.data(), s.n);
   }
 }
 

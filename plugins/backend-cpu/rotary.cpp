@@ -16,8 +16,8 @@ namespace {
 
 // qkv[B,T,3C] rotated in place: q and k of each head, first rotary_dims dims;
 // direction +1 rotates by +angle (forward), -1 by -angle (backward = transpose)
-void rotary_f32(float* qkv, const double* cos_sin, std::int64_t B, std::int64_t T, std::int64_t C,
-                std::int64_t n_head, int rotary_dims, int direction) {
+void rotary_f32(float* qkv, const double* cos_sin, std::int64_t B, std::int64_t T, std::int64_t C, std::int64_t n_head,
+                int rotary_dims, int direction) {
   const std::int64_t hs = C / n_head;
   const int half = rotary_dims / 2;
   const double sign = direction > 0 ? 1.0 : -1.0;
@@ -39,8 +39,7 @@ void rotary_f32(float* qkv, const double* cos_sin, std::int64_t B, std::int64_t 
     }
 }
 
-void rotary(const QkvShape& s, Tensor& qkv, int rotary_dims, float base, std::int64_t position_offset,
-            int direction) {
+void rotary(const QkvShape& s, Tensor& qkv, int rotary_dims, float base, std::int64_t position_offset, int direction) {
   if (rotary_dims == 0 || qkv.numel() == 0) return;
   std::vector<double> table = rotary_cos_sin_table(position_offset, s.T, rotary_dims, base);
   rotary_f32(qkv.ptr<float>(), table.data(), s.B, s.T, s.C, s.n_head, rotary_dims, direction);
@@ -48,14 +47,12 @@ void rotary(const QkvShape& s, Tensor& qkv, int rotary_dims, float base, std::in
 
 }  // namespace
 
-void rotary_forward(Tensor& qkv, int n_head, int rotary_dims, float base,
-                    std::int64_t position_offset) {
+void rotary_forward(Tensor& qkv, int n_head, int rotary_dims, float base, std::int64_t position_offset) {
   const QkvShape s = kernel_check::rotary_forward(Device{}, qkv, n_head, rotary_dims, base, position_offset);
   rotary(s, qkv, rotary_dims, base, position_offset, +1);
 }
 
-void rotary_backward(Tensor& dqkv, int n_head, int rotary_dims, float base,
-                     std::int64_t position_offset) {
+void rotary_backward(Tensor& dqkv, int n_head, int rotary_dims, float base, std::int64_t position_offset) {
   const QkvShape s = kernel_check::rotary_backward(Device{}, dqkv, n_head, rotary_dims, base, position_offset);
   rotary(s, dqkv, rotary_dims, base, position_offset, -1);
 }

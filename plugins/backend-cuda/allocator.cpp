@@ -46,8 +46,8 @@ void* CachingAllocator::allocate(std::size_t bytes) {
   const std::size_t size = round_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
   if (size == 0)
-    throw Error("cuda backend: cannot allocate " + std::to_string(bytes) +
-                " bytes on cuda:" + std::to_string(device_) + " (the size overflows)");
+    throw Error("cuda backend: cannot allocate " + std::to_string(bytes) + " bytes on cuda:" + std::to_string(device_) +
+                " (the size overflows)");
   // Best fit among cached blocks of at most twice the size.
   auto it = free_.lower_bound(size);
   if (it != free_.end() && it->first / 2 <= size) {

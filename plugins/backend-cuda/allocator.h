@@ -64,12 +64,12 @@ class CachingAllocator {
   int device_;
   cudaStream_t stream_;
   mutable std::mutex mutex_;
-  std::multimap<std::size_t, void*> free_;     // size -> block
+  std::multimap<std::size_t, void*> free_;  // size -> block
   struct Used {
     std::size_t block;      // the block's (rounded) size
     std::size_t requested;  // what allocate() was asked for
   };
-  std::unordered_map<void*, Used> used_;         // block handed out -> sizes
+  std::unordered_map<void*, Used> used_;  // block handed out -> sizes
   Stats stats_;
 };
 
@@ -107,7 +107,10 @@ class DeviceBuffer {
     bytes_ = 0;
   }
   void* get() const { return ptr_; }
-  template <typename T> T* as() const { return static_cast<T*>(ptr_); }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
   std::size_t bytes() const { return bytes_; }
 
  private:

@@ -38,10 +38,10 @@
 
 #include <algorithm>
 #include <climits>
-#include <initializer_list>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 
@@ -50,9 +50,9 @@
 namespace neox::cuda {
 namespace {
 
-constexpr int kThreads = 128;   // threads per block, every kernel here
-constexpr int kTile = 32;       // keys (or queries) per shared-memory tile
-constexpr int kPerThread = 32;  // head dimensions per lane: d = g + i*G, i < kPerThread
+constexpr int kThreads = 128;                    // threads per block, every kernel here
+constexpr int kTile = 32;                        // keys (or queries) per shared-memory tile
+constexpr int kPerThread = 32;                   // head dimensions per lane: d = g + i*G, i < kPerThread
 constexpr std::size_t kDefaultSmem = 48 * 1024;  // above this, opt in per kernel
 
 static_assert(kThreads % 32 == 0, "whole warps");
@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kThreads) attention_rows_kernel(const RowsArgs
   const int g = static_cast<int>(threadIdx.x) % G;
   const int row = q0 + static_cast<int>(threadIdx.x) / G;
   const bool active = row < a.rows;
-  const std::int64_t limit = active ? a.key_offset + row : -1;  // last key this row sees
+  const std::int64_t limit = active ? a.key_offset + row : -1;        // last key this row sees
   const std::int64_t kmax = a.key_offset + imin(q0 + R, a.rows) - 1;  // last key the block needs
   const std::int64_t r = active ? row : 0;
 
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(kThreads) attention_rows_kernel(const RowsArgs
       tile_max = fmaxf(tile_max, s[j]);
     }
     const float m_new = fmaxf(m, tile_max);
-    if (m_new != -INFINITY) {  // else every key so far is masked: nothing to add
+    if (m_new != -INFINITY) {               // else every key so far is masked: nothing to add
       const float alpha = expf(m - m_new);  // 0 when m = -inf (then l and acc are 0)
       l *= alpha;
 #pragma unroll
@@ -216,8 +216,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) attention_scatter_kernel(const ScatterArgs a) {
   const std::int64_t C = static_cast<std::int64_t>(a.H) * a.hs;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kThreads;
-  for (std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; idx < a.n;
-       idx += stride) {
+  for (std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x; idx < a.n; idx += stride) {
     const std::int64_t d = idx % a.hs;
     std::int64_t rest = idx / a.hs;
     const std::int64_t h = rest % a.H;
@@ -289,11 +288,11 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const BackwardAr
   const std::int64_t r = active ? row : 0;
 
   // q of row t at base + t*C3, k at + C, v at + 2C
-  const T* base = static_cast<const T*>(a.qkv) + static_cast<std::int64_t>(b) * a.T * C3 +
-                  static_cast<std::int64_t>(h) * hs;
+  const T* base =
+      static_cast<const T*>(a.qkv) + static_cast<std::int64_t>(b) * a.T * C3 + static_cast<std::int64_t>(h) * hs;
   const T* q = base + r * C3;
-  const T* go = static_cast<const T*>(a.dout) + (static_cast<std::int64_t>(b) * a.T + r) * C +
-                static_cast<std::int64_t>(h) * hs;
+  const T* go =
+      static_cast<const T*>(a.dout) + (static_cast<std::int64_t>(b) * a.T + r) * C + static_cast<std::int64_t>(h) * hs;
   const std::int64_t stat = static_cast<std::int64_t>(bh) * a.T + r;
   const float row_lse = active ? a.lse[stat] : 0.0f;
   const float row_D = active ? a.D[stat] : 0.0f;
@@ -342,8 +341,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const BackwardAr
   }
 
   if (active) {
-    T* o = static_cast<T*>(a.dqkv) + (static_cast<std::int64_t>(b) * a.T + row) * C3 +
-           static_cast<std::int64_t>(h) * hs;
+    T* o =
+        static_cast<T*>(a.dqkv) + (static_cast<std::int64_t>(b) * a.T + row) * C3 + static_cast<std::int64_t>(h) * hs;
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i) {
       const int d = g + i * G;
@@ -437,8 +436,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Backward
   }
 
   if (active) {
-    T* o = static_cast<T*>(a.dqkv) + (static_cast<std::int64_t>(b) * a.T + key) * C3 +
-           static_cast<std::int64_t>(h) * hs;
+    T* o =
+        static_cast<T*>(a.dqkv) + (static_cast<std::int64_t>(b) * a.T + key) * C3 + static_cast<std::int64_t>(h) * hs;
 #pragma unroll
     for (int e = 0; e < kPerThread; ++e) {
       const int d = g + e * G;
@@ -489,17 +488,32 @@ template <typename F>
 void dispatch(DType dtype, int hs, const char* op, F&& f) {
   auto by_group = [&](auto tag) {
     switch (group_size(hs)) {
-      case 1: f(tag, std::integral_constant<int, 1>{}); return;
-      case 2: f(tag, std::integral_constant<int, 2>{}); return;
-      case 4: f(tag, std::integral_constant<int, 4>{}); return;
-      default: f(tag, std::integral_constant<int, 8>{}); return;
+      case 1:
+        f(tag, std::integral_constant<int, 1>{});
+        return;
+      case 2:
+        f(tag, std::integral_constant<int, 2>{});
+        return;
+      case 4:
+        f(tag, std::integral_constant<int, 4>{});
+        return;
+      default:
+        f(tag, std::integral_constant<int, 8>{});
+        return;
     }
   };
   switch (dtype) {
-    case DType::f32: by_group(float{}); return;
-    case DType::bf16: by_group(__nv_bfloat16{}); return;
-    case DType::f16: by_group(__half{}); return;
-    default: break;
+    case DType::f32:
+      by_group(float{});
+      return;
+    case DType::bf16:
+      by_group(__nv_bfloat16{});
+      return;
+    case DType::f16:
+      by_group(__half{});
+      return;
+    default:
+      break;
   }
   fail(std::string(op) + ": dtype must be f32, bf16 or f16, got " + std::string(dtype_name(dtype)), __LINE__);
 }
@@ -550,11 +564,21 @@ template <typename F>
 void dispatch_mma(DType dtype, int hs, F&& f) {
   auto by_size = [&](auto tag) {
     switch (hs) {
-      case 32: f(tag, std::integral_constant<int, 32>{}); return;
-      case 64: f(tag, std::integral_constant<int, 64>{}); return;
-      case 80: f(tag, std::integral_constant<int, 80>{}); return;
-      case 96: f(tag, std::integral_constant<int, 96>{}); return;
-      default: f(tag, std::integral_constant<int, 128>{}); return;
+      case 32:
+        f(tag, std::integral_constant<int, 32>{});
+        return;
+      case 64:
+        f(tag, std::integral_constant<int, 64>{});
+        return;
+      case 80:
+        f(tag, std::integral_constant<int, 80>{});
+        return;
+      case 96:
+        f(tag, std::integral_constant<int, 96>{});
+        return;
+      default:
+        f(tag, std::integral_constant<int, 128>{});
+        return;
     }
   };
   if (dtype == DType::bf16)
@@ -574,8 +598,8 @@ bool attention_uses_tensor_cores(DType dtype, int hs) {
   return (dtype == DType::bf16 || dtype == DType::f16) && mma_attention::supported_head_size(hs);
 }
 
-void attention_forward(cudaStream_t stream, DType dtype, void* out, float* lse, const void* qkv, int B, int T,
-                       int H, int hs, bool tensor_cores) {
+void attention_forward(cudaStream_t stream, DType dtype, void* out, float* lse, const void* qkv, int B, int T, int H,
+                       int hs, bool tensor_cores) {
   const char* op = "attention_forward";
   if (!check_sizes(op, B, T, H, hs)) return;
   if (tensor_cores && use_mma(dtype, hs, B, H, {out, qkv})) {
@@ -617,8 +641,7 @@ void attention_forward(cudaStream_t stream, DType dtype, void* out, float* lse, 
 }
 
 void attention_backward(cudaStream_t stream, DType dtype, void* dqkv, const void* dout, const void* qkv,
-                        const void* out, const float* lse, float* D, int B, int T, int H, int hs,
-                        bool tensor_cores) {
+                        const void* out, const float* lse, float* D, int B, int T, int H, int hs, bool tensor_cores) {
   const char* op = "attention_backward";
   if (!check_sizes(op, B, T, H, hs)) return;
   if (tensor_cores && use_mma(dtype, hs, B, H, {dqkv, dout, qkv, out})) {
@@ -654,8 +677,7 @@ void attention_backward(cudaStream_t stream, DType dtype, void* dqkv, const void
     using T_ = decltype(tag);
     constexpr int G = decltype(group)::value;
     const std::size_t tile = kTile * static_cast<std::size_t>(hs) * sizeof(float);
-    launch(attention_d_kernel<T_>, "attention_d_kernel", __LINE__, dim3(static_cast<unsigned>(d_blocks)), 0, stream,
-           a);
+    launch(attention_d_kernel<T_>, "attention_d_kernel", __LINE__, dim3(static_cast<unsigned>(d_blocks)), 0, stream, a);
     launch(attention_dq_kernel<T_, G>, "attention_dq_kernel", __LINE__, row_grid(B, H, T, kThreads / G), 2 * tile,
            stream, a);
     launch(attention_dkdv_kernel<T_, G>, "attention_dkdv_kernel", __LINE__, row_grid(B, H, T, kThreads / G),
@@ -663,8 +685,8 @@ void attention_backward(cudaStream_t stream, DType dtype, void* dqkv, const void
   });
 }
 
-void attention_decode(cudaStream_t stream, DType dtype, void* out, void* k_cache, void* v_cache, const void* qkv,
-                      int B, int Tq, int H, int hs, std::int64_t max_T, std::int64_t position_offset) {
+void attention_decode(cudaStream_t stream, DType dtype, void* out, void* k_cache, void* v_cache, const void* qkv, int B,
+                      int Tq, int H, int hs, std::int64_t max_T, std::int64_t position_offset) {
   const char* op = "attention_decode";
   if (position_offset < 0 || Tq < 0 || position_offset + Tq > max_T)
     fail(std::string(op) + ": positions [" + std::to_string(position_offset) + ", " +

@@ -42,8 +42,8 @@ void note_attention_fallback(const char* why);
 // 1/sqrt(hs)), causal (key j <= query t).
 // tensor_cores = false keeps bf16/f16 on the CUDA-core kernels (for A/B
 // comparisons and as a fallback).
-void attention_forward(cudaStream_t stream, DType dtype, void* out, float* lse, const void* qkv, int B, int T,
-                       int H, int hs, bool tensor_cores = true);
+void attention_forward(cudaStream_t stream, DType dtype, void* out, float* lse, const void* qkv, int B, int T, int H,
+                       int hs, bool tensor_cores = true);
 
 // Writes (does not accumulate) every element of dqkv[B,T,3C] from
 // dout[B,T,C] and the forward's qkv, out and lse. D is caller-allocated
@@ -58,7 +58,7 @@ void attention_backward(cudaStream_t stream, DType dtype, void* dqkv, const void
 // cache positions [0, position_offset + i]. Shares attention_forward's
 // CUDA-core kernel, so a sequence run in chunks gives that kernel's out bit
 // for bit (but for the sign of an exact zero).
-void attention_decode(cudaStream_t stream, DType dtype, void* out, void* k_cache, void* v_cache, const void* qkv,
-                      int B, int Tq, int H, int hs, std::int64_t max_T, std::int64_t position_offset);
+void attention_decode(cudaStream_t stream, DType dtype, void* out, void* k_cache, void* v_cache, const void* qkv, int B,
+                      int Tq, int H, int hs, std::int64_t max_T, std::int64_t position_offset);
 
 }  // namespace neox::cuda

@@ -240,8 +240,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
   constexpr int BM = kRows, BN = 64, LD = HS + 8, LDT = BN + 8, KS = HS / 16, DT = HS / 8, NT = BN / 8;
   NEOX_MMA_SHARED_MEMORY(smem);
   std::uint16_t* const qs = reinterpret_cast<std::uint16_t*>(smem);  // [BM][LD]
-  std::uint16_t* const ks = qs + BM * LD;                              // [BN][LD]
-  std::uint16_t* const vt = ks + BN * LD;                              // [HS][LDT]
+  std::uint16_t* const ks = qs + BM * LD;                            // [BN][LD]
+  std::uint16_t* const vt = ks + BN * LD;                            // [HS][LDT]
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   const int g = lane >> 2, t = lane & 3;
   const int qt = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);  // the longest rows first
@@ -336,8 +336,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
   l0 = quad_sum(l0);
   l1 = quad_sum(l1);
   const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
-  std::uint16_t* const out = static_cast<std::uint16_t*>(a.out) + static_cast<std::int64_t>(b) * T * C +
-                             static_cast<std::int64_t>(h) * HS;
+  std::uint16_t* const out =
+      static_cast<std::uint16_t*>(a.out) + static_cast<std::int64_t>(b) * T * C + static_cast<std::int64_t>(h) * HS;
   constexpr float kLn2 = 0.69314718055994531f;
   if (row0 < T) {
 #pragma unroll
@@ -376,22 +376,20 @@ constexpr int kOtherTile = HS <= 64 ? 64 : 32;
 template <int HS>
 constexpr std::size_t dq_smem() {
   constexpr int BN = kOtherTile<HS>;
-  return (2 * kRows * (HS + 8) + 2 * BN * (HS + 8) + HS * (BN + 8)) * sizeof(std::uint16_t) +
-         kRows * sizeof(float);
+  return (2 * kRows * (HS + 8) + 2 * BN * (HS + 8) + HS * (BN + 8)) * sizeof(std::uint16_t) + kRows * sizeof(float);
 }
 
 // grid (ceil(T/64), B*H).
 template <typename E, int HS>
 __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
-  constexpr int BM = kRows, BN = kOtherTile<HS>, LD = HS + 8, LDT = BN + 8, KS = HS / 16, DT = HS / 8,
-                NT = BN / 8;
+  constexpr int BM = kRows, BN = kOtherTile<HS>, LD = HS + 8, LDT = BN + 8, KS = HS / 16, DT = HS / 8, NT = BN / 8;
   NEOX_MMA_SHARED_MEMORY(smem);
   std::uint16_t* const qs = reinterpret_cast<std::uint16_t*>(smem);  // [BM][LD]
-  std::uint16_t* const dos = qs + BM * LD;                             // [BM][LD]
-  std::uint16_t* const ks = dos + BM * LD;                             // [BN][LD]
-  std::uint16_t* const vs = ks + BN * LD;                              // [BN][LD]
-  std::uint16_t* const kt = vs + BN * LD;                              // [HS][LDT]
-  float* const dsum = reinterpret_cast<float*>(kt + HS * LDT);        // [BM]
+  std::uint16_t* const dos = qs + BM * LD;                           // [BM][LD]
+  std::uint16_t* const ks = dos + BM * LD;                           // [BN][LD]
+  std::uint16_t* const vs = ks + BN * LD;                            // [BN][LD]
+  std::uint16_t* const kt = vs + BN * LD;                            // [HS][LDT]
+  float* const dsum = reinterpret_cast<float*>(kt + HS * LDT);       // [BM]
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   const int g = lane >> 2, t = lane & 3;
   const int qt = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
@@ -399,9 +397,12 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   const int q0 = qt * BM, T = a.T;
   const std::int64_t C = static_cast<std::int64_t>(a.H) * HS, C3 = 3 * C;
   const std::int64_t head = static_cast<std::int64_t>(h) * HS;
-  const std::uint16_t* const base = static_cast<const std::uint16_t*>(a.qkv) + static_cast<std::int64_t>(b) * T * C3 + head;
-  const std::uint16_t* const dout = static_cast<const std::uint16_t*>(a.dout) + static_cast<std::int64_t>(b) * T * C + head;
-  const std::uint16_t* const out = static_cast<const std::uint16_t*>(a.out) + static_cast<std::int64_t>(b) * T * C + head;
+  const std::uint16_t* const base =
+      static_cast<const std::uint16_t*>(a.qkv) + static_cast<std::int64_t>(b) * T * C3 + head;
+  const std::uint16_t* const dout =
+      static_cast<const std::uint16_t*>(a.dout) + static_cast<std::int64_t>(b) * T * C + head;
+  const std::uint16_t* const out =
+      static_cast<const std::uint16_t*>(a.out) + static_cast<std::int64_t>(b) * T * C + head;
 
   load_rows<BM, HS, LD, 1>(qs, nullptr, base, C3, q0, T);
   load_rows<BM, HS, LD, 1>(dos, nullptr, dout, C, q0, T);
@@ -503,17 +504,16 @@ constexpr std::size_t dkdv_smem() {
 // with the most queries after them, are scheduled first).
 template <typename E, int HS>
 __global__ void __launch_bounds__(kThreads) dkdv_kernel(const BackwardArgs a) {
-  constexpr int BN = kRows, BM = kOtherTile<HS>, LD = HS + 8, LDT = BM + 8, KS = HS / 16, DT = HS / 8,
-                MT = BM / 8;
+  constexpr int BN = kRows, BM = kOtherTile<HS>, LD = HS + 8, LDT = BM + 8, KS = HS / 16, DT = HS / 8, MT = BM / 8;
   NEOX_MMA_SHARED_MEMORY(smem);
   std::uint16_t* const ks = reinterpret_cast<std::uint16_t*>(smem);  // [BN][LD]
-  std::uint16_t* const vs = ks + BN * LD;                              // [BN][LD]
-  std::uint16_t* const qs = vs + BN * LD;                              // [BM][LD]
-  std::uint16_t* const dos = qs + BM * LD;                             // [BM][LD]
-  std::uint16_t* const qt = dos + BM * LD;                             // [HS][LDT]
-  std::uint16_t* const dot = qt + HS * LDT;                            // [HS][LDT]
-  float* const lse_s = reinterpret_cast<float*>(dot + HS * LDT);      // [BM], log2 units
-  float* const d_s = lse_s + BM;                                       // [BM]
+  std::uint16_t* const vs = ks + BN * LD;                            // [BN][LD]
+  std::uint16_t* const qs = vs + BN * LD;                            // [BM][LD]
+  std::uint16_t* const dos = qs + BM * LD;                           // [BM][LD]
+  std::uint16_t* const qt = dos + BM * LD;                           // [HS][LDT]
+  std::uint16_t* const dot = qt + HS * LDT;                          // [HS][LDT]
+  float* const lse_s = reinterpret_cast<float*>(dot + HS * LDT);     // [BM], log2 units
+  float* const d_s = lse_s + BM;                                     // [BM]
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   const int g = lane >> 2, t = lane & 3;
   const int k0 = static_cast<int>(blockIdx.x) * BN;
@@ -521,8 +521,10 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const BackwardArgs a) {
   const int T = a.T;
   const std::int64_t C = static_cast<std::int64_t>(a.H) * HS, C3 = 3 * C;
   const std::int64_t head = static_cast<std::int64_t>(h) * HS;
-  const std::uint16_t* const base = static_cast<const std::uint16_t*>(a.qkv) + static_cast<std::int64_t>(b) * T * C3 + head;
-  const std::uint16_t* const dout = static_cast<const std::uint16_t*>(a.dout) + static_cast<std::int64_t>(b) * T * C + head;
+  const std::uint16_t* const base =
+      static_cast<const std::uint16_t*>(a.qkv) + static_cast<std::int64_t>(b) * T * C3 + head;
+  const std::uint16_t* const dout =
+      static_cast<const std::uint16_t*>(a.dout) + static_cast<std::int64_t>(b) * T * C + head;
   constexpr float kLog2e = 1.4426950408889634f;
 
   load_rows<BN, HS, LD, 1>(ks, nullptr, base + C, C3, k0, T);
@@ -574,7 +576,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const BackwardArgs a) {
         const int col = n * 8 + 2 * t + (e & 1), query = i0 + col;
         float p = fast_exp2(s[n][e] * a.scale_log2 - lse_s[col]);
         if ((diagonal && query < (e < 2 ? key0 : key1)) || (tail && query >= T)) p = 0.0f;
-        s[n][e] = p;                        // P^T
+        s[n][e] = p;                           // P^T
         dp[n][e] = p * (dp[n][e] - d_s[col]);  // dS^T
       }
 #pragma unroll

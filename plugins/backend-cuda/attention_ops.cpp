@@ -20,16 +20,15 @@ namespace {
 // The attention kernels take int sizes.
 void require_int_sizes(const KernelChecker& ck, const QkvShape& s, std::int64_t extra = 0) {
   constexpr std::int64_t kMax = std::numeric_limits<int>::max();
-  if (s.B > kMax || s.T > kMax || s.n_head > kMax || s.hs > kMax || extra > kMax ||
-      s.B * s.n_head * s.T > kMax)
+  if (s.B > kMax || s.T > kMax || s.n_head > kMax || s.hs > kMax || extra > kMax || s.B * s.n_head * s.T > kMax)
     ck.fail("B = " + std::to_string(s.B) + ", T = " + std::to_string(s.T) + ", n_head = " + std::to_string(s.n_head) +
             " exceed the attention kernels' int range");
 }
 
 void require_head_size(const KernelChecker& ck, const QkvShape& s) {
   if (s.hs > kMaxAttentionHeadSize)
-    ck.fail("head size " + std::to_string(s.hs) + " (C = " + std::to_string(s.C) + ", n_head = " +
-            std::to_string(s.n_head) + ") exceeds " + std::to_string(kMaxAttentionHeadSize) +
+    ck.fail("head size " + std::to_string(s.hs) + " (C = " + std::to_string(s.C) +
+            ", n_head = " + std::to_string(s.n_head) + ") exceeds " + std::to_string(kMaxAttentionHeadSize) +
             ", the largest the cuda attention kernels support");
 }
 

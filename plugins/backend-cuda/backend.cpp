@@ -164,9 +164,9 @@ class CudaBackend final : public Backend {
 // environment with bad values throws, naming the variable.
 int default_device(std::string& source) {
   const LaunchInfo launch = detect_launch();
-  source = launch.launcher == Launcher::none ? std::string("the default")
-                                             : "local rank " + std::to_string(launch.local_rank) + " from " +
-                                                   launcher_name(launch.launcher);
+  source = launch.launcher == Launcher::none
+               ? std::string("the default")
+               : "local rank " + std::to_string(launch.local_rank) + " from " + launcher_name(launch.launcher);
   return launch.local_rank;
 }
 
@@ -203,8 +203,7 @@ Backend* make_cuda_backend(const Options& options) {
                               ") is not available: " + std::to_string(count) + " device" + (count == 1 ? "" : "s") +
                               " visible" + (visible ? std::string(" (CUDA_VISIBLE_DEVICES=") + visible + ")" : ""));
     }
-    return new CudaBackend(device, allow_tf32, static_cast<std::size_t>(workspace_mb) << 20,
-                           attention_tensor_cores);
+    return new CudaBackend(device, allow_tf32, static_cast<std::size_t>(workspace_mb) << 20, attention_tensor_cores);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {

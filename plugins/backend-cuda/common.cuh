@@ -35,11 +35,16 @@ __device__ __forceinline__ float to_float(__half x) {
   return __half2float(x);  // exact for every other value, subnormals included
 }
 
-template <typename T> __device__ __forceinline__ T from_float(float f);
+template <typename T>
+__device__ __forceinline__ T from_float(float f);
 
-template <> __device__ __forceinline__ float from_float<float>(float f) { return f; }
+template <>
+__device__ __forceinline__ float from_float<float>(float f) {
+  return f;
+}
 
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float f) {
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float f) {
   const unsigned bits = __float_as_uint(f);
   if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu))  // NaN stays NaN
     return __ushort_as_bfloat16(static_cast<unsigned short>((bits >> 16) | 0x0040u));
@@ -47,7 +52,8 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
   return __ushort_as_bfloat16(static_cast<unsigned short>((bits + rounding) >> 16));
 }
 
-template <> __device__ __forceinline__ __half from_float<__half>(float f) {
+template <>
+__device__ __forceinline__ __half from_float<__half>(float f) {
   const unsigned bits = __float_as_uint(f);
   const unsigned sign = (bits >> 16) & 0x8000u;
   const unsigned abs = bits & 0x7fffffffu;
@@ -83,16 +89,20 @@ template <> __device__ __forceinline__ __half from_float<__half>(float f) {
 // packed path only for 16-byte aligned pointers and row lengths that are a
 // multiple of kPackOf<T>, and fall back to V = 1 (plain scalar accesses).
 
-template <typename T, int V> struct alignas(sizeof(T) * V) Pack {
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
   T v[V];
 };
 
-template <typename T> inline constexpr int kPackOf = static_cast<int>(16 / sizeof(T));
+template <typename T>
+inline constexpr int kPackOf = static_cast<int>(16 / sizeof(T));
 
-template <typename T, int V> __device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
+template <typename T, int V>
+__device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
   return *reinterpret_cast<const Pack<T, V>*>(p);
 }
-template <typename T, int V> __device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& x) {
+template <typename T, int V>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& x) {
   *reinterpret_cast<Pack<T, V>*>(p) = x;
 }
 
@@ -103,7 +113,8 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(
 // and at most 1024; every thread of the block must call, and all get the
 // result. Safe to call repeatedly (a barrier guards the shared scratch).
 
-template <typename T> __device__ __forceinline__ T warp_sum(T v) {
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
@@ -113,7 +124,8 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-template <typename T> __device__ T block_sum(T v) {
+template <typename T>
+__device__ T block_sum(T v) {
   __shared__ T partial[32];
   __shared__ T total;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -174,28 +186,35 @@ inline int row_threads(std::int64_t C) {
   return static_cast<int>(std::max<std::int64_t>(32, (C + 31) / 32 * 32));
 }
 
-template <typename T> struct Tag {
+template <typename T>
+struct Tag {
   using type = T;
 };
 
 // Calls f(Tag<float>{}), f(Tag<__nv_bfloat16>{}) or f(Tag<__half>{}) for dt.
-template <typename F> void dispatch_float(DType dt, const char* what, F&& f) {
+template <typename F>
+void dispatch_float(DType dt, const char* what, F&& f) {
   switch (dt) {
-    case DType::f32: f(Tag<float>{}); return;
-    case DType::bf16: f(Tag<__nv_bfloat16>{}); return;
-    case DType::f16: f(Tag<__half>{}); return;
-    default: break;
+    case DType::f32:
+      f(Tag<float>{});
+      return;
+    case DType::bf16:
+      f(Tag<__nv_bfloat16>{});
+      return;
+    case DType::f16:
+      f(Tag<__half>{});
+      return;
+    default:
+      break;
   }
-  throw Error(std::string("cuda backend: ") + what + ": unsupported dtype " +
-              std::string(dtype_name(dt)) + " (expected f32, bf16 or f16)");
+  throw Error(std::string("cuda backend: ") + what + ": unsupported dtype " + std::string(dtype_name(dt)) +
+              " (expected f32, bf16 or f16)");
 }
 
 // Grid-stride index helpers.
 __device__ __forceinline__ std::int64_t global_thread() {
   return static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
-__device__ __forceinline__ std::int64_t grid_threads() {
-  return static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-}
+__device__ __forceinline__ std::int64_t grid_threads() { return static_cast<std::int64_t>(gridDim.x) * blockDim.x; }
 
 }  // namespace neox::cuda

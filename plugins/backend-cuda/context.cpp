@@ -37,15 +37,14 @@ MatmulPlan::~MatmulPlan() {
   if (desc) (void)cublasLtMatmulDescDestroy(desc);
 }
 
-Context::Context(int device, bool allow_tf32, std::size_t workspace_bytes)
-    : device_(device), allow_tf32_(allow_tf32) {
+Context::Context(int device, bool allow_tf32, std::size_t workspace_bytes) : device_(device), allow_tf32_(allow_tf32) {
   try {
     cudaError_t e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaFree(nullptr);  // creates the device's context now, so failures show here
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
-      std::string msg = "cuda backend: cannot use CUDA device " + std::to_string(device) + " (" +
-                        cudaGetErrorName(e) + ": " + cudaGetErrorString(e) + ")";
+      std::string msg = "cuda backend: cannot use CUDA device " + std::to_string(device) + " (" + cudaGetErrorName(e) +
+                        ": " + cudaGetErrorString(e) + ")";
       if (device_unusable(e)) throw DeviceUnavailable(msg);
       throw Error(msg);
     }
@@ -104,8 +103,7 @@ void Context::download(void* dst, const void* src, std::size_t bytes) {
 
 void Context::synchronize() { NEOX_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
-std::int64_t Context::first_bad_index(const std::int32_t* ids, std::int64_t n, std::int64_t hi,
-                                      bool allow_negative) {
+std::int64_t Context::first_bad_index(const std::int32_t* ids, std::int64_t n, std::int64_t hi, bool allow_negative) {
   if (n <= 0) return -1;
   auto* slot = bad_index_.as<unsigned long long>();
   NEOX_CUDA_CHECK(cudaMemsetAsync(slot, 0xff, sizeof(unsigned long long), stream_));

@@ -81,8 +81,7 @@ class Context {
 
   // Index of the first of ids[0, n) that is >= hi, or < 0 unless
   // allow_negative; -1 when there is none. Synchronises.
-  std::int64_t first_bad_index(const std::int32_t* ids, std::int64_t n, std::int64_t hi,
-                               bool allow_negative);
+  std::int64_t first_bad_index(const std::int32_t* ids, std::int64_t n, std::int64_t hi, bool allow_negative);
 
   // Caches (see matmul.cpp, rotary.cpp). Buffers in them come from the
   // allocator and are released before it.

@@ -20,8 +20,7 @@ constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
 // go to the first threads. Each element is read and written by one thread,
 // and a thread reads its packs before writing them: out may alias a or b.
 template <typename T, int V, int kIn, typename Op>
-__global__ void __launch_bounds__(kThreads)
-    map_kernel(T* out, const T* a, const T* b, std::int64_t n, Op op) {
+__global__ void __launch_bounds__(kThreads) map_kernel(T* out, const T* a, const T* b, std::int64_t n, Op op) {
   using P = Pack<T, V>;
   const std::int64_t packs = n / V;
   const std::int64_t stride = grid_threads();
@@ -74,8 +73,7 @@ struct AddOp {
 template <typename T>
 __global__ void axpby_kernel(T* y, const T* x, float alpha, float beta, std::int64_t n) {
   if (beta == 0.0f) {
-    for (std::int64_t i = global_thread(); i < n; i += grid_threads())
-      y[i] = from_float<T>(alpha * to_float(x[i]));
+    for (std::int64_t i = global_thread(); i < n; i += grid_threads()) y[i] = from_float<T>(alpha * to_float(x[i]));
   } else {
     for (std::int64_t i = global_thread(); i < n; i += grid_threads())
       y[i] = from_float<T>(alpha * to_float(x[i]) + beta * to_float(y[i]));
@@ -89,14 +87,11 @@ __global__ void fill_kernel(U* t, U value, std::int64_t n) {
 
 template <typename In, typename Out>
 __global__ void convert_kernel(Out* out, const In* in, std::int64_t n) {
-  for (std::int64_t i = global_thread(); i < n; i += grid_threads())
-    out[i] = from_float<Out>(to_float(in[i]));
+  for (std::int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = from_float<Out>(to_float(in[i]));
 }
 
 struct GeluOp {
-  __device__ __forceinline__ float operator()(float x) const {
-    return 0.5f * x * (1.0f + erff(x * kInvSqrt2));
-  }
+  __device__ __forceinline__ float operator()(float x) const { return 0.5f * x * (1.0f + erff(x * kInvSqrt2)); }
 };
 
 // gelu'(x) * g
@@ -114,7 +109,7 @@ struct GeluBackwardOp {
 constexpr int kBiasTilePacks = 32, kBiasRowLanes = 8;
 
 template <typename T, int V>
-__global__ void __launch_bounds__(kBiasTilePacks * kBiasRowLanes)
+__global__ void __launch_bounds__(kBiasTilePacks* kBiasRowLanes)
     add_bias_kernel(T* out, const T* bias, std::int64_t N, std::int64_t C) {
   using P = Pack<T, V>;
   const std::int64_t p = static_cast<std::int64_t>(blockIdx.x) * kBiasTilePacks + threadIdx.x;
@@ -145,8 +140,7 @@ __global__ void __launch_bounds__(kBiasTilePacks * kBiasRowLanes)
 }
 
 // Per element in double, in torch.optim.AdamW's order (as the cpu backend).
-__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, AdamWConstants k,
-                             std::int64_t n) {
+__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, AdamWConstants k, std::int64_t n) {
   for (std::int64_t i = global_thread(); i < n; i += grid_threads()) {
     const double g = static_cast<double>(grad[i]) * k.grad_scale;
     const double w = static_cast<double>(param[i]) * k.lr_decay;
@@ -163,8 +157,8 @@ __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v
 // Launches map_kernel: 16-byte packs when every pointer is 16-byte aligned,
 // else scalar.
 template <int kIn, typename Op>
-void launch_map(const Launch& l, DType dt, const char* what, void* out, const void* a, const void* b,
-                std::int64_t n, Op op) {
+void launch_map(const Launch& l, DType dt, const char* what, void* out, const void* a, const void* b, std::int64_t n,
+                Op op) {
   dispatch_float(dt, what, [&](auto tag) {
     using T = typename decltype(tag)::type;
     constexpr int V = kPackOf<T>;
@@ -173,11 +167,9 @@ void launch_map(const Launch& l, DType dt, const char* what, void* out, const vo
     const T* y = static_cast<const T*>(b);
     if (aligned16(out) && aligned16(a) && (kIn == 1 || aligned16(b))) {
       const std::int64_t packs = n / V;
-      map_kernel<T, V, kIn, Op><<<grid_for((packs + 1) / 2, l.max_blocks), kThreads, 0, l.stream>>>(
-          o, x, y, n, op);
+      map_kernel<T, V, kIn, Op><<<grid_for((packs + 1) / 2, l.max_blocks), kThreads, 0, l.stream>>>(o, x, y, n, op);
     } else {
-      map_kernel<T, 1, kIn, Op><<<grid_for((n + 1) / 2, l.max_blocks), kThreads, 0, l.stream>>>(
-          o, x, y, n, op);
+      map_kernel<T, 1, kIn, Op><<<grid_for((n + 1) / 2, l.max_blocks), kThreads, 0, l.stream>>>(o, x, y, n, op);
     }
   });
   NEOX_CUDA_CHECK_LAUNCH();
@@ -188,13 +180,12 @@ void launch_add(const Launch& l, DType dt, void* out, const void* a, const void*
   launch_map<2>(l, dt, "add", out, a, b, n, AddOp{});
 }
 
-void launch_axpby(const Launch& l, DType dt, void* y, const void* x, float alpha, float beta,
-                  std::int64_t n) {
+void launch_axpby(const Launch& l, DType dt, void* y, const void* x, float alpha, float beta, std::int64_t n) {
   if (n <= 0) return;
   dispatch_float(dt, "axpby", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    axpby_kernel<T><<<grid_for(n, l.max_blocks), kThreads, 0, l.stream>>>(
-        static_cast<T*>(y), static_cast<const T*>(x), alpha, beta, n);
+    axpby_kernel<T><<<grid_for(n, l.max_blocks), kThreads, 0, l.stream>>>(static_cast<T*>(y), static_cast<const T*>(x),
+                                                                          alpha, beta, n);
   });
   NEOX_CUDA_CHECK_LAUNCH();
 }
@@ -204,16 +195,15 @@ void launch_fill_bits(const Launch& l, void* t, std::uint64_t bits, int elem_byt
   const unsigned grid = grid_for(n, l.max_blocks);
   switch (elem_bytes) {
     case 2:
-      fill_kernel<unsigned short><<<grid, kThreads, 0, l.stream>>>(
-          static_cast<unsigned short*>(t), static_cast<unsigned short>(bits), n);
+      fill_kernel<unsigned short>
+          <<<grid, kThreads, 0, l.stream>>>(static_cast<unsigned short*>(t), static_cast<unsigned short>(bits), n);
       break;
     case 4:
-      fill_kernel<unsigned><<<grid, kThreads, 0, l.stream>>>(static_cast<unsigned*>(t),
-                                                            static_cast<unsigned>(bits), n);
+      fill_kernel<unsigned><<<grid, kThreads, 0, l.stream>>>(static_cast<unsigned*>(t), static_cast<unsigned>(bits), n);
       break;
     case 8:
-      fill_kernel<unsigned long long><<<grid, kThreads, 0, l.stream>>>(
-          static_cast<unsigned long long*>(t), static_cast<unsigned long long>(bits), n);
+      fill_kernel<unsigned long long><<<grid, kThreads, 0, l.stream>>>(static_cast<unsigned long long*>(t),
+                                                                       static_cast<unsigned long long>(bits), n);
       break;
     default:
       throw Error("cuda backend: fill: unsupported element size " + std::to_string(elem_bytes));
@@ -221,16 +211,14 @@ void launch_fill_bits(const Launch& l, void* t, std::uint64_t bits, int elem_byt
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
-void launch_convert(const Launch& l, DType out_dt, void* out, DType in_dt, const void* in,
-                    std::int64_t n) {
+void launch_convert(const Launch& l, DType out_dt, void* out, DType in_dt, const void* in, std::int64_t n) {
   if (n <= 0) return;
   const unsigned grid = grid_for(n, l.max_blocks);
   dispatch_float(in_dt, "convert", [&](auto in_tag) {
     using In = typename decltype(in_tag)::type;
     dispatch_float(out_dt, "convert", [&](auto out_tag) {
       using Out = typename decltype(out_tag)::type;
-      convert_kernel<In, Out><<<grid, kThreads, 0, l.stream>>>(static_cast<Out*>(out),
-                                                               static_cast<const In*>(in), n);
+      convert_kernel<In, Out><<<grid, kThreads, 0, l.stream>>>(static_cast<Out*>(out), static_cast<const In*>(in), n);
     });
   });
   NEOX_CUDA_CHECK_LAUNCH();
@@ -241,14 +229,12 @@ void launch_gelu_forward(const Launch& l, DType dt, void* out, const void* inp, 
   launch_map<1>(l, dt, "gelu_forward", out, inp, nullptr, n, GeluOp{});
 }
 
-void launch_gelu_backward(const Launch& l, DType dt, void* dinp, const void* inp, const void* dout,
-                          std::int64_t n) {
+void launch_gelu_backward(const Launch& l, DType dt, void* dinp, const void* inp, const void* dout, std::int64_t n) {
   if (n <= 0) return;
   launch_map<2>(l, dt, "gelu_backward", dinp, inp, dout, n, GeluBackwardOp{});
 }
 
-void launch_add_bias(const Launch& l, DType dt, void* out, const void* bias, std::int64_t N,
-                     std::int64_t C) {
+void launch_add_bias(const Launch& l, DType dt, void* out, const void* bias, std::int64_t N, std::int64_t C) {
   if (N <= 0 || C <= 0) return;
   dispatch_float(dt, "add_bias", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -261,8 +247,7 @@ void launch_add_bias(const Launch& l, DType dt, void* out, const void* bias, std
           1, std::min<std::int64_t>({row_groups, std::max<std::int64_t>(1, l.max_blocks / tiles), 65535}));
       const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(gy));
       const dim3 block(kBiasTilePacks, kBiasRowLanes);
-      add_bias_kernel<T, V><<<grid, block, 0, l.stream>>>(static_cast<T*>(out),
-                                                          static_cast<const T*>(bias), N, C);
+      add_bias_kernel<T, V><<<grid, block, 0, l.stream>>>(static_cast<T*>(out), static_cast<const T*>(bias), N, C);
     };
     if (aligned16(out) && aligned16(bias) && C % kPackOf<T> == 0)
       go(std::integral_constant<int, kPackOf<T>>{});
@@ -272,8 +257,8 @@ void launch_add_bias(const Launch& l, DType dt, void* out, const void* bias, std
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
-void launch_adamw(const Launch& l, float* param, const float* grad, float* m, float* v,
-                  const AdamWConstants& k, std::int64_t n) {
+void launch_adamw(const Launch& l, float* param, const float* grad, float* m, float* v, const AdamWConstants& k,
+                  std::int64_t n) {
   if (n <= 0) return;
   adamw_kernel<<<grid_for(n, l.max_blocks), kThreads, 0, l.stream>>>(param, grad, m, v, k, n);
   NEOX_CUDA_CHECK_LAUNCH();

@@ -6,12 +6,11 @@
 namespace neox::cuda {
 namespace {
 
-__global__ void find_bad_ids_kernel(unsigned long long* first_bad, const std::int32_t* ids,
-                                    std::int64_t n, std::int64_t hi, bool allow_negative) {
+__global__ void find_bad_ids_kernel(unsigned long long* first_bad, const std::int32_t* ids, std::int64_t n,
+                                    std::int64_t hi, bool allow_negative) {
   for (std::int64_t i = global_thread(); i < n; i += grid_threads()) {
     const std::int64_t id = ids[i];
-    if (id >= hi || (id < 0 && !allow_negative))
-      atomicMin(first_bad, static_cast<unsigned long long>(i));
+    if (id >= hi || (id < 0 && !allow_negative)) atomicMin(first_bad, static_cast<unsigned long long>(i));
   }
 }
 
@@ -20,15 +19,14 @@ __global__ void find_bad_ids_kernel(unsigned long long* first_bad, const std::in
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     cross_entropy_forward_kernel(float* losses, float* lse, const T* logits, const std::int32_t* targets,
-        std::int64_t N, std::int64_t V) {
+                                 std::int64_t N, std::int64_t V) {
   for (std::int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     const T* x = logits + row * V;
     float mx = -INFINITY;
     for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, to_float(x[i]));
     mx = block_max(mx);
     double s = 0.0;
-    for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x)
-      s += static_cast<double>(expf(to_float(x[i]) - mx));
+    for (std::int64_t i = threadIdx.x; i < V; i += blockDim.x) s += static_cast<double>(expf(to_float(x[i]) - mx));
     s = block_sum(s);
     if (threadIdx.x == 0) {
       const double row_lse = static_cast<double>(mx) + log(s);
@@ -44,7 +42,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     cross_entropy_backward_kernel(T* dlogits, const T* logits, const float* lse, const std::int32_t* targets,
-        float dloss, std::int64_t N, std::int64_t V) {
+                                  float dloss, std::int64_t N, std::int64_t V) {
   for (std::int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     const T* x = logits + row * V;
     T* d = dlogits + row * V;
@@ -90,7 +88,7 @@ __device__ __forceinline__ unsigned short float_to_bits(float x) {
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     cross_entropy_forward_vec_kernel(float* losses, float* lse, const T* logits, const std::int32_t* targets,
-        std::int64_t N, std::int64_t V) {
+                                     std::int64_t N, std::int64_t V) {
   const int packs = static_cast<int>(V / 8);
   for (std::int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     const Pack8* x = reinterpret_cast<const Pack8*>(logits + row * V);
@@ -127,7 +125,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     cross_entropy_backward_vec_kernel(T* dlogits, const T* logits, const float* lse, const std::int32_t* targets,
-        float dloss, std::int64_t N, std::int64_t V) {
+                                      float dloss, std::int64_t N, std::int64_t V) {
   const int packs = static_cast<int>(V / 8);
   for (std::int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     const Pack8* x = reinterpret_cast<const Pack8*>(logits + row * V);
@@ -155,7 +153,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     embedding_forward_kernel(T* out, const std::int32_t* ids, const T* table, std::int64_t N, std::int64_t C,
-        bool accumulate) {
+                             bool accumulate) {
   for (std::int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     const T* src = table + static_cast<std::int64_t>(ids[row]) * C;
     T* dst = out + row * C;
@@ -170,8 +168,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
-    embedding_backward_kernel(float* dtable, const std::int32_t* ids, const T* dout, std::int64_t N,
-        std::int64_t C) {
+    embedding_backward_kernel(float* dtable, const std::int32_t* ids, const T* dout, std::int64_t N, std::int64_t C) {
   for (std::int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     float* dst = dtable + static_cast<std::int64_t>(ids[row]) * C;
     const T* src = dout + row * C;
@@ -189,17 +186,15 @@ bool vector_rows(const void* base, std::int64_t V) {
 
 }  // namespace
 
-void launch_find_bad_ids(const Launch& l, unsigned long long* first_bad, const std::int32_t* ids,
-                         std::int64_t n, std::int64_t hi, bool allow_negative) {
+void launch_find_bad_ids(const Launch& l, unsigned long long* first_bad, const std::int32_t* ids, std::int64_t n,
+                         std::int64_t hi, bool allow_negative) {
   if (n <= 0) return;
-  find_bad_ids_kernel<<<grid_for(n, l.max_blocks), kThreads, 0, l.stream>>>(first_bad, ids, n, hi,
-                                                                           allow_negative);
+  find_bad_ids_kernel<<<grid_for(n, l.max_blocks), kThreads, 0, l.stream>>>(first_bad, ids, n, hi, allow_negative);
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
-void launch_cross_entropy_forward(const Launch& l, DType dt, float* losses, float* lse,
-                                  const void* logits, const std::int32_t* targets, std::int64_t N,
-                                  std::int64_t V) {
+void launch_cross_entropy_forward(const Launch& l, DType dt, float* losses, float* lse, const void* logits,
+                                  const std::int32_t* targets, std::int64_t N, std::int64_t V) {
   if (N <= 0) return;
   dispatch_float(dt, "cross_entropy_forward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -210,15 +205,14 @@ void launch_cross_entropy_forward(const Launch& l, DType dt, float* losses, floa
         return;
       }
     }
-    cross_entropy_forward_kernel<T><<<grid_rows(N), row_threads(V), 0, l.stream>>>(
-          losses, lse, static_cast<const T*>(logits), targets, N, V);
+    cross_entropy_forward_kernel<T>
+        <<<grid_rows(N), row_threads(V), 0, l.stream>>>(losses, lse, static_cast<const T*>(logits), targets, N, V);
   });
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
-void launch_cross_entropy_backward(const Launch& l, DType dt, void* dlogits, const void* logits,
-                                   const float* lse, const std::int32_t* targets, float dloss,
-                                   std::int64_t N, std::int64_t V) {
+void launch_cross_entropy_backward(const Launch& l, DType dt, void* dlogits, const void* logits, const float* lse,
+                                   const std::int32_t* targets, float dloss, std::int64_t N, std::int64_t V) {
   if (N <= 0 || V <= 0) return;
   dispatch_float(dt, "cross_entropy_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -230,13 +224,13 @@ void launch_cross_entropy_backward(const Launch& l, DType dt, void* dlogits, con
       }
     }
     cross_entropy_backward_kernel<T><<<grid_rows(N), row_threads(V), 0, l.stream>>>(
-          static_cast<T*>(dlogits), static_cast<const T*>(logits), lse, targets, dloss, N, V);
+        static_cast<T*>(dlogits), static_cast<const T*>(logits), lse, targets, dloss, N, V);
   });
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
-void launch_embedding_forward(const Launch& l, DType dt, void* out, const std::int32_t* ids,
-                              const void* table, std::int64_t N, std::int64_t C, bool accumulate) {
+void launch_embedding_forward(const Launch& l, DType dt, void* out, const std::int32_t* ids, const void* table,
+                              std::int64_t N, std::int64_t C, bool accumulate) {
   if (N <= 0 || C <= 0) return;
   dispatch_float(dt, "embedding_forward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -246,13 +240,13 @@ void launch_embedding_forward(const Launch& l, DType dt, void* out, const std::i
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
-void launch_embedding_backward(const Launch& l, DType dt, float* dtable, const std::int32_t* ids,
-                               const void* dout, std::int64_t N, std::int64_t C) {
+void launch_embedding_backward(const Launch& l, DType dt, float* dtable, const std::int32_t* ids, const void* dout,
+                               std::int64_t N, std::int64_t C) {
   if (N <= 0 || C <= 0) return;
   dispatch_float(dt, "embedding_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    embedding_backward_kernel<T><<<grid_rows(N), row_threads(C), 0, l.stream>>>(
-        dtable, ids, static_cast<const T*>(dout), N, C);
+    embedding_backward_kernel<T>
+        <<<grid_rows(N), row_threads(C), 0, l.stream>>>(dtable, ids, static_cast<const T*>(dout), N, C);
   });
   NEOX_CUDA_CHECK_LAUNCH();
 }

@@ -35,10 +35,14 @@ constexpr std::size_t kMaxPlans = 4096;
 
 cudaDataType_t cuda_type(DType t) {
   switch (t) {
-    case DType::f32: return CUDA_R_32F;
-    case DType::bf16: return CUDA_R_16BF;
-    case DType::f16: return CUDA_R_16F;
-    default: break;
+    case DType::f32:
+      return CUDA_R_32F;
+    case DType::bf16:
+      return CUDA_R_16BF;
+    case DType::f16:
+      return CUDA_R_16F;
+    default:
+      break;
   }
   throw Error("matmul: no cuBLASLt type for " + std::string(dtype_name(t)));
 }
@@ -57,7 +61,8 @@ class Preference {
   ~Preference() { (void)cublasLtMatmulPreferenceDestroy(pref_); }
   Preference(const Preference&) = delete;
   Preference& operator=(const Preference&) = delete;
-  template <typename V> void set(cublasLtMatmulPreferenceAttributes_t attr, V value) {
+  template <typename V>
+  void set(cublasLtMatmulPreferenceAttributes_t attr, V value) {
     NEOX_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref_, attr, &value, sizeof value));
   }
   cublasLtMatmulPreference_t get() const { return pref_; }
@@ -77,14 +82,12 @@ struct Problem {
 std::unique_ptr<MatmulPlan> make_plan(Context& ctx, const Problem& p) {
   auto plan = std::make_unique<MatmulPlan>();
   const bool tf32 = p.ab == DType::f32 && ctx.allow_tf32();
-  NEOX_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
-                                             CUDA_R_32F));
+  NEOX_CUBLAS_CHECK(
+      cublasLtMatmulDescCreate(&plan->desc, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt's A is our b
   const cublasOperation_t op_b = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt's B is our a
-  NEOX_CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
-  NEOX_CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+  NEOX_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
+  NEOX_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
   const cudaDataType_t ab_type = cuda_type(p.ab);
   NEOX_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, ab_type, static_cast<std::uint64_t>(p.b_cols),
                                                static_cast<std::uint64_t>(p.b_rows), p.b_cols));
@@ -111,8 +114,8 @@ std::unique_ptr<MatmulPlan> make_plan(Context& ctx, const Problem& p) {
   spdlog::warn(
       "cuda backend: cuBLASLt has no algorithm for matmul M={} N={} K={} trans_a={} trans_b={} {}x{}->{} "
       "(alignments a={} b={} c={}; {}); using the plain tiled kernel",
-      p.M, p.N, p.K, p.trans_a, p.trans_b, dtype_name(p.ab), dtype_name(p.ab), dtype_name(p.c), p.align_a,
-      p.align_b, p.align_c,
+      p.M, p.N, p.K, p.trans_a, p.trans_b, dtype_name(p.ab), dtype_name(p.ab), dtype_name(p.c), p.align_a, p.align_b,
+      p.align_c,
       st != CUBLAS_STATUS_SUCCESS ? std::string("cublasLtMatmulAlgoGetHeuristic: ") + cublasLtGetStatusName(st)
                                   : std::string("no heuristic result"));
   return plan;
@@ -129,12 +132,24 @@ void matmul(Context& ctx, Tensor& c, const Tensor& a, const Tensor& b, bool tran
   if (M == 0 || N == 0) return;
   const Launch l{ctx.stream(), ctx.max_blocks()};
   if (K == 0) {  // op(a) @ op(b) is all zeros; cuBLASLt wants non-empty matrices
-    launch_matmul_fallback(l, ab, c.dtype(), c.data(), a.data(), b.data(), M, N, K, am.cols, bm.cols, trans_a,
-                           trans_b, alpha, beta);
+    launch_matmul_fallback(l, ab, c.dtype(), c.data(), a.data(), b.data(), M, N, K, am.cols, bm.cols, trans_a, trans_b,
+                           alpha, beta);
     return;
   }
-  const Problem p{M,        N,       K,  am.rows, am.cols, bm.rows, bm.cols, trans_a, trans_b, ab, c.dtype(),
-                  alignment_of(a.data()), alignment_of(b.data()), alignment_of(c.data())};
+  const Problem p{M,
+                  N,
+                  K,
+                  am.rows,
+                  am.cols,
+                  bm.rows,
+                  bm.cols,
+                  trans_a,
+                  trans_b,
+                  ab,
+                  c.dtype(),
+                  alignment_of(a.data()),
+                  alignment_of(b.data()),
+                  alignment_of(c.data())};
   const Context::MatmulKey key{M,
                                N,
                                K,
@@ -156,8 +171,8 @@ void matmul(Context& ctx, Tensor& c, const Tensor& a, const Tensor& b, bool tran
   }
   const MatmulPlan& plan = *it->second;
   if (plan.fallback) {
-    launch_matmul_fallback(l, ab, c.dtype(), c.data(), a.data(), b.data(), M, N, K, am.cols, bm.cols, trans_a,
-                           trans_b, alpha, beta);
+    launch_matmul_fallback(l, ab, c.dtype(), c.data(), a.data(), b.data(), M, N, K, am.cols, bm.cols, trans_a, trans_b,
+                           alpha, beta);
     return;
   }
   NEOX_CUBLAS_CHECK(cublasLtMatmul(ctx.cublaslt(), plan.desc, &alpha, b.data(), plan.a, a.data(), plan.b, &beta,

@@ -10,9 +10,8 @@ namespace {
 constexpr int kTile = 16;
 
 template <typename TIn, typename TOut>
-__global__ void matmul_tiled_kernel(TOut* c, const TIn* a, const TIn* b, std::int64_t M,
-                                    std::int64_t N, std::int64_t K, std::int64_t lda,
-                                    std::int64_t ldb, bool trans_a, bool trans_b, float alpha,
+__global__ void matmul_tiled_kernel(TOut* c, const TIn* a, const TIn* b, std::int64_t M, std::int64_t N, std::int64_t K,
+                                    std::int64_t lda, std::int64_t ldb, bool trans_a, bool trans_b, float alpha,
                                     float beta) {
   __shared__ float as[kTile][kTile + 1];
   __shared__ float bs[kTile][kTile + 1];
@@ -42,10 +41,9 @@ __global__ void matmul_tiled_kernel(TOut* c, const TIn* a, const TIn* b, std::in
 
 }  // namespace
 
-void launch_matmul_fallback(const Launch& l, DType ab_dt, DType c_dt, void* c, const void* a,
-                            const void* b, std::int64_t M, std::int64_t N, std::int64_t K,
-                            std::int64_t lda, std::int64_t ldb, bool trans_a, bool trans_b,
-                            float alpha, float beta) {
+void launch_matmul_fallback(const Launch& l, DType ab_dt, DType c_dt, void* c, const void* a, const void* b,
+                            std::int64_t M, std::int64_t N, std::int64_t K, std::int64_t lda, std::int64_t ldb,
+                            bool trans_a, bool trans_b, float alpha, float beta) {
   if (M <= 0 || N <= 0) return;
   const std::int64_t n_tiles = (N + kTile - 1) / kTile;
   const std::int64_t m_tiles = (M + kTile - 1) / kTile;
@@ -56,13 +54,13 @@ void launch_matmul_fallback(const Launch& l, DType ab_dt, DType c_dt, void* c, c
   dispatch_float(ab_dt, "matmul", [&](auto in_tag) {
     using TIn = typename decltype(in_tag)::type;
     if (c_dt == ab_dt) {
-      matmul_tiled_kernel<TIn, TIn><<<grid, block, 0, l.stream>>>(
-          static_cast<TIn*>(c), static_cast<const TIn*>(a), static_cast<const TIn*>(b), M, N, K, lda,
-          ldb, trans_a, trans_b, alpha, beta);
+      matmul_tiled_kernel<TIn, TIn><<<grid, block, 0, l.stream>>>(static_cast<TIn*>(c), static_cast<const TIn*>(a),
+                                                                  static_cast<const TIn*>(b), M, N, K, lda, ldb,
+                                                                  trans_a, trans_b, alpha, beta);
     } else if (c_dt == DType::f32) {
-      matmul_tiled_kernel<TIn, float><<<grid, block, 0, l.stream>>>(
-          static_cast<float*>(c), static_cast<const TIn*>(a), static_cast<const TIn*>(b), M, N, K,
-          lda, ldb, trans_a, trans_b, alpha, beta);
+      matmul_tiled_kernel<TIn, float><<<grid, block, 0, l.stream>>>(static_cast<float*>(c), static_cast<const TIn*>(a),
+                                                                    static_cast<const TIn*>(b), M, N, K, lda, ldb,
+                                                                    trans_a, trans_b, alpha, beta);
     } else {
       throw Error("cuda backend: matmul: c must have the dtype of a and b, or f32");
     }

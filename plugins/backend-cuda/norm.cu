@@ -30,7 +30,8 @@ constexpr int kRegK = 8;                           // most packs per thread
 constexpr int kRegMaxPacks = kRegThreads * kRegK;  // longest row held in registers, in packs
 constexpr int kWarpRows = 4;                       // rows (warps) per block, warp-per-row kernels
 
-template <bool kWarp> __device__ __forceinline__ float row_sum(float v) {
+template <bool kWarp>
+__device__ __forceinline__ float row_sum(float v) {
   if constexpr (kWarp)
     return warp_sum(v);
   else
@@ -39,18 +40,20 @@ template <bool kWarp> __device__ __forceinline__ float row_sum(float v) {
 
 // The rows of a grid-stride loop: a warp per row (kWarp: blockDim.y warps
 // per block) or a block per row.
-template <bool kWarp> __device__ __forceinline__ std::int64_t first_row() {
+template <bool kWarp>
+__device__ __forceinline__ std::int64_t first_row() {
   return kWarp ? static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y
                : static_cast<std::int64_t>(blockIdx.x);
 }
-template <bool kWarp> __device__ __forceinline__ std::int64_t row_stride() {
+template <bool kWarp>
+__device__ __forceinline__ std::int64_t row_stride() {
   return kWarp ? static_cast<std::int64_t>(gridDim.x) * blockDim.y : static_cast<std::int64_t>(gridDim.x);
 }
 
 template <typename T, int V, int K, bool kWarp>
 __global__ void __launch_bounds__(kRegThreads)
-    layernorm_forward_reg_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight,
-                                 const T* bias, std::int64_t N, std::int64_t C, float eps) {
+    layernorm_forward_reg_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias,
+                                 std::int64_t N, std::int64_t C, float eps) {
   using P = Pack<T, V>;
   const int packs = static_cast<int>(C / V);
   const int tpr = static_cast<int>(blockDim.x);
@@ -111,9 +114,8 @@ __global__ void __launch_bounds__(kRegThreads)
 // written by the thread that read the same pack of inp, after the row sums.
 template <typename T, int V, int K, bool kWarp>
 __global__ void __launch_bounds__(kRegThreads)
-    layernorm_backward_input_reg_kernel(T* dinp, const T* dout, const T* inp, const T* weight,
-                                        const float* mean, const float* rstd, std::int64_t N,
-                                        std::int64_t C) {
+    layernorm_backward_input_reg_kernel(T* dinp, const T* dout, const T* inp, const T* weight, const float* mean,
+                                        const float* rstd, std::int64_t N, std::int64_t C) {
   using P = Pack<T, V>;
   const int packs = static_cast<int>(C / V);
   const int tpr = static_cast<int>(blockDim.x);
@@ -172,7 +174,7 @@ __global__ void __launch_bounds__(kRegThreads)
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias,
-        std::int64_t N, std::int64_t C, float eps) {
+                             std::int64_t N, std::int64_t C, float eps) {
   for (std::int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     const T* x = inp + row * C;
     float s = 0.0f;
@@ -199,7 +201,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     layernorm_backward_input_kernel(T* dinp, const T* dout, const T* inp, const T* weight, const float* mean,
-        const float* rstd, std::int64_t N, std::int64_t C) {
+                                    const float* rstd, std::int64_t N, std::int64_t C) {
   for (std::int64_t row = blockIdx.x; row < N; row += gridDim.x) {
     const T* x = inp + row * C;
     const T* g = dout + row * C;
@@ -228,10 +230,9 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 // with kXhat also partial_dw[chunk, c] = sum of dout[r, c] * (inp[r, c] -
 // mean[r]) * rstd[r].
 template <typename T, int V, bool kXhat>
-__global__ void __launch_bounds__(kColTile * kRowLanes)
-    column_partials_kernel(float* partial_db, float* partial_dw, const T* dout, const T* inp,
-                           const float* mean, const float* rstd, std::int64_t N, std::int64_t C,
-                           std::int64_t rows_per_chunk) {
+__global__ void __launch_bounds__(kColTile* kRowLanes)
+    column_partials_kernel(float* partial_db, float* partial_dw, const T* dout, const T* inp, const float* mean,
+                           const float* rstd, std::int64_t N, std::int64_t C, std::int64_t rows_per_chunk) {
   using P = Pack<T, V>;
   constexpr int kTileCols = kColTile * V;
   constexpr int kUnroll = 4;  // rows in flight per thread
@@ -312,7 +313,7 @@ __global__ void __launch_bounds__(kColTile * kRowLanes)
 // scheduling. Grid-stride over tiles of 32 columns.
 constexpr int kFinCols = 32, kFinLanes = 32;
 
-__global__ void __launch_bounds__(kFinCols * kFinLanes)
+__global__ void __launch_bounds__(kFinCols* kFinLanes)
     column_finalize_kernel(float* dst, const float* partials, std::int64_t chunks, std::int64_t C) {
   __shared__ double lane_sum[kFinLanes][kFinCols + 1];
   for (std::int64_t c0 = static_cast<std::int64_t>(blockIdx.x) * kFinCols; c0 < C;
@@ -369,14 +370,22 @@ void with_pack(std::initializer_list<const void*> ptrs, std::int64_t C, F&& f) {
 template <typename Go>
 void launch_reg(const RegPlan& plan, std::int64_t N, Go&& go) {
   if (plan.threads == 32) {
-    const unsigned grid = static_cast<unsigned>(
-        std::min<std::int64_t>((N + kWarpRows - 1) / kWarpRows, std::int64_t{1} << 20));
+    const unsigned grid =
+        static_cast<unsigned>(std::min<std::int64_t>((N + kWarpRows - 1) / kWarpRows, std::int64_t{1} << 20));
     const dim3 block(32, kWarpRows);
     switch (plan.k) {
-      case 1: go(std::integral_constant<int, 1>{}, std::true_type{}, grid, block); break;
-      case 2: go(std::integral_constant<int, 2>{}, std::true_type{}, grid, block); break;
-      case 4: go(std::integral_constant<int, 4>{}, std::true_type{}, grid, block); break;
-      default: go(std::integral_constant<int, kRegK>{}, std::true_type{}, grid, block); break;
+      case 1:
+        go(std::integral_constant<int, 1>{}, std::true_type{}, grid, block);
+        break;
+      case 2:
+        go(std::integral_constant<int, 2>{}, std::true_type{}, grid, block);
+        break;
+      case 4:
+        go(std::integral_constant<int, 4>{}, std::true_type{}, grid, block);
+        break;
+      default:
+        go(std::integral_constant<int, kRegK>{}, std::true_type{}, grid, block);
+        break;
     }
   } else {
     go(std::integral_constant<int, kRegK>{}, std::false_type{}, grid_rows(N),
@@ -386,9 +395,8 @@ void launch_reg(const RegPlan& plan, std::int64_t N, Go&& go) {
 
 }  // namespace
 
-void launch_layernorm_forward(const Launch& l, DType dt, void* out, float* mean, float* rstd,
-                              const void* inp, const void* weight, const void* bias, std::int64_t N,
-                              std::int64_t C, float eps) {
+void launch_layernorm_forward(const Launch& l, DType dt, void* out, float* mean, float* rstd, const void* inp,
+                              const void* weight, const void* bias, std::int64_t N, std::int64_t C, float eps) {
   if (N <= 0 || C <= 0) return;
   dispatch_float(dt, "layernorm_forward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -400,8 +408,7 @@ void launch_layernorm_forward(const Launch& l, DType dt, void* out, float* mean,
       constexpr int V = decltype(v)::value;
       const RegPlan plan = reg_plan(C / V);
       if (plan.k == 0) {
-        layernorm_forward_kernel<T><<<grid_rows(N), row_threads(C), 0, l.stream>>>(o, mean, rstd, x, w, b,
-                                                                                     N, C, eps);
+        layernorm_forward_kernel<T><<<grid_rows(N), row_threads(C), 0, l.stream>>>(o, mean, rstd, x, w, b, N, C, eps);
         return;
       }
       launch_reg(plan, N, [&](auto k, auto warp, unsigned grid, dim3 block) {
@@ -413,9 +420,9 @@ void launch_layernorm_forward(const Launch& l, DType dt, void* out, float* mean,
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
-void launch_layernorm_backward_input(const Launch& l, DType dt, void* dinp, const void* dout,
-                                     const void* inp, const void* weight, const float* mean,
-                                     const float* rstd, std::int64_t N, std::int64_t C) {
+void launch_layernorm_backward_input(const Launch& l, DType dt, void* dinp, const void* dout, const void* inp,
+                                     const void* weight, const float* mean, const float* rstd, std::int64_t N,
+                                     std::int64_t C) {
   if (N <= 0 || C <= 0) return;
   dispatch_float(dt, "layernorm_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -427,8 +434,7 @@ void launch_layernorm_backward_input(const Launch& l, DType dt, void* dinp, cons
       constexpr int V = decltype(v)::value;
       const RegPlan plan = reg_plan(C / V);
       if (plan.k == 0) {
-        layernorm_backward_input_kernel<T><<<grid_rows(N), row_threads(C), 0, l.stream>>>(d, g, x, w, mean,
-                                                                                            rstd, N, C);
+        layernorm_backward_input_kernel<T><<<grid_rows(N), row_threads(C), 0, l.stream>>>(d, g, x, w, mean, rstd, N, C);
         return;
       }
       launch_reg(plan, N, [&](auto k, auto warp, unsigned grid, dim3 block) {
@@ -440,10 +446,9 @@ void launch_layernorm_backward_input(const Launch& l, DType dt, void* dinp, cons
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
-void launch_column_partials(const Launch& l, DType dt, float* partial_db, float* partial_dw,
-                            const void* dout, const void* inp, const float* mean, const float* rstd,
-                            std::int64_t N, std::int64_t C, std::int64_t chunks,
-                            std::int64_t rows_per_chunk) {
+void launch_column_partials(const Launch& l, DType dt, float* partial_db, float* partial_dw, const void* dout,
+                            const void* inp, const float* mean, const float* rstd, std::int64_t N, std::int64_t C,
+                            std::int64_t chunks, std::int64_t rows_per_chunk) {
   if (N <= 0 || C <= 0) return;
   if (chunks < 1 || chunks > 65535 || chunks * rows_per_chunk < N)
     throw Error("cuda backend: column sums: bad chunking (" + std::to_string(chunks) + " chunks of " +
@@ -456,20 +461,18 @@ void launch_column_partials(const Launch& l, DType dt, float* partial_db, float*
       const std::int64_t tile = std::int64_t{kColTile} * V;
       const dim3 grid(static_cast<unsigned>((C + tile - 1) / tile), static_cast<unsigned>(chunks));
       if (partial_dw)
-        column_partials_kernel<T, V, true><<<grid, block, 0, l.stream>>>(
-            partial_db, partial_dw, static_cast<const T*>(dout), static_cast<const T*>(inp), mean, rstd,
-            N, C, rows_per_chunk);
+        column_partials_kernel<T, V, true>
+            <<<grid, block, 0, l.stream>>>(partial_db, partial_dw, static_cast<const T*>(dout),
+                                           static_cast<const T*>(inp), mean, rstd, N, C, rows_per_chunk);
       else
         column_partials_kernel<T, V, false><<<grid, block, 0, l.stream>>>(
-            partial_db, nullptr, static_cast<const T*>(dout), nullptr, nullptr, nullptr, N, C,
-            rows_per_chunk);
+            partial_db, nullptr, static_cast<const T*>(dout), nullptr, nullptr, nullptr, N, C, rows_per_chunk);
     });
   });
   NEOX_CUDA_CHECK_LAUNCH();
 }
 
-void launch_column_finalize(const Launch& l, float* dst, const float* partials, std::int64_t chunks,
-                            std::int64_t C) {
+void launch_column_finalize(const Launch& l, float* dst, const float* partials, std::int64_t chunks, std::int64_t C) {
   if (C <= 0) return;
   const std::int64_t tiles = (C + kFinCols - 1) / kFinCols;
   const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(tiles, 1 << 20));

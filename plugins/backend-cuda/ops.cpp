@@ -34,8 +34,8 @@ void column_gradients(Context& ctx, DType dt, float* db, float* dw, const void* 
   DeviceBuffer pdw;
   if (dw) pdw = ctx.temp(bytes);
   const Launch l = launch_of(ctx);
-  launch_column_partials(l, dt, pdb.as<float>(), dw ? pdw.as<float>() : nullptr, dout, inp, mean, rstd, N,
-                         C, chunks, rows_per_chunk);
+  launch_column_partials(l, dt, pdb.as<float>(), dw ? pdw.as<float>() : nullptr, dout, inp, mean, rstd, N, C, chunks,
+                         rows_per_chunk);
   launch_column_finalize(l, db, pdb.as<float>(), chunks, C);
   if (dw) launch_column_finalize(l, dw, pdw.as<float>(), chunks, C);
 }
@@ -60,7 +60,8 @@ void check_ids(Context& ctx, const char* op, const Tensor& ids, std::int64_t V) 
   KernelChecker(op, ctx.device()).id_out_of_range(ids, n, value, V);
 }
 
-template <typename T> std::uint64_t bits_of(T v) {
+template <typename T>
+std::uint64_t bits_of(T v) {
   static_assert(sizeof(T) <= sizeof(std::uint64_t));
   std::uint64_t out = 0;
   std::memcpy(&out, &v, sizeof v);
@@ -76,12 +77,11 @@ void add_bias(Context& ctx, Tensor& out, const Tensor& bias) {
 
 void bias_backward(Context& ctx, Tensor& dbias, const Tensor& dout) {
   const RowsShape s = kernel_check::bias_backward(ctx.device(), dbias, dout);
-  column_gradients(ctx, s.dtype, dbias.ptr<float>(), nullptr, dout.data(), nullptr, nullptr, nullptr, s.rows,
-                   s.cols);
+  column_gradients(ctx, s.dtype, dbias.ptr<float>(), nullptr, dout.data(), nullptr, nullptr, nullptr, s.rows, s.cols);
 }
 
-void layernorm_forward(Context& ctx, Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
-                       const Tensor& weight, const Tensor& bias, float eps) {
+void layernorm_forward(Context& ctx, Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                       const Tensor& bias, float eps) {
   const RowsShape s = kernel_check::layernorm_forward(ctx.device(), out, mean, rstd, inp, weight, bias, eps);
   launch_layernorm_forward(launch_of(ctx), s.dtype, out.data(), mean.ptr<float>(), rstd.ptr<float>(), inp.data(),
                            weight.data(), bias.data(), s.rows, s.cols, eps);
@@ -94,8 +94,8 @@ void layernorm_backward(Context& ctx, Tensor& dinp, Tensor& dweight, Tensor& dbi
   // Parameter gradients first: they read inp, which the input gradient does not change
   // unless the caller aliased them (the cpu backend reads inp after dinp; both are fine
   // for disjoint tensors).
-  column_gradients(ctx, s.dtype, dbias.ptr<float>(), dweight.ptr<float>(), dout.data(), inp.data(),
-                   mean.ptr<float>(), rstd.ptr<float>(), s.rows, s.cols);
+  column_gradients(ctx, s.dtype, dbias.ptr<float>(), dweight.ptr<float>(), dout.data(), inp.data(), mean.ptr<float>(),
+                   rstd.ptr<float>(), s.rows, s.cols);
   launch_layernorm_backward_input(launch_of(ctx), s.dtype, dinp.data(), dout.data(), inp.data(), weight.data(),
                                   mean.ptr<float>(), rstd.ptr<float>(), s.rows, s.cols);
 }
@@ -110,8 +110,7 @@ void gelu_backward(Context& ctx, Tensor& dinp, const Tensor& inp, const Tensor& 
   launch_gelu_backward(launch_of(ctx), s.dtype, dinp.data(), inp.data(), dout.data(), s.n);
 }
 
-void cross_entropy_forward(Context& ctx, Tensor& losses, Tensor& lse, const Tensor& logits,
-                           const Tensor& targets) {
+void cross_entropy_forward(Context& ctx, Tensor& losses, Tensor& lse, const Tensor& logits, const Tensor& targets) {
   const RowsShape s = kernel_check::cross_entropy_forward(ctx.device(), losses, lse, logits, targets);
   if (s.rows == 0) return;
   check_targets(ctx, "cross_entropy_forward", targets, s.cols);
@@ -132,16 +131,16 @@ void embedding_forward(Context& ctx, Tensor& out, const Tensor& ids, const Tenso
   const RowsShape s = kernel_check::embedding_forward(ctx.device(), out, ids, table, accumulate);
   if (s.rows == 0) return;
   check_ids(ctx, "embedding_forward", ids, s.table_rows);
-  launch_embedding_forward(launch_of(ctx), s.dtype, out.data(), ids.ptr<std::int32_t>(), table.data(), s.rows,
-                           s.cols, accumulate);
+  launch_embedding_forward(launch_of(ctx), s.dtype, out.data(), ids.ptr<std::int32_t>(), table.data(), s.rows, s.cols,
+                           accumulate);
 }
 
 void embedding_backward(Context& ctx, Tensor& dtable, const Tensor& ids, const Tensor& dout) {
   const RowsShape s = kernel_check::embedding_backward(ctx.device(), dtable, ids, dout);
   if (s.rows == 0) return;
   check_ids(ctx, "embedding_backward", ids, s.table_rows);
-  launch_embedding_backward(launch_of(ctx), s.dtype, dtable.ptr<float>(), ids.ptr<std::int32_t>(), dout.data(),
-                            s.rows, s.cols);
+  launch_embedding_backward(launch_of(ctx), s.dtype, dtable.ptr<float>(), ids.ptr<std::int32_t>(), dout.data(), s.rows,
+                            s.cols);
 }
 
 void add(Context& ctx, Tensor& out, const Tensor& a, const Tensor& b) {
@@ -157,10 +156,18 @@ void axpby(Context& ctx, Tensor& y, const Tensor& x, float alpha, float beta) {
 void fill(Context& ctx, Tensor& t, float value) {
   const ElementsShape s = kernel_check::fill(ctx.device(), t, value);
   switch (s.dtype) {
-    case DType::f64: launch_fill_bits(launch_of(ctx), t.data(), bits_of(static_cast<double>(value)), 8, s.n); break;
-    case DType::bf16: launch_fill_bits(launch_of(ctx), t.data(), float_to_bf16(value), 2, s.n); break;
-    case DType::f16: launch_fill_bits(launch_of(ctx), t.data(), float_to_f16(value), 2, s.n); break;
-    default: launch_fill_bits(launch_of(ctx), t.data(), bits_of(value), 4, s.n); break;
+    case DType::f64:
+      launch_fill_bits(launch_of(ctx), t.data(), bits_of(static_cast<double>(value)), 8, s.n);
+      break;
+    case DType::bf16:
+      launch_fill_bits(launch_of(ctx), t.data(), float_to_bf16(value), 2, s.n);
+      break;
+    case DType::f16:
+      launch_fill_bits(launch_of(ctx), t.data(), float_to_f16(value), 2, s.n);
+      break;
+    default:
+      launch_fill_bits(launch_of(ctx), t.data(), bits_of(value), 4, s.n);
+      break;
   }
 }
 
@@ -181,8 +188,8 @@ double reduce(Context& ctx, const ElementsShape& s, const Tensor& x, bool square
   if (s.n == 0) return 0.0;
   constexpr int kMaxPartials = 1024;
   DeviceBuffer partials = ctx.temp(kMaxPartials * sizeof(double));
-  const int n = launch_sum_partials(launch_of(ctx), s.dtype, partials.as<double>(), kMaxPartials, x.data(), s.n,
-                                    squares);
+  const int n =
+      launch_sum_partials(launch_of(ctx), s.dtype, partials.as<double>(), kMaxPartials, x.data(), s.n, squares);
   std::vector<double> host(static_cast<std::size_t>(n));
   ctx.download(host.data(), partials.get(), host.size() * sizeof(double));
   double total = 0.0;

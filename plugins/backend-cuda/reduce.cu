@@ -20,8 +20,8 @@ __global__ void sum_partials_kernel(double* partials, const T* x, std::int64_t n
 
 }  // namespace
 
-int launch_sum_partials(const Launch& l, DType dt, double* partials, int max_partials,
-                        const void* x, std::int64_t n, bool squares) {
+int launch_sum_partials(const Launch& l, DType dt, double* partials, int max_partials, const void* x, std::int64_t n,
+                        bool squares) {
   if (n <= 0) return 0;
   const unsigned grid = grid_for(n, std::min(l.max_blocks, max_partials));
   dispatch_float(dt, squares ? "sum_squares" : "sum", [&](auto tag) {

@@ -31,8 +31,7 @@ const double* rotary_table(Context& ctx, int rotary_dims, float base, std::int64
   for (auto& e : ctx.rotary_tables) {
     if (e.rotary_dims != rotary_dims || std::bit_cast<std::uint32_t>(e.base) != std::bit_cast<std::uint32_t>(base))
       continue;
-    if (e.start <= offset && end <= e.start + e.count)
-      return e.table.as<double>() + (offset - e.start) * half * 2;
+    if (e.start <= offset && end <= e.start + e.count) return e.table.as<double>() + (offset - e.start) * half * 2;
     same_key = &e;
   }
   RotaryTable fresh;

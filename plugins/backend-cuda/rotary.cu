@@ -9,8 +9,8 @@ namespace neox::cuda {
 namespace {
 
 template <typename T>
-__global__ void rotary_kernel(T* qkv, const double* cos_sin, std::int64_t B, std::int64_t T_len,
-                              std::int64_t C, std::int64_t n_head, int half, double sign) {
+__global__ void rotary_kernel(T* qkv, const double* cos_sin, std::int64_t B, std::int64_t T_len, std::int64_t C,
+                              std::int64_t n_head, int half, double sign) {
   const std::int64_t hs = C / n_head;
   const std::int64_t total = B * T_len * 2 * n_head * half;
   for (std::int64_t idx = global_thread(); idx < total; idx += grid_threads()) {
@@ -32,16 +32,15 @@ __global__ void rotary_kernel(T* qkv, const double* cos_sin, std::int64_t B, std
 
 }  // namespace
 
-void launch_rotary(const Launch& l, DType dt, void* qkv, const double* cos_sin, std::int64_t B,
-                   std::int64_t T, std::int64_t C, std::int64_t n_head, int rotary_dims,
-                   double sign) {
+void launch_rotary(const Launch& l, DType dt, void* qkv, const double* cos_sin, std::int64_t B, std::int64_t T,
+                   std::int64_t C, std::int64_t n_head, int rotary_dims, double sign) {
   const int half = rotary_dims / 2;
   const std::int64_t total = B * T * 2 * n_head * half;
   if (total <= 0) return;
   dispatch_float(dt, "rotary", [&](auto tag) {
     using E = typename decltype(tag)::type;
-    rotary_kernel<E><<<grid_for(total, l.max_blocks), kThreads, 0, l.stream>>>(
-        static_cast<E*>(qkv), cos_sin, B, T, C, n_head, half, sign);
+    rotary_kernel<E><<<grid_for(total, l.max_blocks), kThreads, 0, l.stream>>>(static_cast<E*>(qkv), cos_sin, B, T, C,
+                                                                               n_head, half, sign);
   });
   NEOX_CUDA_CHECK_LAUNCH();
 }

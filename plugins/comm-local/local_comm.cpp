@@ -41,9 +41,8 @@ class LocalCommunicator final : public Communicator {
     check_host("reduce_scatter", "out", out);
     check_same_dtype("reduce_scatter", in, out);
     if (in.numel() != static_cast<std::int64_t>(size()) * out.numel())
-      fail("reduce_scatter", "'in' must have size() * out.numel() = " +
-                                 std::to_string(size() * out.numel()) + " elements, got " +
-                                 in.str() + " for out " + out.str());
+      fail("reduce_scatter", "'in' must have size() * out.numel() = " + std::to_string(size() * out.numel()) +
+                                 " elements, got " + in.str() + " for out " + out.str());
     copy(out, in);
     done("reduce_scatter", timer);
   }
@@ -54,9 +53,8 @@ class LocalCommunicator final : public Communicator {
     check_host("all_gather", "out", out);
     check_same_dtype("all_gather", in, out);
     if (out.numel() != static_cast<std::int64_t>(size()) * in.numel())
-      fail("all_gather", "'out' must have size() * in.numel() = " +
-                             std::to_string(size() * in.numel()) + " elements, got " + out.str() +
-                             " for in " + in.str());
+      fail("all_gather", "'out' must have size() * in.numel() = " + std::to_string(size() * in.numel()) +
+                             " elements, got " + out.str() + " for in " + in.str());
     copy(out, in);
     done("all_gather", timer);
   }
@@ -64,8 +62,7 @@ class LocalCommunicator final : public Communicator {
   void broadcast(Tensor& buffer, int root) override {
     const Timer timer;
     if (root != 0)
-      fail("broadcast", "root " + std::to_string(root) +
-                            " is not a rank of this job (ranks 0 to 0, size 1)");
+      fail("broadcast", "root " + std::to_string(root) + " is not a rank of this job (ranks 0 to 0, size 1)");
     check_host("broadcast", "buffer", buffer);
     done("broadcast", timer);
   }
@@ -76,8 +73,7 @@ class LocalCommunicator final : public Communicator {
   }
 
   void recv(Tensor& /*buffer*/, int peer, int tag) override {
-    fail("recv", "cannot receive from rank " + std::to_string(peer) + " (tag " +
-                     std::to_string(tag) +
+    fail("recv", "cannot receive from rank " + std::to_string(peer) + " (tag " + std::to_string(tag) +
                      "): a one-process job has no peers (use a multi-process comm plugin)");
   }
 
@@ -110,13 +106,11 @@ class LocalCommunicator final : public Communicator {
   static void check_host(const char* op, const char* what, const Tensor& t) {
     if (t.numel() > 0 && !t.defined()) fail(op, std::string("'") + what + "' is undefined");
     if (!t.device().is_cpu())
-      fail(op, std::string("'") + what + "' is " + t.str() +
-                   ": the local communicator works on host tensors only");
+      fail(op, std::string("'") + what + "' is " + t.str() + ": the local communicator works on host tensors only");
   }
 
   static void check_same_dtype(const char* op, const Tensor& in, const Tensor& out) {
-    if (in.dtype() != out.dtype())
-      fail(op, "'in' is " + in.str() + " but 'out' is " + out.str() + ": dtypes differ");
+    if (in.dtype() != out.dtype()) fail(op, "'in' is " + in.str() + " but 'out' is " + out.str() + ": dtypes differ");
   }
 
   // One rank's part is the whole input: copy unless in and out are the same memory.
@@ -139,5 +133,4 @@ Communicator* make_local_comm(const Options& options) {
 }  // namespace
 }  // namespace neox
 
-NEOX_PLUGIN(comm, "local", "1.0", "one-process communicator (rank 0 of 1, no peers)",
-            &neox::make_local_comm)
+NEOX_PLUGIN(comm, "local", "1.0", "one-process communicator (rank 0 of 1, no peers)", &neox::make_local_comm)

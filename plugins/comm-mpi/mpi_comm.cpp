@@ -72,15 +72,15 @@
 #include <chrono>
 #include <climits>
 #include <condition_variable>
-#include <deque>
-#include <exception>
-#include <functional>
-#include <mutex>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -126,13 +126,20 @@ enum class OpCode : std::int64_t { all_reduce = 1, reduce_scatter, all_gather, b
 // The names are the keys of CommStats::ops.
 const char* op_name(OpCode code) {
   switch (code) {
-    case OpCode::all_reduce: return "all_reduce";
-    case OpCode::reduce_scatter: return "reduce_scatter";
-    case OpCode::all_gather: return "all_gather";
-    case OpCode::broadcast: return "broadcast";
-    case OpCode::barrier: return "barrier";
-    case OpCode::send: return "send";
-    case OpCode::recv: return "recv";
+    case OpCode::all_reduce:
+      return "all_reduce";
+    case OpCode::reduce_scatter:
+      return "reduce_scatter";
+    case OpCode::all_gather:
+      return "all_gather";
+    case OpCode::broadcast:
+      return "broadcast";
+    case OpCode::barrier:
+      return "barrier";
+    case OpCode::send:
+      return "send";
+    case OpCode::recv:
+      return "recv";
   }
   return "an unknown operation";
 }
@@ -271,8 +278,7 @@ void ensure_mpi_initialised() {
   MPI_Initialized(&initialised);
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (finalized)
-    throw Error("comm 'mpi': MPI was already finalised in this process: it cannot be initialised again");
+  if (finalized) throw Error("comm 'mpi': MPI was already finalised in this process: it cannot be initialised again");
   (void)launch_before_init();
   if (initialised) return;
   // Pin libmpi with its symbols global, which Open MPI's own dlopen'ed
@@ -361,8 +367,8 @@ class MpiCommunicator final : public Communicator {
     if (!before.error.empty()) throw Error("comm 'mpi': " + before.error);
     const LaunchInfo& launch = before.info;
     if (launch.world_size == size_ && launch.rank == rank_) return;
-    throw Error("comm 'mpi': this process is " + launch.str() + ", but MPI_Init found rank " +
-                std::to_string(rank_) + " of " + std::to_string(size_) +
+    throw Error("comm 'mpi': this process is " + launch.str() + ", but MPI_Init found rank " + std::to_string(rank_) +
+                " of " + std::to_string(size_) +
                 (size_ == 1 ? " (a process of its own: it was not started by an MPI launcher)" : std::string()) +
                 "; start the job with mpirun or srun --mpi=pmix, or, with RANK, WORLD_SIZE, MASTER_ADDR and "
                 "MASTER_PORT, use plugins.comm = \"nccl\" (its TCP bootstrap)");
@@ -494,7 +500,8 @@ class MpiCommunicator final : public Communicator {
     char* data = static_cast<char*>(buffer.data());
     const std::int64_t n = static_cast<std::int64_t>(buffer.bytes());
     if (direct(n)) {
-      direct_reduce(o, red, n, [&](int) { return data; }, data);
+      direct_reduce(
+          o, red, n, [&](int) { return data; }, data);
     } else {
       const Parts parts{buffer.numel(), size_};
       ring_reduce_scatter(o, red, data, parts, [&](int part) { return data + parts.offset(part) * red.esize; });
@@ -510,8 +517,8 @@ class MpiCommunicator final : public Communicator {
     check_host(o, "out", out);
     check_same_dtype(o, in, out);
     if (in.numel() != static_cast<std::int64_t>(size_) * out.numel())
-      fail(o, "'in' must have size() * out.numel() = " + std::to_string(size_ * out.numel()) +
-                  " elements, got " + in.str() + " for out " + out.str());
+      fail(o, "'in' must have size() * out.numel() = " + std::to_string(size_ * out.numel()) + " elements, got " +
+                  in.str() + " for out " + out.str());
     const Reduction red = reduction(o, in, op);
     if (overlaps(in, out)) fail(o, "'in' and 'out' overlap: they must be separate buffers");
     start(o);
@@ -519,7 +526,8 @@ class MpiCommunicator final : public Communicator {
     char* dst = static_cast<char*>(out.data());
     const std::int64_t part = static_cast<std::int64_t>(out.bytes());
     if (direct(part)) {
-      direct_reduce(o, red, part, [&](int q) { return src + q * part; }, dst);
+      direct_reduce(
+          o, red, part, [&](int q) { return src + q * part; }, dst);
     } else {
       // Partial sums in scratch; the last one, this rank's part, in `out`.
       char* partial = scratch(part);
@@ -535,8 +543,8 @@ class MpiCommunicator final : public Communicator {
     check_host(o, "out", out);
     check_same_dtype(o, in, out);
     if (out.numel() != static_cast<std::int64_t>(size_) * in.numel())
-      fail(o, "'out' must have size() * in.numel() = " + std::to_string(size_ * in.numel()) +
-                  " elements, got " + out.str() + " for in " + in.str());
+      fail(o, "'out' must have size() * in.numel() = " + std::to_string(size_ * in.numel()) + " elements, got " +
+                  out.str() + " for in " + in.str());
     const std::size_t esize = dtype_size(in.dtype());
     const std::int64_t part = static_cast<std::int64_t>(in.bytes());
     char* dst = static_cast<char*>(out.data());
@@ -546,7 +554,8 @@ class MpiCommunicator final : public Communicator {
     start(o);
     if (in.data() != mine && part > 0) std::memcpy(mine, in.data(), static_cast<std::size_t>(part));
     if (direct(part)) {
-      exchange_with_all(o, part, [&](int) { return mine; }, [&](int q) { return dst + q * part; });
+      exchange_with_all(
+          o, part, [&](int) { return mine; }, [&](int q) { return dst + q * part; });
     } else {
       ring_all_gather(o, dst, Parts{out.numel(), size_}, esize);
     }
@@ -663,9 +672,9 @@ class MpiCommunicator final : public Communicator {
   // if this communicator has failed before.
   Op begin(OpCode code, const Tensor* main, const Tensor* other = nullptr, int peer = -1, int tag = -1) const {
     if (!failed_.empty())
-      throw Error(prefix() + op_name(code) +
-                  ": this communicator failed earlier and cannot be used again (the job must be restarted): " +
-                  failed_);
+      throw Error(
+          prefix() + op_name(code) +
+          ": this communicator failed earlier and cannot be used again (the job must be restarted): " + failed_);
     Op o;
     o.code = code;
     for (const Tensor* t : {main, other})
@@ -815,10 +824,8 @@ class MpiCommunicator final : public Communicator {
     for (int k = 0; k + 1 < size_; ++k) {
       const int send_part = ((rank_ - k) % size_ + size_) % size_;
       const int recv_part = ((rank_ - k - 1) % size_ + size_) % size_;
-      post_send(data + parts.offset(send_part) * es, parts.count(send_part) * static_cast<std::int64_t>(es), next,
-                o);
-      post_recv(data + parts.offset(recv_part) * es, parts.count(recv_part) * static_cast<std::int64_t>(es), prev,
-                o);
+      post_send(data + parts.offset(send_part) * es, parts.count(send_part) * static_cast<std::int64_t>(es), next, o);
+      post_recv(data + parts.offset(recv_part) * es, parts.count(recv_part) * static_cast<std::int64_t>(es), prev, o);
       wait(o);
     }
   }
@@ -944,8 +951,8 @@ class MpiCommunicator final : public Communicator {
       Position asker;
       if (MPI_Mrecv(&asker, kPositionWords, MPI_INT64_T, &message, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
       Answer a{std::make_shared<Position>(position_), MPI_REQUEST_NULL};
-      if (MPI_Isend(a.position.get(), kPositionWords, MPI_INT64_T, status.MPI_SOURCE, kAnswerTag, ctl_,
-                    &a.request) == MPI_SUCCESS)
+      if (MPI_Isend(a.position.get(), kPositionWords, MPI_INT64_T, status.MPI_SOURCE, kAnswerTag, ctl_, &a.request) ==
+          MPI_SUCCESS)
         answers_.push_back(std::move(a));
     }
     answers_.erase(std::remove_if(answers_.begin(), answers_.end(),
@@ -1056,8 +1063,8 @@ class MpiCommunicator final : public Communicator {
 
   [[noreturn]] void timed_out(const Op& o) {
     keep_buffers(o);
-    const std::string what = describe_op(o) + " timed out after " + seconds_text(timeout_s_) + " s (" +
-                             timeout_key_ + ")" + waiting_for() + ". ";
+    const std::string what = describe_op(o) + " timed out after " + seconds_text(timeout_s_) + " s (" + timeout_key_ +
+                             ")" + waiting_for() + ". ";
     clear_messages();
     fail_job(what + report(o, ask_everyone()));
   }
@@ -1109,8 +1116,8 @@ class MpiCommunicator final : public Communicator {
   void check_peer(const Op& o) const {
     check_rank(o, "peer", o.peer);
     if (o.peer == rank_)
-      fail(o, "peer " + std::to_string(o.peer) + " is this rank: a blocking " + op_name(o.code) +
-                  " to itself would hang");
+      fail(o,
+           "peer " + std::to_string(o.peer) + " is this rank: a blocking " + op_name(o.code) + " to itself would hang");
     if (o.tag < 0 || o.tag > tag_ub_)
       fail(o, "tag " + std::to_string(o.tag) + " is outside MPI's range [0, " + std::to_string(tag_ub_) + "]");
   }
@@ -1125,31 +1132,52 @@ class MpiCommunicator final : public Communicator {
   Reduction reduction(const Op& o, const Tensor& t, ReduceOp reduce) const {
     Reduction red{MPI_DATATYPE_NULL, MPI_OP_NULL, dtype_size(t.dtype())};
     switch (t.dtype()) {
-      case DType::f32: red.type = MPI_FLOAT; break;
-      case DType::f64: red.type = MPI_DOUBLE; break;
-      case DType::i32: red.type = MPI_INT32_T; break;
-      case DType::i64: red.type = MPI_INT64_T; break;
-      default: fail(o, t.str() + ": reductions take f32, f64, i32 or i64 (convert bf16/f16 to f32 first)");
+      case DType::f32:
+        red.type = MPI_FLOAT;
+        break;
+      case DType::f64:
+        red.type = MPI_DOUBLE;
+        break;
+      case DType::i32:
+        red.type = MPI_INT32_T;
+        break;
+      case DType::i64:
+        red.type = MPI_INT64_T;
+        break;
+      default:
+        fail(o, t.str() + ": reductions take f32, f64, i32 or i64 (convert bf16/f16 to f32 first)");
     }
     switch (reduce) {
       case ReduceOp::sum:
-      case ReduceOp::avg: red.op = MPI_SUM; break;
-      case ReduceOp::max: red.op = MPI_MAX; break;
-      case ReduceOp::min: red.op = MPI_MIN; break;
-      default: fail(o, "unknown reduce operation " + std::to_string(static_cast<int>(reduce)));
+      case ReduceOp::avg:
+        red.op = MPI_SUM;
+        break;
+      case ReduceOp::max:
+        red.op = MPI_MAX;
+        break;
+      case ReduceOp::min:
+        red.op = MPI_MIN;
+        break;
+      default:
+        fail(o, "unknown reduce operation " + std::to_string(static_cast<int>(reduce)));
     }
     return red;
   }
 
   MPI_Datatype move_type(const Op& o, const Tensor& t) const {
     switch (t.dtype()) {
-      case DType::f32: return MPI_FLOAT;
-      case DType::f64: return MPI_DOUBLE;
-      case DType::i32: return MPI_INT32_T;
-      case DType::i64: return MPI_INT64_T;
+      case DType::f32:
+        return MPI_FLOAT;
+      case DType::f64:
+        return MPI_DOUBLE;
+      case DType::i32:
+        return MPI_INT32_T;
+      case DType::i64:
+        return MPI_INT64_T;
       case DType::bf16:
       case DType::f16:
-      case DType::u16: return MPI_UINT16_T;
+      case DType::u16:
+        return MPI_UINT16_T;
     }
     fail(o, t.str() + ": unsupported dtype");
   }
@@ -1179,7 +1207,8 @@ class MpiCommunicator final : public Communicator {
         for (std::int64_t i = 0; i < n; ++i) p[i] /= size_;
         break;
       }
-      default: break;
+      default:
+        break;
     }
   }
 
@@ -1250,5 +1279,4 @@ Communicator* make_mpi_comm(const Options& options) {
 }  // namespace
 }  // namespace neox
 
-NEOX_PLUGIN(comm, "mpi", "1.0", "MPI communicator (Open MPI; host buffers; start with mpirun)",
-            &neox::make_mpi_comm)
+NEOX_PLUGIN(comm, "mpi", "1.0", "MPI communicator (Open MPI; host buffers; start with mpirun)", &neox::make_mpi_comm)

@@ -82,8 +82,9 @@ bool mpi_bootstrap_built() { return false; }
 void mpi_bootstrap_job_failed() {}
 
 MpiBootstrap::MpiBootstrap() {
-  throw Error("MPI bootstrap: this nccl plugin was built without MPI (CMake found no MPI: install libopenmpi-dev and "
-              "reconfigure), so it cannot bootstrap over MPI; use bootstrap = \"tcp\" with MASTER_ADDR and MASTER_PORT");
+  throw Error(
+      "MPI bootstrap: this nccl plugin was built without MPI (CMake found no MPI: install libopenmpi-dev and "
+      "reconfigure), so it cannot bootstrap over MPI; use bootstrap = \"tcp\" with MASTER_ADDR and MASTER_PORT");
 }
 
 void MpiBootstrap::broadcast(void*, std::size_t) {}

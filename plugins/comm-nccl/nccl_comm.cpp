@@ -97,8 +97,7 @@ class NcclCommunicator final : public Communicator {
   // `over_mpi`: the ranks met through MPI (a failure then aborts the MPI job at exit).
   NcclCommunicator(int device, int rank, int size, int local_rank, const ncclUniqueId& id, double timeout_s,
                    bool over_mpi)
-      : device_(device), rank_(rank), size_(size), local_rank_(local_rank), timeout_s_(timeout_s),
-        over_mpi_(over_mpi) {
+      : device_(device), rank_(rank), size_(size), local_rank_(local_rank), timeout_s_(timeout_s), over_mpi_(over_mpi) {
     // A process that fails alone ends the MPI job at exit (neox/launch.h).
     if (over_mpi_ && size_ > 1) on_job_failed_alone(&mpi_bootstrap_job_failed);
     try {
@@ -149,9 +148,8 @@ class NcclCommunicator final : public Communicator {
     const char* what = "all_gather";
     check_all_gather(what, in, out);
     Operand i{&in, true, false}, o{&out, false, true};
-    run(what, ring_gather_bytes(static_cast<std::int64_t>(out.bytes()), size_), {&i, &o}, [&] {
-      return ncclAllGather(i.device, o.device, in.bytes(), ncclUint8, comm_, stream_);
-    });
+    run(what, ring_gather_bytes(static_cast<std::int64_t>(out.bytes()), size_), {&i, &o},
+        [&] { return ncclAllGather(i.device, o.device, in.bytes(), ncclUint8, comm_, stream_); });
   }
 
   void broadcast(Tensor& buffer, int root) override {
@@ -204,8 +202,7 @@ class NcclCommunicator final : public Communicator {
     const ncclRedOp_t rop = nccl_op(what, op);
     if (!on_this_gpu({&in, &out})) return Communicator::reduce_scatter_start(in, out, op);
     return start(what, ring_gather_bytes(static_cast<std::int64_t>(in.bytes()), size_), {in, out}, [&] {
-      return ncclReduceScatter(in.data(), out.data(), static_cast<std::size_t>(out.numel()), type, rop, comm_,
-                               stream_);
+      return ncclReduceScatter(in.data(), out.data(), static_cast<std::size_t>(out.numel()), type, rop, comm_, stream_);
     });
   }
 
@@ -274,8 +271,8 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::string prefix() const {
-    return "comm 'nccl' (rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ", cuda:" +
-           std::to_string(device_) + "): ";
+    return "comm 'nccl' (rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
+           ", cuda:" + std::to_string(device_) + "): ";
   }
 
   [[noreturn]] void fail(const char* op, const std::string& problem) const {
@@ -296,8 +293,8 @@ class NcclCommunicator final : public Communicator {
     if (s.find("Duplicate GPU") != std::string::npos) {
       int count = 0;
       (void)cudaGetDeviceCount(&count);
-      s += " (NCCL takes one rank per GPU: start at most " + std::to_string(count) + " rank" +
-           (count == 1 ? "" : "s") + " per node here, e.g. mpirun -np " + std::to_string(count) +
+      s += " (NCCL takes one rank per GPU: start at most " + std::to_string(count) + " rank" + (count == 1 ? "" : "s") +
+           " per node here, e.g. mpirun -np " + std::to_string(count) +
            " or srun --gpus-per-task=1, or give each rank its own GPU with CUDA_VISIBLE_DEVICES)";
     }
     return s;
@@ -468,8 +465,7 @@ class NcclCommunicator final : public Communicator {
         continue;
       }
       o->device = area;
-      if (o->in && t.bytes() > 0)
-        cuda(op, cudaMemcpyAsync(area, t.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
+      if (o->in && t.bytes() > 0) cuda(op, cudaMemcpyAsync(area, t.data(), t.bytes(), cudaMemcpyHostToDevice, stream_));
       area += (t.bytes() + 255) / 256 * 256;
     }
     // Device tensors may still be written by kernels queued before the call.
@@ -539,23 +535,34 @@ class NcclCommunicator final : public Communicator {
 
   ncclDataType_t reduce_type(const char* op, const Tensor& t) const {
     switch (t.dtype()) {
-      case DType::f32: return ncclFloat32;
-      case DType::f64: return ncclFloat64;
-      case DType::i32: return ncclInt32;
-      case DType::i64: return ncclInt64;
-      case DType::bf16: return ncclBfloat16;
-      case DType::f16: return ncclFloat16;
-      case DType::u16: break;
+      case DType::f32:
+        return ncclFloat32;
+      case DType::f64:
+        return ncclFloat64;
+      case DType::i32:
+        return ncclInt32;
+      case DType::i64:
+        return ncclInt64;
+      case DType::bf16:
+        return ncclBfloat16;
+      case DType::f16:
+        return ncclFloat16;
+      case DType::u16:
+        break;
     }
     fail(op, t.str() + ": reductions take f32, f64, i32, i64, bf16 or f16");
   }
 
   ncclRedOp_t nccl_op(const char* op, ReduceOp reduce) const {
     switch (reduce) {
-      case ReduceOp::sum: return ncclSum;
-      case ReduceOp::avg: return ncclAvg;
-      case ReduceOp::max: return ncclMax;
-      case ReduceOp::min: return ncclMin;
+      case ReduceOp::sum:
+        return ncclSum;
+      case ReduceOp::avg:
+        return ncclAvg;
+      case ReduceOp::max:
+        return ncclMax;
+      case ReduceOp::min:
+        return ncclMin;
     }
     fail(op, "unknown reduce operation " + std::to_string(static_cast<int>(reduce)));
   }
@@ -627,10 +634,11 @@ Rendezvous tcp_rendezvous_run(const LaunchInfo& launch, std::optional<TcpRendezv
 // MASTER_PORT set and valid) but not yet run.
 TcpRendezvous tcp_rendezvous(const LaunchInfo& launch, double timeout_s) {
   if (launch.master_addr.empty() || launch.master_port.empty())
-    throw Error("the TCP bootstrap needs MASTER_ADDR and MASTER_PORT (the host of rank 0 and a free port, the "
-                "same on every rank; under Slurm: export MASTER_ADDR=$(scontrol show hostnames "
-                "\"$SLURM_JOB_NODELIST\" | head -n 1) MASTER_PORT=29500), or start the job with mpirun (or srun "
-                "--mpi=pmix) for the MPI bootstrap");
+    throw Error(
+        "the TCP bootstrap needs MASTER_ADDR and MASTER_PORT (the host of rank 0 and a free port, the "
+        "same on every rank; under Slurm: export MASTER_ADDR=$(scontrol show hostnames "
+        "\"$SLURM_JOB_NODELIST\" | head -n 1) MASTER_PORT=29500), or start the job with mpirun (or srun "
+        "--mpi=pmix) for the MPI bootstrap");
   return TcpRendezvous(launch.master_addr, launch.master_port, launch.rank, launch.world_size, timeout_s);
 }
 
@@ -662,8 +670,8 @@ Communicator* make_nccl_comm(const Options& options) {
   if (count == 0) throw DeviceUnavailable("comm 'nccl': no CUDA device available (cudaGetDeviceCount found none)");
   if (!has_device) device = launch.local_rank % count;
   if (device >= count)
-    throw DeviceUnavailable("comm 'nccl': CUDA device " + std::to_string(device) + " (from " +
-                            options.where("device") + ") is not available: " + std::to_string(count) + " visible");
+    throw DeviceUnavailable("comm 'nccl': CUDA device " + std::to_string(device) + " (from " + options.where("device") +
+                            ") is not available: " + std::to_string(count) + " visible");
 
   Rendezvous r;
   try {

@@ -219,27 +219,31 @@ Socket connect_once(const std::string& host, int port, Clock::time_point deadlin
 
 std::string status_text(std::uint32_t status) {
   switch (status) {
-    case kWorldSize: return "the world sizes differ";
-    case kBadRank: return "the rank is not a rank of rank 0's job";
-    case kDuplicateRank: return "another process already connected with this rank";
-    case kBlobSize: return "the blob sizes differ (different neox or NCCL versions?)";
-    default: return "unknown status " + std::to_string(status);
+    case kWorldSize:
+      return "the world sizes differ";
+    case kBadRank:
+      return "the rank is not a rank of rank 0's job";
+    case kDuplicateRank:
+      return "another process already connected with this rank";
+    case kBlobSize:
+      return "the blob sizes differ (different neox or NCCL versions?)";
+    default:
+      return "unknown status " + std::to_string(status);
   }
 }
 
 }  // namespace
 
-TcpRendezvous::TcpRendezvous(std::string host, const std::string& port, int rank, int world_size,
-                             double timeout_s)
+TcpRendezvous::TcpRendezvous(std::string host, const std::string& port, int rank, int world_size, double timeout_s)
     : host_(std::move(host)), rank_(rank), world_size_(world_size), timeout_s_(timeout_s) {
-  const std::string where = "TCP rendezvous (rank " + std::to_string(rank) + " of " + std::to_string(world_size) + "): ";
+  const std::string where =
+      "TCP rendezvous (rank " + std::to_string(rank) + " of " + std::to_string(world_size) + "): ";
   if (host_.empty())
     throw Error(where + "MASTER_ADDR is not set: set MASTER_ADDR to the host of rank 0 and MASTER_PORT to a free port");
   bool digits = !port.empty() && port.size() <= 5;
   for (char c : port) digits = digits && c >= '0' && c <= '9';
   port_ = digits ? std::stoi(port) : 0;
-  if (port_ < 1 || port_ > 65535)
-    throw Error(where + "MASTER_PORT='" + port + "' is not a port number (1 to 65535)");
+  if (port_ < 1 || port_ > 65535) throw Error(where + "MASTER_PORT='" + port + "' is not a port number (1 to 65535)");
   if (world_size < 1 || rank < 0 || rank >= world_size)
     throw Error(where + "rank " + std::to_string(rank) + " is not a rank of a job of " + std::to_string(world_size));
   if (!(timeout_s > 0)) throw Error(where + "the timeout must be positive, got " + seconds_text(timeout_s));
@@ -264,7 +268,8 @@ void TcpRendezvous::broadcast(void* blob, std::size_t bytes) {
 }
 
 void TcpRendezvous::serve(const void* blob, std::size_t bytes) {
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s_));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s_));
   int error = 0;
   Socket listener = listen_on(port_, error);
   if (!listener.valid())
@@ -330,7 +335,8 @@ void TcpRendezvous::serve(const void* blob, std::size_t bytes) {
 }
 
 void TcpRendezvous::fetch(void* blob, std::size_t bytes) {
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s_));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s_));
   std::vector<char> hello(kMagic, kMagic + sizeof kMagic);
   put_u32(hello, static_cast<std::uint32_t>(rank_));
   put_u32(hello, static_cast<std::uint32_t>(world_size_));

@@ -17,9 +17,9 @@
 
 #include "neox/data_source.h"
 #include "neox/error.h"
+#include "neox/io/safetensors.h"
 #include "neox/options.h"
 #include "neox/plugin.h"
-#include "neox/io/safetensors.h"
 
 namespace neox {
 namespace {
@@ -36,8 +36,7 @@ struct FixedData {
 bool is_int(DType t) { return t == DType::i64 || t == DType::i32 || t == DType::u16; }
 bool is_float(DType t) { return t == DType::f32 || t == DType::f64 || t == DType::f16 || t == DType::bf16; }
 
-std::shared_ptr<const FixedData> load(const std::string& path, const std::string& where,
-                                      const DataContext& ctx) {
+std::shared_ptr<const FixedData> load(const std::string& path, const std::string& where, const DataContext& ctx) {
   SafeTensorsFile file;
   try {
     file = SafeTensorsFile::open(path);
@@ -48,8 +47,10 @@ std::shared_ptr<const FixedData> load(const std::string& path, const std::string
   data->path = path;
   for (const char* name : {"input_ids", "labels"}) {
     if (!file.contains(name))
-      throw Error(path + ": no tensor '" + name + "'; a fixed-data file holds input_ids and labels, "
-                         "[N, seq_length] integers, and optionally loss_mask (" + where + ")");
+      throw Error(path + ": no tensor '" + name +
+                  "'; a fixed-data file holds input_ids and labels, "
+                  "[N, seq_length] integers, and optionally loss_mask (" +
+                  where + ")");
     const SafeTensorInfo& info = file.info(name);
     if (!is_int(info.dtype) || info.shape.size() != 2)
       throw Error(path + ": tensor '" + name + "' must be a 2-D integer tensor [N, seq_length], got " +
@@ -57,8 +58,8 @@ std::shared_ptr<const FixedData> load(const std::string& path, const std::string
   }
   const Shape shape = file.info("input_ids").shape;
   if (file.info("labels").shape != shape)
-    throw Error(path + ": labels " + shape_str(file.info("labels").shape) +
-                " and input_ids " + shape_str(shape) + " differ in shape");
+    throw Error(path + ": labels " + shape_str(file.info("labels").shape) + " and input_ids " + shape_str(shape) +
+                " differ in shape");
   data->rows = shape[0];
   data->cols = shape[1];
   if (data->rows < 1) throw Error(path + ": input_ids " + shape_str(shape) + " holds no rows");
@@ -70,8 +71,8 @@ std::shared_ptr<const FixedData> load(const std::string& path, const std::string
   if (file.contains("loss_mask")) {
     const SafeTensorInfo& info = file.info("loss_mask");
     if (!is_float(info.dtype) || info.shape != shape)
-      throw Error(path + ": loss_mask must be floats shaped like input_ids " + shape_str(shape) +
-                  ", got " + std::string(dtype_name(info.dtype)) + shape_str(info.shape));
+      throw Error(path + ": loss_mask must be floats shaped like input_ids " + shape_str(shape) + ", got " +
+                  std::string(dtype_name(info.dtype)) + shape_str(info.shape));
     data->loss_mask = file.read("loss_mask", DType::f32);
   } else {
     data->loss_mask = Tensor::zeros_host(shape, DType::f32);
@@ -84,13 +85,12 @@ std::shared_ptr<const FixedData> load(const std::string& path, const std::string
   const auto* lab = data->labels.ptr<std::int64_t>();
   for (std::int64_t i = 0; i < data->input_ids.numel(); ++i) {
     if (ids[i] < 0 || ids[i] >= ctx.vocab_size)
-      throw Error(path + ": input_ids[" + std::to_string(i / data->cols) + ", " +
-                  std::to_string(i % data->cols) + "] = " + std::to_string(ids[i]) +
-                  " is not a token id below the vocabulary size " + std::to_string(ctx.vocab_size));
+      throw Error(path + ": input_ids[" + std::to_string(i / data->cols) + ", " + std::to_string(i % data->cols) +
+                  "] = " + std::to_string(ids[i]) + " is not a token id below the vocabulary size " +
+                  std::to_string(ctx.vocab_size));
     if (lab[i] >= ctx.vocab_size)
-      throw Error(path + ": labels[" + std::to_string(i / data->cols) + ", " +
-                  std::to_string(i % data->cols) + "] = " + std::to_string(lab[i]) +
-                  " is not below the vocabulary size " + std::to_string(ctx.vocab_size));
+      throw Error(path + ": labels[" + std::to_string(i / data->cols) + ", " + std::to_string(i % data->cols) + "] = " +
+                  std::to_string(lab[i]) + " is not below the vocabulary size " + std::to_string(ctx.vocab_size));
   }
   return data;
 }
@@ -103,8 +103,9 @@ class FixedDataSource final : public DataSource {
     const std::string test = o.get_string("test_path", "");
     o.reject_unknown();
     if (path.empty())
-      throw Error(o.table() + ".path: required: a safetensors file with input_ids and labels "
-                              "[N, seq_length]");
+      throw Error(o.table() +
+                  ".path: required: a safetensors file with input_ids and labels "
+                  "[N, seq_length]");
     check(ctx.seq_length >= 1, "fixed data: seq_length must be at least 1");
     check(ctx.micro_batch_size >= 1, "fixed data: micro_batch_size must be at least 1");
     check(ctx.vocab_size >= 1, "fixed data: vocab_size must be at least 1");
@@ -150,8 +151,8 @@ class FixedDataSource final : public DataSource {
   std::int64_t position(Split split) const override { return at(split).position; }
   void seek(Split split, std::int64_t position) override {
     if (position < 0)
-      throw Error("fixed data: cannot seek the " + std::string(split_name(split)) +
-                  " split to a negative position " + std::to_string(position));
+      throw Error("fixed data: cannot seek the " + std::string(split_name(split)) + " split to a negative position " +
+                  std::to_string(position));
     at(split).position = position;
   }
 

@@ -157,15 +157,14 @@ std::array<std::int64_t, 4> split_boundaries(const std::string& split, std::int6
 
 // ------------------------------------------------------------ index mappings
 
-std::int64_t num_epochs(std::int64_t tokens_per_epoch, std::int64_t seq_length,
-                        std::int64_t num_samples) {
+std::int64_t num_epochs(std::int64_t tokens_per_epoch, std::int64_t seq_length, std::int64_t num_samples) {
   if (tokens_per_epoch <= 0 || seq_length <= 0 || num_samples < 0)
     throw Error("num_epochs: tokens per epoch and seq_length must be positive");
   // The smallest epochs >= 1 with (epochs * tokens - 1) / seq_length >= num_samples,
   // i.e. epochs * tokens >= num_samples * seq_length + 1.
   if (num_samples > (std::numeric_limits<std::int64_t>::max() - 1) / seq_length)
-    throw Error("num_epochs: " + std::to_string(num_samples) + " samples of " +
-                std::to_string(seq_length) + " tokens overflow a 64-bit count");
+    throw Error("num_epochs: " + std::to_string(num_samples) + " samples of " + std::to_string(seq_length) +
+                " tokens overflow a 64-bit count");
   const std::int64_t need = num_samples * seq_length + 1;
   return std::max<std::int64_t>(1, (need + tokens_per_epoch - 1) / tokens_per_epoch);
 }
@@ -174,9 +173,8 @@ std::int64_t Gpt2Index::length() const {
   return std::max<std::int64_t>(0, std::min(shuffle_idx.size() - 1, sample_rows() - 1));
 }
 
-Gpt2Index build_gpt2_index(const std::vector<std::int32_t>& sizes, std::int64_t doc_begin,
-                           std::int64_t doc_end, std::int64_t num_samples, std::int64_t seq_length,
-                           std::uint32_t seed) {
+Gpt2Index build_gpt2_index(const std::vector<std::int32_t>& sizes, std::int64_t doc_begin, std::int64_t doc_end,
+                           std::int64_t num_samples, std::int64_t seq_length, std::uint32_t seed) {
   const auto n_items = static_cast<std::int64_t>(sizes.size());
   if (doc_begin < 0 || doc_end > n_items || doc_end <= doc_begin)
     throw Error("documents [" + std::to_string(doc_begin) + ", " + std::to_string(doc_end) +
@@ -189,14 +187,13 @@ Gpt2Index build_gpt2_index(const std::vector<std::int32_t>& sizes, std::int64_t 
   Gpt2Index ix;
   for (std::int64_t d = doc_begin; d < doc_end; ++d) ix.tokens_per_epoch += sizes[static_cast<std::size_t>(d)];
   if (ix.tokens_per_epoch < 2)
-    throw Error("documents [" + std::to_string(doc_begin) + ", " + std::to_string(doc_end) +
-                ") hold " + std::to_string(ix.tokens_per_epoch) +
-                " tokens; at least 2 are needed to make a sample");
+    throw Error("documents [" + std::to_string(doc_begin) + ", " + std::to_string(doc_end) + ") hold " +
+                std::to_string(ix.tokens_per_epoch) + " tokens; at least 2 are needed to make a sample");
   ix.num_epochs = num_epochs(ix.tokens_per_epoch, seq_length, num_samples);
   const std::int64_t n_docs = doc_end - doc_begin;
   if (ix.num_epochs > (std::int64_t{1} << 40) / n_docs)
-    throw Error(std::to_string(num_samples) + " samples need " + std::to_string(ix.num_epochs) +
-                " epochs over " + std::to_string(n_docs) + " documents: too many to index");
+    throw Error(std::to_string(num_samples) + " samples need " + std::to_string(ix.num_epochs) + " epochs over " +
+                std::to_string(n_docs) + " documents: too many to index");
 
   // _build_doc_idx: the documents once per epoch, then one shuffle of all.
   NumpyRandomState rng(seed);
@@ -240,9 +237,8 @@ Gpt2Index build_gpt2_index(const std::vector<std::int32_t>& sizes, std::int64_t 
   return ix;
 }
 
-Gpt2Dataset::Gpt2Dataset(std::shared_ptr<const IndexedDataset> data, std::int64_t doc_begin,
-                         std::int64_t doc_end, std::int64_t num_samples, std::int64_t seq_length,
-                         std::uint32_t seed)
+Gpt2Dataset::Gpt2Dataset(std::shared_ptr<const IndexedDataset> data, std::int64_t doc_begin, std::int64_t doc_end,
+                         std::int64_t num_samples, std::int64_t seq_length, std::uint32_t seed)
     : data_(std::move(data)),
       seq_length_(seq_length),
       index_(build_gpt2_index(data_->sizes(), doc_begin, doc_end, num_samples, seq_length, seed)),
@@ -253,8 +249,7 @@ void Gpt2Dataset::sample(std::int64_t idx, std::int32_t* out) const {
   // GPT-NeoX indexes shuffle_idx directly (it has one entry more than the
   // length) and only an IndexError past that wraps modulo the length.
   if (idx >= index_.shuffle_idx.size()) {
-    if (length_ == 0)
-      throw Error(data_->prefix() + ": sample " + std::to_string(idx) + " of a dataset of length 0");
+    if (length_ == 0) throw Error(data_->prefix() + ": sample " + std::to_string(idx) + " of a dataset of length 0");
     idx %= length_;
   }
   const std::int64_t s = index_.shuffle_idx[idx];
@@ -320,11 +315,9 @@ double numpy_sum(const std::vector<double>& v) {
   return 0.0 + pairwise_sum(v.data(), static_cast<std::int64_t>(v.size()));
 }
 
-WeightedSamples normalized_weights_and_num_samples(const std::vector<double>& weights,
-                                                   std::int64_t num_samples) {
+WeightedSamples normalized_weights_and_num_samples(const std::vector<double>& weights, std::int64_t num_samples) {
   for (double w : weights)
-    if (!std::isfinite(w) || w < 0)
-      throw Error("data weight " + std::to_string(w) + " must be a finite number >= 0");
+    if (!std::isfinite(w) || w < 0) throw Error("data weight " + std::to_string(w) + " must be a finite number >= 0");
   const double sum = python_sum(weights);
   if (!(sum > 0.0)) throw Error("data weights sum to 0; at least one must be positive");
   WeightedSamples out;
@@ -355,8 +348,7 @@ std::vector<double> weights_by_num_docs(const std::vector<std::int64_t>& num_doc
 }
 
 void build_blending_indices(const std::vector<double>& weights, std::int64_t size,
-                            std::vector<std::uint8_t>& dataset_index,
-                            std::vector<std::int64_t>& dataset_sample_index) {
+                            std::vector<std::uint8_t>& dataset_index, std::vector<std::int64_t>& dataset_sample_index) {
   const std::size_t n = weights.size();
   dataset_index.assign(static_cast<std::size_t>(size), 0);
   dataset_sample_index.assign(static_cast<std::size_t>(size), 0);
@@ -382,8 +374,8 @@ BlendedDataset::BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> 
                                const std::vector<double>& weights)
     : parts_(std::move(parts)) {
   if (parts_.empty() || parts_.size() != weights.size())
-    throw Error("a blend needs as many weights as datasets (" + std::to_string(parts_.size()) +
-                " datasets, " + std::to_string(weights.size()) + " weights)");
+    throw Error("a blend needs as many weights as datasets (" + std::to_string(parts_.size()) + " datasets, " +
+                std::to_string(weights.size()) + " weights)");
   if (parts_.size() >= 255) throw Error("a blend holds at most 254 datasets");
   for (const auto& p : parts_) size_ += p->size();
   const double sum = numpy_sum(weights);

@@ -79,8 +79,7 @@ std::array<std::int64_t, 4> split_boundaries(const std::string& split, std::int6
 
 // _num_epochs: epochs needed so that (epochs * tokens_per_epoch - 1) /
 // seq_length >= num_samples (at least 1).
-std::int64_t num_epochs(std::int64_t tokens_per_epoch, std::int64_t seq_length,
-                        std::int64_t num_samples);
+std::int64_t num_epochs(std::int64_t tokens_per_epoch, std::int64_t seq_length, std::int64_t num_samples);
 
 // The three index mappings of a GPT2Dataset (pack_impl "packed").
 struct Gpt2Index {
@@ -97,9 +96,8 @@ struct Gpt2Index {
 // _build_index_mappings for the documents [doc_begin, doc_end) of a dataset
 // with item sizes `sizes`. Throws neox::Error when the documents hold no
 // tokens or the arguments are out of range.
-Gpt2Index build_gpt2_index(const std::vector<std::int32_t>& sizes, std::int64_t doc_begin,
-                           std::int64_t doc_end, std::int64_t num_samples, std::int64_t seq_length,
-                           std::uint32_t seed);
+Gpt2Index build_gpt2_index(const std::vector<std::int32_t>& sizes, std::int64_t doc_begin, std::int64_t doc_end,
+                           std::int64_t num_samples, std::int64_t seq_length, std::uint32_t seed);
 
 // Anything that yields samples of seq_length + 1 tokens by index.
 class SampleSource {
@@ -116,9 +114,8 @@ class SampleSource {
 // GPT2Dataset over documents [doc_begin, doc_end) of one indexed dataset.
 class Gpt2Dataset final : public SampleSource {
  public:
-  Gpt2Dataset(std::shared_ptr<const IndexedDataset> data, std::int64_t doc_begin,
-              std::int64_t doc_end, std::int64_t num_samples, std::int64_t seq_length,
-              std::uint32_t seed);
+  Gpt2Dataset(std::shared_ptr<const IndexedDataset> data, std::int64_t doc_begin, std::int64_t doc_end,
+              std::int64_t num_samples, std::int64_t seq_length, std::uint32_t seed);
   std::int64_t size() const override { return length_; }
   std::int64_t seq_length() const override { return seq_length_; }
   void sample(std::int64_t idx, std::int32_t* out) const override;
@@ -144,8 +141,7 @@ struct WeightedSamples {
   std::vector<double> weights;
   std::vector<std::int64_t> num_samples;
 };
-WeightedSamples normalized_weights_and_num_samples(const std::vector<double>& weights,
-                                                   std::int64_t num_samples);
+WeightedSamples normalized_weights_and_num_samples(const std::vector<double>& weights, std::int64_t num_samples);
 
 // weights_by_num_docs (GPT-NeoX's weight_by_num_documents): p(L) ~ |L|^alpha,
 // times (1 - |L| / total), normalised.
@@ -155,15 +151,13 @@ std::vector<double> weights_by_num_docs(const std::vector<std::int64_t>& num_doc
 // whose achieved share lags its weight most, and the running sample count of
 // that dataset.
 void build_blending_indices(const std::vector<double>& weights, std::int64_t size,
-                            std::vector<std::uint8_t>& dataset_index,
-                            std::vector<std::int64_t>& dataset_sample_index);
+                            std::vector<std::uint8_t>& dataset_index, std::vector<std::int64_t>& dataset_sample_index);
 
 // BlendableDataset: its length is the sum of the parts' lengths; the weights
 // are normalised again with numpy's sum, as BlendableDataset does.
 class BlendedDataset final : public SampleSource {
  public:
-  BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> parts,
-                 const std::vector<double>& weights);
+  BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> parts, const std::vector<double>& weights);
   std::int64_t size() const override { return size_; }
   std::int64_t seq_length() const override { return parts_.front()->seq_length(); }
   void sample(std::int64_t idx, std::int32_t* out) const override;

@@ -85,12 +85,9 @@ class MmapDataSource final : public DataSource {
   MmapDataSource(const Options& o, const DataContext& ctx) : ctx_(ctx) {
     const std::string data_path = o.get_string("data_path", "");
     const std::array<std::vector<std::string>, 3> paths = {
-        o.get_strings("train_data_paths"), o.get_strings("valid_data_paths"),
-        o.get_strings("test_data_paths")};
-    const std::array<std::string, 3> weight_keys = {"train_data_weights", "valid_data_weights",
-                                                    "test_data_weights"};
-    const std::array<std::string, 3> path_keys = {"train_data_paths", "valid_data_paths",
-                                                  "test_data_paths"};
+        o.get_strings("train_data_paths"), o.get_strings("valid_data_paths"), o.get_strings("test_data_paths")};
+    const std::array<std::string, 3> weight_keys = {"train_data_weights", "valid_data_weights", "test_data_weights"};
+    const std::array<std::string, 3> path_keys = {"train_data_paths", "valid_data_paths", "test_data_paths"};
     std::array<std::vector<double>, 3> weights;
     for (int i = 0; i < 3; ++i) weights[i] = get_weights(o, weight_keys[i]);
     const std::string split = o.get_string("split", kDefaultSplit);
@@ -108,8 +105,9 @@ class MmapDataSource final : public DataSource {
                   ": give either data_path (one dataset, divided by `split`) or "
                   "train/valid/test_data_paths, not both");
     if (data_path.empty() && !listed)
-      throw Error(o.table() + ": no data: set data_path = \"PREFIX\" (PREFIX.bin/PREFIX.idx) or "
-                              "train_data_paths/valid_data_paths/test_data_paths");
+      throw Error(o.table() +
+                  ": no data: set data_path = \"PREFIX\" (PREFIX.bin/PREFIX.idx) or "
+                  "train_data_paths/valid_data_paths/test_data_paths");
     if (listed && o.has("split"))
       throw Error(o.where("split") +
                   ": split divides data_path; with train/valid/test_data_paths each list is "
@@ -117,21 +115,18 @@ class MmapDataSource final : public DataSource {
     for (int i = 0; i < 3; ++i) {
       if (weights[i].empty()) continue;
       if (data_path.size())
-        throw Error(o.where(weight_keys[i]) + ": weights apply to " + path_keys[i] +
-                    ", not to data_path");
+        throw Error(o.where(weight_keys[i]) + ": weights apply to " + path_keys[i] + ", not to data_path");
       if (by_docs)
-        throw Error(o.where(weight_keys[i]) +
-                    ": weight_by_num_documents computes the weights; do not give them too");
+        throw Error(o.where(weight_keys[i]) + ": weight_by_num_documents computes the weights; do not give them too");
       if (weights[i].size() != paths[i].size())
-        throw Error(o.where(weight_keys[i]) + ": " + std::to_string(weights[i].size()) +
-                    " weights for " + std::to_string(paths[i].size()) + " paths in " + path_keys[i]);
+        throw Error(o.where(weight_keys[i]) + ": " + std::to_string(weights[i].size()) + " weights for " +
+                    std::to_string(paths[i].size()) + " paths in " + path_keys[i]);
     }
     if ((by_docs || o.has("weighted_sampler_alpha")) && !listed)
       throw Error(o.where(by_docs ? "weight_by_num_documents" : "weighted_sampler_alpha") +
                   ": applies to train/valid/test_data_paths only");
     if (eod_mask_loss_ && eod_token_id_ < 0)
-      throw Error(o.where("eod_mask_loss") +
-                  ": eod_mask_loss needs eod_token_id, the id of the end-of-document token");
+      throw Error(o.where("eod_mask_loss") + ": eod_mask_loss needs eod_token_id, the id of the end-of-document token");
 
     // ---- the context from the trainer.
     check(ctx.seq_length >= 1 && ctx.seq_length < std::numeric_limits<std::int32_t>::max(),
@@ -142,20 +137,17 @@ class MmapDataSource final : public DataSource {
     check(ctx.dp_size >= 1 && ctx.dp_rank >= 0 && ctx.dp_rank < ctx.dp_size,
           "mmap data: data-parallel rank " + std::to_string(ctx.dp_rank) + " is not in [0, " +
               std::to_string(ctx.dp_size) + ")");
-    check(ctx.seed <= 0xffffffffULL,
-          "mmap data: seed " + std::to_string(ctx.seed) +
-              " must be below 2^32 (GPT-NeoX seeds numpy's RandomState with it)");
-    const std::array<std::int64_t, 3> requested = {ctx.train_samples, ctx.valid_samples,
-                                                   ctx.test_samples};
+    check(ctx.seed <= 0xffffffffULL, "mmap data: seed " + std::to_string(ctx.seed) +
+                                         " must be below 2^32 (GPT-NeoX seeds numpy's RandomState with it)");
+    const std::array<std::int64_t, 3> requested = {ctx.train_samples, ctx.valid_samples, ctx.test_samples};
     for (int i = 0; i < 3; ++i)
-      check(requested[i] >= 0, std::string("mmap data: negative number of ") +
-                                   split_name(static_cast<Split>(i)) + " samples");
+      check(requested[i] >= 0,
+            std::string("mmap data: negative number of ") + split_name(static_cast<Split>(i)) + " samples");
     const auto seed = static_cast<std::uint32_t>(ctx.seed);
 
     if (!data_path.empty()) {
       auto ds = open(data_path, o.where("data_path"), check_ids);
-      const std::string split_where =
-          o.has("split") ? o.where("split") : "the default; set " + o.table() + ".split";
+      const std::string split_where = o.has("split") ? o.where("split") : "the default; set " + o.table() + ".split";
       std::array<std::int64_t, 4> bounds{};
       try {
         bounds = gpt2::split_boundaries(split, ds->num_items());
@@ -168,14 +160,13 @@ class MmapDataSource final : public DataSource {
         s.requested = requested[i];
         const std::int64_t b = bounds[static_cast<std::size_t>(i)];
         const std::int64_t e = bounds[static_cast<std::size_t>(i) + 1];
-        s.origin = "documents [" + std::to_string(b) + ", " + std::to_string(e) + ") of " +
-                   data_path + " by split \"" + split + "\"";
+        s.origin = "documents [" + std::to_string(b) + ", " + std::to_string(e) + ") of " + data_path + " by split \"" +
+                   split + "\"";
         if (e <= b) {
           if (s.requested > 0)
-            throw Error("mmap data: the " + std::string(name) + " split must supply " +
-                        std::to_string(s.requested) + " samples but has no documents: split \"" +
-                        split + "\" gives it documents [" + std::to_string(b) + ", " +
-                        std::to_string(e) + ") of the " + std::to_string(ds->num_items()) +
+            throw Error("mmap data: the " + std::string(name) + " split must supply " + std::to_string(s.requested) +
+                        " samples but has no documents: split \"" + split + "\" gives it documents [" +
+                        std::to_string(b) + ", " + std::to_string(e) + ") of the " + std::to_string(ds->num_items()) +
                         " documents in " + data_path + " (" + split_where +
                         "); give it a share of the documents or draw no samples from it");
           continue;
@@ -191,9 +182,8 @@ class MmapDataSource final : public DataSource {
         s.origin = path_keys[static_cast<std::size_t>(i)];
         if (list.empty()) {
           if (s.requested > 0)
-            throw Error("mmap data: the " + std::string(name) + " split must supply " +
-                        std::to_string(s.requested) + " samples but " + path_keys[i] +
-                        " is empty (" + o.table() + ")");
+            throw Error("mmap data: the " + std::string(name) + " split must supply " + std::to_string(s.requested) +
+                        " samples but " + path_keys[i] + " is empty (" + o.table() + ")");
           continue;
         }
         std::vector<std::shared_ptr<const IndexedDataset>> sets;
@@ -221,10 +211,9 @@ class MmapDataSource final : public DataSource {
     for (int i = 0; i < 3; ++i) {
       const SplitData& s = splits_[static_cast<std::size_t>(i)];
       if (s.requested > 0 && s.source && s.source->size() == 0)
-        throw Error("mmap data: the " + std::string(split_name(static_cast<Split>(i))) +
-                    " split must supply " + std::to_string(s.requested) +
-                    " samples but its data (" + s.origin + ") is too small for one sample of " +
-                    std::to_string(ctx.seq_length + 1) + " tokens");
+        throw Error("mmap data: the " + std::string(split_name(static_cast<Split>(i))) + " split must supply " +
+                    std::to_string(s.requested) + " samples but its data (" + s.origin +
+                    ") is too small for one sample of " + std::to_string(ctx.seq_length + 1) + " tokens");
     }
     buffer_.resize(static_cast<std::size_t>(ctx.seq_length + 1));
   }
@@ -260,8 +249,7 @@ class MmapDataSource final : public DataSource {
       for (std::int64_t t = 0; t < T; ++t) {
         in[b * T + t] = buffer_[static_cast<std::size_t>(t)];
         lab[b * T + t] = buffer_[static_cast<std::size_t>(t) + 1];
-        mask[b * T + t] =
-            (eod_mask_loss_ && buffer_[static_cast<std::size_t>(t)] == eod_token_id_) ? 0.0f : 1.0f;
+        mask[b * T + t] = (eod_mask_loss_ && buffer_[static_cast<std::size_t>(t)] == eod_token_id_) ? 0.0f : 1.0f;
       }
     }
     s.position += group;
@@ -272,8 +260,8 @@ class MmapDataSource final : public DataSource {
 
   void seek(Split split, std::int64_t position) override {
     if (position < 0)
-      throw Error("mmap data: cannot seek the " + std::string(split_name(split)) +
-                  " split to a negative position " + std::to_string(position));
+      throw Error("mmap data: cannot seek the " + std::string(split_name(split)) + " split to a negative position " +
+                  std::to_string(position));
     at(split).position = position;
   }
 
@@ -286,8 +274,7 @@ class MmapDataSource final : public DataSource {
     return i;
   }
 
-  std::shared_ptr<const IndexedDataset> open(const std::string& prefix, const std::string& where,
-                                             bool check_ids) {
+  std::shared_ptr<const IndexedDataset> open(const std::string& prefix, const std::string& where, bool check_ids) {
     auto it = open_.find(prefix);
     if (it != open_.end()) return it->second;
     std::shared_ptr<const IndexedDataset> ds;
@@ -303,20 +290,18 @@ class MmapDataSource final : public DataSource {
     if (check_ids && !covered) {
       const std::int64_t m = ds->max_token();
       if (m >= ctx_.vocab_size)
-        throw Error(prefix + ".bin: token id " + std::to_string(m) +
-                    " is not below the vocabulary size " + std::to_string(ctx_.vocab_size) +
+        throw Error(prefix + ".bin: token id " + std::to_string(m) + " is not below the vocabulary size " +
+                    std::to_string(ctx_.vocab_size) +
                     "; the data was tokenized for a larger vocabulary than the model's");
     }
     open_[prefix] = ds;
     return ds;
   }
 
-  std::shared_ptr<const SampleSource> build_part(const std::shared_ptr<const IndexedDataset>& ds,
-                                                 std::int64_t begin, std::int64_t end,
-                                                 std::int64_t num_samples, std::uint32_t seed,
+  std::shared_ptr<const SampleSource> build_part(const std::shared_ptr<const IndexedDataset>& ds, std::int64_t begin,
+                                                 std::int64_t end, std::int64_t num_samples, std::uint32_t seed,
                                                  const char* split) {
-    if (end <= begin)
-      throw Error(ds->prefix() + ": no documents for the " + std::string(split) + " split");
+    if (end <= begin) throw Error(ds->prefix() + ": no documents for the " + std::string(split) + " split");
     try {
       return std::make_shared<gpt2::Gpt2Dataset>(ds, begin, end, num_samples, ctx_.seq_length, seed);
     } catch (const Error& e) {

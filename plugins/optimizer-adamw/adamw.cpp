@@ -42,14 +42,13 @@ class AdamW final : public Optimizer {
     if (params.dtype() != DType::f32) fail("init", "params must be f32, got " + params.str());
     if (grads.dtype() != DType::f32) fail("init", "grads must be f32, got " + grads.str());
     if (params.numel() != grads.numel())
-      fail("init", "params " + params.str() + " and grads " + grads.str() +
-                       " have different element counts");
+      fail("init", "params " + params.str() + " and grads " + grads.str() + " have different element counts");
     if (!backend.kernels.fill || !backend.kernels.adamw_update)
-      fail("init", "backend '" + backend.name() +
-                       "' lacks the fill or adamw_update kernel (register its kernels first)");
+      fail("init",
+           "backend '" + backend.name() + "' lacks the fill or adamw_update kernel (register its kernels first)");
     if (params.numel() > 0 && (params.device() != backend.device() || grads.device() != backend.device()))
-      fail("init", "params " + params.str() + " and grads " + grads.str() + " must be on backend '" +
-                       backend.name() + "' (" + device_name(backend.device()) + ")");
+      fail("init", "params " + params.str() + " and grads " + grads.str() + " must be on backend '" + backend.name() +
+                       "' (" + device_name(backend.device()) + ")");
     check_groups(groups, params.numel());
 
     const std::int64_t n = params.numel();
@@ -69,12 +68,10 @@ class AdamW final : public Optimizer {
 
   void step(const StepContext& ctx) override {
     require_init("step");
-    if (ctx.step < 1)
-      fail("step", "step number " + std::to_string(ctx.step) + " must be 1 or more (1-based)");
+    if (ctx.step < 1) fail("step", "step number " + std::to_string(ctx.step) + " must be 1 or more (1-based)");
     if (!std::isfinite(ctx.lr) || ctx.lr < 0.0f)
       fail("step", "learning rate " + std::to_string(ctx.lr) + " must be finite and >= 0");
-    if (!std::isfinite(ctx.grad_scale))
-      fail("step", "grad_scale " + std::to_string(ctx.grad_scale) + " is not finite");
+    if (!std::isfinite(ctx.grad_scale)) fail("step", "grad_scale " + std::to_string(ctx.grad_scale) + " is not finite");
     AdamWParams p;
     p.lr = ctx.lr;
     p.beta1 = static_cast<float>(beta1_);
@@ -103,16 +100,15 @@ class AdamW final : public Optimizer {
     // Check everything before copying anything.
     for (const auto& [name, t] : state)
       if (name != kExpAvg && name != kExpAvgSq)
-        fail("load_state", "unknown state tensor '" + name + "' (expected '" + kExpAvg +
-                               "' and '" + kExpAvgSq + "')");
+        fail("load_state", "unknown state tensor '" + name + "' (expected '" + kExpAvg + "' and '" + kExpAvgSq + "')");
     const std::pair<const char*, Tensor*> targets[] = {{kExpAvg, &m_}, {kExpAvgSq, &v_}};
     for (const auto& [name, dst] : targets) {
       auto it = state.find(name);
       if (it == state.end()) fail("load_state", std::string("state tensor '") + name + "' is missing");
       const Tensor& src = it->second;
       if (src.dtype() != DType::f32 || src.numel() != dst->numel())
-        fail("load_state", std::string("state tensor '") + name + "': expected f32" +
-                               shape_str(dst->shape()) + ", got " + src.str());
+        fail("load_state",
+             std::string("state tensor '") + name + "': expected f32" + shape_str(dst->shape()) + ", got " + src.str());
       if (src.numel() > 0 && !src.defined())
         fail("load_state", std::string("state tensor '") + name + "' is undefined");
     }
@@ -123,9 +119,7 @@ class AdamW final : public Optimizer {
     }
   }
 
-  std::int64_t state_bytes() const override {
-    return static_cast<std::int64_t>(m_.bytes() + v_.bytes());
-  }
+  std::int64_t state_bytes() const override { return static_cast<std::int64_t>(m_.bytes() + v_.bytes()); }
 
  private:
   [[noreturn]] static void fail(const char* where, const std::string& problem) {
@@ -140,13 +134,12 @@ class AdamW final : public Optimizer {
     std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
     for (std::size_t i = 0; i < groups.size(); ++i) {
       const auto& g = groups[i];
-      std::string which = "parameter group " + std::to_string(i) + " [" +
-                          std::to_string(g.offset) + ", " + std::to_string(g.offset + g.count) + ")";
+      std::string which = "parameter group " + std::to_string(i) + " [" + std::to_string(g.offset) + ", " +
+                          std::to_string(g.offset + g.count) + ")";
       if (g.offset < 0 || g.count < 0 || g.offset > n || g.count > n - g.offset)
         fail("init", which + " is outside the arena of " + std::to_string(n) + " elements");
       if (!std::isfinite(g.weight_decay) || g.weight_decay < 0.0f)
-        fail("init", which + ": weight decay " + std::to_string(g.weight_decay) +
-                         " must be finite and >= 0");
+        fail("init", which + ": weight decay " + std::to_string(g.weight_decay) + " must be finite and >= 0");
       if (g.count > 0) ranges.emplace_back(g.offset, g.offset + g.count);
     }
     std::sort(ranges.begin(), ranges.end());

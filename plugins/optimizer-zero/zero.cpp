@@ -46,11 +46,11 @@
 //     step). Stage 1 reduces after the last micro-batch.
 //   contiguous_gradients (accepted for DeepSpeed configs: the partitions
 //     are always contiguous)
+#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <cmath>
 #include <deque>
 #include <optional>
-#include <spdlog/spdlog.h>
 #include <string>
 #include <vector>
 
@@ -82,13 +82,13 @@ struct ZeroSettings {
 // One piece of a unit, split over the ranks.
 struct Piece {
   int unit = 0;
-  std::int64_t offset = 0;     // in the arena
-  std::int64_t unit_pos = 0;   // from the unit's start
+  std::int64_t offset = 0;    // in the arena
+  std::int64_t unit_pos = 0;  // from the unit's start
   std::int64_t count = 0;
-  std::int64_t shard = 0;      // ceil(count / N): each rank's share, padded
-  std::int64_t mine_pos = 0;   // this rank's part: [offset + mine_pos, + mine_count)
+  std::int64_t shard = 0;     // ceil(count / N): each rank's share, padded
+  std::int64_t mine_pos = 0;  // this rank's part: [offset + mine_pos, + mine_count)
   std::int64_t mine_count = 0;
-  std::int64_t local = 0;      // where that part starts in the local buffers
+  std::int64_t local = 0;  // where that part starts in the local buffers
 };
 
 // A run of this rank's part with one weight decay.
@@ -117,7 +117,8 @@ class Zero final : public Optimizer, public ParameterHooks {
     if ((arena.params_partitioned() && s_.stage < 3) || (arena.grads_partitioned() && s_.stage < 2))
       fail("init", std::string("the arena's ") + (arena.params_partitioned() ? "parameters are" : "gradients are") +
                        " partitioned, which stage " + std::to_string(s_.stage) + " does not do");
-    if (!backend.kernels.fill || !backend.kernels.adamw_update || !backend.kernels.axpby || !backend.kernels.sum_squares)
+    if (!backend.kernels.fill || !backend.kernels.adamw_update || !backend.kernels.axpby ||
+        !backend.kernels.sum_squares)
       fail("init", "backend '" + backend.name() + "' lacks the fill, axpby, sum_squares or adamw_update kernel");
     backend_ = &backend;
     comm_ = &comm;
@@ -196,7 +197,8 @@ class Zero final : public Optimizer, public ParameterHooks {
     const Tensor full = arena_->unit_params(unit);
     for (int i : by_unit_.at(static_cast<std::size_t>(unit))) {
       const Piece& p = pieces_[static_cast<std::size_t>(i)];
-      if (p.mine_count > 0) copy(master_.slice(p.local, p.mine_count), full.slice(p.unit_pos + p.mine_pos, p.mine_count));
+      if (p.mine_count > 0)
+        copy(master_.slice(p.local, p.mine_count), full.slice(p.unit_pos + p.mine_pos, p.mine_count));
     }
   }
 
@@ -265,9 +267,10 @@ class Zero final : public Optimizer, public ParameterHooks {
     if (recording_) {
       recording_ = false;
       recorded_ = true;
-      spdlog::info("optimizer 'zero': stage 3 prefetches each unit's parameters along the first step's order "
-                   "({} gathers per step)",
-                   order_.size());
+      spdlog::info(
+          "optimizer 'zero': stage 3 prefetches each unit's parameters along the first step's order "
+          "({} gathers per step)",
+          order_.size());
     } else if (following_ && !reported_) {  // the first step that followed the order
       reported_ = true;
       spdlog::info("optimizer 'zero': stage 3 prefetch: {} of the {} gathers of step 2 arrived prefetched",
@@ -526,13 +529,13 @@ class Zero final : public Optimizer, public ParameterHooks {
   std::vector<Piece> pieces_;
   std::vector<std::vector<int>> by_unit_;  // piece indices of each unit
   std::vector<Segment> segments_;
-  std::vector<ParamRange> ranges_;         // this rank's parts, in local order
+  std::vector<ParamRange> ranges_;  // this rank's parts, in local order
   std::int64_t shard_max_ = 0;
-  Tensor params_;   // stages 1-2: the arena's whole f32 parameters
-  Tensor master_;   // stage 3: this rank's parts of the f32 parameters
+  Tensor params_;  // stages 1-2: the arena's whole f32 parameters
+  Tensor master_;  // stage 3: this rank's parts of the f32 parameters
   Tensor grads_, m_, v_;
-  Tensor send_;     // [max shard]: reduce-scatter output, all-gather input
-  Tensor padded_;   // [N x shard] for pieces that do not split evenly
+  Tensor send_;                     // [max shard]: reduce-scatter output, all-gather input
+  Tensor padded_;                   // [N x shard] for pieces that do not split evenly
   std::deque<InFlight> in_flight_;  // overlap_comm: oldest first
   // Stage 3 with overlap_comm: the gather order of the first step's forward
   // and backward, and where the current step is in it.

@@ -78,8 +78,10 @@ TEST(BenchOp, Bf16ShowsTheRoundingAgainstTheF32Reference) {
 TEST(BenchOp, AKernelsPluginRunsInABackendOfItsDevice) {
   // test-gelu-tanh (tests/plugins) is the tanh approximation of GeLU: it
   // runs in the cpu backend and differs from the exact erf GeLU.
-  CommandResult r = run_neox("bench op gelu_forward --a cpu --b test-gelu-tanh --size 0.01 --runs 2 --warmup 0 "
-                             "--set 'plugins.search_paths=[\"" + neox::test::test_plugin_dir() + "\"]'");
+  CommandResult r = run_neox(
+      "bench op gelu_forward --a cpu --b test-gelu-tanh --size 0.01 --runs 2 --warmup 0 "
+      "--set 'plugins.search_paths=[\"" +
+      neox::test::test_plugin_dir() + "\"]'");
   ASSERT_EQ(r.status, 0) << r.output;
   const auto rows = table_rows(r.output);
   ASSERT_EQ(rows.size(), 2u) << r.output;

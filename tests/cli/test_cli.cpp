@@ -4,13 +4,13 @@
 
 #include "test_support.h"
 
+#include <sys/wait.h>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
 #include "neox/io/safetensors.h"
 
@@ -70,8 +70,7 @@ TEST(PluginsCommand, CheckReportsADescriptorOrTheRejection) {
   EXPECT_NE(ok.output.find("name:        cpu"), std::string::npos) << ok.output;
   Result bad = run("plugins --check /nonexistent/neox_backend_x.so");
   EXPECT_EQ(bad.status, 1);
-  EXPECT_NE(bad.output.find("rejected: /nonexistent/neox_backend_x.so: no such file"), std::string::npos)
-      << bad.output;
+  EXPECT_NE(bad.output.find("rejected: /nonexistent/neox_backend_x.so: no such file"), std::string::npos) << bad.output;
 }
 
 TEST(ConfigCommand, ReferenceIsTheCommittedConfigsReadme) {

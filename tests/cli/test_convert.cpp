@@ -23,13 +23,13 @@
 #include <random>
 
 #include "neox/backend.h"
-#include "neox/train/checkpoint.h"
-#include "neox/train/config.h"
 #include "neox/error.h"
 #include "neox/io/hf.h"
+#include "neox/io/safetensors.h"
 #include "neox/model/gpt_neox.h"
 #include "neox/registry.h"
-#include "neox/io/safetensors.h"
+#include "neox/train/checkpoint.h"
+#include "neox/train/config.h"
 
 namespace {
 
@@ -107,8 +107,8 @@ constexpr const char* kInstallHint =
 
 // Runs tests/support/hf_check.py; returns the loss it prints.
 double transformers_loss(const std::string& hf_dir, const std::string& forward) {
-  Result r = run_command(python_with_transformers() + " " + neox::test::source_dir() + "/tests/support/hf_check.py " + hf_dir +
-                         " " + forward);
+  Result r = run_command(python_with_transformers() + " " + neox::test::source_dir() + "/tests/support/hf_check.py " +
+                         hf_dir + " " + forward);
   EXPECT_EQ(r.status, 0) << r.output;
   const std::string line = last_line(r.output);
   EXPECT_EQ(line.rfind("loss ", 0), 0u) << r.output;
@@ -137,8 +137,7 @@ TEST_P(ConvertRoundTrip, HfToNeoxToHfIsExact) {
   auto state = nlohmann::json::parse(read_bytes(tmp.path / "a/global_step0/state.json"));
   EXPECT_EQ(state["iteration"], 0);
   EXPECT_TRUE(state["optimizer"].is_null());
-  const neox::Config imported =
-      neox::parse_config(neox::read_checkpoint_config(tmp / "a"), "config.toml");
+  const neox::Config imported = neox::parse_config(neox::read_checkpoint_config(tmp / "a"), "config.toml");
   const neox::ModelConfig want = neox::read_hf_config(orig);
   EXPECT_EQ(imported.model.padded_vocab_size(), want.padded_vocab_size());
   EXPECT_EQ(imported.model.rotary_pct, want.rotary_pct);
@@ -164,8 +163,7 @@ TEST_P(ConvertRoundTrip, HfToNeoxToHfIsExact) {
     EXPECT_EQ(out.info(info.name).shape, info.shape) << info.name;
     Tensor a = src.read(info.name, DType::f64), b = out.read(info.name, DType::f32);
     std::int64_t diff = 0;
-    for (std::int64_t i = 0; i < a.numel(); ++i)
-      diff += static_cast<float>(a.ptr<double>()[i]) != b.ptr<float>()[i];
+    for (std::int64_t i = 0; i < a.numel(); ++i) diff += static_cast<float>(a.ptr<double>()[i]) != b.ptr<float>()[i];
     EXPECT_EQ(diff, 0) << info.name;
   }
 
@@ -266,8 +264,8 @@ TEST(Convert, TiedEmbeddingsExportWithoutEmbedOut) {
   EXPECT_TRUE(hf_logits(tmp / "hf", ids) == std::string(static_cast<const char*>(logits.data()), logits.bytes()));
 
   // Explicit token ids win.
-  Result r2 = neox_cmd("convert --to-hf " + (tmp / "save") + " --out " + (tmp / "hf2") +
-                       " --bos-token-id 0 --eos-token-id 2");
+  Result r2 =
+      neox_cmd("convert --to-hf " + (tmp / "save") + " --out " + (tmp / "hf2") + " --bos-token-id 0 --eos-token-id 2");
   ASSERT_EQ(r2.status, 0) << r2.output;
   auto cj2 = nlohmann::json::parse(read_bytes(tmp.path / "hf2/config.json"));
   EXPECT_EQ(cj2["bos_token_id"], 0);

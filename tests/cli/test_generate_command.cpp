@@ -106,7 +106,8 @@ TEST(GenerationCommand, TextNeedsATokenizer) {
   EXPECT_NE(r.output.find("--prompt-ids"), std::string::npos) << r.output;
 
   // with the byte tokenizer chosen, text goes in and (ids < 257 only) comes out
-  r = sh(kNeox + " generate --model " + model + " --tokenizer byte --prompt hello --max-new-tokens 4 --seed 1 --eod-id=-1");
+  r = sh(kNeox + " generate --model " + model +
+         " --tokenizer byte --prompt hello --max-new-tokens 4 --seed 1 --eod-id=-1");
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("generated 4 tokens"), std::string::npos) << r.output;
 
@@ -120,8 +121,8 @@ TEST(GenerationCommand, TextNeedsATokenizer) {
 
 TEST(GenerationCommand, InteractiveReadsPromptsUntilEof) {
   Greedy g = greedy_case("neox_tiny_sequential");
-  Result r = sh("printf '" + join(g.prompt) + "\\nbad\\n" + join(g.prompt) + "\\n' | " + kNeox +
-                " generate --model " + kHf + "neox_tiny_sequential/hf --interactive --greedy --max-new-tokens 12");
+  Result r = sh("printf '" + join(g.prompt) + "\\nbad\\n" + join(g.prompt) + "\\n' | " + kNeox + " generate --model " +
+                kHf + "neox_tiny_sequential/hf --interactive --greedy --max-new-tokens 12");
   ASSERT_EQ(r.status, 0) << r.output;
   const std::string want = join(g.continuation) + "\n";
   const auto first = r.output.find(want);

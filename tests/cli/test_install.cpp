@@ -55,8 +55,8 @@ class InstalledLayout : public ::testing::Test {
 };
 
 TEST_F(InstalledLayout, SearchesItsOwnPluginDirectoryAndNotTheBuildTree) {
-  const auto r = run_command("env -u NEOX_PLUGIN_PATH -u LD_LIBRARY_PATH " + (prefix_ / "bin" / "neox").string() +
-                             " plugins");
+  const auto r =
+      run_command("env -u NEOX_PLUGIN_PATH -u LD_LIBRARY_PATH " + (prefix_ / "bin" / "neox").string() + " plugins");
   ASSERT_EQ(r.status, 0) << r.output;
   const std::string own = (prefix_ / "lib" / "neox" / "plugins").string();
   EXPECT_CONTAINS(r.output, "search path: " + own + "\n");
@@ -68,8 +68,8 @@ TEST_F(InstalledLayout, SearchesItsOwnPluginDirectoryAndNotTheBuildTree) {
 }
 
 TEST_F(InstalledLayout, PluginPathComesBeforeItsOwnDirectory) {
-  const auto r = run_command("NEOX_PLUGIN_PATH=" + build_plugin_dir() + " " + (prefix_ / "bin" / "neox").string() +
-                             " plugins");
+  const auto r =
+      run_command("NEOX_PLUGIN_PATH=" + build_plugin_dir() + " " + (prefix_ / "bin" / "neox").string() + " plugins");
   ASSERT_EQ(r.status, 0) << r.output;
   const std::string own = (prefix_ / "lib" / "neox" / "plugins").string();
   EXPECT_CONTAINS(r.output, "search path: " + build_plugin_dir() + " " + own + "\n");

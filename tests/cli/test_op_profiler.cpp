@@ -5,9 +5,9 @@
 
 #include <string>
 
-#include "neox/train/op_profiler.h"
 #include "neox/registry.h"
 #include "neox/tensor.h"
+#include "neox/train/op_profiler.h"
 #include "test_support.h"
 
 namespace {
@@ -34,7 +34,7 @@ TEST(OpProfiler, CountsCallsShapesBytesAndFlopsThenRestoresTheTable) {
     be->kernels.matmul(c, a, b, false, false, 1.0f, 0.0f);
     be->kernels.matmul(c, a, b, false, false, 1.0f, 1.0f);
     be->kernels.matmul(g, a, bt, true, false, 1.0f, 0.0f);  // a^T [4,6] x bt [6,5]: K = 6
-    EXPECT_DOUBLE_EQ(be->kernels.sum(c), 6 * 5 * 16.0);  // returns through the wrapper
+    EXPECT_DOUBLE_EQ(be->kernels.sum(c), 6 * 5 * 16.0);     // returns through the wrapper
     const auto entries = profiler.entries();
     ASSERT_EQ(entries.size(), 3u);
     const neox::OpProfiler::Entry* ab = nullptr;
@@ -81,7 +81,8 @@ TEST(OpProfiler, BenchTrainTakesAZeroConfig) {
   for (const char* chosen : {"adamw", "zero"}) {
     auto r = neox::test::run_neox("bench train --config " + src +
                                   "/configs/tiny-cpu.toml --steps 1 --warmup 0 --set training.zero_stage=2 "
-                                  "--set plugins.optimizer=" + chosen);
+                                  "--set plugins.optimizer=" +
+                                  chosen);
     ASSERT_EQ(r.status, 0) << chosen << ": " << r.output;
     EXPECT_NE(r.output.find("optimizer:   adamw (training.zero_stage 2: one process has nothing to partition)"),
               std::string::npos)

@@ -20,10 +20,10 @@
 #include <random>
 #include <regex>
 
-#include "neox/text/bpe_tokenizer.h"
-#include "neox/io/indexed_dataset.h"
-#include "neox/text/tokenizers.h"
 #include "compressed_files.h"
+#include "neox/io/indexed_dataset.h"
+#include "neox/text/bpe_tokenizer.h"
+#include "neox/text/tokenizers.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -71,7 +71,8 @@ std::vector<std::int32_t> bytes_plus_eod(const std::string& s) {
 // Little-endian bytes of an integer.
 template <typename T>
 void put(std::string& s, T v) {
-  for (std::size_t i = 0; i < sizeof(T); ++i) s.push_back(static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff));
+  for (std::size_t i = 0; i < sizeof(T); ++i)
+    s.push_back(static_cast<char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff));
 }
 
 // No P_* outputs and no temporary files left in `dir` besides the inputs.
@@ -108,7 +109,7 @@ TEST(Preprocess, ByteExactAgainstHandMadeIdxAndBin) {
   put<std::uint64_t>(idx, 3);  // doc_idx entries = documents + 1
   put<std::int32_t>(idx, 3);   // sizes
   put<std::int32_t>(idx, 2);
-  put<std::int64_t>(idx, 0);   // pointers: byte offsets in .bin
+  put<std::int64_t>(idx, 0);  // pointers: byte offsets in .bin
   put<std::int64_t>(idx, 6);
   for (std::int64_t d : {0, 1, 2}) put<std::int64_t>(idx, d);
   EXPECT_EQ(read_text(dir + "/out_text_document.bin"), bin);
@@ -141,7 +142,8 @@ TEST(Preprocess, JsonlGzipZstdAndWorkersGiveIdenticalOutputs) {
   const std::string jsonl = jsonl_of(texts);
   write_file(dir + "/c.jsonl", jsonl);
   const std::size_t half = jsonl.find('\n', jsonl.size() / 2) + 1;
-  write_file(dir + "/c.jsonl.gz", neox::test::gzip_bytes(jsonl.substr(0, half)) + neox::test::gzip_bytes(jsonl.substr(half)));
+  write_file(dir + "/c.jsonl.gz",
+             neox::test::gzip_bytes(jsonl.substr(0, half)) + neox::test::gzip_bytes(jsonl.substr(half)));
   write_file(dir + "/c.jsonl.zst", neox::test::zstd_bytes(jsonl));
   std::string reference;
   for (const char* in : {"c.jsonl", "c.jsonl.gz", "c.jsonl.zst"}) {
@@ -305,8 +307,8 @@ TEST(Preprocess, TruncatedJsonlNamesTheLastLine) {
 TEST(Preprocess, ProgressLines) {
   const auto dir = temp_dir("preprocess", "progress");
   write_file(dir + "/p.jsonl", jsonl_of(std::vector<std::string>(10000, "some text")));
-  auto r = run_neox("preprocess --input " + dir + "/p.jsonl --output-prefix " + dir +
-                    "/out --progress-interval 0.000001");
+  auto r =
+      run_neox("preprocess --input " + dir + "/p.jsonl --output-prefix " + dir + "/out --progress-interval 0.000001");
   ASSERT_EQ(r.status, 0) << r.output;
   const std::regex line(R"(preprocess: (\d+) documents, \d+ docs/s, [0-9.]+ MB, [0-9.]+ MB/s, file 1/1\n)");
   std::vector<long> counts;
@@ -321,9 +323,13 @@ TEST(DataCommand, InspectAndMerge) {
   write_file(dir + "/a.jsonl", jsonl_of({"alpha", "beta"}));
   write_file(dir + "/b.jsonl", jsonl_of({"gamma"}));
   ASSERT_EQ(run_neox("preprocess --input " + dir + "/a.jsonl --output-prefix " + dir +
-                     "/A --append-eod --progress-interval 0").status, 0);
+                     "/A --append-eod --progress-interval 0")
+                .status,
+            0);
   ASSERT_EQ(run_neox("preprocess --input " + dir + "/b.jsonl --output-prefix " + dir +
-                     "/B --append-eod --progress-interval 0").status, 0);
+                     "/B --append-eod --progress-interval 0")
+                .status,
+            0);
   auto r = run_neox("data inspect " + dir + "/A_text_document --document 1");
   ASSERT_EQ(r.status, 0) << r.output;
   for (const char* want : {"dtype: uint16", "documents: 2", "tokens: 11", "largest token id: 256",
@@ -333,13 +339,15 @@ TEST(DataCommand, InspectAndMerge) {
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("outside [0, 2)"), std::string::npos) << r.output;
 
-  r = run_neox("data merge --input " + dir + "/A_text_document," + dir + "/B_text_document.idx --output-prefix " +
-               dir + "/M");
+  r = run_neox("data merge --input " + dir + "/A_text_document," + dir + "/B_text_document.idx --output-prefix " + dir +
+               "/M");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("3 documents, 17 tokens (uint16)"), std::string::npos) << r.output;
   // The merge equals preprocessing both inputs in one run.
   ASSERT_EQ(run_neox("preprocess --input " + dir + "/a.jsonl," + dir + "/b.jsonl --output-prefix " + dir +
-                     "/AB --append-eod --progress-interval 0").status, 0);
+                     "/AB --append-eod --progress-interval 0")
+                .status,
+            0);
   EXPECT_EQ(read_text(dir + "/M.bin"), read_text(dir + "/AB_text_document.bin"));
   EXPECT_EQ(read_text(dir + "/M.idx"), read_text(dir + "/AB_text_document.idx"));
   r = run_neox("data merge --input " + dir + "/A_text_document," + dir + "/nothing --output-prefix " + dir + "/N");
@@ -361,7 +369,7 @@ std::pair<std::string, std::string> one_document_dataset(const std::vector<std::
   put<std::uint64_t>(idx, 1);  // one item
   put<std::uint64_t>(idx, 2);  // doc_idx entries
   put<std::int32_t>(idx, static_cast<std::int32_t>(ids.size()));
-  put<std::int64_t>(idx, 0);   // its pointer
+  put<std::int64_t>(idx, 0);  // its pointer
   put<std::int64_t>(idx, 0);
   put<std::int64_t>(idx, 1);
   return {bin, idx};
@@ -373,11 +381,23 @@ std::pair<std::string, std::string> one_document_dataset(const std::vector<std::
 // non-ASCII letter, a digit, punctuation or an added token.
 std::string mixed_text(std::size_t bytes, unsigned seed) {
   std::mt19937 rng(seed);
-  const std::vector<std::string> words = {
-      "the", "model", "Z\xc3\xbcrich", "nai\xcc\x88ve", "e\xcc\x81t\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
-      "\xce\xa9mega", "1234", "it's", "\"quoted\"", "{braces}", "<|endoftext|>", "--", "\xc3\xa9l\xc3\xa8ve", "x"};
-  const std::vector<std::string> starts = {"", "", "", "", " ", "  ", "   ", "\t", "\xc3\x89", "\xe6\x97\xa5", "7",
-                                           "* ", "<|endoftext|>", "\xcc\x81"};
+  const std::vector<std::string> words = {"the",
+                                          "model",
+                                          "Z\xc3\xbcrich",
+                                          "nai\xcc\x88ve",
+                                          "e\xcc\x81t\xc3\xa9",
+                                          "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
+                                          "\xce\xa9mega",
+                                          "1234",
+                                          "it's",
+                                          "\"quoted\"",
+                                          "{braces}",
+                                          "<|endoftext|>",
+                                          "--",
+                                          "\xc3\xa9l\xc3\xa8ve",
+                                          "x"};
+  const std::vector<std::string> starts = {
+      "", "", "", "", " ", "  ", "   ", "\t", "\xc3\x89", "\xe6\x97\xa5", "7", "* ", "<|endoftext|>", "\xcc\x81"};
   const std::vector<std::string> ends = {"\n", "\n", "\n", "\r\n", "  \n", " \r\n", "\n\n", "\n \n", "\t\n"};
   std::string s;
   while (s.size() < bytes) {
@@ -409,8 +429,13 @@ std::string rich_tokenizer(const std::string& dir, bool nfc) {
   }
   if (nfc) {
     tok["normalizer"] = {{"type", "NFC"}};
-    tok["added_tokens"].push_back({{"id", next_id}, {"content", "  "}, {"single_word", false}, {"lstrip", false},
-                                   {"rstrip", false}, {"normalized", true}, {"special", false}});
+    tok["added_tokens"].push_back({{"id", next_id},
+                                   {"content", "  "},
+                                   {"single_word", false},
+                                   {"lstrip", false},
+                                   {"rstrip", false},
+                                   {"normalized", true},
+                                   {"special", false}});
   }
   const std::string path = dir + (nfc ? "/nfc_tokenizer.json" : "/ws_tokenizer.json");
   write_file(path, tok.dump());
@@ -479,10 +504,12 @@ TEST(Preprocess, PlainTextWithUncuttableTokenizerIsReadWhole) {
   const std::string text = mixed_text(2u << 20, 12);
   write_file(dir + "/t.txt", text);
   expect_whole_text_ids(dir, dir + "/t.txt", dir + "/prefix.json", text, true, -1);
-  auto r = run_neox("preprocess --input " + dir + "/t.txt --output-prefix " + dir + "/out --tokenizer-type HFTokenizer " +
-                    "--vocab-file " + dir + "/prefix.json --progress-interval 0");
+  auto r =
+      run_neox("preprocess --input " + dir + "/t.txt --output-prefix " + dir + "/out --tokenizer-type HFTokenizer " +
+               "--vocab-file " + dir + "/prefix.json --progress-interval 0");
   EXPECT_NE(r.output.find("plain text: 1 files read whole (HFTokenizer cannot encode a text in pieces)"),
-            std::string::npos) << r.output;
+            std::string::npos)
+      << r.output;
 }
 
 // No place to cut in a 1 MiB window: the piece grows until one comes or the
@@ -550,7 +577,8 @@ TEST(Preprocess, TokenizerCutRules) {
   const auto dir = temp_dir("preprocess", "cutrules");
   const std::string base_path = neox::test::testdata_dir() + "/tokenizers/bpe_bytelevel_1k.json";
   const auto base = neox::BpeTokenizer::from_hf_json(rich_tokenizer(dir, true));
-  for (char32_t c : {U'a', U'Z', U'7', U'\u00e9', U'\u65e5', U'\u0660'}) EXPECT_TRUE(base->can_split_before_newline(c)) << static_cast<std::uint32_t>(c);
+  for (char32_t c : {U'a', U'Z', U'7', U'\u00e9', U'\u65e5', U'\u0660'})
+    EXPECT_TRUE(base->can_split_before_newline(c)) << static_cast<std::uint32_t>(c);
   for (char32_t c : {U' ', U'\t', U'\n', U'\r', U'<', U'-', U'\u3000', U'\u00a0', U'\u0301', U'\u037e'})
     EXPECT_FALSE(base->can_split_before_newline(c)) << static_cast<std::uint32_t>(c);
   const auto variant = [&](const std::function<void(nlohmann::json&)>& change) {
@@ -560,7 +588,7 @@ TEST(Preprocess, TokenizerCutRules) {
     return neox::BpeTokenizer::from_hf_json(dir + "/variant.json")->can_split_before_newline(U'a');
   };
   const auto added = [](const std::string& content, bool rstrip) {
-    return nlohmann::json{{"id", 1000}, {"content", content}, {"single_word", false}, {"lstrip", true},
+    return nlohmann::json{{"id", 1000},       {"content", content},  {"single_word", false}, {"lstrip", true},
                           {"rstrip", rstrip}, {"normalized", false}, {"special", true}};
   };
   EXPECT_TRUE(variant([](nlohmann::json&) {}));
@@ -630,8 +658,7 @@ TEST(Preprocess, LargeInputInBoundedMemory) {
   ASSERT_EQ(statvfs(dir.c_str(), &vfs), 0);
   const double free_gb = static_cast<double>(vfs.f_bavail) * vfs.f_frsize / 1e9;
   const double need_gb = 3.2 * static_cast<double>(mb) / 1024.0 + 0.2;  // input + uint16 output (2x)
-  if (free_gb < need_gb)
-    GTEST_SKIP() << "needs " << need_gb << " GB free in " << dir << ", has " << free_gb;
+  if (free_gb < need_gb) GTEST_SKIP() << "needs " << need_gb << " GB free in " << dir << ", has " << free_gb;
 
   // Documents of 200..4000 bytes of varied ASCII, JSON-escaped by hand.
   const auto t0 = std::chrono::steady_clock::now();
@@ -639,8 +666,8 @@ TEST(Preprocess, LargeInputInBoundedMemory) {
   {
     std::ofstream out(dir + "/big.jsonl", std::ios::binary);
     std::mt19937 rng(7);
-    const std::string words[] = {"the ", "model ", "trains ", "on ", "tokens, ", "and ", "\\\"quotes\\\" ",
-                                 "newlines\\n", "data ", "1234 "};
+    const std::string words[] = {"the ", "model ",          "trains ",     "on ",   "tokens, ",
+                                 "and ", "\\\"quotes\\\" ", "newlines\\n", "data ", "1234 "};
     const std::int64_t target = mb << 20;
     std::string line;
     std::int64_t written = 0;

@@ -18,8 +18,8 @@ const std::string kVocab = kDir + "gpt2_format_1k/vocab.json";
 const std::string kMerges = kDir + "gpt2_format_1k/merges.txt";
 
 TEST(TokenizeCommand, EncodesAndDecodes) {
-  auto r = neox::test::run_neox("tokenize --tokenizer-type HFTokenizer --vocab-file " + kJson +
-                                " --text 'Hello world'");
+  auto r =
+      neox::test::run_neox("tokenize --tokenizer-type HFTokenizer --vocab-file " + kJson + " --text 'Hello world'");
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(r.output, "41 70 398 80 275 269 468\n");
 
@@ -52,9 +52,9 @@ TEST(TokenizeCommand, EncodesAndDecodes) {
 // `neox generate --tokenizer FILE` loads the tokenizer.json and refuses one
 // larger than the model's vocabulary (512 here, the tokenizer has 1000).
 TEST(TokenizeCommand, GenerateTakesATokenizerJsonAndChecksItsSize) {
-  const auto r = neox::test::run_neox("generate --model " + neox::test::testdata_dir() +
-                                      "/hf/neox_tiny_parallel/hf --tokenizer " + kJson +
-                                      " --prompt Hello --max-new-tokens 2");
+  const auto r =
+      neox::test::run_neox("generate --model " + neox::test::testdata_dir() + "/hf/neox_tiny_parallel/hf --tokenizer " +
+                           kJson + " --prompt Hello --max-new-tokens 2");
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("the model's vocabulary (512) is smaller than the HFTokenizer tokenizer's (1000)"),
             std::string::npos)

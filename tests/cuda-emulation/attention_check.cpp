@@ -39,13 +39,13 @@ float smem[emu::kSmemFloats];  // the kernels' `extern __shared__ float smem[]`
 void neox::cuda::note_attention_fallback(const char* why) { std::printf("note: attention fallback: %s\n", why); }
 
 #ifndef ATTN_EMU
-#define CK(x)                                                                                      \
-  do {                                                                                             \
-    cudaError_t e_ = (x);                                                                          \
-    if (e_ != cudaSuccess) {                                                                       \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__);         \
-      std::exit(2);                                                                                \
-    }                                                                                              \
+#define CK(x)                                                                              \
+  do {                                                                                     \
+    cudaError_t e_ = (x);                                                                  \
+    if (e_ != cudaSuccess) {                                                               \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(2);                                                                        \
+    }                                                                                      \
   } while (0)
 #endif
 static void finish() {
@@ -95,7 +95,7 @@ struct Buf {
     CK(cudaMemcpy(bytes.data(), dev, bytes.size(), cudaMemcpyDeviceToHost));
 #endif
   }
-  void* p() { return dev + kGuard * es; }  // device data
+  void* p() { return dev + kGuard * es; }                                    // device data
   char* h() { return reinterpret_cast<char*>(bytes.data() + kGuard * es); }  // host mirror of the data
   bool guards_ok() const {
     UNPOISON(const_cast<unsigned char*>(bytes.data()), kGuard * es);
@@ -108,14 +108,21 @@ struct Buf {
 
 static float get(const Buf& b, DType t, std::size_t i) {
   const unsigned char* p = b.bytes.data() + (Buf::kGuard + i) * b.es;
-  if (t == DType::f32) { float f; std::memcpy(&f, p, 4); return f; }
+  if (t == DType::f32) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  }
   std::uint16_t h;
   std::memcpy(&h, p, 2);
   return t == DType::bf16 ? neox::bf16_to_float(h) : neox::f16_to_float(h);
 }
 static void put(Buf& b, DType t, std::size_t i, float f) {
   unsigned char* p = b.bytes.data() + (Buf::kGuard + i) * b.es;
-  if (t == DType::f32) { std::memcpy(p, &f, 4); return; }
+  if (t == DType::f32) {
+    std::memcpy(p, &f, 4);
+    return;
+  }
   const std::uint16_t h = t == DType::bf16 ? neox::float_to_bf16(f) : neox::float_to_f16(f);
   std::memcpy(p, &h, 2);
 }
@@ -243,8 +250,7 @@ static void run_case(DType dt, int B, int T, int H, int hs, double qscale) {
   expect(eo.rel() < tol && el.rel() < (dt == DType::f32 ? 2e-6 : 1e-5) && eq.rel() < tol && ek.rel() < tol &&
              ev.rel() < tol,
          "error above tolerance");
-  expect(qkv.guards_ok() && dout.guards_ok() && out.guards_ok() && dqkv.guards_ok() && lse.guards_ok() &&
-             D.guards_ok(),
+  expect(qkv.guards_ok() && dout.guards_ok() && out.guards_ok() && dqkv.guards_ok() && lse.guards_ok() && D.guards_ok(),
          "a guard zone was written");
 
   // decode in chunks: bit-identical to the forward where both run the
@@ -339,9 +345,8 @@ static void bench(DType dt, int B, int T, int H, int hs) {
   std::normal_distribution<double> nd(0.0, 1.0);
   for (std::size_t i = 0; i < qkv.n; ++i) put(qkv, dt, i, float(nd(gen)));
   qkv.upload();
-  const float f = time_ms([&] {
-    neox::cuda::attention_forward(nullptr, dt, out.p(), static_cast<float*>(lse.p()), qkv.p(), B, T, H, hs);
-  });
+  const float f = time_ms(
+      [&] { neox::cuda::attention_forward(nullptr, dt, out.p(), static_cast<float*>(lse.p()), qkv.p(), B, T, H, hs); });
   const float bw = time_ms([&] {
     neox::cuda::attention_backward(nullptr, dt, dqkv.p(), out.p(), qkv.p(), out.p(), static_cast<const float*>(lse.p()),
                                    static_cast<float*>(D.p()), B, T, H, hs);
@@ -349,14 +354,13 @@ static void bench(DType dt, int B, int T, int H, int hs) {
   // one-token decode steps at the end of a full cache
   Buf kc(std::size_t(B) * H * T * hs, dt), vc(std::size_t(B) * H * T * hs, dt), q1(std::size_t(B) * 3 * C, dt),
       o1(std::size_t(B) * C, dt);
-  const float dec = time_ms([&] {
-    neox::cuda::attention_decode(nullptr, dt, o1.p(), kc.p(), vc.p(), q1.p(), B, 1, H, hs, T, T - 1);
-  });
+  const float dec = time_ms(
+      [&] { neox::cuda::attention_decode(nullptr, dt, o1.p(), kc.p(), vc.p(), q1.p(), B, 1, H, hs, T, T - 1); });
   const double flops = 4.0 * B * H * (double(T) * (T + 1) / 2) * hs;  // forward: QK and PV, causal
-  std::printf("bench %-4s B=%d T=%d H=%d hs=%d: forward %.3f ms (%.1f TFLOP/s), backward %.3f ms (%.1f TFLOP/s), "
-              "decode step %.3f ms\n",
-              std::string(neox::dtype_name(dt)).c_str(), B, T, H, hs, f, flops / f / 1e9, bw, 2.5 * flops / bw / 1e9,
-              dec);
+  std::printf(
+      "bench %-4s B=%d T=%d H=%d hs=%d: forward %.3f ms (%.1f TFLOP/s), backward %.3f ms (%.1f TFLOP/s), "
+      "decode step %.3f ms\n",
+      std::string(neox::dtype_name(dt)).c_str(), B, T, H, hs, f, flops / f / 1e9, bw, 2.5 * flops / bw / 1e9, dec);
 }
 #endif
 
@@ -368,8 +372,8 @@ int main(int argc, char** argv) {
     double qs;
   };
   std::vector<Case> cases = {
-      {1, 1, 1, 64, 1},  {2, 37, 3, 80, 1},  {1, 37, 2, 256, 1}, {2, 5, 2, 16, 1},    {1, 130, 2, 32, 1},
-      {1, 70, 1, 64, 1}, {1, 33, 1, 128, 1}, {1, 45, 1, 96, 8},  {1, 66, 2, 1, 1},    {1, 40, 1, 200, 1},
+      {1, 1, 1, 64, 1},  {2, 37, 3, 80, 1},  {1, 37, 2, 256, 1},  {2, 5, 2, 16, 1},   {1, 130, 2, 32, 1},
+      {1, 70, 1, 64, 1}, {1, 33, 1, 128, 1}, {1, 45, 1, 96, 8},   {1, 66, 2, 1, 1},   {1, 40, 1, 200, 1},
       {3, 17, 5, 48, 4}, {1, 1, 2, 256, 1},  {1, 100, 1, 64, 12}, {1, 129, 1, 33, 1},
   };
   if (mini) cases = {{2, 37, 3, 80, 1}, {1, 70, 1, 64, 1}, {1, 130, 2, 32, 1}, {1, 37, 2, 256, 1}, {1, 1, 1, 64, 1}};
@@ -405,7 +409,8 @@ int main(int argc, char** argv) {
   const long before = emu::launches;
 #endif
   neox::cuda::attention_forward(nullptr, DType::f32, nullptr, nullptr, nullptr, 0, 5, 2, 64);
-  neox::cuda::attention_backward(nullptr, DType::f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 2, 0, 2, 64);
+  neox::cuda::attention_backward(nullptr, DType::f32, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 2, 0, 2,
+                                 64);
   neox::cuda::attention_decode(nullptr, DType::f32, nullptr, nullptr, nullptr, nullptr, 2, 0, 2, 64, 8, 8);
 #ifdef ATTN_EMU
   expect(emu::launches == before, "empty calls launched kernels");
@@ -419,17 +424,21 @@ int main(int argc, char** argv) {
   expect(throws([] { neox::cuda::attention_forward(nullptr, DType::i32, nullptr, nullptr, nullptr, 1, 5, 2, 64); },
                 "dtype must be"),
          "dtype");
-  expect(throws([] { neox::cuda::attention_decode(nullptr, DType::f32, nullptr, nullptr, nullptr, nullptr, 1, 2, 2, 64,
-                                                  8, 7); },
-                "do not fit"),
+  expect(throws(
+             [] {
+               neox::cuda::attention_decode(nullptr, DType::f32, nullptr, nullptr, nullptr, nullptr, 1, 2, 2, 64, 8, 7);
+             },
+             "do not fit"),
          "decode past max_T");
-  expect(throws([] { neox::cuda::attention_forward(nullptr, DType::f32, nullptr, nullptr, nullptr, 1, 65535 * 16 + 1, 1,
-                                                   256); },
-                "too many"),
+  expect(throws(
+             [] {
+               neox::cuda::attention_forward(nullptr, DType::f32, nullptr, nullptr, nullptr, 1, 65535 * 16 + 1, 1, 256);
+             },
+             "too many"),
          "too many rows");
 #ifndef ATTN_EMU
   finish();
-  if (!mini) {  // quick (the GPU check's mode) and full
+  if (!mini) {                             // quick (the GPU check's mode) and full
     bench(DType::bf16, 8, 2048, 12, 64);   // pythia-160m-like
     bench(DType::bf16, 8, 2048, 16, 128);  // pythia-1.4b-like
     bench(DType::bf16, 4, 2048, 8, 256);   // pythia-1b-like

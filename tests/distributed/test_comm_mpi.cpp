@@ -28,10 +28,10 @@
 #include <vector>
 
 #include "neox/communicator.h"
-#include "neox/train/config.h"
+#include "neox/io/safetensors.h"
 #include "neox/options.h"
 #include "neox/registry.h"
-#include "neox/io/safetensors.h"
+#include "neox/train/config.h"
 #include "neox/train/trainer.h"
 #include "test_support.h"
 
@@ -53,7 +53,6 @@ const std::string kFaultBinary = neox::test::env_or("NEOX_TEST_MPI_FAULT_BINARY"
 const std::string kFaultBinary = neox::test::env_or("NEOX_TEST_MPI_FAULT_BINARY", "");
 #endif
 
-
 // Why MPI tests cannot run here, or "" when they can.
 std::string why_not() {
   if (std::string why = neox::test::why_no_mpirun(); !why.empty()) return why;
@@ -62,10 +61,10 @@ std::string why_not() {
   return "";
 }
 
-#define SKIP_WITHOUT_MPI()                                  \
-  do {                                                      \
-    const std::string why = why_not();                      \
-    if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;    \
+#define SKIP_WITHOUT_MPI()                               \
+  do {                                                   \
+    const std::string why = why_not();                   \
+    if (!why.empty()) GTEST_SKIP() << "no MPI: " << why; \
   } while (0)
 
 // The mpirun prefix for `np` ranks (see the file comment).
@@ -101,10 +100,12 @@ INSTANTIATE_TEST_SUITE_P(Ranks, MpiCollectives, ::testing::Values(2, 3, 4),
 std::string dp_config(const std::string& dir, const std::string& comm, int micro_batch,
                       const std::string& more_training = "") {
   return R"([plugins]
-comm = ")" + comm + R"("
+comm = ")" +
+         comm + R"("
 data = "mmap"
 [plugins.options.mmap]
-data_path = ")" + neox::test::testdata_dir() + R"(/megatron/corpus_a"
+data_path = ")" +
+         neox::test::testdata_dir() + R"(/megatron/corpus_a"
 split = "80,15,5"
 [model]
 num_layers = 2
@@ -123,15 +124,18 @@ lr_decay_iters = 10
 gradient_clipping = 1.0
 weight_decay = 0.01
 [training]
-train_micro_batch_size_per_gpu = )" + std::to_string(micro_batch) + R"(
+train_micro_batch_size_per_gpu = )" +
+         std::to_string(micro_batch) + R"(
 train_iters = 10
 eval_interval = 5
 eval_iters = 1
 log_interval = 1
 checkpoint_factor = 100
-log_dir = ")" + dir + R"(/runs"
+log_dir = ")" +
+         dir + R"(/runs"
 run_name = "r"
-save = ")" + dir + R"(/ckpt"
+save = ")" +
+         dir + R"(/ckpt"
 )" + more_training;
 }
 
@@ -252,9 +256,10 @@ TEST(MpiDataParallel, MpiCommWithoutAnMpiLauncherIsRefused) {
   const std::string dir = temp_dir("mpi_without_launcher");
   const std::string cfg = dir + "/c.toml";
   std::ofstream(cfg) << dp_config(dir, "mpi", 2);
-  auto r = run_command("env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE -u PMIX_RANK -u PMI_RANK "
-                       "-u SLURM_STEP_ID -u SLURM_STEPID RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 timeout 60 " +
-                       neox::test::neox_binary() + " train " + cfg);
+  auto r = run_command(
+      "env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE -u PMIX_RANK -u PMI_RANK "
+      "-u SLURM_STEP_ID -u SLURM_STEPID RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 timeout 60 " +
+      neox::test::neox_binary() + " train " + cfg);
   EXPECT_NE(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("comm 'mpi': this process is rank 1 of 2 (local 1 of 2) from environment (RANK, "
                           "WORLD_SIZE), but MPI_Init found rank 0 of 1 (a process of its own"),
@@ -286,15 +291,15 @@ Timed run_fault(int np, const std::string& mode, int faulty, double timeout_s, c
   const auto t0 = std::chrono::steady_clock::now();
   Timed t;
   t.result = run_mpirun(mpirun(np) + mpirun_flags + " " + kFaultBinary + " " + neox::test::build_plugin_dir() + " " +
-                         mode + " " + std::to_string(faulty) + " " + std::to_string(timeout_s));
+                        mode + " " + std::to_string(faulty) + " " + std::to_string(timeout_s));
   t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return t;
 }
 
-#define SKIP_WITHOUT_FAULT_CHECK()                                                  \
-  do {                                                                              \
-    SKIP_WITHOUT_MPI();                                                             \
-    if (kFaultBinary.empty() || !std::filesystem::exists(kFaultBinary))             \
+#define SKIP_WITHOUT_FAULT_CHECK()                                                      \
+  do {                                                                                  \
+    SKIP_WITHOUT_MPI();                                                                 \
+    if (kFaultBinary.empty() || !std::filesystem::exists(kFaultBinary))                 \
       GTEST_SKIP() << "tests/mpi_fault_check was not built (no MPI at configure time)"; \
   } while (0)
 
@@ -415,8 +420,8 @@ TEST(MpiComm, TimeoutOptionIsChecked) {
     return neox::test::error_of([&] { registry.make_comm("mpi", o); });
   };
   const std::string key = "c.toml:4:1: plugins.options.mpi.timeout_s";
-  for (neox::Options::Value v : {neox::Options::Value{0.0}, neox::Options::Value{std::int64_t{-5}},
-                                 neox::Options::Value{-0.5}}) {
+  for (neox::Options::Value v :
+       {neox::Options::Value{0.0}, neox::Options::Value{std::int64_t{-5}}, neox::Options::Value{-0.5}}) {
     const std::string e = make(v);
     EXPECT_NE(e.find(key), std::string::npos) << e;
     EXPECT_NE(e.find("is not a timeout: give the seconds (> 0"), std::string::npos) << e;
@@ -472,9 +477,10 @@ TEST(MpiBenchComm, TableShowsCountedBytesEqualToTheFormula) {
 // job of one rank (MPI singleton).
 TEST(MpiComm, SingletonWithoutMpirunIsOneRank) {
   SKIP_WITHOUT_MPI();
-  auto r = run_command("OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_ALLOW_RUN_AS_ROOT=1 "
-                       "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 " +
-                       kCheckBinary + " " + neox::test::build_plugin_dir());
+  auto r = run_command(
+      "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_ALLOW_RUN_AS_ROOT=1 "
+      "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 " +
+      kCheckBinary + " " + neox::test::build_plugin_dir());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("rank 0 of 1: OK"), std::string::npos) << r.output;
 }

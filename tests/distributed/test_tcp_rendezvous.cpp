@@ -91,9 +91,9 @@ TEST(TcpRendezvous, RankZeroTimesOutWhenNoPeerComes) {
   auto r = run_ranks("127.0.0.1", port, 3, 0.4, {0});
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const std::string& e = r[0].error;
-  for (const std::string& part : {"MASTER_ADDR:MASTER_PORT = 127.0.0.1:" + std::to_string(port), std::string("0.4 s"),
-                                 std::string("rank 0 of 3"), std::string("0 of 2 other ranks"),
-                                 std::string("missing: ranks 1, 2")})
+  for (const std::string& part :
+       {"MASTER_ADDR:MASTER_PORT = 127.0.0.1:" + std::to_string(port), std::string("0.4 s"), std::string("rank 0 of 3"),
+        std::string("0 of 2 other ranks"), std::string("missing: ranks 1, 2")})
     EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
   EXPECT_LT(took, 3.0);
 }
@@ -102,17 +102,16 @@ TEST(TcpRendezvous, PeerTimesOutWithoutRankZero) {
   const int port = free_port();
   auto r = run_ranks("127.0.0.1", port, 2, 0.4, {1});
   const std::string& e = r[0].error;
-  for (const std::string& part : {"MASTER_ADDR:MASTER_PORT = 127.0.0.1:" + std::to_string(port), std::string("0.4 s"),
-                                 std::string("rank 1 of 2"), std::string("rank 0 did not answer"),
-                                 std::string("Connection refused")})
+  for (const std::string& part :
+       {"MASTER_ADDR:MASTER_PORT = 127.0.0.1:" + std::to_string(port), std::string("0.4 s"), std::string("rank 1 of 2"),
+        std::string("rank 0 did not answer"), std::string("Connection refused")})
     EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
 }
 
 TEST(TcpRendezvous, BadPortsAndHosts) {
   for (const char* port : {"abc", "0", "65536", "-1", "", "80x", "123456"}) {
     const std::string e = error_of([&] { TcpRendezvous("127.0.0.1", port, 1, 2, 1); });
-    EXPECT_NE(e.find(std::string("MASTER_PORT='") + port + "' is not a port number (1 to 65535)"),
-              std::string::npos)
+    EXPECT_NE(e.find(std::string("MASTER_PORT='") + port + "' is not a port number (1 to 65535)"), std::string::npos)
         << e;
   }
   const std::string e = error_of([] { TcpRendezvous("", "29500", 1, 2, 1); });
@@ -194,7 +193,6 @@ TEST(TcpRendezvous, StrangersAreIgnored) {
   EXPECT_EQ(peer[0].blob, pattern_blob());
 }
 
-
 // The rendezvous as separate processes that find their place as the nccl
 // plugin does (detect_launch): three processes of one `srun` step on one
 // node, meeting at MASTER_ADDR:MASTER_PORT. Each prints rank 0's blob's
@@ -205,15 +203,16 @@ TEST(TcpRendezvous, ThreeProcessesOfAnSrunStepGetRankZerosBlob) {
   const std::string port = std::to_string(free_port());
   std::string cmd = "(";
   for (int r = 0; r < 3; ++r)
-    cmd += "env -i SLURM_STEP_ID=0 SLURM_PROCID=" + std::to_string(r) + " SLURM_LOCALID=" + std::to_string(r) +
-           " SLURM_STEP_NUM_TASKS=3 SLURM_NODEID=0 SLURM_STEP_TASKS_PER_NODE=3 MASTER_ADDR=localhost MASTER_PORT=" +
-           port + " " + bin + " 30 & ";
+    cmd +=
+        "env -i SLURM_STEP_ID=0 SLURM_PROCID=" + std::to_string(r) + " SLURM_LOCALID=" + std::to_string(r) +
+        " SLURM_STEP_NUM_TASKS=3 SLURM_NODEID=0 SLURM_STEP_TASKS_PER_NODE=3 MASTER_ADDR=localhost MASTER_PORT=" + port +
+        " " + bin + " 30 & ";
   cmd += "wait)";
   const auto result = run_command(cmd);
   std::set<std::string> hashes;
   for (int r = 0; r < 3; ++r) {
-    const std::string who = "rendezvous: rank " + std::to_string(r) + " of 3 (local " + std::to_string(r) +
-                            " of 3) from Slurm (srun) on ";
+    const std::string who =
+        "rendezvous: rank " + std::to_string(r) + " of 3 (local " + std::to_string(r) + " of 3) from Slurm (srun) on ";
     const auto at = result.output.find(who);
     ASSERT_NE(at, std::string::npos) << "no line for rank " << r << ":\n" << result.output;
     const auto blob = result.output.find(": blob ", at + who.size());

@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
-#include "neox/train/config.h"
 #include "neox/error.h"
 #include "neox/io/safetensors.h"
+#include "neox/train/config.h"
 #include "neox/train/trainer.h"
 #include "test_support.h"
 
@@ -37,11 +37,14 @@ namespace {
 std::string zero_config(const std::string& dir, const std::string& comm, int micro_batch, int stage,
                         int train_iters = 20) {
   return R"([plugins]
-comm = ")" + comm + R"("
-optimizer = ")" + (stage > 0 ? "zero" : "adamw") + R"("
+comm = ")" +
+         comm + R"("
+optimizer = ")" +
+         (stage > 0 ? "zero" : "adamw") + R"("
 data = "mmap"
 [plugins.options.mmap]
-data_path = ")" + neox::test::testdata_dir() + R"(/megatron/corpus_a"
+data_path = ")" +
+         neox::test::testdata_dir() + R"(/megatron/corpus_a"
 split = "80,15,5"
 [model]
 num_layers = 2
@@ -59,18 +62,23 @@ lr_decay_style = "cosine"
 gradient_clipping = 1.0
 weight_decay = 0.01
 [training]
-train_micro_batch_size_per_gpu = )" + std::to_string(micro_batch) + R"(
+train_micro_batch_size_per_gpu = )" +
+         std::to_string(micro_batch) + R"(
 gradient_accumulation_steps = 2
-train_iters = )" + std::to_string(train_iters) + R"(
+train_iters = )" +
+         std::to_string(train_iters) + R"(
 eval_interval = 10
 eval_iters = 1
 log_interval = 1
 checkpoint_factor = 10
-zero_stage = )" + std::to_string(stage) + R"(
+zero_stage = )" +
+         std::to_string(stage) + R"(
 zero_reduce_bucket_size = 5000
-log_dir = ")" + dir + R"(/runs"
+log_dir = ")" +
+         dir + R"(/runs"
 run_name = "r"
-save = ")" + dir + R"(/ckpt"
+save = ")" +
+         dir + R"(/ckpt"
 )";
 }
 
@@ -128,9 +136,9 @@ TEST_P(ZeroOneProcess, StepsAsAdamW) {
   neox::TrainResult r = neox::train(neox::parse_config(zero_config(dir, "local", 4, stage), "zero.toml"));
   ASSERT_EQ(r.train_losses.size(), 20u);
   expect_close(r.train_losses, ref.result.train_losses, 1e-6);
-  EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
-                          dir + "/ckpt/global_step20/model.safetensors"),
-            1e-6);
+  EXPECT_LT(
+      weights_error(ref.dir + "/ckpt/global_step20/model.safetensors", dir + "/ckpt/global_step20/model.safetensors"),
+      1e-6);
   // One shard file per rank and the state kind both optimizers share.
   EXPECT_TRUE(fs::exists(dir + "/ckpt/global_step20/optimizer.rank0.safetensors"));
   EXPECT_FALSE(fs::exists(dir + "/ckpt/global_step20/optimizer.safetensors"));
@@ -152,10 +160,10 @@ TEST(ZeroOneProcess, CheckpointsInterchangeWithAdamW) {
   fs::remove_all(dir);
   for (auto [first, second] : {std::pair{3, 0}, std::pair{0, 2}}) {
     fs::remove_all(dir);
-    neox::train(neox::parse_config(zero_config(dir, "local", 4, first), "a.toml",
-                                   {"training.exit_interval=10"}));
-    neox::TrainResult r = neox::train(neox::parse_config(
-        zero_config(dir, "local", 4, second), "b.toml", {"training.load=\"" + dir + "/ckpt\"", "training.run_name=\"b\""}));
+    neox::train(neox::parse_config(zero_config(dir, "local", 4, first), "a.toml", {"training.exit_interval=10"}));
+    neox::TrainResult r =
+        neox::train(neox::parse_config(zero_config(dir, "local", 4, second), "b.toml",
+                                       {"training.load=\"" + dir + "/ckpt\"", "training.run_name=\"b\""}));
     ASSERT_EQ(r.train_losses.size(), 10u) << first << " -> " << second;
     expect_close(r.train_losses, {ref.result.train_losses.begin() + 10, ref.result.train_losses.end()}, 1e-6, 11);
   }
@@ -165,7 +173,8 @@ TEST(ZeroOneProcess, CheckpointsInterchangeWithAdamW) {
 TEST(ZeroOneProcess, RefusesBadOptions) {
   const std::string dir = neox::test::temp_dir("zero_bad", "x");
   auto error_of = [&](const std::vector<std::string>& sets) {
-    return neox::test::error_of([&] { neox::train(neox::parse_config(zero_config(dir, "local", 4, 1), "z.toml", sets)); });
+    return neox::test::error_of(
+        [&] { neox::train(neox::parse_config(zero_config(dir, "local", 4, 1), "z.toml", sets)); });
   };
   EXPECT_NE(error_of({"plugins.options.zero.stage=2"}).find("contradicts training.zero_stage = 1"), std::string::npos);
   EXPECT_NE(error_of({"plugins.options.zero.bucket=2"}).find("bucket"), std::string::npos);
@@ -178,8 +187,9 @@ TEST(ZeroOneProcess, OneRankWithTheDefaultOptimizerUsesAdamW) {
   const std::string dir = neox::test::temp_dir("zero_moot", "x");
   fs::remove_all(dir);
   neox::train(neox::parse_config(zero_config(dir, "local", 4, 2, 2), "z.toml", {"plugins.optimizer=adamw"}));
-  EXPECT_NE(neox::test::read_text(dir + "/runs/r/train.log").find("training.zero_stage 2 on one rank: nothing to "
-                                                                  "partition, optimizer adamw"),
+  EXPECT_NE(neox::test::read_text(dir + "/runs/r/train.log")
+                .find("training.zero_stage 2 on one rank: nothing to "
+                      "partition, optimizer adamw"),
             std::string::npos);
   EXPECT_TRUE(fs::exists(dir + "/ckpt/global_step2/optimizer.safetensors"));
   fs::remove_all(dir);
@@ -208,15 +218,16 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
   if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
   const auto [np, stage, overlap] = GetParam();
   const Reference& ref = reference();
-  const std::string dir = neox::test::temp_dir("zero_mpi", std::to_string(np) + "_" + std::to_string(stage) +
-                                                              (overlap ? "_overlap" : ""));
+  const std::string dir =
+      neox::test::temp_dir("zero_mpi", std::to_string(np) + "_" + std::to_string(stage) + (overlap ? "_overlap" : ""));
   fs::remove_all(dir);
   // As a GPT-NeoX config says it: optimizer adamw and a zero_stage. With
   // overlap the reduce-scatters run during backward: same results, same bytes.
-  const std::string out = run_ranks(np, dir, zero_config(dir, "mpi", 4 / np, stage),
-                                    std::string("--set plugins.optimizer=adamw") +
-                                        (overlap ? " --set training.zero_overlap_comm=true" : ""));
-  EXPECT_NE(out.find("ZeRO stage " + std::to_string(stage) + " over " + std::to_string(np) + " ranks"), std::string::npos)
+  const std::string out = run_ranks(
+      np, dir, zero_config(dir, "mpi", 4 / np, stage),
+      std::string("--set plugins.optimizer=adamw") + (overlap ? " --set training.zero_overlap_comm=true" : ""));
+  EXPECT_NE(out.find("ZeRO stage " + std::to_string(stage) + " over " + std::to_string(np) + " ranks"),
+            std::string::npos)
       << out;
   if (overlap) {
     EXPECT_NE(out.find("reduce-scattered during backward (zero_overlap_comm)"), std::string::npos) << out;
@@ -232,9 +243,9 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
     }
   }
   expect_close(neox::test::read_losses(dir + "/runs/r/metrics.jsonl").train, ref.result.train_losses, 1e-5);
-  EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
-                          dir + "/ckpt/global_step20/model.safetensors"),
-            1e-5);
+  EXPECT_LT(
+      weights_error(ref.dir + "/ckpt/global_step20/model.safetensors", dir + "/ckpt/global_step20/model.safetensors"),
+      1e-5);
   for (int r = 0; r < np; ++r)
     EXPECT_TRUE(fs::exists(dir + "/ckpt/global_step20/optimizer.rank" + std::to_string(r) + ".safetensors")) << r;
 
@@ -277,8 +288,9 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
     }
   }
   const double f = (np - 1.0) / np, psi_bytes = 4.0 * psi, blocks_bytes = 4.0 * (psi - 2 * 32768 - 64);
-  const double theory = stage == 1 ? 2 * f * psi_bytes : stage == 2 ? 3 * f * psi_bytes
-                                                                     : 2 * f * (2 * psi_bytes + blocks_bytes);
+  const double theory = stage == 1   ? 2 * f * psi_bytes
+                        : stage == 2 ? 3 * f * psi_bytes
+                                     : 2 * f * (2 * psi_bytes + blocks_bytes);
   EXPECT_NEAR(sent, theory + 2 * 2 * f * 8, 1e-3 * theory) << "stage " << stage;
 
   switch (stage) {
@@ -302,8 +314,7 @@ TEST_P(ZeroRanks, TrainLikeOneProcessWithAPartOfTheState) {
       // forward to its backward) and one block's worth more; with overlap
       // also one prefetched unit (at most the 1024 x 32 embedding). Whole,
       // the parameters and gradients are 8 Psi.
-      const double output_unit = 4.0 * (1024 * 32 + 2 * 32), block_unit = 4.0 * 12704,
-                   embedding_unit = 4.0 * 1024 * 32;
+      const double output_unit = 4.0 * (1024 * 32 + 2 * 32), block_unit = 4.0 * 12704, embedding_unit = 4.0 * 1024 * 32;
       const double bound = 2.0 * output_unit + block_unit + (overlap ? embedding_unit : 0.0);
       EXPECT_EQ(many.at("arena_peak_bytes").get<double>(), output_unit);
       EXPECT_LE(many.at("arena_peak_bytes_run").get<double>(), bound);
@@ -337,7 +348,7 @@ TEST(ZeroBench, BytesPerStepMatchTheSchedule) {
   fs::create_directories(dir);
   std::ofstream(dir + "/c.toml") << zero_config(dir, "mpi", 2, 0);
   auto r = run_mpirun(mpirun(2) + neox::test::neox_binary() + " bench comm --sizes 4K --runs 1 --config " + dir +
-                       "/c.toml --train-steps 1");
+                      "/c.toml --train-steps 1");
   ASSERT_EQ(r.status, 0) << r.output;
   for (const char* stage : {"DP ", "ZeRO-1 ", "ZeRO-2 ", "ZeRO-3 "}) {
     const auto at = r.output.find(std::string("\n") + stage);
@@ -368,13 +379,16 @@ TEST(ZeroFaults, AStreamedSaveThatFailsOnRankZeroKeepsThePreviousCheckpoint) {
   std::ofstream(wrapper) << "trap '' XFSZ\n"
                             "if [ \"$OMPI_COMM_WORLD_RANK\" != 0 ]; then exec \"$@\"; fi\n"
                             "\"$@\" & pid=$!\n"
-                            "for i in $(seq 1200); do [ -e " << dir << "/runs/b/metrics.jsonl ] && break; sleep 0.05; done\n"
+                            "for i in $(seq 1200); do [ -e "
+                         << dir
+                         << "/runs/b/metrics.jsonl ] && break; sleep 0.05; done\n"
                             "prlimit --pid $pid --fsize=262144\n"
                             "wait $pid\n";
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = run_mpirun(mpirun(4) + "bash " + wrapper + " " + neox::test::neox_binary() + " train " + dir +
-                      "/a/train.toml --set training.load=" + dir +
-                      "/ckpt --set training.run_name=b --set training.train_iters=40 --set training.checkpoint_factor=30");
+  auto r =
+      run_mpirun(mpirun(4) + "bash " + wrapper + " " + neox::test::neox_binary() + " train " + dir +
+                 "/a/train.toml --set training.load=" + dir +
+                 "/ckpt --set training.run_name=b --set training.train_iters=40 --set training.checkpoint_factor=30");
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_NE(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("model.safetensors"), std::string::npos) << r.output;
@@ -401,8 +415,8 @@ TEST_P(ZeroReshard, ResumesOnAnotherNumberOfRanks) {
   if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
   const auto [from, to, stage] = GetParam();
   const Reference& ref = reference();
-  const std::string dir = neox::test::temp_dir("zero_reshard", std::to_string(from) + std::to_string(to) + "_" +
-                                                                  std::to_string(stage));
+  const std::string dir =
+      neox::test::temp_dir("zero_reshard", std::to_string(from) + std::to_string(to) + "_" + std::to_string(stage));
   fs::remove_all(dir);
   run_ranks(from, dir + "/a", zero_config(dir, "mpi", 4 / from, stage), "--set training.exit_interval=10");
   ASSERT_TRUE(fs::exists(dir + "/ckpt/global_step10/optimizer.rank" + std::to_string(from - 1) + ".safetensors"));
@@ -411,9 +425,9 @@ TEST_P(ZeroReshard, ResumesOnAnotherNumberOfRanks) {
   EXPECT_NE(out.find("resuming from"), std::string::npos) << out;
   expect_close(neox::test::read_losses(dir + "/runs/b/metrics.jsonl").train,
                {ref.result.train_losses.begin() + 10, ref.result.train_losses.end()}, 1e-5, 11);
-  EXPECT_LT(weights_error(ref.dir + "/ckpt/global_step20/model.safetensors",
-                          dir + "/ckpt/global_step20/model.safetensors"),
-            1e-5);
+  EXPECT_LT(
+      weights_error(ref.dir + "/ckpt/global_step20/model.safetensors", dir + "/ckpt/global_step20/model.safetensors"),
+      1e-5);
   fs::remove_all(dir);
 }
 
@@ -436,9 +450,9 @@ TEST(ZeroTinyBuckets, ARankThatOwnsNothingSavesAndResumes) {
   const std::string shard3 = dir + "/ckpt/global_step2/optimizer.rank3.safetensors";
   ASSERT_TRUE(fs::exists(shard3));
   EXPECT_EQ(neox::SafeTensorsFile::open(shard3).info("exp_avg").shape, std::vector<std::int64_t>{0});
-  const std::string out = run_ranks(4, dir + "/b", zero_config(dir, "mpi", 1, 1),
-                                    tiny + "--set training.exit_interval=4 --set training.load=" + dir +
-                                        "/ckpt --set training.run_name=b");
+  const std::string out =
+      run_ranks(4, dir + "/b", zero_config(dir, "mpi", 1, 1),
+                tiny + "--set training.exit_interval=4 --set training.load=" + dir + "/ckpt --set training.run_name=b");
   EXPECT_NE(out.find("resuming from"), std::string::npos) << out;
   expect_close(neox::test::read_losses(dir + "/runs/b/metrics.jsonl").train,
                {ref.result.train_losses.begin() + 2, ref.result.train_losses.begin() + 4}, 1e-5, 3);
@@ -446,8 +460,8 @@ TEST(ZeroTinyBuckets, ARankThatOwnsNothingSavesAndResumes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ZeroReshard,
-                         ::testing::Values(std::make_tuple(4, 2, 1), std::make_tuple(2, 4, 2),
-                                           std::make_tuple(4, 2, 3), std::make_tuple(2, 4, 3)),
+                         ::testing::Values(std::make_tuple(4, 2, 1), std::make_tuple(2, 4, 2), std::make_tuple(4, 2, 3),
+                                           std::make_tuple(2, 4, 3)),
                          [](const auto& info) {
                            return "from" + std::to_string(std::get<0>(info.param)) + "_to" +
                                   std::to_string(std::get<1>(info.param)) + "_stage" +

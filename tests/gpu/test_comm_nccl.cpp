@@ -42,8 +42,8 @@
 namespace fs = std::filesystem;
 using neox::test::error_of;
 using neox::test::free_port;
-using neox::test::ScopedEnv;
 using neox::test::run_command;
+using neox::test::ScopedEnv;
 
 namespace {
 
@@ -53,9 +53,8 @@ std::string plugin_path() { return neox::test::build_plugin_dir() + "/neox_comm_
 bool plugin_built() { return fs::exists(plugin_path()); }
 
 #ifdef NEOX_NCCL_CHECK_BINARY
-const std::string kCheckBinary =
-    neox::test::env_or("NEOX_TEST_NCCL_CHECK_BINARY",
-                       neox::test::build_dir_or("bin/neox_nccl_collectives_check", NEOX_NCCL_CHECK_BINARY));
+const std::string kCheckBinary = neox::test::env_or(
+    "NEOX_TEST_NCCL_CHECK_BINARY", neox::test::build_dir_or("bin/neox_nccl_collectives_check", NEOX_NCCL_CHECK_BINARY));
 #else
 const std::string kCheckBinary = neox::test::env_or("NEOX_TEST_NCCL_CHECK_BINARY", "");
 #endif
@@ -67,27 +66,27 @@ bool require_cuda() {
 
 bool nvidia_device_present() { return fs::exists("/dev/nvidia0") || fs::exists("/dev/nvidiactl"); }
 
-#define SKIP_UNLESS_PLUGIN_BUILT()                                                                        \
-  do {                                                                                                    \
-    if (!plugin_built())                                                                                  \
-      GTEST_SKIP() << "the nccl plugin is not built (no " << plugin_path()                               \
-                   << "; it is built where CMake finds CUDA and NCCL: -DNEOX_WITH_NCCL=ON to insist)";    \
+#define SKIP_UNLESS_PLUGIN_BUILT()                                                                     \
+  do {                                                                                                 \
+    if (!plugin_built())                                                                               \
+      GTEST_SKIP() << "the nccl plugin is not built (no " << plugin_path()                             \
+                   << "; it is built where CMake finds CUDA and NCCL: -DNEOX_WITH_NCCL=ON to insist)"; \
   } while (0)
 
 // The GPU tests: the plugin, the check program and a GPU.
-#define REQUIRE_NCCL_GPU()                                                                                 \
-  do {                                                                                                     \
-    if (require_cuda() && !plugin_built())                                                                 \
-      FAIL() << "NEOX_TEST_REQUIRE_CUDA is set, but the nccl plugin is not at " << plugin_path();          \
-    SKIP_UNLESS_PLUGIN_BUILT();                                                                            \
-    if (kCheckBinary.empty() || !fs::exists(kCheckBinary)) {                                               \
+#define REQUIRE_NCCL_GPU()                                                                                  \
+  do {                                                                                                      \
+    if (require_cuda() && !plugin_built())                                                                  \
+      FAIL() << "NEOX_TEST_REQUIRE_CUDA is set, but the nccl plugin is not at " << plugin_path();           \
+    SKIP_UNLESS_PLUGIN_BUILT();                                                                             \
+    if (kCheckBinary.empty() || !fs::exists(kCheckBinary)) {                                                \
       if (require_cuda()) FAIL() << "NEOX_TEST_REQUIRE_CUDA is set, but " << kCheckBinary << " is missing"; \
-      GTEST_SKIP() << "tests/nccl_collectives_check was not built (" << kCheckBinary << ")";              \
-    }                                                                                                      \
-    if (!nvidia_device_present()) {                                                                        \
-      if (require_cuda()) FAIL() << "NEOX_TEST_REQUIRE_CUDA is set, but there is no NVIDIA device";       \
-      GTEST_SKIP() << "no NVIDIA device (/dev/nvidia0)";                                                   \
-    }                                                                                                      \
+      GTEST_SKIP() << "tests/nccl_collectives_check was not built (" << kCheckBinary << ")";                \
+    }                                                                                                       \
+    if (!nvidia_device_present()) {                                                                         \
+      if (require_cuda()) FAIL() << "NEOX_TEST_REQUIRE_CUDA is set, but there is no NVIDIA device";         \
+      GTEST_SKIP() << "no NVIDIA device (/dev/nvidia0)";                                                    \
+    }                                                                                                       \
   } while (0)
 
 // Sets environment variables for a scope (unset: nullptr), then restores them.
@@ -124,11 +123,18 @@ FactoryOutcome make_directly(const neox::Options& options) {
 }
 
 // No launcher: a job of one (NCCL on the loopback where a GPU makes it).
-const std::map<std::string, const char*> kNoLauncher = {
-    {"RANK", nullptr},          {"WORLD_SIZE", nullptr},           {"LOCAL_RANK", nullptr},
-    {"LOCAL_WORLD_SIZE", nullptr}, {"OMPI_COMM_WORLD_RANK", nullptr}, {"OMPI_COMM_WORLD_SIZE", nullptr},
-    {"PMIX_RANK", nullptr},     {"PMI_RANK", nullptr},             {"SLURM_STEP_ID", nullptr},
-    {"SLURM_STEPID", nullptr},  {"TORCHELASTIC_RUN_ID", nullptr},       {"NCCL_SOCKET_IFNAME", "lo"}};
+const std::map<std::string, const char*> kNoLauncher = {{"RANK", nullptr},
+                                                        {"WORLD_SIZE", nullptr},
+                                                        {"LOCAL_RANK", nullptr},
+                                                        {"LOCAL_WORLD_SIZE", nullptr},
+                                                        {"OMPI_COMM_WORLD_RANK", nullptr},
+                                                        {"OMPI_COMM_WORLD_SIZE", nullptr},
+                                                        {"PMIX_RANK", nullptr},
+                                                        {"PMI_RANK", nullptr},
+                                                        {"SLURM_STEP_ID", nullptr},
+                                                        {"SLURM_STEPID", nullptr},
+                                                        {"TORCHELASTIC_RUN_ID", nullptr},
+                                                        {"NCCL_SOCKET_IFNAME", "lo"}};
 
 TEST(NcclComm, PluginLoadsWithoutADriver) {
   SKIP_UNLESS_PLUGIN_BUILT();
@@ -304,10 +310,12 @@ std::string nccl_train_config(const std::string& dir, const std::string& optimiz
   return R"([plugins]
 backend = "cuda"
 comm = "nccl"
-optimizer = ")" + optimizer + R"("
+optimizer = ")" +
+         optimizer + R"("
 data = "mmap"
 [plugins.options.mmap]
-data_path = ")" + neox::test::testdata_dir() + R"(/megatron/corpus_a"
+data_path = ")" +
+         neox::test::testdata_dir() + R"(/megatron/corpus_a"
 split = "80,15,5"
 [plugins.options.nccl]
 timeout_s = 60
@@ -327,7 +335,8 @@ gradient_clipping = 1.0
 weight_decay = 0.01
 [training]
 precision = "fp32"
-train_micro_batch_size_per_gpu = )" + std::to_string(micro_batch) + R"(
+train_micro_batch_size_per_gpu = )" +
+         std::to_string(micro_batch) + R"(
 gradient_accumulation_steps = 2
 train_iters = 10
 eval_iters = 0
@@ -337,9 +346,11 @@ zero_stage = 3
 zero_overlap_comm = true
 zero_reduce_bucket_size = 20000
 zero_allgather_bucket_size = 20000
-log_dir = ")" + dir + R"(/runs"
+log_dir = ")" +
+         dir + R"(/runs"
 run_name = "r"
-save = ")" + dir + R"(/ckpt"
+save = ")" +
+         dir + R"(/ckpt"
 )";
 }
 
@@ -362,9 +373,8 @@ TEST(NcclComm, ZeroStage3OnTwoProcessesTrainsLikeOne) {
   ASSERT_EQ(one.status, 0) << one.output;
   const std::string env = tcp_job_env(free_port(), 2);
   auto rank = [&](int r) {
-    return env + "RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) +
-           " NCCL_HOSTID=neox-test-host-" + std::to_string(r) + " timeout 180 " + neox::test::neox_binary() +
-           " train " + dir + "/two/c.toml";
+    return env + "RANK=" + std::to_string(r) + " LOCAL_RANK=" + std::to_string(r) + " NCCL_HOSTID=neox-test-host-" +
+           std::to_string(r) + " timeout 180 " + neox::test::neox_binary() + " train " + dir + "/two/c.toml";
   };
   auto two = run_command("( " + rank(0) + " & p0=$!; " + rank(1) +
                          " & p1=$!; wait $p0; s0=$?; wait $p1; s1=$?; exit $((s0 | s1)) )");

@@ -58,10 +58,10 @@ bool require_cuda() {
   return v && *v && std::string(v) != "0";
 }
 
-#define SKIP_UNLESS_PLUGIN_BUILT()                                                                    \
-  do {                                                                                                \
-    if (!plugin_built())                                                                              \
-      GTEST_SKIP() << "the cuda plugin is not built (no " << plugin_path()                           \
+#define SKIP_UNLESS_PLUGIN_BUILT()                                                                       \
+  do {                                                                                                   \
+    if (!plugin_built())                                                                                 \
+      GTEST_SKIP() << "the cuda plugin is not built (no " << plugin_path()                               \
                    << "; configure with -DNEOX_WITH_CUDA=ON where nvcc and the CUDA toolkit are found)"; \
   } while (0)
 
@@ -110,14 +110,14 @@ const CudaSetup& cuda_setup() {
   return *s;
 }
 
-#define REQUIRE_GPU()                                                                            \
-  do {                                                                                           \
-    const CudaSetup& s_ = cuda_setup();                                                                   \
-    if (!s_.error.empty()) FAIL() << "making the cuda backend failed: " << s_.error;            \
-    if (!s_.backend) {                                                                           \
-      if (require_cuda()) FAIL() << "NEOX_TEST_REQUIRE_CUDA is set, but " << s_.unavailable;    \
-      GTEST_SKIP() << s_.unavailable;                                                            \
-    }                                                                                            \
+#define REQUIRE_GPU()                                                                        \
+  do {                                                                                       \
+    const CudaSetup& s_ = cuda_setup();                                                      \
+    if (!s_.error.empty()) FAIL() << "making the cuda backend failed: " << s_.error;         \
+    if (!s_.backend) {                                                                       \
+      if (require_cuda()) FAIL() << "NEOX_TEST_REQUIRE_CUDA is set, but " << s_.unavailable; \
+      GTEST_SKIP() << s_.unavailable;                                                        \
+    }                                                                                        \
   } while (0)
 
 // Runs fn and expects a neox::Error whose message contains every fragment.
@@ -297,9 +297,11 @@ TEST(CudaBackend, CopiesRoundTrip) {
   EXPECT_EQ(other, host);
   be.copy(d2.data(), d2.device(), host.data(), neox::Device{}, 0);
   // Another device index is refused.
-  expect_error([&] {
-    be.copy(d2.data(), neox::Device{neox::DeviceType::cuda, be.device().index + 1}, host.data(), neox::Device{}, 4);
-  }, {"cuda backend", "cannot copy"});
+  expect_error(
+      [&] {
+        be.copy(d2.data(), neox::Device{neox::DeviceType::cuda, be.device().index + 1}, host.data(), neox::Device{}, 4);
+      },
+      {"cuda backend", "cannot copy"});
 }
 
 TEST(CudaBackend, RejectsHostTensors) {
@@ -313,8 +315,11 @@ TEST(CudaBackend, RejectsHostTensors) {
   expect_error([&] { be.kernels.gelu_forward(host, dev); }, {"gelu_forward: out", "is not on cuda:"});
   Tensor c = Tensor::empty(&be, {4, 4}, DType::f32);
   Tensor a = Tensor::empty(&be, {4, 3}, DType::f32);
-  expect_error([&] { be.kernels.matmul(c, a, dev.view({4, 4}), false, false, 1.0f, 0.0f); },
-               {"matmul: op(b) = b is [4, 4]"});
+  expect_error(
+      [&] {
+        be.kernels.matmul(c, a, dev.view({4, 4}), false, false, 1.0f, 0.0f);
+      },
+      {"matmul: op(b) = b is [4, 4]"});
 }
 
 TEST(CudaBackend, FailedAllocationNamesTheSize) {
@@ -465,7 +470,8 @@ TEST(CudaBackend, MatmulMixedPrecision) {
   const std::int64_t M = 37, N = 53, K = 70;
   for (DType dt : {DType::bf16, DType::f16}) {
     auto round = [&](float f) {
-      return dt == DType::bf16 ? neox::bf16_to_float(neox::float_to_bf16(f)) : neox::f16_to_float(neox::float_to_f16(f));
+      return dt == DType::bf16 ? neox::bf16_to_float(neox::float_to_bf16(f))
+                               : neox::f16_to_float(neox::float_to_f16(f));
     };
     auto encode = [&](float f) { return dt == DType::bf16 ? neox::float_to_bf16(f) : neox::float_to_f16(f); };
     auto decode = [&](std::uint16_t h) { return dt == DType::bf16 ? neox::bf16_to_float(h) : neox::f16_to_float(h); };
@@ -505,8 +511,8 @@ TEST(CudaBackend, MatmulMixedPrecision) {
             den16 += s * s;
           }
         EXPECT_LT(std::sqrt(num32 / den32), 1e-5) << neox::dtype_name(dt) << " -> f32, trans " << ta << tb;
-        EXPECT_LT(std::sqrt(num16 / den16), 1e-2) << neox::dtype_name(dt) << " -> " << neox::dtype_name(dt)
-                                                  << ", trans " << ta << tb;
+        EXPECT_LT(std::sqrt(num16 / den16), 1e-2)
+            << neox::dtype_name(dt) << " -> " << neox::dtype_name(dt) << ", trans " << ta << tb;
       }
   }
   // a and b must share a dtype; c is theirs or f32.
@@ -539,7 +545,7 @@ TEST(CudaBackend, KernelOverrideFromTheManifestRunsOnTheGpu) {
     be->kernels.fill(out, std::nanf(""));  // every element must be written
     be->kernels.gelu_forward(out, in);     // the plugin's kernel, on the backend's stream
     Tensor out32 = Tensor::empty(be.get(), in32.shape(), DType::f32);
-    be->kernels.convert(out32, out);       // the backend's kernel, after it
+    be->kernels.convert(out32, out);  // the backend's kernel, after it
     Tensor got = be->to_host(out32), rounded_in = Tensor::empty(be.get(), in32.shape(), DType::f32);
     be->kernels.convert(rounded_in, in);
     Tensor xin = be->to_host(rounded_in);

@@ -44,13 +44,13 @@
 
 #include "neox/backend.h"
 #include "neox/communicator.h"
-#include "neox/train/config.h"
 #include "neox/error.h"
 #include "neox/io/hf.h"
+#include "neox/io/safetensors.h"
 #include "neox/model/gpt_neox.h"
 #include "neox/optimizer.h"
 #include "neox/registry.h"
-#include "neox/io/safetensors.h"
+#include "neox/train/config.h"
 #include "neox/train/trainer.h"
 #include "test_support.h"
 
@@ -119,24 +119,28 @@ const CudaSetup& cuda() {
 
 // First statement of every test: skips (or fails, see NEOX_TEST_REQUIRE_CUDA)
 // without a GPU, fails when the backend could not be made for another reason.
-#define NEOX_REQUIRE_CUDA()                                                                  \
-  do {                                                                                       \
-    const CudaSetup& setup_ = cuda();                                                        \
-    if (!setup_.error.empty()) FAIL() << "making the cuda backend failed: " << setup_.error; \
-    if (!setup_.backend) {                                                                   \
+#define NEOX_REQUIRE_CUDA()                                                                      \
+  do {                                                                                           \
+    const CudaSetup& setup_ = cuda();                                                            \
+    if (!setup_.error.empty()) FAIL() << "making the cuda backend failed: " << setup_.error;     \
+    if (!setup_.backend) {                                                                       \
       if (require_cuda()) FAIL() << "NEOX_TEST_REQUIRE_CUDA is set, but " << setup_.unavailable; \
-      GTEST_SKIP() << setup_.unavailable;                                                    \
-    }                                                                                        \
+      GTEST_SKIP() << setup_.unavailable;                                                        \
+    }                                                                                            \
   } while (0)
 
 std::shared_ptr<neox::Backend> cuda_backend() { return cuda().backend; }
 
 const char* dtype_label(DType t) {
   switch (t) {
-    case DType::f32: return "f32";
-    case DType::bf16: return "bf16";
-    case DType::f16: return "f16";
-    default: return "?";
+    case DType::f32:
+      return "f32";
+    case DType::bf16:
+      return "bf16";
+    case DType::f16:
+      return "f16";
+    default:
+      return "?";
   }
 }
 
@@ -149,11 +153,20 @@ std::vector<double> host_values(neox::Backend& backend, const Tensor& t) {
   std::vector<double> out(static_cast<std::size_t>(h.numel()));
   for (std::int64_t i = 0; i < h.numel(); ++i) {
     switch (h.dtype()) {
-      case DType::f32: out[i] = h.ptr<float>()[i]; break;
-      case DType::f64: out[i] = h.ptr<double>()[i]; break;
-      case DType::bf16: out[i] = neox::bf16_to_float(h.ptr<std::uint16_t>()[i]); break;
-      case DType::f16: out[i] = neox::f16_to_float(h.ptr<std::uint16_t>()[i]); break;
-      default: throw neox::Error("host_values: not a float tensor: " + h.str());
+      case DType::f32:
+        out[i] = h.ptr<float>()[i];
+        break;
+      case DType::f64:
+        out[i] = h.ptr<double>()[i];
+        break;
+      case DType::bf16:
+        out[i] = neox::bf16_to_float(h.ptr<std::uint16_t>()[i]);
+        break;
+      case DType::f16:
+        out[i] = neox::f16_to_float(h.ptr<std::uint16_t>()[i]);
+        break;
+      default:
+        throw neox::Error("host_values: not a float tensor: " + h.str());
     }
   }
   return out;
@@ -191,8 +204,7 @@ struct HfModel {
   std::unique_ptr<neox::GPTNeoX> model;
   Tensor ids, labels;
 
-  HfModel(const std::string& name, std::shared_ptr<neox::Backend> be, ComputeOptions compute)
-      : backend(std::move(be)) {
+  HfModel(const std::string& name, std::shared_ptr<neox::Backend> be, ComputeOptions compute) : backend(std::move(be)) {
     const std::string dir = hf_dir() + name + "/hf";
     model = std::make_unique<neox::GPTNeoX>(neox::read_hf_config(dir), backend, compute);
     neox::load_hf_weights(*model, dir);
@@ -286,14 +298,12 @@ TEST_P(CudaHfOracle, EveryParameterGradientMatches) {
               worst, worst_name.c_str());
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, CudaHfOracle,
-                         ::testing::Values(OracleCase{"neox_tiny_parallel", DType::f32},
-                                           OracleCase{"neox_tiny_sequential", DType::f32},
-                                           OracleCase{"neox_tiny_parallel", DType::bf16},
-                                           OracleCase{"neox_tiny_sequential", DType::bf16},
-                                           OracleCase{"neox_tiny_parallel", DType::f16},
-                                           OracleCase{"neox_tiny_sequential", DType::f16}),
-                         oracle_case_name);
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CudaHfOracle,
+    ::testing::Values(OracleCase{"neox_tiny_parallel", DType::f32}, OracleCase{"neox_tiny_sequential", DType::f32},
+                      OracleCase{"neox_tiny_parallel", DType::bf16}, OracleCase{"neox_tiny_sequential", DType::bf16},
+                      OracleCase{"neox_tiny_parallel", DType::f16}, OracleCase{"neox_tiny_sequential", DType::f16}),
+    oracle_case_name);
 
 // AdamW on the GPU, fp32 only: the optimizer always works on the f32 master
 // weights; with bf16 the three steps would only restate the gradient bound.
@@ -431,7 +441,8 @@ class CudaTraining : public ::testing::Test {
   static const std::vector<double>& cpu_losses(const std::string& dir, const std::string& data) {
     static std::vector<double> losses;
     if (losses.empty()) {
-      neox::TrainResult r = neox::train(neox::parse_config(train_config(dir, data, "cpu", "fp32", "reference"), "cpu.toml"));
+      neox::TrainResult r =
+          neox::train(neox::parse_config(train_config(dir, data, "cpu", "fp32", "reference"), "cpu.toml"));
       losses = r.train_losses;
     }
     return losses;
@@ -548,10 +559,11 @@ TEST_P(CudaCheckpointing, SameLossAndGradientsWithLessMemory) {
       EXPECT_LT(err, tol_grad) << "gradient of parameter " << i;
       worst = std::max(worst, err);
     }
-    std::printf("[%s] checkpoint_num_layers %lld: loss %.7f vs %.7f, worst gradient difference %.3g; "
-                "activation bytes %zu vs %zu; peak device memory %zu vs %zu\n",
-                dtype_label(dtype), static_cast<long long>(chunk), ck.loss, base.loss, worst, ck.activation_bytes,
-                base.activation_bytes, ck.peak_bytes, base.peak_bytes);
+    std::printf(
+        "[%s] checkpoint_num_layers %lld: loss %.7f vs %.7f, worst gradient difference %.3g; "
+        "activation bytes %zu vs %zu; peak device memory %zu vs %zu\n",
+        dtype_label(dtype), static_cast<long long>(chunk), ck.loss, base.loss, worst, ck.activation_bytes,
+        base.activation_bytes, ck.peak_bytes, base.peak_bytes);
     EXPECT_LT(ck.activation_bytes, base.activation_bytes) << "activation_bytes() with checkpointing";
     EXPECT_GT(base.peak_bytes, 0u) << "the cuda backend should count its memory (memory_stats)";
     EXPECT_LT(ck.peak_bytes, base.peak_bytes) << "peak device memory of forward+backward with checkpointing";

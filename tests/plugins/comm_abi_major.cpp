@@ -11,9 +11,13 @@ neox::Communicator* make(const neox::Options&) { return nullptr; }
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) const neox::PluginDescriptor* neox_plugin_entry() {
-  static const neox::PluginDescriptor descriptor{
-      neox::kCommAbi.major + 1, 0, neox::PluginKind::comm, "abi-major", "0.0",
-      "test: comm ABI major above the core's", reinterpret_cast<const void*>(&make),
-      neox::kernel_table_fingerprint()};
+  static const neox::PluginDescriptor descriptor{neox::kCommAbi.major + 1,
+                                                 0,
+                                                 neox::PluginKind::comm,
+                                                 "abi-major",
+                                                 "0.0",
+                                                 "test: comm ABI major above the core's",
+                                                 reinterpret_cast<const void*>(&make),
+                                                 neox::kernel_table_fingerprint()};
   return &descriptor;
 }

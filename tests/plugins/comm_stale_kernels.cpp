@@ -42,9 +42,13 @@ neox::Communicator* make(const neox::Options&) { return new OneRank(); }
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) const neox::PluginDescriptor* neox_plugin_entry() {
-  static const neox::PluginDescriptor descriptor{
-      6, 0, neox::PluginKind::comm, "stale-kernels", "0.0",
-      "test: a comm built against another kernel table", reinterpret_cast<const void*>(&make),
-      neox::kernel_table_fingerprint() + 1};
+  static const neox::PluginDescriptor descriptor{6,
+                                                 0,
+                                                 neox::PluginKind::comm,
+                                                 "stale-kernels",
+                                                 "0.0",
+                                                 "test: a comm built against another kernel table",
+                                                 reinterpret_cast<const void*>(&make),
+                                                 neox::kernel_table_fingerprint() + 1};
   return &descriptor;
 }

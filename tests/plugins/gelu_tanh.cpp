@@ -22,8 +22,8 @@ class GeluTanh final : public neox::KernelProvider {
       // The SDK's checks of the op, then this plugin's limit: f32 only.
       const neox::ElementsShape s = neox::kernel_check::gelu_forward(neox::Device{}, out, inp);
       if (s.dtype != neox::DType::f32)
-        neox::KernelChecker("gelu_forward", neox::Device{}).fail("test-gelu-tanh computes in f32 only, got inp " +
-                                                                 inp.str());
+        neox::KernelChecker("gelu_forward", neox::Device{})
+            .fail("test-gelu-tanh computes in f32 only, got inp " + inp.str());
       const float* x = inp.ptr<float>();
       float* y = out.ptr<float>();
       const double k = std::sqrt(2.0 / std::numbers::pi);
@@ -42,5 +42,4 @@ neox::KernelProvider* make(const neox::Options& options) {
 
 }  // namespace
 
-NEOX_PLUGIN(kernels, "test-gelu-tanh", "0.0", "test: tanh-approximation gelu_forward for the CPU",
-            &make)
+NEOX_PLUGIN(kernels, "test-gelu-tanh", "0.0", "test: tanh-approximation gelu_forward for the CPU", &make)

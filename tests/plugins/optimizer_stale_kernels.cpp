@@ -9,9 +9,13 @@ neox::Optimizer* make(const neox::Options&, const neox::OptimizerContext&) { ret
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) const neox::PluginDescriptor* neox_plugin_entry() {
-  static const neox::PluginDescriptor descriptor{
-      neox::kOptimizerAbi.major, neox::kOptimizerAbi.minor, neox::PluginKind::optimizer, "stale-kernels", "0.0",
-      "test: an optimizer built against another kernel table", reinterpret_cast<const void*>(&make),
-      neox::kernel_table_fingerprint() + 1};
+  static const neox::PluginDescriptor descriptor{neox::kOptimizerAbi.major,
+                                                 neox::kOptimizerAbi.minor,
+                                                 neox::PluginKind::optimizer,
+                                                 "stale-kernels",
+                                                 "0.0",
+                                                 "test: an optimizer built against another kernel table",
+                                                 reinterpret_cast<const void*>(&make),
+                                                 neox::kernel_table_fingerprint() + 1};
   return &descriptor;
 }

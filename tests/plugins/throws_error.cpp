@@ -4,9 +4,7 @@
 #include "neox/plugin.h"
 
 namespace {
-neox::Communicator* make(const neox::Options&) {
-  throw neox::Error("test factory refuses: bad option 'x'");
-}
+neox::Communicator* make(const neox::Options&) { throw neox::Error("test factory refuses: bad option 'x'"); }
 }  // namespace
 
 NEOX_PLUGIN(comm, "throws-error", "0.0", "test: factory throws neox::Error", &make)

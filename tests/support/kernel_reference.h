@@ -16,8 +16,8 @@ namespace neox::ref {
 using Vec = std::vector<double>;
 
 // c[M,N] = alpha * op(a) @ op(b) + beta * c (beta = 0 ignores c)
-inline void matmul(Vec& c, const Vec& a, const Vec& b, int M, int N, int K, bool trans_a,
-                   bool trans_b, double alpha, double beta) {
+inline void matmul(Vec& c, const Vec& a, const Vec& b, int M, int N, int K, bool trans_a, bool trans_b, double alpha,
+                   double beta) {
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {
       double s = 0.0;
@@ -44,8 +44,8 @@ inline void bias_backward(Vec& dbias, const Vec& dout, int N, int C) {
 }
 
 // out[N,C], mean[N], rstd[N] = LayerNorm(inp[N,C]) with weight[C], bias[C]
-inline void layernorm_forward(Vec& out, Vec& mean, Vec& rstd, const Vec& inp, const Vec& weight,
-                              const Vec& bias, int N, int C, double eps) {
+inline void layernorm_forward(Vec& out, Vec& mean, Vec& rstd, const Vec& inp, const Vec& weight, const Vec& bias, int N,
+                              int C, double eps) {
   for (int n = 0; n < N; ++n) {
     double m = 0.0;
     for (int c = 0; c < C; ++c) m += inp[n * C + c];
@@ -61,8 +61,8 @@ inline void layernorm_forward(Vec& out, Vec& mean, Vec& rstd, const Vec& inp, co
 }
 
 // dinp[N,C], dweight[C], dbias[C] += gradients of LayerNorm given dout[N,C]
-inline void layernorm_backward(Vec& dinp, Vec& dweight, Vec& dbias, const Vec& dout,
-                               const Vec& inp, const Vec& weight, int N, int C, double eps) {
+inline void layernorm_backward(Vec& dinp, Vec& dweight, Vec& dbias, const Vec& dout, const Vec& inp, const Vec& weight,
+                               int N, int C, double eps) {
   Vec out(inp.size()), mean(N), rstd(N);
   layernorm_forward(out, mean, rstd, inp, weight, Vec(C, 0.0), N, C, eps);
   for (int n = 0; n < N; ++n) {
@@ -95,8 +95,8 @@ inline double gelu_grad(double x) {
 // -1 for the backward (rotation by -angle, the transpose). inv_freq is
 // rounded to float as Hugging Face / GPT-NeoX compute it in float32; the
 // angle, cos and sin are exact.
-inline void rotary(Vec& qkv, int B, int T, int C, int n_head, int rotary_dims, double base,
-                   std::int64_t offset, int sign) {
+inline void rotary(Vec& qkv, int B, int T, int C, int n_head, int rotary_dims, double base, std::int64_t offset,
+                   int sign) {
   const int hs = C / n_head, half = rotary_dims / 2;
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t)
@@ -116,8 +116,7 @@ inline void rotary(Vec& qkv, int B, int T, int C, int n_head, int rotary_dims, d
 
 // out[B,T,C], lse[B,NH,T] = causal softmax attention of qkv[B,T,3C], with the
 // full probability matrix att[B,NH,T,T] (zero above the diagonal) for tests.
-inline void attention_forward(Vec& out, Vec& lse, Vec& att, const Vec& qkv, int B, int T, int C,
-                              int NH) {
+inline void attention_forward(Vec& out, Vec& lse, Vec& att, const Vec& qkv, int B, int T, int C, int NH) {
   const int hs = C / NH;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
   auto q = [&](int b, int t, int h, int i) { return qkv[(b * T + t) * 3 * C + h * hs + i]; };
@@ -142,15 +141,15 @@ inline void attention_forward(Vec& out, Vec& lse, Vec& att, const Vec& qkv, int 
           att[((static_cast<std::size_t>(b) * NH + h) * T + t) * T + j] = std::exp(s[j] - mx) / z;
         for (int i = 0; i < hs; ++i) {
           double o = 0.0;
-          for (int j = 0; j <= t; ++j) o += att[((static_cast<std::size_t>(b) * NH + h) * T + t) * T + j] * v(b, j, h, i);
+          for (int j = 0; j <= t; ++j)
+            o += att[((static_cast<std::size_t>(b) * NH + h) * T + t) * T + j] * v(b, j, h, i);
           out[(b * T + t) * C + h * hs + i] = o;
         }
       }
 }
 
 // dqkv[B,T,3C] (written) from dout[B,T,C] through the softmax Jacobian.
-inline void attention_backward(Vec& dqkv, const Vec& dout, const Vec& qkv, int B, int T, int C,
-                               int NH) {
+inline void attention_backward(Vec& dqkv, const Vec& dout, const Vec& qkv, int B, int T, int C, int NH) {
   const int hs = C / NH;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
   Vec out(static_cast<std::size_t>(B) * T * C), lse(static_cast<std::size_t>(B) * NH * T), att;
@@ -181,8 +180,8 @@ inline void attention_backward(Vec& dqkv, const Vec& dout, const Vec& qkv, int B
 // Incremental attention over a key/value cache: writes the k, v of
 // qkv[B,Tq,3C] into kc, vc [B,NH,maxT,hs] at positions offset .. offset+Tq-1,
 // then out[B,Tq,C] with query i over cache positions [0, offset + i].
-inline void attention_decode(Vec& out, Vec& kc, Vec& vc, const Vec& qkv, int B, int Tq, int C, int NH,
-                             int maxT, int offset) {
+inline void attention_decode(Vec& out, Vec& kc, Vec& vc, const Vec& qkv, int B, int Tq, int C, int NH, int maxT,
+                             int offset) {
   const int hs = C / NH;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
   auto cache = [&](int b, int h, int pos, int i) {
@@ -218,8 +217,8 @@ inline void attention_decode(Vec& out, Vec& kc, Vec& vc, const Vec& qkv, int B, 
 }
 
 // losses[N], lse[N] = cross-entropy of logits[N,V] against targets (negative: ignored, loss 0)
-inline void cross_entropy_forward(Vec& losses, Vec& lse, const Vec& logits,
-                                  const std::vector<std::int32_t>& targets, int N, int V) {
+inline void cross_entropy_forward(Vec& losses, Vec& lse, const Vec& logits, const std::vector<std::int32_t>& targets,
+                                  int N, int V) {
   for (int n = 0; n < N; ++n) {
     double mx = *std::max_element(logits.begin() + n * V, logits.begin() + (n + 1) * V);
     double z = 0.0;
@@ -230,34 +229,31 @@ inline void cross_entropy_forward(Vec& losses, Vec& lse, const Vec& logits,
 }
 
 // dlogits[N,V] = (softmax - onehot) * dloss, 0 in ignored rows
-inline void cross_entropy_backward(Vec& dlogits, const Vec& logits,
-                                   const std::vector<std::int32_t>& targets, int N, int V,
-                                   double dloss) {
+inline void cross_entropy_backward(Vec& dlogits, const Vec& logits, const std::vector<std::int32_t>& targets, int N,
+                                   int V, double dloss) {
   Vec losses(N), lse(N);
   cross_entropy_forward(losses, lse, logits, targets, N, V);
   for (int n = 0; n < N; ++n)
     for (int i = 0; i < V; ++i)
-      dlogits[n * V + i] = targets[n] < 0 ? 0.0
-                                          : (std::exp(logits[n * V + i] - lse[n]) - (i == targets[n] ? 1.0 : 0.0)) * dloss;
+      dlogits[n * V + i] =
+          targets[n] < 0 ? 0.0 : (std::exp(logits[n * V + i] - lse[n]) - (i == targets[n] ? 1.0 : 0.0)) * dloss;
 }
 
 // out[N,C] = table[ids[N]]
-inline void embedding_forward(Vec& out, const std::vector<std::int32_t>& ids, const Vec& table,
-                              int N, int C) {
+inline void embedding_forward(Vec& out, const std::vector<std::int32_t>& ids, const Vec& table, int N, int C) {
   for (int n = 0; n < N; ++n)
     for (int c = 0; c < C; ++c) out[n * C + c] = table[ids[n] * C + c];
 }
 
 // dtable[V,C] += dout[N,C] at rows ids[N]
-inline void embedding_backward(Vec& dtable, const std::vector<std::int32_t>& ids, const Vec& dout,
-                               int N, int C) {
+inline void embedding_backward(Vec& dtable, const std::vector<std::int32_t>& ids, const Vec& dout, int N, int C) {
   for (int n = 0; n < N; ++n)
     for (int c = 0; c < C; ++c) dtable[ids[n] * C + c] += dout[n * C + c];
 }
 
 // torch.optim.AdamW, one step, element by element
-inline void adamw(Vec& p, const Vec& grad, Vec& m, Vec& v, double lr, double beta1, double beta2,
-                  double eps, double weight_decay, std::int64_t step, double grad_scale) {
+inline void adamw(Vec& p, const Vec& grad, Vec& m, Vec& v, double lr, double beta1, double beta2, double eps,
+                  double weight_decay, std::int64_t step, double grad_scale) {
   for (std::size_t i = 0; i < p.size(); ++i) {
     double g = grad[i] * grad_scale;
     p[i] -= lr * weight_decay * p[i];

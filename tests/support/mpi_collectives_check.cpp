@@ -55,14 +55,30 @@ void expect_error(const std::string& what, std::initializer_list<std::string> pa
   expect(false, what + ": no neox::Error thrown");
 }
 
-template <typename T> DType dtype_of();
-template <> DType dtype_of<float>() { return DType::f32; }
-template <> DType dtype_of<double>() { return DType::f64; }
-template <> DType dtype_of<std::int32_t>() { return DType::i32; }
-template <> DType dtype_of<std::int64_t>() { return DType::i64; }
+template <typename T>
+DType dtype_of();
+template <>
+DType dtype_of<float>() {
+  return DType::f32;
+}
+template <>
+DType dtype_of<double>() {
+  return DType::f64;
+}
+template <>
+DType dtype_of<std::int32_t>() {
+  return DType::i32;
+}
+template <>
+DType dtype_of<std::int64_t>() {
+  return DType::i64;
+}
 
 // Rank r's value at element i: exact in every type.
-template <typename T> T value(int r, std::int64_t i) { return static_cast<T>(r + 1 + 2 * i); }
+template <typename T>
+T value(int r, std::int64_t i) {
+  return static_cast<T>(r + 1 + 2 * i);
+}
 
 // Lengths of the checks: a small buffer, and one large enough for the ring
 // algorithms (over 64 KiB, not a multiple of the ranks).
@@ -74,15 +90,22 @@ void check_reductions(Communicator& c, std::int64_t len) {
   const int n = c.size(), r = c.rank();
   const std::string ty = std::string(dtype_name(dtype_of<T>())) + "[" + std::to_string(len) + "]";
   for (ReduceOp op : {ReduceOp::sum, ReduceOp::avg, ReduceOp::max, ReduceOp::min}) {
-    const std::string opn = op == ReduceOp::sum ? "sum" : op == ReduceOp::avg ? "avg" : op == ReduceOp::max ? "max" : "min";
+    const std::string opn = op == ReduceOp::sum   ? "sum"
+                            : op == ReduceOp::avg ? "avg"
+                            : op == ReduceOp::max ? "max"
+                                                  : "min";
     auto expected = [&](std::int64_t i) -> T {
       T s = 0;
       for (int q = 0; q < n; ++q) s = static_cast<T>(s + value<T>(q, i));
       switch (op) {
-        case ReduceOp::sum: return s;
-        case ReduceOp::avg: return static_cast<T>(s / static_cast<T>(n));
-        case ReduceOp::max: return value<T>(n - 1, i);
-        case ReduceOp::min: return value<T>(0, i);
+        case ReduceOp::sum:
+          return s;
+        case ReduceOp::avg:
+          return static_cast<T>(s / static_cast<T>(n));
+        case ReduceOp::max:
+          return value<T>(n - 1, i);
+        case ReduceOp::min:
+          return value<T>(0, i);
       }
       return 0;
     };
@@ -231,10 +254,10 @@ void check_counting(Communicator& c) {
            "stats: " + op + " bytes " + std::to_string(it->second.bytes) + ", expected " + std::to_string(want.second));
     expect(it->second.seconds >= 0.0, "stats: " + op + " seconds " + std::to_string(it->second.seconds));
   }
-  expect(st.ops.size() == expected.size(),
-         "stats: " + std::to_string(st.ops.size()) + " operations counted, expected " + std::to_string(expected.size()));
-  expect(st.total_bytes() == total, "stats: total_bytes " + std::to_string(st.total_bytes()) + ", expected " +
-                                        std::to_string(total));
+  expect(st.ops.size() == expected.size(), "stats: " + std::to_string(st.ops.size()) +
+                                               " operations counted, expected " + std::to_string(expected.size()));
+  expect(st.total_bytes() == total,
+         "stats: total_bytes " + std::to_string(st.total_bytes()) + ", expected " + std::to_string(total));
 }
 
 void check_errors(Communicator& c) {
@@ -246,8 +269,7 @@ void check_errors(Communicator& c) {
                [&] { c.all_reduce(gpu, ReduceOp::sum); });
   expect_error("broadcast on a GPU tensor", {me, "broadcast", "host tensors only"}, [&] { c.broadcast(gpu, 0); });
   Tensor bf = Tensor::zeros_host({4}, DType::bf16);
-  expect_error("all_reduce bf16", {me, "all_reduce", "f32, f64, i32 or i64"},
-               [&] { c.all_reduce(bf, ReduceOp::sum); });
+  expect_error("all_reduce bf16", {me, "all_reduce", "f32, f64, i32 or i64"}, [&] { c.all_reduce(bf, ReduceOp::sum); });
   Tensor a = Tensor::zeros_host({3}, DType::f32), b = Tensor::zeros_host({4}, DType::f32);
   expect_error("reduce_scatter sizes", {me, "reduce_scatter", "size() * out.numel()"},
                [&] { c.reduce_scatter(a, b, ReduceOp::sum); });
@@ -276,8 +298,7 @@ void check_errors(Communicator& c) {
       Tensor two = Tensor::zeros_host({2}, DType::f32);
       c.send(two, 1, 10);
     } else {
-      expect_error("short recv", {"rank 1", "recv", "received 2 elements", "sizes differ"},
-                   [&] { c.recv(b, 0, 10); });
+      expect_error("short recv", {"rank 1", "recv", "received 2 elements", "sizes differ"}, [&] { c.recv(b, 0, 10); });
     }
   }
   c.barrier();
@@ -308,8 +329,8 @@ void check_overlap(Communicator& c) {
   const CommTicket ta = c.all_reduce_start(a, ReduceOp::sum);
   const CommTicket tb = c.all_reduce_start(b, ReduceOp::sum);
   const CommTicket ts = c.reduce_scatter_start(whole, part, ReduceOp::sum);
-  expect(ta != 0 && ta < tb && tb < ts, "tickets increase: " + std::to_string(ta) + ", " + std::to_string(tb) + ", " +
-                                            std::to_string(ts));
+  expect(ta != 0 && ta < tb && tb < ts,
+         "tickets increase: " + std::to_string(ta) + ", " + std::to_string(tb) + ", " + std::to_string(ts));
   expect(c.stats().ops.empty(), "stats() counted operations that were not waited for");
   c.all_reduce(m, ReduceOp::max);  // blocking: after the three above
   expect(c.stats().ops.count("all_reduce") && c.stats().ops.at("all_reduce").calls == 3 &&
@@ -328,8 +349,7 @@ void check_overlap(Communicator& c) {
   for (std::int64_t i = 0; i < kLarge; ++i) ok = ok && part.ptr<float>()[i] == sum_of(r * kLarge + i, 4);
   expect(ok, "reduce_scatter_start");
   ok = true;
-  for (std::int64_t i = 0; i < kLarge; ++i)
-    ok = ok && m.ptr<float>()[i] == static_cast<float>(n + 3 * i % 97);
+  for (std::int64_t i = 0; i < kLarge; ++i) ok = ok && m.ptr<float>()[i] == static_cast<float>(n + 3 * i % 97);
   expect(ok, "a blocking all_reduce between started ones");
   ok = true;
   for (int q = 0; q < n; ++q)

@@ -55,26 +55,47 @@ void expect_error(const std::string& what, std::initializer_list<std::string> pa
 // Element i of a host tensor as a double, and back (bf16/f16 through float).
 double get(const Tensor& t, std::int64_t i) {
   switch (t.dtype()) {
-    case DType::f32: return t.ptr<float>()[i];
-    case DType::f64: return t.ptr<double>()[i];
-    case DType::i32: return t.ptr<std::int32_t>()[i];
-    case DType::i64: return static_cast<double>(t.ptr<std::int64_t>()[i]);
-    case DType::bf16: return bf16_to_float(t.ptr<std::uint16_t>()[i]);
-    case DType::f16: return f16_to_float(t.ptr<std::uint16_t>()[i]);
-    case DType::u16: return t.ptr<std::uint16_t>()[i];
+    case DType::f32:
+      return t.ptr<float>()[i];
+    case DType::f64:
+      return t.ptr<double>()[i];
+    case DType::i32:
+      return t.ptr<std::int32_t>()[i];
+    case DType::i64:
+      return static_cast<double>(t.ptr<std::int64_t>()[i]);
+    case DType::bf16:
+      return bf16_to_float(t.ptr<std::uint16_t>()[i]);
+    case DType::f16:
+      return f16_to_float(t.ptr<std::uint16_t>()[i]);
+    case DType::u16:
+      return t.ptr<std::uint16_t>()[i];
   }
   return 0;
 }
 
 void put(Tensor& t, std::int64_t i, double v) {
   switch (t.dtype()) {
-    case DType::f32: t.ptr<float>()[i] = static_cast<float>(v); break;
-    case DType::f64: t.ptr<double>()[i] = v; break;
-    case DType::i32: t.ptr<std::int32_t>()[i] = static_cast<std::int32_t>(v); break;
-    case DType::i64: t.ptr<std::int64_t>()[i] = static_cast<std::int64_t>(v); break;
-    case DType::bf16: t.ptr<std::uint16_t>()[i] = float_to_bf16(static_cast<float>(v)); break;
-    case DType::f16: t.ptr<std::uint16_t>()[i] = float_to_f16(static_cast<float>(v)); break;
-    case DType::u16: t.ptr<std::uint16_t>()[i] = static_cast<std::uint16_t>(v); break;
+    case DType::f32:
+      t.ptr<float>()[i] = static_cast<float>(v);
+      break;
+    case DType::f64:
+      t.ptr<double>()[i] = v;
+      break;
+    case DType::i32:
+      t.ptr<std::int32_t>()[i] = static_cast<std::int32_t>(v);
+      break;
+    case DType::i64:
+      t.ptr<std::int64_t>()[i] = static_cast<std::int64_t>(v);
+      break;
+    case DType::bf16:
+      t.ptr<std::uint16_t>()[i] = float_to_bf16(static_cast<float>(v));
+      break;
+    case DType::f16:
+      t.ptr<std::uint16_t>()[i] = float_to_f16(static_cast<float>(v));
+      break;
+    case DType::u16:
+      t.ptr<std::uint16_t>()[i] = static_cast<std::uint16_t>(v);
+      break;
   }
 }
 
@@ -86,10 +107,14 @@ double value(int r, std::int64_t i) { return r + 1 + 2 * static_cast<double>(i %
 
 const char* op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return "sum";
-    case ReduceOp::avg: return "avg";
-    case ReduceOp::max: return "max";
-    case ReduceOp::min: return "min";
+    case ReduceOp::sum:
+      return "sum";
+    case ReduceOp::avg:
+      return "avg";
+    case ReduceOp::max:
+      return "max";
+    case ReduceOp::min:
+      return "min";
   }
   return "?";
 }
@@ -120,10 +145,14 @@ void check_reductions(const Placement& p, DType dt) {
       double s = 0;
       for (int q = 0; q < n; ++q) s += value(q, i);
       switch (op) {
-        case ReduceOp::sum: return s;
-        case ReduceOp::avg: return is_integer(dt) ? static_cast<double>(static_cast<std::int64_t>(s) / n) : s / n;
-        case ReduceOp::max: return value(n - 1, i);
-        case ReduceOp::min: return value(0, i);
+        case ReduceOp::sum:
+          return s;
+        case ReduceOp::avg:
+          return is_integer(dt) ? static_cast<double>(static_cast<std::int64_t>(s) / n) : s / n;
+        case ReduceOp::max:
+          return value(n - 1, i);
+        case ReduceOp::min:
+          return value(0, i);
       }
       return 0.0;
     };
@@ -177,7 +206,10 @@ void check_movement(const Placement& p, DType dt) {
 
   // In place: `in` is this rank's part of `out`.
   Tensor out2 = p.make({n * len}, dt, [&](Tensor& h, std::int64_t i) {
-    if (i >= r * len && i < (r + 1) * len) filler(r, r * len)(h, i); else put(h, i, 0);
+    if (i >= r * len && i < (r + 1) * len)
+      filler(r, r * len)(h, i);
+    else
+      put(h, i, 0);
   });
   c.all_gather(out2.slice(r * len, len), out2);
   ok = true;

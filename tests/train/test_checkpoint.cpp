@@ -24,15 +24,15 @@
 #include <thread>
 
 #include "neox/backend.h"
-#include "neox/train/checkpoint.h"
 #include "neox/communicator.h"
-#include "neox/train/config.h"
 #include "neox/error.h"
 #include "neox/io/hf.h"
+#include "neox/io/safetensors.h"
 #include "neox/model/gpt_neox.h"
 #include "neox/optimizer.h"
 #include "neox/registry.h"
-#include "neox/io/safetensors.h"
+#include "neox/train/checkpoint.h"
+#include "neox/train/config.h"
 
 extern char** environ;
 
@@ -361,8 +361,7 @@ TEST(Checkpoint, OptimizerOfAnotherKindIsRefusedBeforeAnythingChanges) {
   auto other = e.make_model(small_config(), 6);
   const auto before = e.params(*other);
   FakeOptimizer sgd("sgd", false);
-  expect_error([&] { neox::load_checkpoint(tmp.str(), *other, &sgd); },
-               {"optimizer.safetensors", "'adamw'", "'sgd'"});
+  expect_error([&] { neox::load_checkpoint(tmp.str(), *other, &sgd); }, {"optimizer.safetensors", "'adamw'", "'sgd'"});
   EXPECT_EQ(e.params(*other), before);
 }
 

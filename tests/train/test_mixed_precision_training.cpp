@@ -34,7 +34,8 @@ neox::Config train_config(const std::string& dir, const std::string& precision, 
   const std::string text = R"([plugins]
 data = "mmap"
 [plugins.options.mmap]
-data_path = ")" + neox::test::testdata_dir() + R"(/megatron/corpus_a"
+data_path = ")" + neox::test::testdata_dir() +
+                           R"(/megatron/corpus_a"
 split = "90,5,5"
 [model]
 num_layers = 2
@@ -50,11 +51,13 @@ lr = 1e-2
 warmup = 0.1
 [training]
 train_micro_batch_size_per_gpu = 4
-train_iters = )" + std::to_string(iters) + R"(
+train_iters = )" + std::to_string(iters) +
+                           R"(
 eval_iters = 0
 log_interval = 10
 log_dir = ")" + dir + R"(/runs"
-precision = ")" + precision + R"("
+precision = ")" + precision +
+                           R"("
 )";
   return neox::parse_config(text, dir + "/config.toml");
 }

@@ -5,10 +5,10 @@
 // settings the trainer refuses.
 #include <gtest/gtest.h>
 
-#include "test_support.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "test_support.h"
 
 #include <algorithm>
 #include <array>
@@ -22,11 +22,11 @@
 #include <sstream>
 #include <thread>
 
-#include "neox/train/checkpoint.h"
-#include "neox/train/config.h"
 #include "neox/error.h"
 #include "neox/io/hf.h"
 #include "neox/io/safetensors.h"
+#include "neox/train/checkpoint.h"
+#include "neox/train/config.h"
 #include "neox/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -45,7 +45,8 @@ std::string small_config(const std::string& dir) {
   return R"([plugins]
 data = "mmap"
 [plugins.options.mmap]
-data_path = ")" + kCorpusA + R"("
+data_path = ")" +
+         kCorpusA + R"("
 split = "80,15,5"
 [model]
 num_layers = 2
@@ -70,8 +71,10 @@ eval_interval = 3
 eval_iters = 1
 log_interval = 2
 checkpoint_factor = 4
-log_dir = ")" + dir + R"(/runs"
-save = ")" + dir + R"(/ckpt"
+log_dir = ")" +
+         dir + R"(/runs"
+save = ")" +
+         dir + R"(/ckpt"
 )";
 }
 
@@ -87,7 +90,6 @@ double rel_error(const float* a, const double* b, std::int64_t n, double* num_ou
   if (den_out) *den_out += den;
   return std::sqrt(num / den);
 }
-
 
 class AdamWOracle : public ::testing::TestWithParam<std::string> {};
 
@@ -106,8 +108,9 @@ TEST_P(AdamWOracle, TrainThenExportMatchesTorch) {
 
   neox::ModelConfig hf = neox::read_hf_config(base + "/hf");
   std::ostringstream text;
-  text << "[plugins]\ndata = \"fixed\"\n" << (zero3 ? "optimizer = \"zero\"\n" : "")
-       << "[plugins.options.fixed]\npath = \"" << base << "/forward.safetensors\"\n"
+  text << "[plugins]\ndata = \"fixed\"\n"
+       << (zero3 ? "optimizer = \"zero\"\n" : "") << "[plugins.options.fixed]\npath = \"" << base
+       << "/forward.safetensors\"\n"
        << neox::model_config_toml(hf) << "\n[optimizer]\n"
        << "lr = " << a["lr"].get<double>() << "\nbetas = [" << a["betas"][0].get<double>() << ", "
        << a["betas"][1].get<double>() << "]\neps = " << a["eps"].get<double>()
@@ -115,8 +118,8 @@ TEST_P(AdamWOracle, TrainThenExportMatchesTorch) {
        << "\nlr_decay_style = \"constant\"\nwarmup = 0.0\ngradient_clipping = 0.0\n"
        << "[training]\ntrain_micro_batch_size_per_gpu = " << expected["B"].get<int>()
        << "\ntrain_iters = " << a["steps"].get<int>() << "\neval_iters = 0\nlog_interval = 1\n"
-       << (zero3 ? "zero_stage = 3\n" : "")
-       << "load = \"hf:" << base << "/hf\"\nsave = \"" << dir << "/ckpt\"\nlog_dir = \"" << dir << "/runs\"\n";
+       << (zero3 ? "zero_stage = 3\n" : "") << "load = \"hf:" << base << "/hf\"\nsave = \"" << dir
+       << "/ckpt\"\nlog_dir = \"" << dir << "/runs\"\n";
   neox::Config config =
       neox::parse_config(text.str(), "oracle.toml", {"model.seq_length=" + std::to_string(expected["T"].get<int>())});
 
@@ -199,13 +202,12 @@ TEST(Trainer, ResumingWithAnotherGlobalBatchIsWarnedAbout) {
   const std::string warning = "resuming with a global batch of 4 sequences (4 x 1 micro-batches x 1 ranks), but " +
                               dir + "/ckpt/global_step4 was trained with 2";
   neox::TrainResult same = neox::train(neox::parse_config(
-      small_config(dir), "c.toml",
-      {"training.load=" + dir + "/ckpt", "training.run_name=same", "training.save="}));
+      small_config(dir), "c.toml", {"training.load=" + dir + "/ckpt", "training.run_name=same", "training.save="}));
   EXPECT_EQ(read_text(same.run_dir + "/train.log").find("resuming with a global batch"), std::string::npos);
-  neox::TrainResult other = neox::train(neox::parse_config(
-      small_config(dir), "c.toml",
-      {"training.load=" + dir + "/ckpt", "training.run_name=other", "training.train_micro_batch_size_per_gpu=4",
-       "training.save="}));
+  neox::TrainResult other =
+      neox::train(neox::parse_config(small_config(dir), "c.toml",
+                                     {"training.load=" + dir + "/ckpt", "training.run_name=other",
+                                      "training.train_micro_batch_size_per_gpu=4", "training.save="}));
   EXPECT_EQ(other.iterations, 8);
   EXPECT_NE(read_text(other.run_dir + "/train.log").find(warning), std::string::npos)
       << read_text(other.run_dir + "/train.log");
@@ -237,8 +239,9 @@ TEST(Trainer, RunsStartedInTheSameSecondGetTheirOwnDirectories) {
 TEST(Trainer, FinetuneLoadsWeightsOnlyAndStartsAtZero) {
   const std::string dir = temp_dir("finetune");
   neox::train(neox::parse_config(small_config(dir + "/a"), "a.toml", {"training.train_iters=4"}));
-  neox::TrainResult f = neox::train(neox::parse_config(
-      small_config(dir + "/b"), "b.toml", {"training.load=" + dir + "/a/ckpt", "training.finetune=true", "training.train_iters=2"}));
+  neox::TrainResult f = neox::train(
+      neox::parse_config(small_config(dir + "/b"), "b.toml",
+                         {"training.load=" + dir + "/a/ckpt", "training.finetune=true", "training.train_iters=2"}));
   EXPECT_EQ(f.iterations, 2);
   EXPECT_EQ(f.train_losses.size(), 2u);
   fs::remove_all(dir);
@@ -248,10 +251,10 @@ TEST(Trainer, GradientAccumulationEqualsTheLargerMicroBatch) {
   const std::string dir = temp_dir("accum");
   neox::TrainResult big = neox::train(neox::parse_config(
       small_config(dir + "/a"), "a.toml", {"training.train_micro_batch_size_per_gpu=4", "training.train_iters=4"}));
-  neox::TrainResult acc = neox::train(neox::parse_config(small_config(dir + "/b"), "b.toml",
-                                                         {"training.train_micro_batch_size_per_gpu=2",
-                                                          "training.gradient_accumulation_steps=2",
-                                                          "training.train_iters=4"}));
+  neox::TrainResult acc =
+      neox::train(neox::parse_config(small_config(dir + "/b"), "b.toml",
+                                     {"training.train_micro_batch_size_per_gpu=2",
+                                      "training.gradient_accumulation_steps=2", "training.train_iters=4"}));
   ASSERT_EQ(big.train_losses.size(), acc.train_losses.size());
   for (std::size_t i = 0; i < big.train_losses.size(); ++i)
     EXPECT_NEAR(acc.train_losses[i], big.train_losses[i], 1e-5 * big.train_losses[i]) << "step " << i + 1;
@@ -300,8 +303,10 @@ TEST(Trainer, RefusesWhatItCannotHonour) {
   };
   EXPECT_NE(error_of({"training.precision=fp8"}).find("training.precision"), std::string::npos);
   EXPECT_NE(error_of({"training.checkpoint_num_layers=0"}).find("training.checkpoint_num_layers"), std::string::npos);
-  EXPECT_NE(error_of({"training.model_parallel_size=2"}).find("tensor parallelism is not implemented"), std::string::npos);
-  EXPECT_NE(error_of({"training.pipe_parallel_size=2"}).find("pipeline parallelism is not implemented"), std::string::npos);
+  EXPECT_NE(error_of({"training.model_parallel_size=2"}).find("tensor parallelism is not implemented"),
+            std::string::npos);
+  EXPECT_NE(error_of({"training.pipe_parallel_size=2"}).find("pipeline parallelism is not implemented"),
+            std::string::npos);
   EXPECT_NE(error_of({"training.zero_stage=1", "plugins.optimizer=sgd"}).find("needs the zero optimizer"),
             std::string::npos);
   EXPECT_NE(error_of({"plugins.optimizer=zero"}).find("needs training.zero_stage 1, 2 or 3"), std::string::npos);
@@ -309,8 +314,7 @@ TEST(Trainer, RefusesWhatItCannotHonour) {
   EXPECT_NE(error_of({"training.load=hf:" + kTestdata + "/hf/neox_tiny_parallel/hf"})
                 .find("model.hidden_size is 32 in the config but 64"),
             std::string::npos);
-  EXPECT_NE(error_of({"model.vocab_size=100"}).find("vocabulary"), std::string::npos)
-      << "corpus_a holds ids up to 999";
+  EXPECT_NE(error_of({"model.vocab_size=100"}).find("vocabulary"), std::string::npos) << "corpus_a holds ids up to 999";
   fs::remove_all(dir);
 }
 
@@ -332,7 +336,8 @@ TEST(Trainer, SigtermSavesACheckpointAndExitsCleanly) {
   }
   // Wait for training to be under way (the first metrics line), then SIGTERM.
   const std::string metrics = dir + "/runs/long/metrics.jsonl";
-  for (int i = 0; i < 600 && read_text(metrics).empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (int i = 0; i < 600 && read_text(metrics).empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   ASSERT_FALSE(read_text(metrics).empty()) << read_text(log);
   kill(pid, SIGTERM);
   int status = 0;
@@ -386,7 +391,8 @@ TEST(Trainer, TokenizerFromTheConfigIsCheckedAndSavedWithTheCheckpoint) {
 
   // The checkpoint alone, moved elsewhere, is enough to generate from text.
   fs::rename(dir + "/tok", dir + "/tok-gone");
-  auto g = neox::test::run_neox("generate --model " + dir + "/ckpt --prompt \"hello world\" --max-new-tokens 4 --seed 1");
+  auto g =
+      neox::test::run_neox("generate --model " + dir + "/ckpt --prompt \"hello world\" --max-new-tokens 4 --seed 1");
   ASSERT_EQ(g.status, 0) << g.output;
   EXPECT_NE(g.output.find("generated 4 tokens"), std::string::npos) << g.output;
   // (Without the checkpoint's tokenizer a text prompt has no tokenizer: the
@@ -421,8 +427,7 @@ TEST(Trainer, TokenizerPluginTravelsWithTheCheckpoint) {
   std::string words = "<eod>\n";
   for (int i = 1; i < 20; ++i) words += "w" + std::to_string(i) + "\n";
   std::ofstream(dir + "/words.txt") << words;
-  std::ofstream(dir + "/c.toml") << small_config(dir)
-                                 << "[plugins.options.test-words]\nlowercase = true\n"
+  std::ofstream(dir + "/c.toml") << small_config(dir) << "[plugins.options.test-words]\nlowercase = true\n"
                                  << "[tokenizer]\ntype = \"test-words\"\nvocab_file = \"words.txt\"\n";
   const std::string search = "plugins.search_paths=[\"" + neox::test::test_plugin_dir() + "\"]";
   neox::TrainResult r = neox::train(neox::load_config(dir + "/c.toml", {search}));

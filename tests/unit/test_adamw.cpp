@@ -48,20 +48,15 @@ class TestHostBackend final : public neox::Backend {
 
   std::string name() const override { return "test-host"; }
   neox::Device device() const override { return {}; }
-  void* allocate(std::size_t bytes) override {
-    return ::operator new(bytes == 0 ? 1 : bytes, std::align_val_t(64));
-  }
-  void deallocate(void* ptr, std::size_t) noexcept override {
-    ::operator delete(ptr, std::align_val_t(64));
-  }
+  void* allocate(std::size_t bytes) override { return ::operator new(bytes == 0 ? 1 : bytes, std::align_val_t(64)); }
+  void deallocate(void* ptr, std::size_t) noexcept override { ::operator delete(ptr, std::align_val_t(64)); }
   void copy(void* dst, neox::Device, const void* src, neox::Device, std::size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
   }
   void synchronize() override {}
   void register_kernels(neox::Kernels& k) override {
     k.fill = [](Tensor& t, float value) { std::fill_n(t.ptr<float>(), t.numel(), value); };
-    k.adamw_update = [this](Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                            const AdamWParams& a) {
+    k.adamw_update = [this](Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& a) {
       if (grad.numel() != param.numel() || m.numel() != param.numel() || v.numel() != param.numel())
         throw neox::Error("adamw_update (test-host): sizes differ");
       calls.push_back({param.numel(), param.data(), a});
@@ -91,8 +86,8 @@ class TestHostBackend final : public neox::Backend {
 struct ReferenceAdamW {
   double beta1, beta2, eps;
   std::vector<double> p, m, v;
-  void step(const std::vector<double>& grad, std::int64_t begin, std::int64_t end, double lr,
-            double weight_decay, std::int64_t t, double grad_scale) {
+  void step(const std::vector<double>& grad, std::int64_t begin, std::int64_t end, double lr, double weight_decay,
+            std::int64_t t, double grad_scale) {
     const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(t));
     const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(t));
     for (std::int64_t i = begin; i < end; ++i) {
@@ -127,8 +122,7 @@ constexpr std::int64_t kN = 1000;
 // Three groups (decay, no decay, decay) and a tail [900, 1000) in no group.
 const std::vector<ParamGroup> kGroups = {{0, 300, 0.1f}, {300, 50, 0.0f}, {350, 550, 0.1f}};
 
-std::vector<float> random_values(std::uint32_t seed, std::int64_t n, float lo, float hi,
-                                 bool random_sign) {
+std::vector<float> random_values(std::uint32_t seed, std::int64_t n, float lo, float hi, bool random_sign) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> out(static_cast<std::size_t>(n));
@@ -189,8 +183,12 @@ class AdamW : public ::testing::Test {
     opt->init(backend, comm, params, grads, kGroups);
     EXPECT_EQ(opt->state_bytes(), 2 * kN * 4);
 
-    ReferenceAdamW ref{b1, b2, eps, std::vector<double>(p0.begin(), p0.end()),
-                       std::vector<double>(kN, 0.0), std::vector<double>(kN, 0.0)};
+    ReferenceAdamW ref{b1,
+                       b2,
+                       eps,
+                       std::vector<double>(p0.begin(), p0.end()),
+                       std::vector<double>(kN, 0.0),
+                       std::vector<double>(kN, 0.0)};
     double worst_p = 0, worst_m = 0, worst_v = 0;
     for (std::int64_t t = 1; t <= 6; ++t) {
       auto g = random_values(100 + static_cast<std::uint32_t>(t), kN, 0.0f, 2.0f, true);

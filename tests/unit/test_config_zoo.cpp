@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "neox/train/config.h"
 #include "neox/options.h"
+#include "neox/train/config.h"
 
 namespace {
 
@@ -56,10 +56,8 @@ std::string with_commas(std::int64_t n) {
   return out;
 }
 
-const char* const kNeoxNames[] = {"19M", "49M", "125M", "350M", "760M",
-                                  "1-3B", "2-7B", "6-7B", "13B", "20B"};
-const char* const kPythiaNames[] = {"14M", "31M", "70M", "160M", "410M",
-                                    "1B", "1-4B", "2-8B", "6-9B", "12B"};
+const char* const kNeoxNames[] = {"19M", "49M", "125M", "350M", "760M", "1-3B", "2-7B", "6-7B", "13B", "20B"};
+const char* const kPythiaNames[] = {"14M", "31M", "70M", "160M", "410M", "1B", "1-4B", "2-8B", "6-9B", "12B"};
 
 // ---------------------------------------------------------------------------
 // Every config in the repository
@@ -77,10 +75,8 @@ TEST(ConfigZoo, EveryTomlUnderConfigsParses) {
 }
 
 TEST(ConfigZoo, HasEveryModel) {
-  for (const char* n : kNeoxNames)
-    EXPECT_TRUE(fs::exists(kConfigs / "neox" / (std::string(n) + ".toml"))) << n;
-  for (const char* n : kPythiaNames)
-    EXPECT_TRUE(fs::exists(kConfigs / "pythia" / (std::string(n) + ".toml"))) << n;
+  for (const char* n : kNeoxNames) EXPECT_TRUE(fs::exists(kConfigs / "neox" / (std::string(n) + ".toml"))) << n;
+  for (const char* n : kPythiaNames) EXPECT_TRUE(fs::exists(kConfigs / "pythia" / (std::string(n) + ".toml"))) << n;
   EXPECT_EQ(toml_files(kConfigs / "neox").size(), 10u);
   EXPECT_EQ(toml_files(kConfigs / "pythia").size(), 10u);
 }
@@ -353,8 +349,7 @@ std::string header_of(const std::string& text) {
 std::vector<std::string> cpu_overrides(const std::string& header) {
   std::vector<std::string> out;
   std::regex set_re("--set ([a-z_.]+=[a-z0-9]+)");
-  for (std::sregex_iterator it(header.begin(), header.end(), set_re), end; it != end; ++it)
-    out.push_back((*it)[1]);
+  for (std::sregex_iterator it(header.begin(), header.end(), set_re), end; it != end; ++it) out.push_back((*it)[1]);
   return out;
 }
 
@@ -370,8 +365,7 @@ TEST(ConfigZoo, HeadersNameSourceCommitAndParameterCount) {
     const std::string header = header_of(text);
     EXPECT_TRUE(std::regex_search(header, source_re)) << header;
     Config c = neox::load_config(p.string());
-    EXPECT_NE(header.find("# Parameters:  " + with_commas(c.model.num_parameters()) + " "),
-              std::string::npos)
+    EXPECT_NE(header.find("# Parameters:  " + with_commas(c.model.num_parameters()) + " "), std::string::npos)
         << "header count differs from num_parameters() = " << c.model.num_parameters();
     EXPECT_NE(header.find("GPT-NeoX settings not carried over:"), std::string::npos);
   }
@@ -425,10 +419,9 @@ TEST(ConfigZoo, HeadersMakeNoStaleClaims) {
     SCOPED_TRACE(p.string());
     const std::string text = read_text(p);
     const std::string header = header_of(text);
-    for (const char* stale : {"today", "activation checkpointing is not implemented",
-                              "only `enabled` is kept", "DeepSpeed ZeRO communication tuning",
-                              "not applicable (comm plugin", "training.zero_stage=0",
-                              "neox runs one process"})
+    for (const char* stale : {"today", "activation checkpointing is not implemented", "only `enabled` is kept",
+                              "DeepSpeed ZeRO communication tuning", "not applicable (comm plugin",
+                              "training.zero_stage=0", "neox runs one process"})
       EXPECT_EQ(text.find(stale), std::string::npos) << stale;
     Config c = neox::load_config(p.string());
     const bool refuses = c.training.model_parallel_size > 1 || c.training.pipe_parallel_size > 1;
@@ -442,11 +435,9 @@ TEST(ConfigZoo, HeadersMakeNoStaleClaims) {
                 std::string::npos);
     }
     // Carried keys are set in the file itself, not left to the defaults.
-    for (const char* key : {"loss_scale = ", "loss_scale_window = ", "hysteresis = ",
-                            "min_loss_scale = ", "checkpoint_activations = ",
-                            "checkpoint_num_layers = ", "zero_reduce_bucket_size = ",
-                            "zero_allgather_bucket_size = ", "zero_overlap_comm = ",
-                            "zero_contiguous_gradients = "})
+    for (const char* key : {"loss_scale = ", "loss_scale_window = ", "hysteresis = ", "min_loss_scale = ",
+                            "checkpoint_activations = ", "checkpoint_num_layers = ", "zero_reduce_bucket_size = ",
+                            "zero_allgather_bucket_size = ", "zero_overlap_comm = ", "zero_contiguous_gradients = "})
       EXPECT_NE(text.find("\n" + std::string(key)), std::string::npos) << key;
   }
 }

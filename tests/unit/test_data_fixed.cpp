@@ -2,8 +2,8 @@
 // The `fixed` data plugin: rows of a safetensors file served in order.
 #include <gtest/gtest.h>
 
-#include "test_support.h"
 #include <unistd.h>
+#include "test_support.h"
 
 #include <cstdint>
 #include <filesystem>
@@ -13,9 +13,9 @@
 
 #include "neox/data_source.h"
 #include "neox/error.h"
+#include "neox/io/safetensors.h"
 #include "neox/options.h"
 #include "neox/registry.h"
-#include "neox/io/safetensors.h"
 
 namespace {
 
@@ -33,17 +33,16 @@ constexpr std::int64_t kCols = 4;
 class DataFixed : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("neox_fixed_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() / ("neox_fixed_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
 
   // input_ids[r, t] = 10 * r + t + base, labels = input + 1, loss_mask[r, t] = r + t / 10.
-  std::string write(const std::string& name, std::int64_t base = 0, bool with_mask = true,
-                    std::int64_t cols = kCols, DType id_dtype = DType::i64) {
+  std::string write(const std::string& name, std::int64_t base = 0, bool with_mask = true, std::int64_t cols = kCols,
+                    DType id_dtype = DType::i64) {
     Tensor ids = Tensor::zeros_host({kRows, cols}, DType::i64);
     Tensor labels = Tensor::zeros_host({kRows, cols}, DType::i64);
     Tensor mask = Tensor::zeros_host({kRows, cols}, DType::f32);

@@ -8,6 +8,7 @@
 
 #include "test_support.h"
 
+#include <sys/wait.h>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -18,16 +19,15 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
-#include <sys/wait.h>
 #include <vector>
 
 #include "neox/backend.h"
 #include "neox/error.h"
-#include "neox/model/generation.h"
 #include "neox/io/hf.h"
+#include "neox/io/safetensors.h"
+#include "neox/model/generation.h"
 #include "neox/model/gpt_neox.h"
 #include "neox/registry.h"
-#include "neox/io/safetensors.h"
 
 namespace {
 
@@ -201,11 +201,17 @@ TEST(GenerationCache, ChecksItsLimits) {
   model->forward_cached(t3, cache);
   expect_error([&] { model->forward_cached(t3, cache); }, "3 tokens at position 3 exceed the cache's max_tokens 4");
   EXPECT_EQ(cache.length(), 3);  // a refused call changes nothing
-  expect_error([&] { model->forward_cached(Tensor::wrap(three.data(), {3, 2}, DType::i32), cache); },
-               "the cache holds 2 sequences");
+  expect_error(
+      [&] {
+        model->forward_cached(Tensor::wrap(three.data(), {3, 2}, DType::i32), cache);
+      },
+      "the cache holds 2 sequences");
   Ids bad = {1, 9999};
-  expect_error([&] { model->forward_cached(Tensor::wrap(bad.data(), {2, 1}, DType::i32), cache); },
-               "outside the vocabulary");
+  expect_error(
+      [&] {
+        model->forward_cached(Tensor::wrap(bad.data(), {2, 1}, DType::i32), cache);
+      },
+      "outside the vocabulary");
   cache.reset();
   EXPECT_EQ(cache.length(), 0);
   model->forward_cached(t3, cache);  // usable again
@@ -272,8 +278,9 @@ TEST_P(GenerationHf, StopsAtTheEndOfDocumentToken) {
   s.eod_id = g.continuation[3];  // the 4th new token, not among the first three
   for (int i = 0; i < 3; ++i) ASSERT_NE(g.continuation[static_cast<std::size_t>(i)], s.eod_id);
   Ids streamed;
-  auto out = neox::generate(*model, {g.prompt, g.prompt}, s,
-                            [&](std::size_t seq, std::int32_t tok) { if (seq == 1) streamed.push_back(tok); });
+  auto out = neox::generate(*model, {g.prompt, g.prompt}, s, [&](std::size_t seq, std::int32_t tok) {
+    if (seq == 1) streamed.push_back(tok);
+  });
   for (const auto& r : out) {
     EXPECT_EQ(r.tokens, Ids(g.continuation.begin(), g.continuation.begin() + 3));  // the stop token is left out
     EXPECT_TRUE(r.finished);

@@ -5,8 +5,8 @@
 // and the DataSource must serve them in GPT-NeoX's order.
 #include <gtest/gtest.h>
 
-#include "test_support.h"
 #include <unistd.h>
+#include "test_support.h"
 
 #include <cstdint>
 #include <cstdio>
@@ -155,13 +155,12 @@ TEST(Gpt2DatasetBlend, WeightsAndBlendingIndicesMatchGptNeox) {
   std::vector<std::int64_t> sample_index;
   gpt2::build_blending_indices(ws.weights, 200, index, sample_index);
   const std::vector<int> want_index = {
-      5, 7, 2, 1, 5, 3, 0, 5, 7, 8, 2, 5, 7, 5, 1, 4, 5, 2, 7, 5, 3, 5, 7, 2, 1, 5, 0, 5, 7, 2,
-      5, 8, 7, 5, 3, 1, 5, 2, 7, 5, 6, 5, 7, 2, 1, 5, 3, 5, 7, 0, 2, 5, 7, 5, 8, 1, 5, 2, 7, 5,
-      3, 4, 5, 7, 2, 5, 1, 5, 7, 0, 2, 5, 7, 5, 3, 1, 5, 2, 7, 5, 8, 5, 7, 2, 1, 5, 3, 5, 7, 0,
-      2, 5, 7, 5, 1, 4, 5, 2, 7, 5, 3, 8, 5, 7, 2, 5, 1, 5, 7, 0, 2, 5, 7, 5, 3, 1, 5, 2, 7, 5,
-      8, 5, 7, 2, 1, 5, 3, 5, 7, 0, 2, 5, 7, 5, 1, 4, 5, 2, 7, 5, 3, 5, 7, 2, 8, 5, 1, 5, 7, 0,
-      2, 5, 7, 5, 3, 1, 5, 2, 7, 5, 8, 5, 7, 2, 1, 5, 3, 5, 7, 0, 2, 5, 7, 5, 1, 4, 5, 2, 7, 5,
-      3, 5, 7, 2, 1, 5, 8, 5, 7, 0, 2, 5, 7, 5, 3, 1, 5, 2, 7, 5};
+      5, 7, 2, 1, 5, 3, 0, 5, 7, 8, 2, 5, 7, 5, 1, 4, 5, 2, 7, 5, 3, 5, 7, 2, 1, 5, 0, 5, 7, 2, 5, 8, 7, 5,
+      3, 1, 5, 2, 7, 5, 6, 5, 7, 2, 1, 5, 3, 5, 7, 0, 2, 5, 7, 5, 8, 1, 5, 2, 7, 5, 3, 4, 5, 7, 2, 5, 1, 5,
+      7, 0, 2, 5, 7, 5, 3, 1, 5, 2, 7, 5, 8, 5, 7, 2, 1, 5, 3, 5, 7, 0, 2, 5, 7, 5, 1, 4, 5, 2, 7, 5, 3, 8,
+      5, 7, 2, 5, 1, 5, 7, 0, 2, 5, 7, 5, 3, 1, 5, 2, 7, 5, 8, 5, 7, 2, 1, 5, 3, 5, 7, 0, 2, 5, 7, 5, 1, 4,
+      5, 2, 7, 5, 3, 5, 7, 2, 8, 5, 1, 5, 7, 0, 2, 5, 7, 5, 3, 1, 5, 2, 7, 5, 8, 5, 7, 2, 1, 5, 3, 5, 7, 0,
+      2, 5, 7, 5, 1, 4, 5, 2, 7, 5, 3, 5, 7, 2, 1, 5, 8, 5, 7, 0, 2, 5, 7, 5, 3, 1, 5, 2, 7, 5};
   ASSERT_EQ(index.size(), want_index.size());
   std::vector<std::int64_t> seen(9, 0);
   for (std::size_t i = 0; i < index.size(); ++i) {
@@ -222,7 +221,8 @@ TEST(Gpt2DatasetReference, BlendMatches) {
   std::size_t k = 0;
   for (const char* name : {"corpus_a", "corpus_b"}) {
     const auto& docs = e["datasets"][name]["splits"]["train"]["documents"];
-    parts.push_back(std::make_shared<gpt2::Gpt2Dataset>(corpus(name), docs[0], docs[1], ws.num_samples[k++], seq, seed));
+    parts.push_back(
+        std::make_shared<gpt2::Gpt2Dataset>(corpus(name), docs[0], docs[1], ws.num_samples[k++], seq, seed));
   }
   const gpt2::BlendedDataset blend(parts, ws.weights);
   EXPECT_EQ(blend.size(), b["length"].get<std::int64_t>());
@@ -268,7 +268,8 @@ class Gpt2DatasetPlugin : public ::testing::Test {
   static std::vector<std::int32_t> row(const neox::Batch& batch, std::int64_t b) {
     const std::int64_t T = batch.input_ids.dim(1);
     std::vector<std::int32_t> v;
-    for (std::int64_t t = 0; t < T; ++t) v.push_back(static_cast<std::int32_t>(batch.input_ids.ptr<std::int64_t>()[b * T + t]));
+    for (std::int64_t t = 0; t < T; ++t)
+      v.push_back(static_cast<std::int32_t>(batch.input_ids.ptr<std::int64_t>()[b * T + t]));
     v.push_back(static_cast<std::int32_t>(batch.labels.ptr<std::int64_t>()[b * T + T - 1]));
     for (std::int64_t t = 0; t + 1 < T; ++t)  // labels are the inputs shifted by one
       EXPECT_EQ(batch.labels.ptr<std::int64_t>()[b * T + t], batch.input_ids.ptr<std::int64_t>()[b * T + t + 1]);
@@ -420,7 +421,8 @@ TEST_F(Gpt2DatasetPlugin, TrainSplitBlendOfThePluginEqualsTheReferenceBlend) {
   for (std::int64_t step = 0; step < 49; ++step) {
     const auto batch = src->next(Split::train);
     for (std::int64_t r = 0; r < 2; ++r)
-      ASSERT_EQ(row(batch, r), b["samples"][static_cast<std::size_t>(2 * step + r)].get<std::vector<std::int32_t>>()) << step;
+      ASSERT_EQ(row(batch, r), b["samples"][static_cast<std::size_t>(2 * step + r)].get<std::vector<std::int32_t>>())
+          << step;
   }
   for (const auto& p : prefixes) {
     std::remove((p + ".bin").c_str());

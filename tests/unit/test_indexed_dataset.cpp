@@ -4,8 +4,8 @@
 // name the file and the problem.
 #include <gtest/gtest.h>
 
-#include "test_support.h"
 #include <unistd.h>
+#include "test_support.h"
 
 #include <cstdint>
 #include <cstring>
@@ -62,9 +62,8 @@ void put(std::vector<unsigned char>& out, T v) {
 class IndexedDatasetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("neox_indexed_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() / ("neox_indexed_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -75,10 +74,10 @@ class IndexedDatasetTest : public ::testing::Test {
   // 3 items of 2, 0 and 3 tokens in 2 documents ([item 0, item 1], [item 2]).
   static std::vector<unsigned char> tiny_idx() {
     std::vector<unsigned char> b = {'M', 'M', 'I', 'D', 'I', 'D', 'X', 0, 0};
-    put<std::uint64_t>(b, 1);       // version
-    put<std::uint8_t>(b, 8);        // dtype code: uint16
-    put<std::uint64_t>(b, 3);       // items
-    put<std::uint64_t>(b, 3);       // document index entries
+    put<std::uint64_t>(b, 1);  // version
+    put<std::uint8_t>(b, 8);   // dtype code: uint16
+    put<std::uint64_t>(b, 3);  // items
+    put<std::uint64_t>(b, 3);  // document index entries
     for (std::int32_t s : {2, 0, 3}) put(b, s);
     for (std::int64_t p : {0, 4, 4}) put(b, p);  // byte offsets
     for (std::int64_t d : {0, 2, 3}) put(b, d);
@@ -197,8 +196,7 @@ TEST_F(IndexedDatasetTest, WriterRoundTrip) {
         const int n_items = static_cast<int>(gen() % 4);  // documents of 0..3 items
         for (int k = 0; k < n_items; ++k) {
           std::vector<std::int32_t> item(gen() % 50);  // items of 0..49 tokens
-          for (auto& t : item)
-            t = static_cast<std::int32_t>(gen() % (dtype == DType::u16 ? 65536u : 2000000000u));
+          for (auto& t : item) t = static_cast<std::int32_t>(gen() % (dtype == DType::u16 ? 65536u : 2000000000u));
           w.add_item(item.data(), static_cast<std::int64_t>(item.size()));
           items.push_back(item);
         }
@@ -312,7 +310,8 @@ TEST_F(IndexedDatasetTest, CorruptionsGiveTheirOwnErrors) {
   {
     auto b = idx;
     b[17] = 3;
-    cases.push_back({"dtype", b, bin, ".idx", "dtype code 3 (int16) is not supported; supported codes are 4 (int32) and 8 (uint16)"});
+    cases.push_back({"dtype", b, bin, ".idx",
+                     "dtype code 3 (int16) is not supported; supported codes are 4 (int32) and 8 (uint16)"});
   }
   cases.push_back({"truncated_idx", {idx.begin(), idx.end() - 8}, bin, ".idx", "truncated"});
   cases.push_back({"short_header", {idx.begin(), idx.begin() + 20}, bin, ".idx", "34-byte header"});

@@ -61,8 +61,8 @@ TEST(KernelContract, TheTableHasEveryOpInOrderWithItsArguments) {
   ASSERT_EQ(infos.size(), names.size());
   ASSERT_EQ(infos.size(), 23u);
   for (std::size_t i = 0; i < infos.size(); ++i) EXPECT_EQ(infos[i].name, names[i]);
-  // Each entry is the header's list, and every op states its bytes.
-#define NEOX_EXPECT_ARGS(name)                                                        \
+    // Each entry is the header's list, and every op states its bytes.
+#define NEOX_EXPECT_ARGS(name)                                                          \
   EXPECT_EQ(neox::kernel_op_info(#name).args.data(), neox::kernel_args::name) << #name; \
   EXPECT_NE(neox::kernel_op_info(#name).bytes, nullptr) << #name;
   NEOX_KERNEL_OPS(NEOX_EXPECT_ARGS)

@@ -118,10 +118,10 @@ double rel_err(const Vec& got, const Vec& want) {
   return den == 0.0 ? std::sqrt(num) : std::sqrt(num / den);
 }
 
-#define EXPECT_CLOSE(got, want, tol)                                                         \
-  do {                                                                                        \
-    double err_ = rel_err((got), (want));                                                     \
-    EXPECT_LT(err_, (tol)) << #got << " vs " << #want << ": relative error " << err_;         \
+#define EXPECT_CLOSE(got, want, tol)                                                  \
+  do {                                                                                \
+    double err_ = rel_err((got), (want));                                             \
+    EXPECT_LT(err_, (tol)) << #got << " vs " << #want << ": relative error " << err_; \
   } while (0)
 
 // Random values rounded to float, so the reference sees exactly what the backend sees.
@@ -239,7 +239,9 @@ TEST_P(KernelTest, AllocatesAlignedMemoryAndCopies) {
 
 TEST_P(KernelTest, MatmulAllTransposesAlphaBeta) {
   const int M = 37, N = 29, K = 23;
-  struct Case { float alpha, beta; };
+  struct Case {
+    float alpha, beta;
+  };
   for (bool ta : {false, true})
     for (bool tb : {false, true})
       for (Case cs : {Case{1.0f, 0.0f}, Case{0.5f, 1.0f}, Case{-1.5f, 0.25f}}) {
@@ -334,8 +336,11 @@ TEST_P(KernelTest, LayerNormForward) {
   EXPECT_CLOSE(host(rstd), rr, kTol);
 
   Tensor bad_w = dev(random_vec(rng_, C + 1), {C + 1});
-  expect_error([&] { k_->layernorm_forward(out, mean, rstd, dev(x, {B, T, C}), bad_w, dev(b, {C}), eps); },
-               {"layernorm_forward", "weight"});
+  expect_error(
+      [&] {
+        k_->layernorm_forward(out, mean, rstd, dev(x, {B, T, C}), bad_w, dev(b, {C}), eps);
+      },
+      {"layernorm_forward", "weight"});
 }
 
 TEST_P(KernelTest, LayerNormBackward) {
@@ -421,11 +426,13 @@ TEST_P(KernelTest, GeluBackward) {
   const int m = 20;
   Vec xs(x.begin(), x.begin() + m), gs(dout.begin(), dout.begin() + m), analytic(m);
   for (int i = 0; i < m; ++i) analytic[i] = ref::gelu_grad(xs[i]) * gs[i];
-  Vec fd = numeric_grad([&](const Vec& v) {
-    double s = 0.0;
-    for (int i = 0; i < m; ++i) s += ref::gelu(v[i]) * gs[i];
-    return s;
-  }, xs);
+  Vec fd = numeric_grad(
+      [&](const Vec& v) {
+        double s = 0.0;
+        for (int i = 0; i < m; ++i) s += ref::gelu(v[i]) * gs[i];
+        return s;
+      },
+      xs);
   EXPECT_CLOSE(analytic, fd, kFdTol);
   Tensor d = dev_filled({m}, 0.0f);
   k_->gelu_backward(d, dev(xs, {m}), dev(gs, {m}));
@@ -477,11 +484,13 @@ TEST_P(KernelTest, RotaryBackwardMatchesFiniteDifferences) {
   Vec x = random_vec(rng_, B * T * 3 * C), w = random_vec(rng_, B * T * 3 * C);
   Vec analytic = w;
   ref::rotary(analytic, B, T, C, n_head, rd, 10000.0, offset, -1);
-  Vec fd = numeric_grad([&](const Vec& v) {
-    Vec y = v;
-    ref::rotary(y, B, T, C, n_head, rd, 10000.0, offset, +1);
-    return dot(y, w);
-  }, x);
+  Vec fd = numeric_grad(
+      [&](const Vec& v) {
+        Vec y = v;
+        ref::rotary(y, B, T, C, n_head, rd, 10000.0, offset, +1);
+        return dot(y, w);
+      },
+      x);
   EXPECT_CLOSE(analytic, fd, kFdTol);
   Tensor tw = dev(w, {B, T, 3 * C});
   k_->rotary_backward(tw, n_head, rd, 10000.0f, offset);
@@ -510,8 +519,7 @@ TEST_P(KernelTest, AttentionForwardBackward) {
   Tensor bad_lse = dev_filled({B, NH, T - 1}, 0.0f);
   expect_error([&] { k_->attention_forward(out, bad_lse, tqkv, NH); }, {"attention_forward", "lse"});
   expect_error([&] { k_->attention_forward(out, lse, tqkv, 5); }, {"attention_forward", "n_head"});
-  expect_error([&] { k_->attention_backward(dqkv, out, tqkv, out, bad_lse, NH); },
-               {"attention_backward", "lse"});
+  expect_error([&] { k_->attention_backward(dqkv, out, tqkv, out, bad_lse, NH); }, {"attention_backward", "lse"});
 }
 
 TEST_P(KernelTest, AttentionBackwardMatchesFiniteDifferences) {
@@ -519,11 +527,13 @@ TEST_P(KernelTest, AttentionBackwardMatchesFiniteDifferences) {
   Vec qkv = random_vec(rng_, B * T * 3 * C, -2.0, 2.0), w = random_vec(rng_, B * T * C);
   Vec analytic(qkv.size());
   ref::attention_backward(analytic, w, qkv, B, T, C, NH);
-  Vec fd = numeric_grad([&](const Vec& v) {
-    Vec o(B * T * C), l(B * NH * T), att;
-    ref::attention_forward(o, l, att, v, B, T, C, NH);
-    return dot(o, w);
-  }, qkv);
+  Vec fd = numeric_grad(
+      [&](const Vec& v) {
+        Vec o(B * T * C), l(B * NH * T), att;
+        ref::attention_forward(o, l, att, v, B, T, C, NH);
+        return dot(o, w);
+      },
+      qkv);
   EXPECT_CLOSE(analytic, fd, kFdTol);
 
   Tensor tqkv = dev(qkv, {B, T, 3 * C});
@@ -614,8 +624,7 @@ TEST_P(KernelTest, AttentionDecodeChecksTheCache) {
   Tensor qkv = dev(random_vec(rng_, B * 3 * 3 * C), {B, 3, 3 * C});
   Tensor out = dev_filled({B, 3, C}, 0.0f);
   k_->attention_decode(out, kc, vc, qkv, NH, 3);  // positions 3..5: fits exactly
-  expect_error([&] { k_->attention_decode(out, kc, vc, qkv, NH, 4); },
-               {"attention_decode", "[4, 7)", "max_T = 6"});
+  expect_error([&] { k_->attention_decode(out, kc, vc, qkv, NH, 4); }, {"attention_decode", "[4, 7)", "max_T = 6"});
   expect_error([&] { k_->attention_decode(out, kc, vc, qkv, NH, -1); }, {"attention_decode", "position_offset"});
   Tensor kc_heads = dev_filled({B, NH + 1, maxT, hs}, 0.0f);
   expect_error([&] { k_->attention_decode(out, kc_heads, vc, qkv, NH, 0); }, {"attention_decode", "k_cache"});
@@ -665,13 +674,15 @@ TEST_P(KernelTest, CrossEntropyBackwardMatchesFiniteDifferences) {
   Ids targets = {4, -1, 0};
   Vec analytic(N * V);
   ref::cross_entropy_backward(analytic, logits, targets, N, V, dloss);
-  Vec fd = numeric_grad([&](const Vec& v) {
-    Vec l(N), s(N);
-    ref::cross_entropy_forward(l, s, v, targets, N, V);
-    double total = 0.0;
-    for (double x : l) total += x * dloss;
-    return total;
-  }, logits);
+  Vec fd = numeric_grad(
+      [&](const Vec& v) {
+        Vec l(N), s(N);
+        ref::cross_entropy_forward(l, s, v, targets, N, V);
+        double total = 0.0;
+        for (double x : l) total += x * dloss;
+        return total;
+      },
+      logits);
   EXPECT_CLOSE(analytic, fd, kFdTol);
   Tensor tl = dev(logits, {N, V}), tt = dev_ids(targets, {N});
   Tensor losses = dev_filled({N}, 0.0f), lse = dev_filled({N}, 0.0f), dl = dev_filled({N, V}, 0.0f);
@@ -687,11 +698,9 @@ TEST_P(KernelTest, CrossEntropyTargetOutOfRangeThrows) {
   Tensor losses = dev_filled({N}, 0.0f), lse = dev_filled({N}, 0.0f), dl = dev_filled({N, V}, 0.0f);
   expect_error([&] { k_->cross_entropy_forward(losses, lse, tl, tt); },
                {"cross_entropy_forward", "row 3", std::to_string(V)});
-  expect_error([&] { k_->cross_entropy_backward(dl, tl, lse, tt, 1.0f); },
-               {"cross_entropy_backward", "row 3"});
+  expect_error([&] { k_->cross_entropy_backward(dl, tl, lse, tt, 1.0f); }, {"cross_entropy_backward", "row 3"});
   Tensor f32_targets = dev_filled({N}, 1.0f);
-  expect_error([&] { k_->cross_entropy_forward(losses, lse, tl, f32_targets); },
-               {"cross_entropy_forward", "targets"});
+  expect_error([&] { k_->cross_entropy_forward(losses, lse, tl, f32_targets); }, {"cross_entropy_forward", "targets"});
 }
 
 // ---------------------------------------------------------------- embedding
@@ -716,11 +725,17 @@ TEST_P(KernelTest, EmbeddingForward) {
 
   Ids bad = ids;
   bad[4] = V;
-  expect_error([&] { k_->embedding_forward(out, dev_ids(bad, {B, T}), ttable, false); },
-               {"embedding_forward", "position 4", std::to_string(V)});
+  expect_error(
+      [&] {
+        k_->embedding_forward(out, dev_ids(bad, {B, T}), ttable, false);
+      },
+      {"embedding_forward", "position 4", std::to_string(V)});
   bad[4] = -1;
-  expect_error([&] { k_->embedding_forward(out, dev_ids(bad, {B, T}), ttable, false); },
-               {"embedding_forward", "position 4"});
+  expect_error(
+      [&] {
+        k_->embedding_forward(out, dev_ids(bad, {B, T}), ttable, false);
+      },
+      {"embedding_forward", "position 4"});
 }
 
 TEST_P(KernelTest, EmbeddingBackwardAccumulatesRepeatedIds) {
@@ -736,18 +751,19 @@ TEST_P(KernelTest, EmbeddingBackwardAccumulatesRepeatedIds) {
   }
   Ids bad = ids;
   bad[7] = V + 3;
-  expect_error([&] { k_->embedding_backward(dtable, dev_ids(bad, {N}), tdout); },
-               {"embedding_backward", "position 7"});
+  expect_error([&] { k_->embedding_backward(dtable, dev_ids(bad, {N}), tdout); }, {"embedding_backward", "position 7"});
 
   // finite differences of sum(embedding(table) * w) with respect to the table
   const int v = 4, c = 3, n = 5;
   Ids small_ids = {1, 3, 1, 0, 1};
   Vec tab = random_vec(rng_, v * c), w = random_vec(rng_, n * c);
-  Vec fd = numeric_grad([&](const Vec& t) {
-    Vec o(n * c);
-    ref::embedding_forward(o, small_ids, t, n, c);
-    return dot(o, w);
-  }, tab);
+  Vec fd = numeric_grad(
+      [&](const Vec& t) {
+        Vec o(n * c);
+        ref::embedding_forward(o, small_ids, t, n, c);
+        return dot(o, w);
+      },
+      tab);
   Vec analytic(v * c, 0.0);
   ref::embedding_backward(analytic, small_ids, w, n, c);
   EXPECT_CLOSE(analytic, fd, kFdTol);
@@ -791,8 +807,7 @@ TEST_P(KernelTest, AddAxpbyFill) {
 TEST_P(KernelTest, ConvertIsBitExact) {
   std::vector<float> src;
   for (double v : random_vec(rng_, 200, -100.0, 100.0)) src.push_back(static_cast<float>(v));
-  for (float s : {1e-9f, -3e-6f, 65504.0f, 70000.0f, 1e30f, INFINITY, -INFINITY, 0.0f, -0.0f})
-    src.push_back(s);
+  for (float s : {1e-9f, -3e-6f, 65504.0f, 70000.0f, 1e30f, INFINITY, -INFINITY, 0.0f, -0.0f}) src.push_back(s);
   const std::int64_t n = static_cast<std::int64_t>(src.size());
   Tensor f32 = be_->to_device(Tensor::wrap(src.data(), {n}, DType::f32));
   Tensor bf = Tensor::empty(be_.get(), {n}, DType::bf16), hf = Tensor::empty(be_.get(), {n}, DType::f16);
@@ -801,8 +816,7 @@ TEST_P(KernelTest, ConvertIsBitExact) {
   k_->convert(hf, f32);
   k_->convert(bf_from_hf, hf);
   k_->convert(back, bf);
-  Tensor hbf = be_->to_host(bf), hhf = be_->to_host(hf), hback = be_->to_host(back),
-         hbh = be_->to_host(bf_from_hf);
+  Tensor hbf = be_->to_host(bf), hhf = be_->to_host(hf), hback = be_->to_host(back), hbh = be_->to_host(bf_from_hf);
   for (std::int64_t i = 0; i < n; ++i) {
     std::uint16_t want_bf = neox::float_to_bf16(src[i]), want_hf = neox::float_to_f16(src[i]);
     ASSERT_EQ(hbf.ptr<std::uint16_t>()[i], want_bf) << "f32 -> bf16 of " << src[i];
@@ -896,8 +910,7 @@ TEST_P(KernelTest, AdamWMatchesPyTorchFormula) {
     EXPECT_CLOSE(host(tv), v, 1e-6);
   }
   Tensor short_grad = dev_filled({n - 1}, 0.0f);
-  expect_error([&] { k_->adamw_update(tp, short_grad, tm, tv, neox::AdamWParams{}); },
-               {"adamw_update", "grad"});
+  expect_error([&] { k_->adamw_update(tp, short_grad, tm, tv, neox::AdamWParams{}); }, {"adamw_update", "grad"});
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, KernelTest, ::testing::ValuesIn(backends_under_test()),
@@ -944,9 +957,12 @@ constexpr double kSumTol = 1e-5;
 double round_to(DType dt, double x) {
   const float f = static_cast<float>(x);
   switch (dt) {
-    case DType::bf16: return neox::bf16_to_float(neox::float_to_bf16(f));
-    case DType::f16: return neox::f16_to_float(neox::float_to_f16(f));
-    default: return f;
+    case DType::bf16:
+      return neox::bf16_to_float(neox::float_to_bf16(f));
+    case DType::f16:
+      return neox::f16_to_float(neox::float_to_f16(f));
+    default:
+      return f;
   }
 }
 
@@ -959,9 +975,15 @@ Tensor make_tensor(neox::Backend& be, const Vec& x, Shape shape, DType dt) {
     const float f = static_cast<float>(x[i]);
     if (round_to(dt, x[i]) != x[i]) ++inexact;
     switch (dt) {
-      case DType::bf16: host.ptr<std::uint16_t>()[i] = neox::float_to_bf16(f); break;
-      case DType::f16: host.ptr<std::uint16_t>()[i] = neox::float_to_f16(f); break;
-      default: host.ptr<float>()[i] = f; break;
+      case DType::bf16:
+        host.ptr<std::uint16_t>()[i] = neox::float_to_bf16(f);
+        break;
+      case DType::f16:
+        host.ptr<std::uint16_t>()[i] = neox::float_to_f16(f);
+        break;
+      default:
+        host.ptr<float>()[i] = f;
+        break;
     }
   }
   EXPECT_EQ(inexact, 0u) << "test input not rounded to " << neox::dtype_name(dt);
@@ -974,10 +996,18 @@ Vec read_tensor(neox::Backend& be, const Tensor& t) {
   be.synchronize();
   Vec v(static_cast<std::size_t>(h.numel()));
   for (std::size_t i = 0; i < v.size(); ++i) switch (h.dtype()) {
-      case DType::bf16: v[i] = neox::bf16_to_float(h.ptr<std::uint16_t>()[i]); break;
-      case DType::f16: v[i] = neox::f16_to_float(h.ptr<std::uint16_t>()[i]); break;
-      case DType::f32: v[i] = h.ptr<float>()[i]; break;
-      default: ADD_FAILURE() << "read_tensor: " << h.str(); return v;
+      case DType::bf16:
+        v[i] = neox::bf16_to_float(h.ptr<std::uint16_t>()[i]);
+        break;
+      case DType::f16:
+        v[i] = neox::f16_to_float(h.ptr<std::uint16_t>()[i]);
+        break;
+      case DType::f32:
+        v[i] = h.ptr<float>()[i];
+        break;
+      default:
+        ADD_FAILURE() << "read_tensor: " << h.str();
+        return v;
     }
   return v;
 }
@@ -1002,7 +1032,7 @@ struct OpRun {
   std::vector<Output> outputs;
 
   neox::Kernels& k() { return be.kernels; }
-  Tensor t(const Vec& x, Shape s) { return make_tensor(be, x, std::move(s), dt); }    // compute dtype
+  Tensor t(const Vec& x, Shape s) { return make_tensor(be, x, std::move(s), dt); }          // compute dtype
   Tensor f(const Vec& x, Shape s) { return make_tensor(be, x, std::move(s), DType::f32); }  // f32
   Tensor nan(Shape s, DType d) {  // written outputs start as NaN: a read would show
     Tensor r = Tensor::empty(&be, std::move(s), d);
@@ -1066,8 +1096,12 @@ class LowPrecisionTest : public ::testing::TestWithParam<std::tuple<std::string,
           EXPECT_LT(err, tol_) << "relative error " << err;
           EXPECT_GT(err, 0.0) << "equals the f32 result exactly: not rounded to " << neox::dtype_name(dt_);
           break;
-        case Kind::copy: EXPECT_EQ(err, 0.0) << "a copy must be exact"; break;
-        case Kind::f32: EXPECT_LT(err, kF32OutTol) << "relative error " << err; break;
+        case Kind::copy:
+          EXPECT_EQ(err, 0.0) << "a copy must be exact";
+          break;
+        case Kind::f32:
+          EXPECT_LT(err, kF32OutTol) << "relative error " << err;
+          break;
       }
       if (!is_cpu_) continue;
       // cpu: the f32 result rounded once, bit for bit
@@ -1091,7 +1125,9 @@ class LowPrecisionTest : public ::testing::TestWithParam<std::tuple<std::string,
 
 TEST_P(LowPrecisionTest, Matmul) {
   const int M = 37, N = 29, K = 23;
-  struct Case { float alpha, beta; };
+  struct Case {
+    float alpha, beta;
+  };
   for (bool ta : {false, true})
     for (bool tb : {false, true})
       for (Case cs : {Case{1.0f, 0.0f}, Case{-1.5f, 0.25f}}) {
@@ -1133,8 +1169,7 @@ TEST_P(LowPrecisionTest, LayerNormForwardBackward) {
   Tensor o = Tensor::empty(cpu_.get(), {N, C}, DType::f32), m = Tensor::empty(cpu_.get(), {N}, DType::f32),
          s = Tensor::empty(cpu_.get(), {N}, DType::f32);
   cpu_->kernels.layernorm_forward(o, m, s, make_tensor(*cpu_, x, {N, C}, DType::f32),
-                                  make_tensor(*cpu_, w, {C}, DType::f32), make_tensor(*cpu_, b, {C}, DType::f32),
-                                  eps);
+                                  make_tensor(*cpu_, w, {C}, DType::f32), make_tensor(*cpu_, b, {C}, DType::f32), eps);
   const Vec mean = read_tensor(*cpu_, m), rstd = read_tensor(*cpu_, s);
   check([&](OpRun& r) {
     Tensor out = r.nan({B, T, C}, r.dt), tm = r.nan({B, T}, DType::f32), ts = r.nan({B, T}, DType::f32);
@@ -1309,7 +1344,9 @@ TEST_P(LowPrecisionTest, AddAndAxpby) {
 TEST_P(LowPrecisionTest, FillAndConvertAreBitExact) {
   auto bits = [&](float v) { return dt_ == DType::bf16 ? neox::float_to_bf16(v) : neox::float_to_f16(v); };
   auto bits_of = [&](DType d, float v) { return d == DType::bf16 ? neox::float_to_bf16(v) : neox::float_to_f16(v); };
-  auto value_of = [&](DType d, std::uint16_t h) { return d == DType::bf16 ? neox::bf16_to_float(h) : neox::f16_to_float(h); };
+  auto value_of = [&](DType d, std::uint16_t h) {
+    return d == DType::bf16 ? neox::bf16_to_float(h) : neox::f16_to_float(h);
+  };
   neox::Kernels& k = be_->kernels;
   Tensor t = Tensor::empty(be_.get(), {3, 7}, dt_);
   for (float v : {-2.5f, 1.0f / 3.0f, 1e-6f}) {
@@ -1374,15 +1411,36 @@ TEST_P(LowPrecisionTest, MixedDtypesAreRejected) {
     expect_error(call, want);
   };
   const int M = 4, N = 3, K = 5;
-  expect_rejected([&] { Tensor c = tensor({M, N}, dt); k.matmul(c, tensor({M, K}, dt), tensor({K, N}, f), false, false, 1, 0); },
-                  "matmul", "b", f);
-  expect_rejected([&] { Tensor c = tensor({M, N}, o); k.matmul(c, tensor({M, K}, dt), tensor({K, N}, dt), false, false, 1, 0); },
-                  "matmul", "c", o);
-  expect_rejected([&] { Tensor c = tensor({M, N}, dt); k.matmul(c, tensor({M, K}, f), tensor({K, N}, f), false, false, 1, 0); },
-                  "matmul", "c", dt);
-  expect_rejected([&] { Tensor out = tensor({M, N}, dt); k.add_bias(out, tensor({N}, f)); }, "add_bias", "bias", f);
-  expect_rejected([&] { Tensor db = tensor({N}, dt); k.bias_backward(db, tensor({M, N}, dt)); }, "bias_backward",
-                  "dbias", dt);
+  expect_rejected(
+      [&] {
+        Tensor c = tensor({M, N}, dt);
+        k.matmul(c, tensor({M, K}, dt), tensor({K, N}, f), false, false, 1, 0);
+      },
+      "matmul", "b", f);
+  expect_rejected(
+      [&] {
+        Tensor c = tensor({M, N}, o);
+        k.matmul(c, tensor({M, K}, dt), tensor({K, N}, dt), false, false, 1, 0);
+      },
+      "matmul", "c", o);
+  expect_rejected(
+      [&] {
+        Tensor c = tensor({M, N}, dt);
+        k.matmul(c, tensor({M, K}, f), tensor({K, N}, f), false, false, 1, 0);
+      },
+      "matmul", "c", dt);
+  expect_rejected(
+      [&] {
+        Tensor out = tensor({M, N}, dt);
+        k.add_bias(out, tensor({N}, f));
+      },
+      "add_bias", "bias", f);
+  expect_rejected(
+      [&] {
+        Tensor db = tensor({N}, dt);
+        k.bias_backward(db, tensor({M, N}, dt));
+      },
+      "bias_backward", "dbias", dt);
   expect_rejected(
       [&] {
         Tensor out = tensor({M, N}, dt), mean = tensor({M}, dt), rstd = tensor({M}, f);
@@ -1396,10 +1454,18 @@ TEST_P(LowPrecisionTest, MixedDtypesAreRejected) {
                              tensor({M}, f));
       },
       "layernorm_backward", "dbias", dt);
-  expect_rejected([&] { Tensor out = tensor({M}, f); k.gelu_forward(out, tensor({M}, dt)); }, "gelu_forward", "out", f);
-  expect_rejected([&] { Tensor out = tensor({1, 2, 4}, dt), lse = tensor({1, 2, 2}, dt);
-                        k.attention_forward(out, lse, tensor({1, 2, 12}, dt), 2); },
-                  "attention_forward", "lse", dt);
+  expect_rejected(
+      [&] {
+        Tensor out = tensor({M}, f);
+        k.gelu_forward(out, tensor({M}, dt));
+      },
+      "gelu_forward", "out", f);
+  expect_rejected(
+      [&] {
+        Tensor out = tensor({1, 2, 4}, dt), lse = tensor({1, 2, 2}, dt);
+        k.attention_forward(out, lse, tensor({1, 2, 12}, dt), 2);
+      },
+      "attention_forward", "lse", dt);
   expect_rejected(
       [&] {
         Tensor losses = tensor({2}, dt), lse = tensor({2}, f);
@@ -1412,8 +1478,18 @@ TEST_P(LowPrecisionTest, MixedDtypesAreRejected) {
         k.embedding_backward(dtable, be_->to_device(Tensor::zeros_host({2}, DType::i32)), tensor({2, 3}, dt));
       },
       "embedding_backward", "dtable", dt);
-  expect_rejected([&] { Tensor out = tensor({6}, dt); k.add(out, tensor({6}, dt), tensor({6}, o)); }, "add", "b", o);
-  expect_rejected([&] { Tensor y = tensor({6}, dt); k.axpby(y, tensor({6}, f), 1.0f, 0.0f); }, "axpby", "x", f);
+  expect_rejected(
+      [&] {
+        Tensor out = tensor({6}, dt);
+        k.add(out, tensor({6}, dt), tensor({6}, o));
+      },
+      "add", "b", o);
+  expect_rejected(
+      [&] {
+        Tensor y = tensor({6}, dt);
+        k.axpby(y, tensor({6}, f), 1.0f, 0.0f);
+      },
+      "axpby", "x", f);
   expect_rejected(
       [&] {
         Tensor p = tensor({6}, dt), m = tensor({6}, f), v = tensor({6}, f);
@@ -1494,9 +1570,12 @@ TEST_P(LowPrecisionTest, EveryArgumentRoleIsEnforced) {
     for (const auto& a : info.args) activations += a.role == neox::ArgRole::activation ? 1 : 0;
     auto dtype_of = [&](neox::ArgRole role) {
       switch (role) {
-        case neox::ArgRole::f32: return DType::f32;
-        case neox::ArgRole::index: return DType::i32;
-        default: return dt_;
+        case neox::ArgRole::f32:
+          return DType::f32;
+        case neox::ArgRole::index:
+          return DType::i32;
+        default:
+          return dt_;
       }
     };
     auto run = [&](std::size_t wrong, DType wrong_dtype) {
@@ -1516,14 +1595,21 @@ TEST_P(LowPrecisionTest, EveryArgumentRoleIsEnforced) {
     for (std::size_t i = 0; i < info.args.size(); ++i) {
       DType wrong = dt_;
       switch (info.args[i].role) {
-        case neox::ArgRole::f32: wrong = dt_; break;
-        case neox::ArgRole::index: wrong = DType::f32; break;
-        case neox::ArgRole::product: wrong = other_; break;
+        case neox::ArgRole::f32:
+          wrong = dt_;
+          break;
+        case neox::ArgRole::index:
+          wrong = DType::f32;
+          break;
+        case neox::ArgRole::product:
+          wrong = other_;
+          break;
         case neox::ArgRole::activation:
           if (activations < 2) continue;  // the only activation sets the compute dtype
           wrong = other_;
           break;
-        case neox::ArgRole::native: continue;
+        case neox::ArgRole::native:
+          continue;
       }
       SCOPED_TRACE(std::string(info.args[i].name) + " " + std::string(neox::dtype_name(wrong)));
       std::vector<std::string> want = {op};
@@ -1552,13 +1638,12 @@ TEST(CpuBackendKernel, OptionsAndDevices) {
   // one thread gives the same matmul as the default
   std::vector<float> a(6 * 4, 0.5f), b(4 * 3, -0.25f);
   Tensor c = Tensor::empty(be.get(), {6, 3}, DType::f32);
-  be->kernels.matmul(c, Tensor::wrap(a.data(), {6, 4}, DType::f32), Tensor::wrap(b.data(), {4, 3}, DType::f32),
-                     false, false, 1.0f, 0.0f);
+  be->kernels.matmul(c, Tensor::wrap(a.data(), {6, 4}, DType::f32), Tensor::wrap(b.data(), {4, 3}, DType::f32), false,
+                     false, 1.0f, 0.0f);
   EXPECT_FLOAT_EQ(c.ptr<float>()[0], -0.5f);
 
   char buf[8] = {};
-  expect_error([&] { be->copy(buf, neox::Device{neox::DeviceType::cuda, 0}, buf + 4, be->device(), 4); },
-               {"cuda:0"});
+  expect_error([&] { be->copy(buf, neox::Device{neox::DeviceType::cuda, 0}, buf + 4, be->device(), 4); }, {"cuda:0"});
 
   neox::Options typo("plugins.options.cpu");
   typo.set("thread", std::int64_t{2});
@@ -1570,7 +1655,6 @@ TEST(CpuBackendKernel, OptionsAndDevices) {
   wrong_type.set("threads", std::string("four"));
   expect_error([&] { reg.make_backend("cpu", {}, {{"cpu", wrong_type}}); }, {"threads"});
 }
-
 
 // memory_stats(): the bytes handed out by allocate() now and at most since
 // reset_peak_memory(), counted exactly and safely from several threads.

@@ -14,8 +14,8 @@
 
 namespace {
 
-using neox::LaunchInfo;
 using neox::Launcher;
+using neox::LaunchInfo;
 using Env = std::map<std::string, std::string>;
 
 LaunchInfo detect(const Env& env) {
@@ -79,8 +79,7 @@ TEST(Launch, NoLauncherIsRankZeroOfOne) {
 }
 
 TEST(Launch, EmptyVariablesAreUnset) {
-  expect_place(detect({{"RANK", ""}, {"WORLD_SIZE", ""}, {"OMPI_COMM_WORLD_RANK", ""}}), Launcher::none, 0, 1, 0,
-               1);
+  expect_place(detect({{"RANK", ""}, {"WORLD_SIZE", ""}, {"OMPI_COMM_WORLD_RANK", ""}}), Launcher::none, 0, 1, 0, 1);
 }
 
 TEST(Launch, OpenMpi) {
@@ -229,8 +228,7 @@ TEST(Launch, MissingLocalValuesAssumeOneNode) {
   EXPECT_TRUE(notes_mention(info, "no local size")) << all_notes(info);
   EXPECT_TRUE(notes_mention(info, "no local rank")) << all_notes(info);
   // With a local size only: rank modulo the local size.
-  expect_place(detect({{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"LOCAL_WORLD_SIZE", "4"}}), Launcher::env, 5, 8, 1,
-               4);
+  expect_place(detect({{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"LOCAL_WORLD_SIZE", "4"}}), Launcher::env, 5, 8, 1, 4);
 }
 
 // Every error names the variable and its value.
@@ -279,7 +277,10 @@ TEST(Launch, ReadsTheProcessEnvironment) {
   const LaunchInfo info = neox::detect_launch();
   for (const char* n : names) {
     auto it = saved.find(n);
-    if (it == saved.end()) unsetenv(n); else setenv(n, it->second.c_str(), 1);
+    if (it == saved.end())
+      unsetenv(n);
+    else
+      setenv(n, it->second.c_str(), 1);
   }
   EXPECT_EQ(info.launcher, Launcher::open_mpi);
   EXPECT_EQ(info.rank, 1);

@@ -159,7 +159,8 @@ TEST(Layering, PluginsIncludeOnlyTheSdkUnlessListed) {
                            << joined(bad);
   // A listed exception that nothing uses any more is removed from the list.
   for (const auto& [dir, headers] : kPluginExceptions)
-    for (const auto& h : headers) EXPECT_TRUE(used_exceptions.count(dir + " " + h)) << dir << " no longer includes " << h;
+    for (const auto& h : headers)
+      EXPECT_TRUE(used_exceptions.count(dir + " " + h)) << dir << " no longer includes " << h;
 }
 
 // The rule itself is checked: a file that breaks it is reported.

@@ -15,10 +15,10 @@
 
 #include "neox/backend.h"
 #include "neox/io/hf.h"
-#include "neox/train/loss_scaler.h"
+#include "neox/io/safetensors.h"
 #include "neox/model/gpt_neox.h"
 #include "neox/registry.h"
-#include "neox/io/safetensors.h"
+#include "neox/train/loss_scaler.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -222,8 +222,8 @@ TEST_P(Bf16Oracle, LogitsLossAndGradientsWithinBf16Tolerance) {
     std::vector<float> g = host_f32(*be, arena.grad(static_cast<int>(i)));
     if (spec.name.find("query_key_value") != std::string::npos) {
       std::vector<float> hf(g.size());
-      neox::qkv_to_hf(hf.data(), g.data(), static_cast<int>(cfg.num_attention_heads),
-                      static_cast<int>(cfg.head_size()), spec.shape.size() == 2 ? static_cast<long>(spec.shape[1]) : 1);
+      neox::qkv_to_hf(hf.data(), g.data(), static_cast<int>(cfg.num_attention_heads), static_cast<int>(cfg.head_size()),
+                      spec.shape.size() == 2 ? static_cast<long>(spec.shape[1]) : 1);
       g = hf;
     }
     all_got.insert(all_got.end(), g.begin(), g.end());

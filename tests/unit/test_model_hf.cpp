@@ -12,13 +12,13 @@
 #include <nlohmann/json.hpp>
 
 #include "neox/backend.h"
-#include "neox/error.h"
 #include "neox/communicator.h"
+#include "neox/error.h"
 #include "neox/io/hf.h"
+#include "neox/io/safetensors.h"
 #include "neox/model/gpt_neox.h"
 #include "neox/optimizer.h"
 #include "neox/registry.h"
-#include "neox/io/safetensors.h"
 
 namespace {
 

@@ -67,9 +67,9 @@ std::string check_file_error(const std::string& path) {
   return error_of([&] { PluginRegistry::check_file(path); });
 }
 
-#define EXPECT_CONTAINS(haystack, needle)                                       \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)              \
-      << "expected to find \"" << (needle) << "\" in:\n" << (haystack)
+#define EXPECT_CONTAINS(haystack, needle)                                                                             \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "expected to find \"" << (needle) << "\" in:\n" \
+                                                                   << (haystack)
 
 // Every test runs without a NEOX_PLUGIN_PATH from the caller's environment.
 class Registry : public ::testing::Test {
@@ -426,8 +426,7 @@ TEST_F(Registry, HonoursPluginPathEnvironment) {
 TEST_F(Registry, FirstMatchInSearchOrderWinsAndLaterOnesAreShadowed) {
   fs::path dir = fs::temp_directory_path() / ("neox-registry-test-" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  fs::copy_file(build_plugin("neox_comm_local.so"), dir / "neox_comm_local.so",
-                fs::copy_options::overwrite_existing);
+  fs::copy_file(build_plugin("neox_comm_local.so"), dir / "neox_comm_local.so", fs::copy_options::overwrite_existing);
   {
     PluginRegistry r({dir.string()});
     const PluginInfo& local = r.find(PluginKind::comm, "local");
@@ -621,8 +620,9 @@ TEST_F(Registry, CandidatesAreNamedByTheirFiles) {
   for (const auto& path : {unknown_kind, no_name}) {
     const auto* rejection = find_rejection(r, path);
     ASSERT_NE(rejection, nullptr) << path;
-    EXPECT_CONTAINS(rejection->reason, path + ": file name does not match the plugin's descriptor (kind 'comm', "
-                                              "name 'local' must be in a file named neox_comm_local.so)");
+    EXPECT_CONTAINS(rejection->reason, path +
+                                           ": file name does not match the plugin's descriptor (kind 'comm', "
+                                           "name 'local' must be in a file named neox_comm_local.so)");
   }
 }
 
@@ -634,8 +634,8 @@ double gelu_tanh(double x) {
 }
 
 std::vector<float> run_gelu(neox::Backend& backend, const std::vector<float>& x) {
-  Tensor in = backend.to_device(Tensor::wrap(const_cast<float*>(x.data()),
-                                             {static_cast<std::int64_t>(x.size())}, neox::DType::f32));
+  Tensor in = backend.to_device(
+      Tensor::wrap(const_cast<float*>(x.data()), {static_cast<std::int64_t>(x.size())}, neox::DType::f32));
   Tensor out = Tensor::empty(&backend, in.shape(), neox::DType::f32);
   backend.kernels.gelu_forward(out, in);
   Tensor host = backend.to_host(out);
@@ -695,9 +695,7 @@ TEST_F(Registry, KernelOverrideErrors) {
   // The provider's options come from the options map, by plugin name.
   neox::Options typo("plugins.options.test-gelu-tanh");
   typo.set("fast", true);
-  msg = error_of([&] {
-    r.make_backend("cpu", {{"gelu_forward", "test-gelu-tanh"}}, {{"test-gelu-tanh", typo}});
-  });
+  msg = error_of([&] { r.make_backend("cpu", {{"gelu_forward", "test-gelu-tanh"}}, {{"test-gelu-tanh", typo}}); });
   EXPECT_CONTAINS(msg, "kernels plugin 'test-gelu-tanh'");
   EXPECT_CONTAINS(msg, "plugins.options.test-gelu-tanh.fast");
 }

@@ -2,9 +2,9 @@
 // Tests for the safetensors reader, writer and host dtype conversion.
 #include <gtest/gtest.h>
 
-#include "test_support.h"
 #include <stdlib.h>
 #include <unistd.h>
+#include "test_support.h"
 
 #include <algorithm>
 #include <cctype>
@@ -71,18 +71,21 @@ Tensor host_tensor(Shape shape, DType dtype, const void* bytes) {
   return t;
 }
 
-template <typename T> Tensor host_of(Shape shape, DType dtype, const std::vector<T>& v) {
+template <typename T>
+Tensor host_of(Shape shape, DType dtype, const std::vector<T>& v) {
   EXPECT_EQ(static_cast<std::size_t>(neox::numel(shape)) * sizeof(T), v.size() * sizeof(T));
   return host_tensor(std::move(shape), dtype, v.data());
 }
 
-template <typename T> std::vector<T> values(const Tensor& t) {
+template <typename T>
+std::vector<T> values(const Tensor& t) {
   std::vector<T> v(static_cast<std::size_t>(t.numel()));
   if (t.bytes()) std::memcpy(v.data(), t.data(), t.bytes());
   return v;
 }
 
-template <typename T> T bits_of(auto x) {
+template <typename T>
+T bits_of(auto x) {
   static_assert(sizeof(T) == sizeof(x));
   T b;
   std::memcpy(&b, &x, sizeof(T));
@@ -105,7 +108,8 @@ template <typename T> T bits_of(auto x) {
   }
 }
 
-template <typename F> ::testing::AssertionResult ThrowsWith(F&& f, const std::string& phrase) {
+template <typename F>
+::testing::AssertionResult ThrowsWith(F&& f, const std::string& phrase) {
   try {
     f();
     return ::testing::AssertionFailure() << "did not throw";
@@ -163,8 +167,12 @@ const std::string kEntryA = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,
 
 TEST_F(SafeTensorsRoundTrip, EveryDtypeBitExactWithMetadata) {
   const double dnan = bits_of<double>(std::uint64_t{0x7ff8000000000123ull});
-  std::vector<double> f64 = {1.5, -0.0, dnan, -std::numeric_limits<double>::infinity(),
-                             std::numeric_limits<double>::denorm_min(), std::numeric_limits<double>::max()};
+  std::vector<double> f64 = {1.5,
+                             -0.0,
+                             dnan,
+                             -std::numeric_limits<double>::infinity(),
+                             std::numeric_limits<double>::denorm_min(),
+                             std::numeric_limits<double>::max()};
   std::vector<std::uint32_t> f32 = {0x3f800000u, 0x80000000u, 0x7fc01234u, 0x00000001u};
   std::vector<std::uint16_t> f16 = {0x7bff, 0x0001, 0x8000, 0x7c00, 0x7e01};
   std::vector<std::uint16_t> bf16 = {0x7f7f, 0x0001, 0x8000, 0xff80, 0x7fc1};
@@ -257,7 +265,8 @@ TEST_F(SafeTensorsRoundTrip, OverwritesExistingFile) {
 
 // --- conversion ------------------------------------------------------------------
 
-template <typename D, typename S> std::vector<D> convert(DType dt, DType st, const std::vector<S>& src) {
+template <typename D, typename S>
+std::vector<D> convert(DType dt, DType st, const std::vector<S>& src) {
   std::vector<D> out(src.size());
   neox::convert_host(out.data(), dt, src.data(), st, static_cast<std::int64_t>(src.size()));
   return out;
@@ -266,15 +275,19 @@ template <typename D, typename S> std::vector<D> convert(DType dt, DType st, con
 TEST(SafeTensorsConvert, F64ToF32RoundsToNearestEven) {
   const double one = 1.0;
   std::vector<double> src = {
-      one + std::ldexp(1.0, -24),                          // halfway -> even (1.0)
-      one + 3 * std::ldexp(1.0, -24),                      // halfway -> even (1 + 2^-22)
-      one + std::ldexp(1.0, -24) + std::ldexp(1.0, -50),   // just above halfway -> up
-      1e300, -1e300,                                       // overflow -> +-inf
+      one + std::ldexp(1.0, -24),                         // halfway -> even (1.0)
+      one + 3 * std::ldexp(1.0, -24),                     // halfway -> even (1 + 2^-22)
+      one + std::ldexp(1.0, -24) + std::ldexp(1.0, -50),  // just above halfway -> up
+      1e300,
+      -1e300,                                                                         // overflow -> +-inf
       static_cast<double>(std::numeric_limits<float>::max()) + std::ldexp(1.0, 102),  // rounds down to max
-      0x1.ffffffp127,                                      // exactly halfway to 2^128 -> inf
-      1e-300,                                              // underflow -> 0
-      std::ldexp(1.0, -149),                               // smallest float subnormal
-      -0.0, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(), 0.1};
+      0x1.ffffffp127,                                                                 // exactly halfway to 2^128 -> inf
+      1e-300,                                                                         // underflow -> 0
+      std::ldexp(1.0, -149),                                                          // smallest float subnormal
+      -0.0,
+      std::numeric_limits<double>::quiet_NaN(),
+      std::numeric_limits<double>::infinity(),
+      0.1};
   auto out = convert<float>(DType::f32, DType::f64, src);
   EXPECT_EQ(out[0], 1.0f);
   EXPECT_EQ(out[1], 1.0f + std::ldexp(1.0f, -22));
@@ -311,8 +324,8 @@ TEST(SafeTensorsConvert, Bf16AndF16EdgeValues) {
   EXPECT_EQ(convert<std::uint16_t>(DType::bf16, DType::f32, f), bf);
   auto nan16 = convert<float>(DType::f32, DType::bf16, std::vector<std::uint16_t>{0x7fc1});
   EXPECT_TRUE(std::isnan(nan16[0]));
-  EXPECT_TRUE(std::isnan(bits_of<float>(
-      std::uint32_t{convert<std::uint16_t>(DType::bf16, DType::f32, nan16)[0]} << 16)));
+  EXPECT_TRUE(
+      std::isnan(bits_of<float>(std::uint32_t{convert<std::uint16_t>(DType::bf16, DType::f32, nan16)[0]} << 16)));
 
   // f32 -> bf16 rounding: halfway to even, above halfway up, overflow to inf.
   std::vector<float> fs = {1.0f + std::ldexp(1.0f, -8), 1.0f + 3 * std::ldexp(1.0f, -8),
@@ -331,9 +344,9 @@ TEST(SafeTensorsConvert, Bf16AndF16EdgeValues) {
   EXPECT_EQ(hf[5], -std::numeric_limits<float>::infinity());
   EXPECT_EQ(hf[6], 1.0f);
   EXPECT_EQ(convert<std::uint16_t>(DType::f16, DType::f32, hf), h);
-  EXPECT_EQ(convert<std::uint16_t>(DType::f16, DType::f32,
-                                   std::vector<float>{65519.0f, 65520.0f, 1e-8f, std::ldexp(1.0f, -25),
-                                                      std::ldexp(1.5f, -25)}),
+  EXPECT_EQ(convert<std::uint16_t>(
+                DType::f16, DType::f32,
+                std::vector<float>{65519.0f, 65520.0f, 1e-8f, std::ldexp(1.0f, -25), std::ldexp(1.5f, -25)}),
             (std::vector<std::uint16_t>{0x7bff, 0x7c00, 0x0000, 0x0000, 0x0001}));
 
   // bf16 <-> f16 through float: 65504 is not a bf16 (rounds to 65536), which
@@ -345,8 +358,8 @@ TEST(SafeTensorsConvert, Bf16AndF16EdgeValues) {
 
   // f64 -> bf16 / f16 rounds once (no double rounding through float):
   // 1 + 2^-8 + 2^-40 is just above the bf16 halfway point, so it rounds up.
-  std::vector<double> d = {1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -40), 1.0 + std::ldexp(1.0, -8), 1e300,
-                           -1e-300, 1.0 / 3.0};
+  std::vector<double> d = {1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -40), 1.0 + std::ldexp(1.0, -8), 1e300, -1e-300,
+                           1.0 / 3.0};
   EXPECT_EQ(convert<std::uint16_t>(DType::bf16, DType::f64, d),
             (std::vector<std::uint16_t>{0x3f81, 0x3f80, 0x7f80, 0x8000, 0x3eab}));
   std::vector<double> d16 = {1.0 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40), 1.0 + std::ldexp(1.0, -11), 1e300,
@@ -514,12 +527,12 @@ TEST_F(SafeTensorsMalformed, EntryFields) {
   EXPECT_TRUE(MalformedHeader(R"({"a":"F32"})", "", "tensor 'a': entry is not an object"));
   EXPECT_TRUE(MalformedHeader(R"({"a":{"dtype":"F32","shape":[2]}})", std::string(8, '\0'),
                               "tensor 'a': missing field 'data_offsets'"));
-  EXPECT_TRUE(MalformedHeader(R"({"a":{"shape":[2],"data_offsets":[0,8]}})", std::string(8, '\0'),
-                              "missing field 'dtype'"));
-  EXPECT_TRUE(MalformedHeader(R"({"a":{"dtype":"F32","data_offsets":[0,8]}})", std::string(8, '\0'),
-                              "missing field 'shape'"));
-  EXPECT_TRUE(MalformedHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"foo":1}})",
-                              std::string(8, '\0'), "tensor 'a': unexpected field 'foo'"));
+  EXPECT_TRUE(
+      MalformedHeader(R"({"a":{"shape":[2],"data_offsets":[0,8]}})", std::string(8, '\0'), "missing field 'dtype'"));
+  EXPECT_TRUE(
+      MalformedHeader(R"({"a":{"dtype":"F32","data_offsets":[0,8]}})", std::string(8, '\0'), "missing field 'shape'"));
+  EXPECT_TRUE(MalformedHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"foo":1}})", std::string(8, '\0'),
+                              "tensor 'a': unexpected field 'foo'"));
 }
 
 TEST_F(SafeTensorsMalformed, UnsupportedDtypes) {
@@ -545,9 +558,7 @@ TEST_F(SafeTensorsMalformed, Shapes) {
 }
 
 TEST_F(SafeTensorsMalformed, DataOffsets) {
-  auto h = [](const std::string& off) {
-    return R"({"t":{"dtype":"F32","shape":[2],"data_offsets":)" + off + "}}";
-  };
+  auto h = [](const std::string& off) { return R"({"t":{"dtype":"F32","shape":[2],"data_offsets":)" + off + "}}"; };
   const std::string data(8, '\0');
   for (const char* o :
        {"3", "[0]", "[0,8,9]", "[-1,7]", "[0,8.0]", "[\"0\",8]", "[]", "{}", "[0,18446744073709551616]"})
@@ -555,8 +566,8 @@ TEST_F(SafeTensorsMalformed, DataOffsets) {
   EXPECT_TRUE(MalformedHeader(h("[8,0]"), data, "has begin > end"));
   EXPECT_TRUE(MalformedHeader(h("[0,4]"), data, "span 4 bytes but F32[2] needs 8 bytes"));
   EXPECT_TRUE(MalformedHeader(h("[0,12]"), std::string(12, '\0'), "needs 8 bytes"));
-  EXPECT_TRUE(MalformedHeader(h("[18446744073709551607,18446744073709551615]"), data,
-                              "run past the end of the data section"));
+  EXPECT_TRUE(
+      MalformedHeader(h("[18446744073709551607,18446744073709551615]"), data, "run past the end of the data section"));
 }
 
 TEST_F(SafeTensorsMalformed, LayoutMustTileTheDataSection) {
@@ -569,8 +580,8 @@ TEST_F(SafeTensorsMalformed, LayoutMustTileTheDataSection) {
   EXPECT_TRUE(MalformedHeader("{" + kEntryA + "," + b08 + "}", std::string(16, '\0'), "overlaps"));
   const std::string b_first_gap = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
   EXPECT_TRUE(MalformedHeader(b_first_gap, std::string(12, '\0'), "gap in the data section: bytes [0, 4)"));
-  EXPECT_TRUE(MalformedHeader("{" + kEntryA + "}", std::string(12, '\0'),
-                              "data section has 12 bytes but the tensors cover 8"));
+  EXPECT_TRUE(
+      MalformedHeader("{" + kEntryA + "}", std::string(12, '\0'), "data section has 12 bytes but the tensors cover 8"));
   EXPECT_TRUE(MalformedHeader("{}", std::string(1, '\0'), "data section has 1 bytes but the tensors cover 0"));
   EXPECT_TRUE(MalformedHeader("{" + kEntryA + "}", std::string(4, '\0'), "run past the end of the data section"));
 }
@@ -603,10 +614,16 @@ TEST_F(SafeTensorsWriter, FailureLeavesExistingFileUntouched) {
   Tensor on_gpu = Tensor::wrap(buf, {2}, DType::f32, neox::Device{neox::DeviceType::cuda, 0});
   Tensor good = host_of({2}, DType::f32, std::vector<float>{5, 6});
 
-  EXPECT_TRUE(ThrowsWith([&] { neox::write_safetensors(path, {{"good", good}, {"x", on_gpu}}); },
-                         "tensor 'x' is f32[2] on cuda:0; write_safetensors needs host (cpu) tensors"));
-  EXPECT_TRUE(ThrowsWith([&] { neox::write_safetensors(path, {{"a", good}, {"a", good}}); },
-                         "duplicate tensor name 'a'"));
+  EXPECT_TRUE(ThrowsWith(
+      [&] {
+        neox::write_safetensors(path, {{"good", good}, {"x", on_gpu}});
+      },
+      "tensor 'x' is f32[2] on cuda:0; write_safetensors needs host (cpu) tensors"));
+  EXPECT_TRUE(ThrowsWith(
+      [&] {
+        neox::write_safetensors(path, {{"a", good}, {"a", good}});
+      },
+      "duplicate tensor name 'a'"));
   EXPECT_TRUE(ThrowsWith([&] { neox::write_safetensors(path, {{"__metadata__", good}}); }, "cannot be used"));
   EXPECT_TRUE(ThrowsWith([&] { neox::write_safetensors(path, {{"u", Tensor()}}); }, "tensor 'u' is undefined"));
   EXPECT_TRUE(ThrowsWith([&] { neox::write_safetensors(path, {{"bad\xff", good}}); }, "UTF-8"));
@@ -664,8 +681,11 @@ TEST_F(SafeTensorsWriter, StreamingMistakesNameTheFileAndTensorAndKeepTheOldFile
     EXPECT_TRUE(ThrowsWith([&] { w.write("b", a); }, path + ": tensor 'b' written where the layout has 'a'"));
     EXPECT_TRUE(ThrowsWith([&] { w.write("a", host_of({1}, DType::f32, std::vector<float>{1})); },
                            "tensor 'a' is f32[1] on cpu, the layout says f32[2]"));
-    EXPECT_TRUE(ThrowsWith([&] { w.write("a", host_of({2}, DType::i32, std::vector<std::int32_t>{1, 2})); },
-                           "the layout says f32[2]"));
+    EXPECT_TRUE(ThrowsWith(
+        [&] {
+          w.write("a", host_of({2}, DType::i32, std::vector<std::int32_t>{1, 2}));
+        },
+        "the layout says f32[2]"));
     w.write("a", a);
     EXPECT_TRUE(ThrowsWith([&] { w.finish(); }, path + ": finish() after 1 of the 2 tensors (next: 'b')"));
     w.write("b", a);
@@ -675,8 +695,11 @@ TEST_F(SafeTensorsWriter, StreamingMistakesNameTheFileAndTensorAndKeepTheOldFile
   EXPECT_EQ(read_bytes(path), before);
   EXPECT_EQ(dir_entries(), std::vector<std::string>{"model.safetensors"});
   EXPECT_TRUE(ThrowsWith([&] { neox::SafeTensorsWriter(path, {{"x", DType::f32, {-1}}}); }, "negative dimension"));
-  EXPECT_TRUE(ThrowsWith([&] { neox::SafeTensorsWriter(path, {{"x", DType::f32, {1}}, {"x", DType::f32, {1}}}); },
-                         "duplicate tensor name 'x'"));
+  EXPECT_TRUE(ThrowsWith(
+      [&] {
+        neox::SafeTensorsWriter(path, {{"x", DType::f32, {1}}, {"x", DType::f32, {1}}});
+      },
+      "duplicate tensor name 'x'"));
   EXPECT_EQ(dir_entries(), std::vector<std::string>{"model.safetensors"});
 }
 
@@ -740,17 +763,16 @@ void check_mutant(const std::string& path, const std::string& bytes, FuzzStats& 
 TEST_F(SafeTensorsFuzz, MutationsEitherOpenCleanlyOrThrowNeoxError) {
   const auto start = std::chrono::steady_clock::now();
   std::string base_path = file("base.safetensors");
-  neox::write_safetensors(
-      base_path,
-      {{"w", host_of({2, 3}, DType::f32, std::vector<float>{1, -2, 3.5f, 0, 1e-3f, 7})},
-       {"b", host_of({3}, DType::bf16, std::vector<std::uint16_t>{0x3f80, 0x7f80, 0x0001})},
-       {"ids", host_of({2}, DType::i64, std::vector<std::int64_t>{3, 70000})},
-       {"h", host_of({2}, DType::f16, std::vector<std::uint16_t>{0x3c00, 0x7bff})},
-       {"n", host_of({1, 2}, DType::i32, std::vector<std::int32_t>{-1, 65535})},
-       {"u", host_of({3}, DType::u16, std::vector<std::uint16_t>{1, 2, 3})},
-       {"d", host_of({1}, DType::f64, std::vector<double>{0.25})},
-       {"e", Tensor::empty(nullptr, {0, 4}, DType::f32)}},
-      {{"format", "pt"}});
+  neox::write_safetensors(base_path,
+                          {{"w", host_of({2, 3}, DType::f32, std::vector<float>{1, -2, 3.5f, 0, 1e-3f, 7})},
+                           {"b", host_of({3}, DType::bf16, std::vector<std::uint16_t>{0x3f80, 0x7f80, 0x0001})},
+                           {"ids", host_of({2}, DType::i64, std::vector<std::int64_t>{3, 70000})},
+                           {"h", host_of({2}, DType::f16, std::vector<std::uint16_t>{0x3c00, 0x7bff})},
+                           {"n", host_of({1, 2}, DType::i32, std::vector<std::int32_t>{-1, 65535})},
+                           {"u", host_of({3}, DType::u16, std::vector<std::uint16_t>{1, 2, 3})},
+                           {"d", host_of({1}, DType::f64, std::vector<double>{0.25})},
+                           {"e", Tensor::empty(nullptr, {0, 4}, DType::f32)}},
+                          {{"format", "pt"}});
   const std::string base = read_bytes(base_path);
   const std::size_t n = get_le64(base);
   const std::string header = base.substr(8, n);
@@ -813,10 +835,18 @@ TEST_F(SafeTensorsFuzz, MutationsEitherOpenCleanlyOrThrowNeoxError) {
   for (int i = 0; i < 300; ++i) {
     std::uint64_t len = 0;
     switch (i % 4) {
-      case 0: len = rng(); break;
-      case 1: len = n + uniform(0, 32) - 16; break;
-      case 2: len = uniform(0, base.size()); break;
-      case 3: len = n ^ (std::uint64_t{1} << uniform(0, 63)); break;
+      case 0:
+        len = rng();
+        break;
+      case 1:
+        len = n + uniform(0, 32) - 16;
+        break;
+      case 2:
+        len = uniform(0, base.size());
+        break;
+      case 3:
+        len = n ^ (std::uint64_t{1} << uniform(0, 63));
+        break;
     }
     check(le64(len) + base.substr(8), "header length " + std::to_string(len));
   }
@@ -833,16 +863,34 @@ TEST_F(SafeTensorsFuzz, MutationsEitherOpenCleanlyOrThrowNeoxError) {
     }
   }
   ASSERT_GT(numbers.size(), 20u);
-  const std::vector<std::string> replacements = {
-      "0", "1", "-1", "1.5", "1e3", "-0", "18446744073709551615", "18446744073709551616", "9223372036854775807",
-      "9223372036854775808", "4294967296", "", "[]", "null", "\"7\""};
+  const std::vector<std::string> replacements = {"0",
+                                                 "1",
+                                                 "-1",
+                                                 "1.5",
+                                                 "1e3",
+                                                 "-0",
+                                                 "18446744073709551615",
+                                                 "18446744073709551616",
+                                                 "9223372036854775807",
+                                                 "9223372036854775808",
+                                                 "4294967296",
+                                                 "",
+                                                 "[]",
+                                                 "null",
+                                                 "\"7\""};
   for (int i = 0; i < 1000; ++i) {
     auto [b, e] = numbers[uniform(0, numbers.size() - 1)];
     std::string r;
     switch (uniform(0, 2)) {
-      case 0: r = replacements[uniform(0, replacements.size() - 1)]; break;
-      case 1: r = std::to_string(uniform(0, 64)); break;
-      case 2: r = std::to_string(std::stoull(header.substr(b, e - b)) + uniform(0, 8) - 4); break;
+      case 0:
+        r = replacements[uniform(0, replacements.size() - 1)];
+        break;
+      case 1:
+        r = std::to_string(uniform(0, 64));
+        break;
+      case 2:
+        r = std::to_string(std::stoull(header.substr(b, e - b)) + uniform(0, 8) - 4);
+        break;
     }
     std::string h = header.substr(0, b) + r + header.substr(e);
     check(with_header(h), "number edit " + h);
@@ -858,8 +906,12 @@ TEST_F(SafeTensorsFuzz, MutationsEitherOpenCleanlyOrThrowNeoxError) {
         h.erase(p, 1);
         break;
       }
-      case 1: h.insert(uniform(0, h.size()), 1, "{}[]:,\" 0-"[uniform(0, 9)]); break;
-      case 2: std::swap(h[uniform(0, h.size() - 1)], h[uniform(0, h.size() - 1)]); break;
+      case 1:
+        h.insert(uniform(0, h.size()), 1, "{}[]:,\" 0-"[uniform(0, 9)]);
+        break;
+      case 2:
+        std::swap(h[uniform(0, h.size() - 1)], h[uniform(0, h.size() - 1)]);
+        break;
     }
     check(with_header(h), "structure edit " + h);
   }
@@ -871,9 +923,9 @@ TEST_F(SafeTensorsFuzz, MutationsEitherOpenCleanlyOrThrowNeoxError) {
       strings.emplace_back(i + 1, j);
       i = j;
     }
-  const std::vector<std::string> words = {"F32", "F64", "BF16", "F16", "I64", "I32", "U16", "U8", "BOOL",
-                                          "dtype", "shape", "data_offsets", "__metadata__", "w", "b", "ids",
-                                          "e", "", "x\\\"y", "\\u00e9", "\\ud800"};
+  const std::vector<std::string> words = {"F32", "F64",  "BF16",  "F16",   "I64",          "I32",          "U16",
+                                          "U8",  "BOOL", "dtype", "shape", "data_offsets", "__metadata__", "w",
+                                          "b",   "ids",  "e",     "",      "x\\\"y",       "\\u00e9",      "\\ud800"};
   for (int i = 0; i < 500; ++i) {
     auto [b, e] = strings[uniform(0, strings.size() - 1)];
     std::string h = header.substr(0, b) + words[uniform(0, words.size() - 1)] + header.substr(e);
@@ -901,10 +953,22 @@ TEST_F(SafeTensorsHF, ReadsFilesWrittenByHuggingFace) {
     std::vector<std::int64_t> ids_first;
   };
   const std::vector<Case> cases = {
-      {"neox_tiny_parallel", 512, 64, 2, 16, 28,
-       {-0.00021810080215800554, 0.009371423162519932, 0.011217939667403698}, {351, 11, 337}},
-      {"neox_tiny_sequential", 384, 96, 3, 24, 40,
-       {-0.04458499327301979, 0.024260124191641808, -0.025873305276036263}, {}},
+      {"neox_tiny_parallel",
+       512,
+       64,
+       2,
+       16,
+       28,
+       {-0.00021810080215800554, 0.009371423162519932, 0.011217939667403698},
+       {351, 11, 337}},
+      {"neox_tiny_sequential",
+       384,
+       96,
+       3,
+       24,
+       40,
+       {-0.04458499327301979, 0.024260124191641808, -0.025873305276036263},
+       {}},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

@@ -50,7 +50,8 @@ std::vector<std::uint64_t> record_offsets(const std::string& bytes) {
   std::vector<std::uint64_t> offsets;
   for (std::uint64_t at = 0; at + 12 <= bytes.size();) {
     std::uint64_t length = 0;
-    for (int i = 0; i < 8; ++i) length |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[at + i])) << (8 * i);
+    for (int i = 0; i < 8; ++i)
+      length |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[at + i])) << (8 * i);
     offsets.push_back(at);
     at += 16 + length;
   }
@@ -99,15 +100,18 @@ TEST(TensorBoard, RecordsAreTheEventProtoEncoding) {
   ASSERT_EQ(version.size(), 9u + 15u);
   EXPECT_EQ(version[0], '\x09');
   EXPECT_EQ(version.substr(9), "\x1a\x0d"s + "brain.Event:2");  // field 3, length-delimited, 13 bytes
-  EXPECT_EQ(data(1), "\x09\x00\x00\x00\x00\x00\x00\xf0\x3f"s  // wall_time 1.0
-                     "\x10\x05"s                                // step 5 (field 2, varint)
-                     "\x3a\x02\x08\x01"s);                       // session_log {status START}
-  EXPECT_EQ(data(2), "\x09\x00\x00\x00\x00\x00\x00\x00\x40"s  // wall_time 2.0
-                     "\x10\x03"s                                // step 3
-                     "\x2a\x0a"s                                // summary, 10 bytes
-                     "\x0a\x08"s                                //   value, 8 bytes
-                     "\x0a\x01" "a"s                            //     tag "a"
-                     "\x15\x00\x00\xc0\x3f"s);                  //     simple_value 1.5f (field 2, 32-bit)
+  EXPECT_EQ(data(1),
+            "\x09\x00\x00\x00\x00\x00\x00\xf0\x3f"s  // wall_time 1.0
+            "\x10\x05"s                              // step 5 (field 2, varint)
+            "\x3a\x02\x08\x01"s);                    // session_log {status START}
+  EXPECT_EQ(data(2),
+            "\x09\x00\x00\x00\x00\x00\x00\x00\x40"s  // wall_time 2.0
+            "\x10\x03"s                              // step 3
+            "\x2a\x0a"s                              // summary, 10 bytes
+            "\x0a\x08"s                              //   value, 8 bytes
+            "\x0a\x01"
+            "a"s                       //     tag "a"
+            "\x15\x00\x00\xc0\x3f"s);  //     simple_value 1.5f (field 2, 32-bit)
   fs::remove_all(dir);
 }
 
@@ -216,8 +220,8 @@ TEST(TensorBoard, ReaderRefusesCorruptAndTruncatedFilesNamingTheOffset) {
   // Truncated, as a crash while writing the last record leaves it: in its
   // data CRC, its data, and its header. Reported as truncation, at the
   // record's start.
-  for (std::uint64_t cut : {good.size() - 1, static_cast<std::size_t>(offsets[3] + 14),
-                            static_cast<std::size_t>(offsets[3] + 5)}) {
+  for (std::uint64_t cut :
+       {good.size() - 1, static_cast<std::size_t>(offsets[3] + 14), static_cast<std::size_t>(offsets[3] + 5)}) {
     write_bytes(bad, good.substr(0, cut));
     msg = neox::test::error_of([&] { neox::read_event_file(bad); });
     EXPECT_NE(msg.find(bad), std::string::npos) << msg;
@@ -255,7 +259,8 @@ std::string run_config(const std::string& dir) {
   return R"([plugins]
 data = "mmap"
 [plugins.options.mmap]
-data_path = ")" + neox::test::testdata_dir() + R"(/megatron/corpus_a"
+data_path = ")" +
+         neox::test::testdata_dir() + R"(/megatron/corpus_a"
 split = "80,15,5"
 [model]
 num_layers = 2
@@ -280,8 +285,10 @@ precision = "fp16"
 loss_scale = 128.0
 peak_tflops = 1.0
 run_name = "r"
-log_dir = ")" + dir + R"(/runs"
-save = ")" + dir + R"(/ckpt"
+log_dir = ")" +
+         dir + R"(/runs"
+save = ")" +
+         dir + R"(/ckpt"
 )";
 }
 
@@ -297,12 +304,9 @@ struct Scalar {
 // give them.
 std::vector<Scalar> metrics_as_scalars(const std::string& run_dir) {
   static const std::vector<std::pair<std::string, std::string>> train = {
-      {"loss", "train/lm_loss"},
-      {"lr", "train/learning_rate"},
-      {"grad_norm", "train/grad_norm"},
-      {"tokens_per_sec", "runtime/tokens_per_sec"},
-      {"mfu", "runtime/mfu"},
-      {"loss_scale", "train/loss_scale"}};
+      {"loss", "train/lm_loss"},        {"lr", "train/learning_rate"},
+      {"grad_norm", "train/grad_norm"}, {"tokens_per_sec", "runtime/tokens_per_sec"},
+      {"mfu", "runtime/mfu"},           {"loss_scale", "train/loss_scale"}};
   std::vector<Scalar> out;
   std::istringstream lines(read_text(run_dir + "/metrics.jsonl"));
   for (std::string line; std::getline(lines, line);) {
@@ -393,10 +397,9 @@ TEST(TensorBoard, TrainingRunEventFilesHoldMetricsJsonlsValues) {
   expect_scalars_match(t.first_metrics, first.scalars);
   std::set<std::string> tags;
   for (const auto& s : first.scalars) tags.insert(s.tag);
-  EXPECT_EQ(tags, (std::set<std::string>{"train/lm_loss", "train/learning_rate", "train/grad_norm",
-                                         "train/loss_scale", "runtime/tokens_per_sec", "runtime/mfu",
-                                         "validation/lm_loss", "validation/lm_loss_ppl", "test/lm_loss",
-                                         "test/lm_loss_ppl"}));
+  EXPECT_EQ(tags, (std::set<std::string>{"train/lm_loss", "train/learning_rate", "train/grad_norm", "train/loss_scale",
+                                         "runtime/tokens_per_sec", "runtime/mfu", "validation/lm_loss",
+                                         "validation/lm_loss_ppl", "test/lm_loss", "test/lm_loss_ppl"}));
   std::vector<std::int64_t> loss_steps;
   for (const auto& s : first.scalars)
     if (s.tag == "train/lm_loss") loss_steps.push_back(s.step);

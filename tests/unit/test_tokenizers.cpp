@@ -22,10 +22,10 @@
 #include <thread>
 #include <vector>
 
-#include "neox/text/bpe_tokenizer.h"
-#include "neox/text/char_tokenizer.h"
 #include "neox/error.h"
 #include "neox/registry.h"
+#include "neox/text/bpe_tokenizer.h"
+#include "neox/text/char_tokenizer.h"
 #include "neox/text/tokenizers.h"
 
 namespace {
@@ -89,8 +89,8 @@ std::string random_text(std::mt19937& rng, bool any_code_point) {
       U"\u0661\u0662\u2167\u00bd\u00b2\u03b1\u03b2\u0394\u0928\u093f\u0937\u0627\u0644",
       U"\u200b\ufeff\u180e\u00ad",
   };
-  std::uniform_int_distribution<int> len_dist(0, 48), pick(0, static_cast<int>(pools.size()) - 1),
-      repeat(1, 4), percent(0, 99);
+  std::uniform_int_distribution<int> len_dist(0, 48), pick(0, static_cast<int>(pools.size()) - 1), repeat(1, 4),
+      percent(0, 99);
   std::uniform_int_distribution<std::uint32_t> any(1, 0x10FFFF);
   std::string out;
   const int n = len_dist(rng);
@@ -126,10 +126,10 @@ std::string write_variant(const std::string& dir) {
   json j = read_json(kJson);
   j["normalizer"] = {{"type", "NFC"}};
   j["pre_tokenizer"]["add_prefix_space"] = true;
-  const auto added = [](int id, const std::string& content, bool single_word, bool lstrip, bool rstrip,
-                        bool normalized, bool special) {
-    return json{{"id", id},           {"content", content}, {"single_word", single_word}, {"lstrip", lstrip},
-                {"rstrip", rstrip},   {"normalized", normalized}, {"special", special}};
+  const auto added = [](int id, const std::string& content, bool single_word, bool lstrip, bool rstrip, bool normalized,
+                        bool special) {
+    return json{{"id", id},         {"content", content},       {"single_word", single_word}, {"lstrip", lstrip},
+                {"rstrip", rstrip}, {"normalized", normalized}, {"special", special}};
   };
   j["added_tokens"].push_back(added(1000, "  ", false, false, false, true, false));
   j["added_tokens"].push_back(added(1001, "    ", false, false, false, true, false));
@@ -190,17 +190,25 @@ TEST(BpeTokenizer, NfcPrefixSpaceAndAddedTokensMatchHuggingFace) {
   const std::vector<Case> cases = {
       {"a [MASK] b", {261, 1003, 301}, " a[MASK] b", " a b"},
       {"  [MASK]  x", {1003, 222, 89}, "[MASK] x", " x"},
-      {"word words sword word", {1004, 275, 269, 69, 84, 281, 88, 269, 69, 222, 1004}, "word words sword word",
+      {"word words sword word",
+       {1004, 275, 269, 69, 84, 281, 88, 269, 69, 222, 1004},
+       "word words sword word",
        "word words sword word"},
       {"e\u0301x \u00e9\nx", {1005, 222, 1002, 222, 89}, "e\u0301x \u00e9\n x", "e\u0301x \u00e9\n x"},
       {"    x  y   z", {1001, 222, 89, 1000, 222, 90, 1000, 222, 91}, "     x   y   z", "     x   y   z"},
-      {"\u212bA\u030a cafe\u0301", {222, 129, 229, 129, 229, 270, 66, 71, 129, 104}, " \u00c5\u00c5 caf\u00e9",
+      {"\u212bA\u030a cafe\u0301",
+       {222, 129, 229, 129, 229, 270, 66, 71, 129, 104},
+       " \u00c5\u00c5 caf\u00e9",
        " \u00c5\u00c5 caf\u00e9"},
-      {"x[MASK][MASK] word<|endoftext|>word", {222, 89, 1003, 1003, 1004, 0, 1004},
-       " x[MASK][MASK]word<|endoftext|>word", " xwordword"},
+      {"x[MASK][MASK] word<|endoftext|>word",
+       {222, 89, 1003, 1003, 1004, 0, 1004},
+       " x[MASK][MASK]word<|endoftext|>word",
+       " xwordword"},
       // U+08D1 is newer than Unicode 9.0: HF's NFC does not reorder it.
-      {"\u030a\u08d1 \u1e0b\u0323", {222, 138, 234, 158, 98, 241, 222, 159, 118, 237, 138, 231},
-       " \u030a\u08d1 \u1e0d\u0307", " \u030a\u08d1 \u1e0d\u0307"},
+      {"\u030a\u08d1 \u1e0b\u0323",
+       {222, 138, 234, 158, 98, 241, 222, 159, 118, 237, 138, 231},
+       " \u030a\u08d1 \u1e0d\u0307",
+       " \u030a\u08d1 \u1e0d\u0307"},
       {"Don't", {501, 264, 8, 85}, " Don't", " Don't"},
       {"<|padding|> \u00e9\n", {1, 222, 1002}, "<|padding|> \u00e9\n", " \u00e9\n"},
       {"", {}, "", ""},
@@ -217,8 +225,8 @@ TEST(BpeTokenizer, NfcPrefixSpaceAndAddedTokensMatchHuggingFace) {
 TEST(BpeTokenizer, LongWordsMatchHuggingFace) {
   auto tok = neox::BpeTokenizer::from_hf_json(kJson);
   EXPECT_EQ(tok->encode("Permissionisherebygrantedfreeofchargetoanypersonobtainingacopyofthissoftware"),
-            (Ids{49, 345, 272, 399, 609, 479, 67, 90, 660, 282, 791, 752, 356, 739, 732,
-                 671, 821, 84, 264, 80, 67, 528, 293, 66, 931, 90, 752, 802, 556, 401}));
+            (Ids{49,  345, 272, 399, 609, 479, 67,  90,  660, 282, 791, 752, 356, 739, 732,
+                 671, 821, 84,  264, 80,  67,  528, 293, 66,  931, 90,  752, 802, 556, 401}));
   EXPECT_EQ(tok->encode(std::string(70, ' ') + "end"), (Ids{647, 647, 647, 647, 350, 222, 646}));
   std::string e_acute;
   Ids e_acute_ids;
@@ -235,7 +243,8 @@ TEST(BpeTokenizer, MergesInPairFormEqualTheStringForm) {
   json j = read_json(kJson);
   json pairs = json::array();
   for (const auto& m : j["model"]["merges"]) {
-    const std::string s = m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>();
+    const std::string s =
+        m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>();
     pairs.push_back(s);  // the string form "a b"
   }
   j["model"]["merges"] = pairs;
@@ -314,8 +323,7 @@ TEST(BpeTokenizer, InterleavedTokenizersKeepTheirOwnWords) {
   prefixed["pre_tokenizer"]["add_prefix_space"] = true;
   write_text(dir + "/prefixed.json", prefixed.dump());
   std::vector<std::unique_ptr<neox::BpeTokenizer>> toks;
-  for (int i = 0; i < 6; ++i)
-    toks.push_back(neox::BpeTokenizer::from_hf_json(i % 2 ? dir + "/prefixed.json" : kJson));
+  for (int i = 0; i < 6; ++i) toks.push_back(neox::BpeTokenizer::from_hf_json(i % 2 ? dir + "/prefixed.json" : kJson));
   const Ids plain_ids = toks[0]->encode("Hello world"), prefixed_ids = toks[1]->encode("Hello world");
   ASSERT_NE(plain_ids, prefixed_ids);
   for (int round = 0; round < 3; ++round)
@@ -401,8 +409,8 @@ TEST(CharTokenizer, OneIdPerUtf8ByteLikeGptNeoX) {
   // GPT-NeoX: list(np.frombuffer(text.encode('utf-8'), dtype=np.uint8))
   EXPECT_EQ(tok.encode("Hi \u00e9\n"), (Ids{72, 105, 32, 0xC3, 0xA9, 10}));
   EXPECT_EQ(tok.decode(tok.encode("Hi \u00e9\n")), "Hi \u00e9\n");
-  EXPECT_EQ(tok.decode({72, 0, 105}), "Hi");           // the end-of-document token decodes to nothing
-  EXPECT_EQ(tok.decode({0x100 + 0x41}), "\u0141");     // chr(321), as GPT-NeoX's detokenize
+  EXPECT_EQ(tok.decode({72, 0, 105}), "Hi");        // the end-of-document token decodes to nothing
+  EXPECT_EQ(tok.decode({0x100 + 0x41}), "\u0141");  // chr(321), as GPT-NeoX's detokenize
   std::string msg = error_of([&] { tok.decode({512}); });
   EXPECT_NE(msg.find("id 512 at position 0 is outside [0, 512)"), std::string::npos) << msg;
 }

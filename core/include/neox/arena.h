@@ -35,7 +35,7 @@ class Backend;
 enum class InitKind { zeros, ones, normal };
 
 struct ParameterSpec {
-  std::string name;   // Hugging Face GPTNeoXForCausalLM name
+  std::string name;  // Hugging Face GPTNeoXForCausalLM name
   Shape shape;
   bool decay = true;  // false for biases and LayerNorm parameters
   InitKind init = InitKind::normal;

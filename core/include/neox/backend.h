@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "neox/export.h"
 #include "neox/kernels.h"
 #include "neox/tensor.h"
-#include "neox/export.h"
 
 namespace neox {
 
@@ -29,8 +29,7 @@ class NEOX_API Backend {
   virtual void* allocate(std::size_t bytes) = 0;
   virtual void deallocate(void* ptr, std::size_t bytes) noexcept = 0;
   // Copies bytes between host memory and this device, or within either.
-  virtual void copy(void* dst, Device dst_device, const void* src, Device src_device,
-                    std::size_t bytes) = 0;
+  virtual void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes) = 0;
   // Waits until all queued work has finished.
   virtual void synchronize() = 0;
   // Fills every operation this backend implements.

@@ -26,8 +26,8 @@
 #include <map>
 #include <string>
 
-#include "neox/tensor.h"
 #include "neox/export.h"
+#include "neox/tensor.h"
 
 namespace neox {
 

@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <string>
 
-#include "neox/tensor.h"
 #include "neox/export.h"
+#include "neox/tensor.h"
 
 namespace neox {
 
@@ -21,12 +21,12 @@ const char* split_name(Split s);
 struct DataContext {
   std::int64_t seq_length = 0;
   std::int64_t micro_batch_size = 0;
-  std::int64_t vocab_size = 0;    // ids must be below this
+  std::int64_t vocab_size = 0;  // ids must be below this
   std::uint64_t seed = 0;
   std::int64_t train_samples = 0;  // samples the run will draw per split
   std::int64_t valid_samples = 0;
   std::int64_t test_samples = 0;
-  int dp_rank = 0;                 // this rank's share of each global batch
+  int dp_rank = 0;  // this rank's share of each global batch
   int dp_size = 1;
 };
 

@@ -72,14 +72,17 @@ inline constexpr KernelArg add_bias[] = {{"out", ArgRole::activation, ArgAccess:
 inline constexpr KernelArg bias_backward[] = {{"dbias", ArgRole::f32, ArgAccess::read_write},
                                               {"dout", ArgRole::activation, ArgAccess::read}};
 inline constexpr KernelArg layernorm_forward[] = {
-    {"out", ArgRole::activation, ArgAccess::write}, {"mean", ArgRole::f32, ArgAccess::write},
-    {"rstd", ArgRole::f32, ArgAccess::write},       {"inp", ArgRole::activation, ArgAccess::read},
+    {"out", ArgRole::activation, ArgAccess::write},   {"mean", ArgRole::f32, ArgAccess::write},
+    {"rstd", ArgRole::f32, ArgAccess::write},         {"inp", ArgRole::activation, ArgAccess::read},
     {"weight", ArgRole::activation, ArgAccess::read}, {"bias", ArgRole::activation, ArgAccess::read}};
-inline constexpr KernelArg layernorm_backward[] = {
-    {"dinp", ArgRole::activation, ArgAccess::read_write}, {"dweight", ArgRole::f32, ArgAccess::read_write},
-    {"dbias", ArgRole::f32, ArgAccess::read_write},       {"dout", ArgRole::activation, ArgAccess::read},
-    {"inp", ArgRole::activation, ArgAccess::read},        {"weight", ArgRole::activation, ArgAccess::read},
-    {"mean", ArgRole::f32, ArgAccess::read},              {"rstd", ArgRole::f32, ArgAccess::read}};
+inline constexpr KernelArg layernorm_backward[] = {{"dinp", ArgRole::activation, ArgAccess::read_write},
+                                                   {"dweight", ArgRole::f32, ArgAccess::read_write},
+                                                   {"dbias", ArgRole::f32, ArgAccess::read_write},
+                                                   {"dout", ArgRole::activation, ArgAccess::read},
+                                                   {"inp", ArgRole::activation, ArgAccess::read},
+                                                   {"weight", ArgRole::activation, ArgAccess::read},
+                                                   {"mean", ArgRole::f32, ArgAccess::read},
+                                                   {"rstd", ArgRole::f32, ArgAccess::read}};
 inline constexpr KernelArg gelu_forward[] = {{"out", ArgRole::activation, ArgAccess::write},
                                              {"inp", ArgRole::activation, ArgAccess::read}};
 inline constexpr KernelArg gelu_backward[] = {{"dinp", ArgRole::activation, ArgAccess::write},
@@ -90,19 +93,23 @@ inline constexpr KernelArg rotary_backward[] = {{"dqkv", ArgRole::activation, Ar
 inline constexpr KernelArg attention_forward[] = {{"out", ArgRole::activation, ArgAccess::write},
                                                   {"lse", ArgRole::f32, ArgAccess::write},
                                                   {"qkv", ArgRole::activation, ArgAccess::read}};
-inline constexpr KernelArg attention_backward[] = {
-    {"dqkv", ArgRole::activation, ArgAccess::write}, {"dout", ArgRole::activation, ArgAccess::read},
-    {"qkv", ArgRole::activation, ArgAccess::read},   {"out", ArgRole::activation, ArgAccess::read},
-    {"lse", ArgRole::f32, ArgAccess::read}};
-inline constexpr KernelArg attention_decode[] = {
-    {"out", ArgRole::activation, ArgAccess::write}, {"k_cache", ArgRole::activation, ArgAccess::read_write},
-    {"v_cache", ArgRole::activation, ArgAccess::read_write}, {"qkv", ArgRole::activation, ArgAccess::read}};
-inline constexpr KernelArg cross_entropy_forward[] = {
-    {"losses", ArgRole::f32, ArgAccess::write}, {"lse", ArgRole::f32, ArgAccess::write},
-    {"logits", ArgRole::activation, ArgAccess::read}, {"targets", ArgRole::index, ArgAccess::read}};
-inline constexpr KernelArg cross_entropy_backward[] = {
-    {"dlogits", ArgRole::activation, ArgAccess::write}, {"logits", ArgRole::activation, ArgAccess::read},
-    {"lse", ArgRole::f32, ArgAccess::read}, {"targets", ArgRole::index, ArgAccess::read}};
+inline constexpr KernelArg attention_backward[] = {{"dqkv", ArgRole::activation, ArgAccess::write},
+                                                   {"dout", ArgRole::activation, ArgAccess::read},
+                                                   {"qkv", ArgRole::activation, ArgAccess::read},
+                                                   {"out", ArgRole::activation, ArgAccess::read},
+                                                   {"lse", ArgRole::f32, ArgAccess::read}};
+inline constexpr KernelArg attention_decode[] = {{"out", ArgRole::activation, ArgAccess::write},
+                                                 {"k_cache", ArgRole::activation, ArgAccess::read_write},
+                                                 {"v_cache", ArgRole::activation, ArgAccess::read_write},
+                                                 {"qkv", ArgRole::activation, ArgAccess::read}};
+inline constexpr KernelArg cross_entropy_forward[] = {{"losses", ArgRole::f32, ArgAccess::write},
+                                                      {"lse", ArgRole::f32, ArgAccess::write},
+                                                      {"logits", ArgRole::activation, ArgAccess::read},
+                                                      {"targets", ArgRole::index, ArgAccess::read}};
+inline constexpr KernelArg cross_entropy_backward[] = {{"dlogits", ArgRole::activation, ArgAccess::write},
+                                                       {"logits", ArgRole::activation, ArgAccess::read},
+                                                       {"lse", ArgRole::f32, ArgAccess::read},
+                                                       {"targets", ArgRole::index, ArgAccess::read}};
 inline constexpr KernelArg embedding_forward[] = {{"out", ArgRole::activation, ArgAccess::read_write},
                                                   {"ids", ArgRole::index, ArgAccess::read},
                                                   {"table", ArgRole::activation, ArgAccess::read}};
@@ -119,9 +126,10 @@ inline constexpr KernelArg convert[] = {{"out", ArgRole::native, ArgAccess::writ
                                         {"in", ArgRole::native, ArgAccess::read}};
 inline constexpr KernelArg sum_squares[] = {{"x", ArgRole::native, ArgAccess::read}};
 inline constexpr KernelArg sum[] = {{"x", ArgRole::native, ArgAccess::read}};
-inline constexpr KernelArg adamw_update[] = {
-    {"param", ArgRole::f32, ArgAccess::read_write}, {"grad", ArgRole::f32, ArgAccess::read},
-    {"m", ArgRole::f32, ArgAccess::read_write}, {"v", ArgRole::f32, ArgAccess::read_write}};
+inline constexpr KernelArg adamw_update[] = {{"param", ArgRole::f32, ArgAccess::read_write},
+                                             {"grad", ArgRole::f32, ArgAccess::read},
+                                             {"m", ArgRole::f32, ArgAccess::read_write},
+                                             {"v", ArgRole::f32, ArgAccess::read_write}};
 }  // namespace kernel_args
 
 namespace detail {
@@ -307,9 +315,9 @@ NEOX_API RowsShape bias_backward(Device device, const Tensor& dbias, const Tenso
 // Also eps >= 0 and C > 0.
 NEOX_API RowsShape layernorm_forward(Device device, const Tensor& out, const Tensor& mean, const Tensor& rstd,
                                      const Tensor& inp, const Tensor& weight, const Tensor& bias, float eps);
-NEOX_API RowsShape layernorm_backward(Device device, const Tensor& dinp, const Tensor& dweight,
-                                      const Tensor& dbias, const Tensor& dout, const Tensor& inp,
-                                      const Tensor& weight, const Tensor& mean, const Tensor& rstd);
+NEOX_API RowsShape layernorm_backward(Device device, const Tensor& dinp, const Tensor& dweight, const Tensor& dbias,
+                                      const Tensor& dout, const Tensor& inp, const Tensor& weight, const Tensor& mean,
+                                      const Tensor& rstd);
 NEOX_API ElementsShape gelu_forward(Device device, const Tensor& out, const Tensor& inp);
 NEOX_API ElementsShape gelu_backward(Device device, const Tensor& dinp, const Tensor& inp, const Tensor& dout);
 // Also rotary_dims even in [0, hs], base > 0 and finite, position_offset >= 0.
@@ -317,17 +325,16 @@ NEOX_API QkvShape rotary_forward(Device device, const Tensor& qkv, int n_head, i
                                  std::int64_t position_offset);
 NEOX_API QkvShape rotary_backward(Device device, const Tensor& dqkv, int n_head, int rotary_dims, float base,
                                   std::int64_t position_offset);
-NEOX_API QkvShape attention_forward(Device device, const Tensor& out, const Tensor& lse, const Tensor& qkv,
-                                    int n_head);
+NEOX_API QkvShape attention_forward(Device device, const Tensor& out, const Tensor& lse, const Tensor& qkv, int n_head);
 NEOX_API QkvShape attention_backward(Device device, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
                                      const Tensor& out, const Tensor& lse, int n_head);
 // Also the positions [position_offset, position_offset + Tq) within the caches.
 NEOX_API QkvShape attention_decode(Device device, const Tensor& out, const Tensor& k_cache, const Tensor& v_cache,
                                    const Tensor& qkv, int n_head, std::int64_t position_offset);
-NEOX_API RowsShape cross_entropy_forward(Device device, const Tensor& losses, const Tensor& lse,
-                                         const Tensor& logits, const Tensor& targets);
-NEOX_API RowsShape cross_entropy_backward(Device device, const Tensor& dlogits, const Tensor& logits,
-                                          const Tensor& lse, const Tensor& targets, float dloss);
+NEOX_API RowsShape cross_entropy_forward(Device device, const Tensor& losses, const Tensor& lse, const Tensor& logits,
+                                         const Tensor& targets);
+NEOX_API RowsShape cross_entropy_backward(Device device, const Tensor& dlogits, const Tensor& logits, const Tensor& lse,
+                                          const Tensor& targets, float dloss);
 NEOX_API RowsShape embedding_forward(Device device, const Tensor& out, const Tensor& ids, const Tensor& table,
                                      bool accumulate);
 NEOX_API RowsShape embedding_backward(Device device, const Tensor& dtable, const Tensor& ids, const Tensor& dout);

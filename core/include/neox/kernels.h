@@ -48,29 +48,29 @@ namespace neox {
 
 // X-macro list of operations: X(name). The name is the key used in the
 // manifest's [plugins.kernels] table and by `neox bench op`.
-#define NEOX_KERNEL_OPS(X)                                                     \
-  X(matmul)                                                                    \
-  X(add_bias)                                                                  \
-  X(bias_backward)                                                             \
-  X(layernorm_forward)                                                         \
-  X(layernorm_backward)                                                        \
-  X(gelu_forward)                                                              \
-  X(gelu_backward)                                                             \
-  X(rotary_forward)                                                            \
-  X(rotary_backward)                                                           \
-  X(attention_forward)                                                         \
-  X(attention_backward)                                                        \
-  X(attention_decode)                                                          \
-  X(cross_entropy_forward)                                                     \
-  X(cross_entropy_backward)                                                    \
-  X(embedding_forward)                                                         \
-  X(embedding_backward)                                                        \
-  X(add)                                                                       \
-  X(axpby)                                                                     \
-  X(fill)                                                                      \
-  X(convert)                                                                   \
-  X(sum_squares)                                                               \
-  X(sum)                                                                       \
+#define NEOX_KERNEL_OPS(X)  \
+  X(matmul)                 \
+  X(add_bias)               \
+  X(bias_backward)          \
+  X(layernorm_forward)      \
+  X(layernorm_backward)     \
+  X(gelu_forward)           \
+  X(gelu_backward)          \
+  X(rotary_forward)         \
+  X(rotary_backward)        \
+  X(attention_forward)      \
+  X(attention_backward)     \
+  X(attention_decode)       \
+  X(cross_entropy_forward)  \
+  X(cross_entropy_backward) \
+  X(embedding_forward)      \
+  X(embedding_backward)     \
+  X(add)                    \
+  X(axpby)                  \
+  X(fill)                   \
+  X(convert)                \
+  X(sum_squares)            \
+  X(sum)                    \
   X(adamw_update)
 
 struct AdamWParams {
@@ -79,7 +79,7 @@ struct AdamWParams {
   float beta2 = 0.999f;
   float eps = 1e-8f;
   float weight_decay = 0.0f;
-  std::int64_t step = 1;  // 1-based step number, for bias correction
+  std::int64_t step = 1;    // 1-based step number, for bias correction
   float grad_scale = 1.0f;  // gradients are multiplied by this first (clipping, loss scale)
 };
 
@@ -88,8 +88,7 @@ struct Kernels {
   // a is [M,K] ([K,M] if trans_a); b is [K,N] ([N,K] if trans_b).
   // beta = 0 ignores what c held (NaNs included); beta = 1 accumulates.
   // a and b share a dtype; c has that dtype or f32 (weight gradients).
-  std::function<void(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a,
-                     bool trans_b, float alpha, float beta)>
+  std::function<void(Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float alpha, float beta)>
       matmul;
   // out[N,C] += bias[C] (broadcast over rows).
   std::function<void(Tensor& out, const Tensor& bias)> add_bias;
@@ -97,14 +96,13 @@ struct Kernels {
   std::function<void(Tensor& dbias, const Tensor& dout)> bias_backward;
 
   // out[N,C] = (inp - mean) * rstd * weight + bias; writes mean[N], rstd[N].
-  std::function<void(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp,
-                     const Tensor& weight, const Tensor& bias, float eps)>
+  std::function<void(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                     const Tensor& bias, float eps)>
       layernorm_forward;
   // Accumulates dinp[N,C], dweight[C], dbias[C] from dout[N,C] and the saved
   // mean and rstd of the forward pass.
-  std::function<void(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout,
-                     const Tensor& inp, const Tensor& weight, const Tensor& mean,
-                     const Tensor& rstd)>
+  std::function<void(Tensor& dinp, Tensor& dweight, Tensor& dbias, const Tensor& dout, const Tensor& inp,
+                     const Tensor& weight, const Tensor& mean, const Tensor& rstd)>
       layernorm_backward;
 
   // Exact (erf) GeLU: out = x * 0.5 * (1 + erf(x / sqrt(2))). out may alias inp.
@@ -119,21 +117,18 @@ struct Kernels {
   // inv_freq[i] = 1 / base^(2i/rotary_dims) rounded to float32 as Hugging
   // Face and GPT-NeoX compute it. rotary_dims is even and at most the head size.
   // rotary_backward applies the inverse rotation (to dq and dk in dqkv).
-  std::function<void(Tensor& qkv, int n_head, int rotary_dims, float base,
-                     std::int64_t position_offset)>
+  std::function<void(Tensor& qkv, int n_head, int rotary_dims, float base, std::int64_t position_offset)>
       rotary_forward;
-  std::function<void(Tensor& dqkv, int n_head, int rotary_dims, float base,
-                     std::int64_t position_offset)>
+  std::function<void(Tensor& dqkv, int n_head, int rotary_dims, float base, std::int64_t position_offset)>
       rotary_backward;
 
   // Causal softmax attention with scale 1/sqrt(hs): out[B,T,C] from
   // qkv[B,T,3*C] (layout as for rotary). Writes lse[B,n_head,T], the
   // log-sum-exp of each row of scaled scores, for the backward pass.
-  std::function<void(Tensor& out, Tensor& lse, const Tensor& qkv, int n_head)>
-      attention_forward;
+  std::function<void(Tensor& out, Tensor& lse, const Tensor& qkv, int n_head)> attention_forward;
   // Writes dqkv[B,T,3*C] from dout[B,T,C] and the forward's qkv, out, lse.
-  std::function<void(Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
-                     const Tensor& out, const Tensor& lse, int n_head)>
+  std::function<void(Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                     int n_head)>
       attention_backward;
   // Incremental causal attention for generation, with a key/value cache.
   // qkv[B,Tq,3*C] (layout as for rotary, rotary already applied) holds Tq new
@@ -145,29 +140,24 @@ struct Kernels {
   // position_offset + Tq > max_T or position_offset < 0. Running a sequence
   // in chunks gives attention_forward's out for the whole sequence. No lse:
   // there is no backward.
-  std::function<void(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv,
-                     int n_head, std::int64_t position_offset)>
+  std::function<void(Tensor& out, Tensor& k_cache, Tensor& v_cache, const Tensor& qkv, int n_head,
+                     std::int64_t position_offset)>
       attention_decode;
 
   // losses[N] = logsumexp(logits[N,V]) - logits[target]; writes lse[N].
   // Rows whose target is negative (ignored positions) get loss 0.
   // A target >= V throws neox::Error naming the row.
-  std::function<void(Tensor& losses, Tensor& lse, const Tensor& logits,
-                     const Tensor& targets)>
-      cross_entropy_forward;
+  std::function<void(Tensor& losses, Tensor& lse, const Tensor& logits, const Tensor& targets)> cross_entropy_forward;
   // Writes dlogits[N,V] = (softmax(logits) - onehot(target)) * dloss, and 0 in
   // ignored rows. dlogits may alias logits (in-place, saves V*N floats).
-  std::function<void(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
-                     const Tensor& targets, float dloss)>
+  std::function<void(Tensor& dlogits, const Tensor& logits, const Tensor& lse, const Tensor& targets, float dloss)>
       cross_entropy_backward;
 
   // out[N,C] = table[ids[N]] (accumulate=false) or += (accumulate=true).
   // An id outside [0,V) throws neox::Error naming the position.
-  std::function<void(Tensor& out, const Tensor& ids, const Tensor& table, bool accumulate)>
-      embedding_forward;
+  std::function<void(Tensor& out, const Tensor& ids, const Tensor& table, bool accumulate)> embedding_forward;
   // dtable[V,C] accumulates dout[N,C] into the rows named by ids[N].
-  std::function<void(Tensor& dtable, const Tensor& ids, const Tensor& dout)>
-      embedding_backward;
+  std::function<void(Tensor& dtable, const Tensor& ids, const Tensor& dout)> embedding_backward;
 
   // out = a + b, elementwise over equal numel. out may alias a or b.
   std::function<void(Tensor& out, const Tensor& a, const Tensor& b)> add;
@@ -188,9 +178,7 @@ struct Kernels {
   //   g = grad * grad_scale; p -= lr * weight_decay * p;
   //   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
   //   p -= (lr / (1 - b1^step)) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
-  std::function<void(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
-                     const AdamWParams& p)>
-      adamw_update;
+  std::function<void(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p)> adamw_update;
 };
 
 // A fingerprint of the table's layout: the operation names in order and
@@ -210,8 +198,7 @@ constexpr std::uint64_t kernel_table_fingerprint() {
 // sin) for positions start .. start+count-1: inv_freq rounded to float32 as
 // Hugging Face and GPT-NeoX compute it, angles and their cos/sin in double.
 // Every backend's rotary kernels use this table, so that they agree.
-NEOX_API std::vector<double> rotary_cos_sin_table(std::int64_t start, std::int64_t count, int rotary_dims,
-                                                  float base);
+NEOX_API std::vector<double> rotary_cos_sin_table(std::int64_t start, std::int64_t count, int rotary_dims, float base);
 
 // Names of all operations, in declaration order.
 const std::vector<std::string_view>& kernel_op_names();

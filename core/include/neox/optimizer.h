@@ -28,8 +28,8 @@
 #include <string>
 #include <vector>
 
-#include "neox/tensor.h"
 #include "neox/export.h"
+#include "neox/tensor.h"
 
 namespace neox {
 
@@ -58,8 +58,8 @@ struct OptimizerContext {
   double beta1 = 0.9;             // optimizer.beta1, beta2, eps
   double beta2 = 0.999;
   double eps = 1e-8;
-  std::int64_t zero_stage = 0;    // training.zero_stage: 0 none; 1, 2, 3 partition over the ranks
-  std::int64_t zero_reduce_bucket_size = 500'000'000;     // training.zero_*: elements
+  std::int64_t zero_stage = 0;                         // training.zero_stage: 0 none; 1, 2, 3 partition over the ranks
+  std::int64_t zero_reduce_bucket_size = 500'000'000;  // training.zero_*: elements
   std::int64_t zero_allgather_bucket_size = 500'000'000;
   bool zero_overlap_comm = false;
   bool zero_contiguous_gradients = true;
@@ -67,8 +67,8 @@ struct OptimizerContext {
 
 struct StepContext {
   float lr = 0.0f;
-  std::int64_t step = 1;     // 1-based optimizer step
-  float grad_scale = 1.0f;   // multiply gradients first (clipping, loss scale)
+  std::int64_t step = 1;    // 1-based optimizer step
+  float grad_scale = 1.0f;  // multiply gradients first (clipping, loss scale)
 };
 
 using TensorMap = std::map<std::string, Tensor>;
@@ -117,8 +117,8 @@ class NEOX_API Optimizer {
   virtual ~Optimizer() = default;
   virtual std::string name() const = 0;
   // params and grads are the whole arenas (1-D, equal numel) on the backend.
-  virtual void init(Backend& backend, Communicator& comm, const Tensor& params,
-                    const Tensor& grads, const std::vector<ParamGroup>& groups) = 0;
+  virtual void init(Backend& backend, Communicator& comm, const Tensor& params, const Tensor& grads,
+                    const std::vector<ParamGroup>& groups) = 0;
   // What the trainer calls instead of init(): the arena itself (ZeRO
   // partitions it). The default calls init() with the arena's whole buffers
   // and its groups for `weight_decay`.

@@ -41,8 +41,7 @@ class Options {
   // neox::Error "<file>:<line>: <table>.<key>: ..." on a wrong type or a value
   // out of [min, max] / not among `allowed`.
   bool get_bool(const std::string& key, bool def) const;
-  std::int64_t get_int(const std::string& key, std::int64_t def, std::int64_t min,
-                       std::int64_t max) const;
+  std::int64_t get_int(const std::string& key, std::int64_t def, std::int64_t min, std::int64_t max) const;
   double get_double(const std::string& key, double def, double min, double max) const;
   std::string get_string(const std::string& key, const std::string& def,
                          const std::vector<std::string>& allowed = {}) const;

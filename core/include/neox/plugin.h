@@ -78,11 +78,16 @@ inline constexpr AbiVersion kTokenizerAbi{6, 0};  // tokenizer.h
 constexpr AbiVersion abi_version(PluginKind kind) {
   switch (kind) {
     case PluginKind::backend:
-    case PluginKind::kernels: return kBackendAbi;
-    case PluginKind::comm: return kCommAbi;
-    case PluginKind::optimizer: return kOptimizerAbi;
-    case PluginKind::data: return kDataAbi;
-    case PluginKind::tokenizer: return kTokenizerAbi;
+    case PluginKind::kernels:
+      return kBackendAbi;
+    case PluginKind::comm:
+      return kCommAbi;
+    case PluginKind::optimizer:
+      return kOptimizerAbi;
+    case PluginKind::data:
+      return kDataAbi;
+    case PluginKind::tokenizer:
+      return kTokenizerAbi;
   }
   return {0, 0};
 }
@@ -105,10 +110,10 @@ struct PluginDescriptor {
   std::uint32_t abi_major;  // abi_version(kind) when built
   std::uint32_t abi_minor;
   PluginKind kind;
-  const char* name;         // [a-z0-9-]+, as in the file name
-  const char* version;      // the plugin's own version, free text
-  const char* description;  // one line
-  const void* factory;      // one of the factory types below, by kind
+  const char* name;                   // [a-z0-9-]+, as in the file name
+  const char* version;                // the plugin's own version, free text
+  const char* description;            // one line
+  const void* factory;                // one of the factory types below, by kind
   std::uint64_t kernels_fingerprint;  // kernel_table_fingerprint() when built
 };
 
@@ -122,13 +127,32 @@ using DataFactory = DataSource* (*)(const Options& options, const DataContext& c
 using TokenizerFactory = Tokenizer* (*)(const Options& options);
 
 // The factory type of each kind (NEOX_PLUGIN checks the factory against it).
-template <PluginKind K> struct FactoryFor;
-template <> struct FactoryFor<PluginKind::backend> { using type = BackendFactory; };
-template <> struct FactoryFor<PluginKind::kernels> { using type = KernelsFactory; };
-template <> struct FactoryFor<PluginKind::comm> { using type = CommFactory; };
-template <> struct FactoryFor<PluginKind::optimizer> { using type = OptimizerFactory; };
-template <> struct FactoryFor<PluginKind::data> { using type = DataFactory; };
-template <> struct FactoryFor<PluginKind::tokenizer> { using type = TokenizerFactory; };
+template <PluginKind K>
+struct FactoryFor;
+template <>
+struct FactoryFor<PluginKind::backend> {
+  using type = BackendFactory;
+};
+template <>
+struct FactoryFor<PluginKind::kernels> {
+  using type = KernelsFactory;
+};
+template <>
+struct FactoryFor<PluginKind::comm> {
+  using type = CommFactory;
+};
+template <>
+struct FactoryFor<PluginKind::optimizer> {
+  using type = OptimizerFactory;
+};
+template <>
+struct FactoryFor<PluginKind::data> {
+  using type = DataFactory;
+};
+template <>
+struct FactoryFor<PluginKind::tokenizer> {
+  using type = TokenizerFactory;
+};
 
 }  // namespace neox
 
@@ -139,14 +163,18 @@ template <> struct FactoryFor<PluginKind::tokenizer> { using type = TokenizerFac
 // The factory must have the kind's factory type (a compile error otherwise).
 // The descriptor records the ABI version of KIND and, for every kind, the
 // kernel table's fingerprint (checked only where uses_kernel_table(KIND)).
-#define NEOX_PLUGIN(KIND, NAME, VERSION, DESCRIPTION, FACTORY)                                   \
-  extern "C" __attribute__((visibility("default"))) const ::neox::PluginDescriptor*              \
-  neox_plugin_entry() {                                                                        \
-    using neox_factory_t = ::neox::FactoryFor<::neox::PluginKind::KIND>::type;                   \
-    static constexpr ::neox::AbiVersion neox_abi = ::neox::abi_version(::neox::PluginKind::KIND);  \
-    static const ::neox::PluginDescriptor descriptor{                                          \
-        neox_abi.major, neox_abi.minor, ::neox::PluginKind::KIND, NAME, VERSION, DESCRIPTION,  \
-        reinterpret_cast<const void*>(static_cast<neox_factory_t>(FACTORY)),                    \
-        ::neox::kernel_table_fingerprint()};                                                   \
-    return &descriptor;                                                                        \
+#define NEOX_PLUGIN(KIND, NAME, VERSION, DESCRIPTION, FACTORY)                                            \
+  extern "C" __attribute__((visibility("default"))) const ::neox::PluginDescriptor* neox_plugin_entry() { \
+    using neox_factory_t = ::neox::FactoryFor<::neox::PluginKind::KIND>::type;                            \
+    static constexpr ::neox::AbiVersion neox_abi = ::neox::abi_version(::neox::PluginKind::KIND);         \
+    static const ::neox::PluginDescriptor descriptor{                                                     \
+        neox_abi.major,                                                                                   \
+        neox_abi.minor,                                                                                   \
+        ::neox::PluginKind::KIND,                                                                         \
+        NAME,                                                                                             \
+        VERSION,                                                                                          \
+        DESCRIPTION,                                                                                      \
+        reinterpret_cast<const void*>(static_cast<neox_factory_t>(FACTORY)),                              \
+        ::neox::kernel_table_fingerprint()};                                                              \
+    return &descriptor;                                                                                   \
   }

@@ -94,16 +94,14 @@ class NEOX_API PluginRegistry {
   // `provider`. `options` maps plugin names to their option tables (absent
   // means empty). Throws if an op is unknown, not provided, or if the final
   // table still lacks an op.
-  std::shared_ptr<Backend> make_backend(const std::string& name,
-                                        const std::map<std::string, std::string>& overrides,
+  std::shared_ptr<Backend> make_backend(const std::string& name, const std::map<std::string, std::string>& overrides,
                                         const std::map<std::string, Options>& options);
   // A KernelProvider alone (for `neox bench op`).
   std::shared_ptr<KernelProvider> make_kernels(const std::string& name, const Options& options);
   std::shared_ptr<Communicator> make_comm(const std::string& name, const Options& options);
   std::shared_ptr<Optimizer> make_optimizer(const std::string& name, const Options& options,
                                             const OptimizerContext& context = OptimizerContext());
-  std::shared_ptr<DataSource> make_data(const std::string& name, const Options& options,
-                                        const DataContext& context);
+  std::shared_ptr<DataSource> make_data(const std::string& name, const Options& options, const DataContext& context);
   std::shared_ptr<Tokenizer> make_tokenizer(const std::string& name, const Options& options);
 
  private:

@@ -58,7 +58,10 @@ class Tensor {
 
   bool defined() const { return data_ != nullptr; }
   void* data() const { return data_; }
-  template <typename T> T* ptr() const { return static_cast<T*>(data_); }
+  template <typename T>
+  T* ptr() const {
+    return static_cast<T*>(data_);
+  }
   const Shape& shape() const { return shape_; }
   std::int64_t dim(int i) const;  // negative i counts from the end
   int ndim() const { return static_cast<int>(shape_.size()); }

@@ -8,11 +8,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <map>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <set>
 #include <vector>
@@ -87,8 +87,7 @@ ModelConfig read_hf_config_file(const std::string& path) {
   c.init_method_std = get<double>(j, file, "initializer_range", 0.02);
   c.pos_emb = "rotary";
   auto act = get<std::string>(j, file, "hidden_act", std::string("gelu"));
-  if (act != "gelu")
-    throw Error(file.string() + ": hidden_act '" + act + "' is not supported (only exact 'gelu')");
+  if (act != "gelu") throw Error(file.string() + ": hidden_act '" + act + "' is not supported (only exact 'gelu')");
   if (!get<bool>(j, file, "attention_bias", true))
     throw Error(file.string() + ": attention_bias = false is not supported");
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
@@ -97,8 +96,7 @@ ModelConfig read_hf_config_file(const std::string& path) {
     const json& rp = j["rope_parameters"];
     if (!rp.is_object()) throw Error(file.string() + ": rope_parameters must be an object");
     auto type = get<std::string>(rp, file, "rope_type", std::string("default"));
-    if (type != "default")
-      throw Error(file.string() + ": rope_parameters.rope_type '" + type + "' is not supported");
+    if (type != "default") throw Error(file.string() + ": rope_parameters.rope_type '" + type + "' is not supported");
     c.rotary_pct = get<double>(rp, file, "partial_rotary_factor", 1.0);
     c.rotary_emb_base = get<double>(rp, file, "rope_theta", 10000.0);
   } else {  // transformers v4 keys
@@ -170,7 +168,8 @@ void load_hf_weights(GPTNeoX& model, const std::string& dir) {
   } else if (fs::exists(root / "model.safetensors")) {
     where.clear();
   } else {
-    throw Error(dir + ": no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints "
+    throw Error(dir +
+                ": no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints "
                 "are not read; save the model with safe_serialization=True)");
   }
   auto open = [&](const std::string& path) -> const SafeTensorsFile& {
@@ -308,9 +307,8 @@ std::string hf_config_json(const ModelConfig& c, const HfExportOptions& options)
   // v4 keys only as defaults for it), so both versions see the same values.
   j["rotary_pct"] = c.rotary_pct;
   j["rotary_emb_base"] = c.rotary_emb_base;
-  j["rope_parameters"] = {{"rope_type", "default"},
-                          {"rope_theta", c.rotary_emb_base},
-                          {"partial_rotary_factor", c.rotary_pct}};
+  j["rope_parameters"] = {
+      {"rope_type", "default"}, {"rope_theta", c.rotary_emb_base}, {"partial_rotary_factor", c.rotary_pct}};
   j["bos_token_id"] = options.bos_token_id ? json(*options.bos_token_id) : json(nullptr);
   j["eos_token_id"] = options.eos_token_id ? json(*options.eos_token_id) : json(nullptr);
   // The key every Pythia config on the hub has; transformers v5 (which writes

@@ -33,15 +33,24 @@ std::string errno_str(int err) { return std::strerror(err); }
 // The numpy dtype GPT-NeoX's indexed_dataset.py associates with each code.
 std::string code_name(unsigned code) {
   switch (code) {
-    case 1: return "1 (uint8)";
-    case 2: return "2 (int8)";
-    case 3: return "3 (int16)";
-    case 4: return "4 (int32)";
-    case 5: return "5 (int64)";
-    case 6: return "6 (float32)";
-    case 7: return "7 (float64)";
-    case 8: return "8 (uint16)";
-    default: return std::to_string(code) + " (unknown)";
+    case 1:
+      return "1 (uint8)";
+    case 2:
+      return "2 (int8)";
+    case 3:
+      return "3 (int16)";
+    case 4:
+      return "4 (int32)";
+    case 5:
+      return "5 (int64)";
+    case 6:
+      return "6 (float32)";
+    case 7:
+      return "7 (float64)";
+    case 8:
+      return "8 (uint16)";
+    default:
+      return std::to_string(code) + " (unknown)";
   }
 }
 
@@ -65,8 +74,8 @@ void read_at(int fd, const std::string& path, void* out, std::uint64_t bytes, st
   auto* dst = static_cast<unsigned char*>(out);
   std::uint64_t done = 0;
   while (done < bytes) {
-    const ssize_t n = ::pread(fd, dst + done, static_cast<std::size_t>(bytes - done),
-                              static_cast<off_t>(offset + done));
+    const ssize_t n =
+        ::pread(fd, dst + done, static_cast<std::size_t>(bytes - done), static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw Error(path + ": read failed: " + errno_str(errno));
     if (n == 0) throw Error(path + ": read failed: the file shrank while being read");
@@ -87,8 +96,7 @@ struct IndexedDataset::Mapping {
 IndexedDataset IndexedDataset::open(const std::string& prefix) {
   const std::string idx_path = prefix + ".idx";
   const std::string bin_path = prefix + ".bin";
-  const std::string hint =
-      " (a dataset is given by its prefix: PREFIX.idx and PREFIX.bin must both exist)";
+  const std::string hint = " (a dataset is given by its prefix: PREFIX.idx and PREFIX.bin must both exist)";
   IndexedDataset ds;
   ds.prefix_ = prefix;
 
@@ -102,19 +110,17 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
   unsigned char header[kHeaderBytes];
   read_at(idx_fd.fd, idx_path, header, std::min<std::uint64_t>(idx_size, kHeaderBytes), 0);
   if (idx_size < 9 && (idx_size == 0 || std::memcmp(header, kMagic, idx_size) == 0))
-    throw Error(idx_path + ": truncated: " + std::to_string(idx_size) +
-                " bytes, shorter than the 34-byte header");
+    throw Error(idx_path + ": truncated: " + std::to_string(idx_size) + " bytes, shorter than the 34-byte header");
   if (idx_size < 9 || std::memcmp(header, kMagic, 9) != 0)
-    throw Error(idx_path + ": wrong magic: expected the 9 bytes \"MMIDIDX\\0\\0\" that start a "
-                           "Megatron/GPT-NeoX mmap indexed dataset index (as written by "
-                           "tools/datasets/preprocess_data.py)");
+    throw Error(idx_path +
+                ": wrong magic: expected the 9 bytes \"MMIDIDX\\0\\0\" that start a "
+                "Megatron/GPT-NeoX mmap indexed dataset index (as written by "
+                "tools/datasets/preprocess_data.py)");
   if (idx_size < kHeaderBytes)
-    throw Error(idx_path + ": truncated: " + std::to_string(idx_size) +
-                " bytes, shorter than the 34-byte header");
+    throw Error(idx_path + ": truncated: " + std::to_string(idx_size) + " bytes, shorter than the 34-byte header");
   const auto version = load<std::uint64_t>(header + 9);
   if (version != 1)
-    throw Error(idx_path + ": version " + std::to_string(version) +
-                " is not supported (only version 1 is)");
+    throw Error(idx_path + ": version " + std::to_string(version) + " is not supported (only version 1 is)");
   const unsigned code = header[17];
   if (code == kCodeInt32)
     ds.dtype_ = DType::i32;
@@ -130,12 +136,11 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
   const std::uint64_t room = idx_size - kHeaderBytes;
   const bool fits = n <= room / 12 && d <= (room - 12 * n) / 8;
   if (!fits || kHeaderBytes + 12 * n + 8 * d != idx_size) {
-    std::string need = fits ? std::to_string(kHeaderBytes + 12 * n + 8 * d) + " bytes"
-                            : std::string("more bytes than the file has");
-    throw Error(idx_path + ": the header counts " + std::to_string(n) + " items and " +
-                std::to_string(d) + " document index entries, which need " + need +
-                " (34 + 12 per item + 8 per entry), but the file has " + std::to_string(idx_size) +
-                " bytes: the index is truncated or corrupt");
+    std::string need =
+        fits ? std::to_string(kHeaderBytes + 12 * n + 8 * d) + " bytes" : std::string("more bytes than the file has");
+    throw Error(idx_path + ": the header counts " + std::to_string(n) + " items and " + std::to_string(d) +
+                " document index entries, which need " + need + " (34 + 12 per item + 8 per entry), but the file has " +
+                std::to_string(idx_size) + " bytes: the index is truncated or corrupt");
   }
   ds.sizes_.resize(n);
   ds.pointers_.resize(n);
@@ -146,16 +151,16 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
 
   // ---- doc_idx: 0, non-decreasing, ending at the item count.
   if (d == 0)
-    throw Error(idx_path + ": the document index is empty; it must hold at least [0] "
-                           "(the start of the first document and the item count)");
+    throw Error(idx_path +
+                ": the document index is empty; it must hold at least [0] "
+                "(the start of the first document and the item count)");
   if (ds.doc_idx_[0] != 0)
-    throw Error(idx_path + ": the document index must start at 0, but doc_idx[0] = " +
-                std::to_string(ds.doc_idx_[0]));
+    throw Error(idx_path + ": the document index must start at 0, but doc_idx[0] = " + std::to_string(ds.doc_idx_[0]));
   for (std::uint64_t i = 1; i < d; ++i)
     if (ds.doc_idx_[i] < ds.doc_idx_[i - 1])
-      throw Error(idx_path + ": the document index is not non-decreasing: doc_idx[" +
-                  std::to_string(i) + "] = " + std::to_string(ds.doc_idx_[i]) + " < doc_idx[" +
-                  std::to_string(i - 1) + "] = " + std::to_string(ds.doc_idx_[i - 1]));
+      throw Error(idx_path + ": the document index is not non-decreasing: doc_idx[" + std::to_string(i) +
+                  "] = " + std::to_string(ds.doc_idx_[i]) + " < doc_idx[" + std::to_string(i - 1) +
+                  "] = " + std::to_string(ds.doc_idx_[i - 1]));
   if (static_cast<std::uint64_t>(ds.doc_idx_.back()) != n)
     throw Error(idx_path + ": the document index ends at " + std::to_string(ds.doc_idx_.back()) +
                 " but must end at the item count " + std::to_string(n));
@@ -192,37 +197,32 @@ IndexedDataset IndexedDataset::open(const std::string& prefix) {
     const std::int32_t size = ds.sizes_[i];
     const std::int64_t ptr = ds.pointers_[i];
     if (size < 0)
-      throw Error(idx_path + ": item " + std::to_string(i) + " has a negative size (" +
-                  std::to_string(size) + " tokens)");
+      throw Error(idx_path + ": item " + std::to_string(i) + " has a negative size (" + std::to_string(size) +
+                  " tokens)");
     if (ptr < 0)
-      throw Error(idx_path + ": item " + std::to_string(i) + " has a negative pointer (" +
-                  std::to_string(ptr) + ")");
+      throw Error(idx_path + ": item " + std::to_string(i) + " has a negative pointer (" + std::to_string(ptr) + ")");
     const std::uint64_t end = static_cast<std::uint64_t>(ptr) + item_bytes * static_cast<std::uint64_t>(size);
     if (static_cast<std::uint64_t>(ptr) > bin_size || end > bin_size)
-      throw Error(bin_path + ": item " + std::to_string(i) + " (" + std::to_string(size) +
-                  " tokens at byte " + std::to_string(ptr) + ") ends at byte " + std::to_string(end) +
-                  ", past the end of the file (" + std::to_string(bin_size) +
-                  " bytes): the .bin is truncated or does not belong to " + idx_path);
+      throw Error(bin_path + ": item " + std::to_string(i) + " (" + std::to_string(size) + " tokens at byte " +
+                  std::to_string(ptr) + ") ends at byte " + std::to_string(end) + ", past the end of the file (" +
+                  std::to_string(bin_size) + " bytes): the .bin is truncated or does not belong to " + idx_path);
     total += size;
   }
   ds.num_tokens_ = total;
   return ds;
 }
 
-void IndexedDataset::read(std::int64_t item, std::int64_t offset, std::int64_t count,
-                          std::int32_t* out) const {
+void IndexedDataset::read(std::int64_t item, std::int64_t offset, std::int64_t count, std::int32_t* out) const {
   if (item < 0 || item >= num_items())
-    throw Error(prefix_ + ": item " + std::to_string(item) + " is out of range (" +
-                std::to_string(num_items()) + " items)");
+    throw Error(prefix_ + ": item " + std::to_string(item) + " is out of range (" + std::to_string(num_items()) +
+                " items)");
   const std::int64_t size = sizes_[static_cast<std::size_t>(item)];
   if (offset < 0 || count < 0 || offset > size || count > size - offset)
-    throw Error(prefix_ + ": tokens [" + std::to_string(offset) + ", " +
-                std::to_string(offset + count) + ") are out of range for item " +
-                std::to_string(item) + " of " + std::to_string(size) + " tokens");
+    throw Error(prefix_ + ": tokens [" + std::to_string(offset) + ", " + std::to_string(offset + count) +
+                ") are out of range for item " + std::to_string(item) + " of " + std::to_string(size) + " tokens");
   const unsigned char* base = bin_->data + pointers_[static_cast<std::size_t>(item)];
   if (dtype_ == DType::u16) {
-    for (std::int64_t i = 0; i < count; ++i)
-      out[i] = load<std::uint16_t>(base + 2 * (offset + i));
+    for (std::int64_t i = 0; i < count; ++i) out[i] = load<std::uint16_t>(base + 2 * (offset + i));
   } else if (count > 0) {
     std::memcpy(out, base + 4 * offset, static_cast<std::size_t>(count) * 4);
   }
@@ -303,11 +303,9 @@ struct IndexedDatasetWriter::Impl {
   }
 };
 
-IndexedDatasetWriter::IndexedDatasetWriter(const std::string& prefix, DType dtype)
-    : impl_(std::make_unique<Impl>()) {
+IndexedDatasetWriter::IndexedDatasetWriter(const std::string& prefix, DType dtype) : impl_(std::make_unique<Impl>()) {
   if (dtype != DType::u16 && dtype != DType::i32)
-    throw Error(prefix + ": indexed datasets hold u16 or i32 tokens, not " +
-                std::string(dtype_name(dtype)));
+    throw Error(prefix + ": indexed datasets hold u16 or i32 tokens, not " + std::string(dtype_name(dtype)));
   impl_->prefix = prefix;
   impl_->dtype = dtype;
   const std::string tag = ".tmp." + std::to_string(::getpid());
@@ -326,8 +324,7 @@ void IndexedDatasetWriter::add_item(const std::int32_t* tokens, std::int64_t cou
   if (w.finished) throw Error(w.prefix + ": add_item after finish()");
   if (w.item_open) throw Error(w.prefix + ": add_item while an item is being built (call end_item() first)");
   if (count < 0 || count > std::numeric_limits<std::int32_t>::max())
-    throw Error(w.prefix + ": item of " + std::to_string(count) +
-                " tokens: the size must be in [0, 2^31)");
+    throw Error(w.prefix + ": item of " + std::to_string(count) + " tokens: the size must be in [0, 2^31)");
   w.write_tokens(tokens, count, 0);
   w.sizes.push_back(static_cast<std::int32_t>(count));
 }
@@ -413,8 +410,8 @@ void IndexedDatasetWriter::finish() {
     errno = 0;
     std::FILE* f = std::fopen(w.idx_tmp.c_str(), "wb");
     if (!f) w.fail(w.idx_tmp, "cannot create");
-    const bool ok = std::fwrite(idx.data(), 1, idx.size(), f) == idx.size() && std::fflush(f) == 0 &&
-                    ::fsync(::fileno(f)) == 0;
+    const bool ok =
+        std::fwrite(idx.data(), 1, idx.size(), f) == idx.size() && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
     rc = std::fclose(f);
     if (!ok || rc != 0) w.fail(w.idx_tmp, "write failed");
 

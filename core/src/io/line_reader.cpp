@@ -25,19 +25,19 @@ struct LineReader::Impl {
   std::string path;
   std::FILE* file = nullptr;
   Kind kind = Kind::plain;
-  std::vector<char> in;           // raw bytes from the file
+  std::vector<char> in;  // raw bytes from the file
   std::size_t in_pos = 0, in_len = 0;
   bool file_eof = false;
-  std::vector<char> out;          // decompressed bytes not yet returned
+  std::vector<char> out;  // decompressed bytes not yet returned
   std::size_t out_pos = 0, out_len = 0;
-  bool stream_end = false;        // nothing more to decompress
+  bool stream_end = false;  // nothing more to decompress
   std::int64_t line = 0;
   std::int64_t file_bytes = 0;
   z_stream gz{};
   bool gz_init = false;
-  bool gz_member_done = true;     // between gzip members
+  bool gz_member_done = true;  // between gzip members
   ZSTD_DStream* zs = nullptr;
-  std::size_t zs_last = 0;        // last ZSTD_decompressStream hint: 0 = frame complete
+  std::size_t zs_last = 0;  // last ZSTD_decompressStream hint: 0 = frame complete
 
   ~Impl() {
     if (gz_init) inflateEnd(&gz);
@@ -208,9 +208,12 @@ std::int64_t LineReader::line_number() const { return impl_->line; }
 std::int64_t LineReader::file_bytes_read() const { return impl_->file_bytes; }
 const char* LineReader::compression() const {
   switch (impl_->kind) {
-    case Kind::gzip: return "gzip";
-    case Kind::zstd: return "zstd";
-    default: return "plain";
+    case Kind::gzip:
+      return "gzip";
+    case Kind::zstd:
+      return "zstd";
+    default:
+      return "plain";
   }
 }
 

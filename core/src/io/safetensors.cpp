@@ -80,8 +80,7 @@ nlohmann::json parse_header(const std::string& path, const char* begin, const ch
       case E::array_start:
         keys.emplace_back();
         if (keys.size() > kMaxJsonDepth) {
-          throw Error(path + ": header JSON is nested deeper than " + std::to_string(kMaxJsonDepth) +
-                      " levels");
+          throw Error(path + ": header JSON is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
         }
         break;
       case E::object_end:
@@ -137,8 +136,7 @@ SafeTensorInfo parse_entry(const std::string& path, const std::string& name, con
       found = true;
     }
   if (!found)
-    throw Error(where + ": dtype '" + dts +
-                "' is not supported (neox reads F64, F32, F16, BF16, I64, I32, U16)");
+    throw Error(where + ": dtype '" + dts + "' is not supported (neox reads F64, F32, F16, BF16, I64, I32, U16)");
 
   const auto& sh = v["shape"];
   if (!sh.is_array()) throw Error(where + ": shape is not an array");
@@ -160,8 +158,7 @@ SafeTensorInfo parse_entry(const std::string& path, const std::string& name, con
   const auto& off = v["data_offsets"];
   if (!off.is_array() || off.size() != 2 || !as_u64(off[0], info.begin) || !as_u64(off[1], info.end))
     throw Error(where + ": data_offsets " + off.dump() + " is not two non-negative integers");
-  if (info.begin > info.end)
-    throw Error(where + ": data_offsets " + off.dump() + " has begin > end");
+  if (info.begin > info.end) throw Error(where + ": data_offsets " + off.dump() + " has begin > end");
   if (info.end - info.begin != nbytes)
     throw Error(where + ": data_offsets " + off.dump() + " span " + std::to_string(info.end - info.begin) +
                 " bytes but " + std::string(st_name(info.dtype)) + shape_str(info.shape) + " needs " +
@@ -171,12 +168,14 @@ SafeTensorInfo parse_entry(const std::string& path, const std::string& name, con
 
 // --- element conversion ---------------------------------------------------
 
-template <typename T> T load(const void* p, std::int64_t i) {
+template <typename T>
+T load(const void* p, std::int64_t i) {
   T v;
   std::memcpy(&v, static_cast<const char*>(p) + i * static_cast<std::int64_t>(sizeof(T)), sizeof(T));
   return v;
 }
-template <typename T> void store(void* p, std::int64_t i, T v) {
+template <typename T>
+void store(void* p, std::int64_t i, T v) {
   std::memcpy(static_cast<char*>(p) + i * static_cast<std::int64_t>(sizeof(T)), &v, sizeof(T));
 }
 
@@ -232,7 +231,8 @@ void convert_float(void* dst, DType dt, const void* src, DType st, std::int64_t 
         return convert_loop(dst, src, n, ld, [](void* p, std::int64_t i, double v) {
           store(p, i, float_to_f16(double_to_float_odd(v)));
         });
-      default: break;
+      default:
+        break;
     }
   }
   // Other sources widen exactly to float, then round once.
@@ -247,16 +247,19 @@ void convert_float(void* dst, DType dt, const void* src, DType st, std::int64_t 
         return convert_loop(dst, src, n, ld, [](void* p, std::int64_t i, float v) { store(p, i, float_to_bf16(v)); });
       case DType::f16:
         return convert_loop(dst, src, n, ld, [](void* p, std::int64_t i, float v) { store(p, i, float_to_f16(v)); });
-      default: break;
+      default:
+        break;
     }
   };
   switch (st) {
-    case DType::f32: return run([](const void* p, std::int64_t i) { return load<float>(p, i); });
+    case DType::f32:
+      return run([](const void* p, std::int64_t i) { return load<float>(p, i); });
     case DType::bf16:
       return run([](const void* p, std::int64_t i) { return bf16_to_float(load<std::uint16_t>(p, i)); });
     case DType::f16:
       return run([](const void* p, std::int64_t i) { return f16_to_float(load<std::uint16_t>(p, i)); });
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -281,16 +284,19 @@ void convert_int(void* dst, DType dt, const void* src, DType st, std::int64_t n)
           if (v < 0 || v > std::numeric_limits<std::uint16_t>::max()) int_range_error(i, v, DType::u16);
           store(p, i, static_cast<std::uint16_t>(v));
         });
-      default: break;
+      default:
+        break;
     }
   };
   switch (st) {
-    case DType::i64: return run([](const void* p, std::int64_t i) { return load<std::int64_t>(p, i); });
+    case DType::i64:
+      return run([](const void* p, std::int64_t i) { return load<std::int64_t>(p, i); });
     case DType::i32:
       return run([](const void* p, std::int64_t i) { return static_cast<std::int64_t>(load<std::int32_t>(p, i)); });
     case DType::u16:
       return run([](const void* p, std::int64_t i) { return static_cast<std::int64_t>(load<std::uint16_t>(p, i)); });
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -373,8 +379,7 @@ SafeTensorsFile SafeTensorsFile::open(const std::string& path) {
       if (key == "__metadata__") {
         if (!value.is_object()) throw Error(path + ": __metadata__ is not an object");
         for (const auto& [mk, mv] : value.items()) {
-          if (!mv.is_string())
-            throw Error(path + ": __metadata__ value of '" + mk + "' is not a string");
+          if (!mv.is_string()) throw Error(path + ": __metadata__ value of '" + mk + "' is not a string");
           f.metadata_[mk] = mv.get<std::string>();
         }
         continue;
@@ -382,8 +387,8 @@ SafeTensorsFile SafeTensorsFile::open(const std::string& path) {
       SafeTensorInfo info = parse_entry(path, key, value);
       if (info.end > data_size)
         throw Error(path + ": tensor '" + key + "': data_offsets [" + std::to_string(info.begin) + ", " +
-                    std::to_string(info.end) + "] run past the end of the data section (" +
-                    std::to_string(data_size) + " bytes)");
+                    std::to_string(info.end) + "] run past the end of the data section (" + std::to_string(data_size) +
+                    " bytes)");
       f.tensors_.push_back(std::move(info));
     }
   } catch (const Error&) {
@@ -544,10 +549,11 @@ void SafeTensorsWriter::write(const std::string& name, const Tensor& t) {
                 " tensors of the layout");
   const Entry& e = w.layout[w.next];
   if (name != e.name)
-    throw Error(w.path + ": tensor '" + name + "' written where the layout has '" + e.name + "' (tensors go in layout order)");
+    throw Error(w.path + ": tensor '" + name + "' written where the layout has '" + e.name +
+                "' (tensors go in layout order)");
   if (t.dtype() != e.dtype || t.shape() != e.shape)
-    throw Error(w.path + ": tensor '" + name + "' is " + t.str() + ", the layout says " + std::string(dtype_name(e.dtype)) +
-                shape_str(e.shape));
+    throw Error(w.path + ": tensor '" + name + "' is " + t.str() + ", the layout says " +
+                std::string(dtype_name(e.dtype)) + shape_str(e.shape));
   if (!t.device().is_cpu())
     throw Error(w.path + ": tensor '" + name + "' is " + t.str() + "; the writer needs host (cpu) tensors");
   if (!t.defined() && t.numel() != 0) throw Error(w.path + ": tensor '" + name + "' is undefined");

@@ -9,11 +9,11 @@ namespace neox::layers {
 void EmbeddingLayer::declare(ParameterArena& arena) {
   arena_ = &arena;
   const float std = static_cast<float>(init_std(cfg_, cfg_.init_method));
-  wte_ = arena.add({"gpt_neox.embed_in.weight", {cfg_.padded_vocab_size(), cfg_.hidden_size}, true,
-                    InitKind::normal, std});
+  wte_ = arena.add(
+      {"gpt_neox.embed_in.weight", {cfg_.padded_vocab_size(), cfg_.hidden_size}, true, InitKind::normal, std});
   if (cfg_.pos_emb == "learned")
-    wpe_ = arena.add({"gpt_neox.embed_pos.weight", {cfg_.max_position_embeddings, cfg_.hidden_size},
-                      true, InitKind::normal, std});
+    wpe_ = arena.add(
+        {"gpt_neox.embed_pos.weight", {cfg_.max_position_embeddings, cfg_.hidden_size}, true, InitKind::normal, std});
 }
 
 void EmbeddingLayer::run(const LayerContext& ctx, const Tensor& ids, Tensor& out, Tensor& positions) const {

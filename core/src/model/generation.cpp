@@ -25,11 +25,13 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 bool is_greedy(const GenerationSettings& s) { return s.greedy || s.temperature == 0.0; }
 
 void check_settings(const GenerationSettings& s) {
-  if (s.max_new_tokens < 0) throw Error("generate: max_new_tokens must be >= 0, got " + std::to_string(s.max_new_tokens));
+  if (s.max_new_tokens < 0)
+    throw Error("generate: max_new_tokens must be >= 0, got " + std::to_string(s.max_new_tokens));
   if (!(s.temperature >= 0.0) || !std::isfinite(s.temperature))
     throw Error("generate: temperature must be a number >= 0, got " + std::to_string(s.temperature));
   if (s.top_k < 0) throw Error("generate: top_k must be >= 0, got " + std::to_string(s.top_k));
-  if (!(s.top_p >= 0.0 && s.top_p <= 1.0)) throw Error("generate: top_p must be in [0, 1], got " + std::to_string(s.top_p));
+  if (!(s.top_p >= 0.0 && s.top_p <= 1.0))
+    throw Error("generate: top_p must be in [0, 1], got " + std::to_string(s.top_p));
   if (s.max_length < 0 || s.vocab_size < 0) throw Error("generate: max_length and vocab_size must be >= 0");
 }
 
@@ -39,7 +41,8 @@ void check_row(const float* logits, std::int64_t n, std::int64_t vocab_size) {
                 "] (the logits row's length)");
   for (std::int64_t i = 0; i < vocab_size; ++i)
     if (std::isnan(logits[i]) || logits[i] == std::numeric_limits<float>::infinity())
-      throw Error("sampling: the model produced logit " + std::to_string(logits[i]) + " for token " + std::to_string(i));
+      throw Error("sampling: the model produced logit " + std::to_string(logits[i]) + " for token " +
+                  std::to_string(i));
 }
 
 // The first index of the largest of logits[0, vocab_size).

@@ -30,16 +30,16 @@ struct GPTNeoX::Layers {
 // backwards. Activations are in the compute dtype; losses and statistics f32.
 struct GPTNeoX::Activations {
   std::int64_t batch = 0, seq = 0;
-  Tensor ids;                   // i32 [N] on the device
-  Tensor targets;               // i32 [N] on the device (-1: not trained on)
-  std::vector<Tensor> stream;   // num_layers + 1 tensors [N, C]: each block's input, then the last output
+  Tensor ids;                                // i32 [N] on the device
+  Tensor targets;                            // i32 [N] on the device (-1: not trained on)
+  std::vector<Tensor> stream;                // num_layers + 1 tensors [N, C]: each block's input, then the last output
   std::vector<layers::BlockBuffers> blocks;  // one per block, or per block of a checkpointed chunk
-  Tensor recompute_out;         // [N, C] a chunk's last output when recomputed (checkpointing)
-  Tensor logits;                // [N, V] (overwritten by dlogits in backward)
-  Tensor losses, lse;           // [N]
-  Tensor d_a, d_b;              // [N, C] gradient of the stream, alternating
+  Tensor recompute_out;                      // [N, C] a chunk's last output when recomputed (checkpointing)
+  Tensor logits;                             // [N, V] (overwritten by dlogits in backward)
+  Tensor losses, lse;                        // [N]
+  Tensor d_a, d_b;                           // [N, C] gradient of the stream, alternating
   layers::BlockScratch scratch;
-  double count = 0;             // positions counted in the last loss
+  double count = 0;  // positions counted in the last loss
   bool has_loss = false;
 };
 
@@ -104,8 +104,9 @@ void GPTNeoX::set_parameters(const std::function<void(int index, Tensor& dst)>& 
     return;
   }
   if (!hooks_)
-    throw Error("GPTNeoX::set_parameters: the parameters are partitioned but no ParameterHooks are set (the "
-                "optimizer's init_arena() and hooks() come first)");
+    throw Error(
+        "GPTNeoX::set_parameters: the parameters are partitioned but no ParameterHooks are set (the "
+        "optimizer's init_arena() and hooks() come first)");
   std::size_t i = 0;
   for (int u = 0; u <= output_unit(); ++u) {
     const ParamRange unit = arena_.units()[static_cast<std::size_t>(u)];
@@ -174,7 +175,7 @@ std::vector<std::int32_t> to_i32(const Tensor& t, const char* what) {
   if (!t.device().is_cpu()) throw Error(std::string(what) + " must be a host tensor");
   std::vector<std::int32_t> out(static_cast<std::size_t>(t.numel()));
   for (std::int64_t i = 0; i < t.numel(); ++i) {
-    std::int64_t v = t.dtype() == DType::i64 ? t.ptr<std::int64_t>()[i]
+    std::int64_t v = t.dtype() == DType::i64   ? t.ptr<std::int64_t>()[i]
                      : t.dtype() == DType::i32 ? t.ptr<std::int32_t>()[i]
                                                : throw Error(std::string(what) + " must be i64 or i32, got " + t.str());
     if (v > INT32_MAX || v < INT32_MIN)
@@ -246,8 +247,8 @@ Tensor GPTNeoX::logits() const {
 double GPTNeoX::forward_loss(const Tensor& input_ids, const Tensor& labels, const Tensor& loss_mask) {
   if (labels.shape() != input_ids.shape())
     throw Error("forward_loss: labels " + labels.str() + " do not match input_ids " + input_ids.str());
-  if (loss_mask.defined() && (loss_mask.shape() != labels.shape() || loss_mask.dtype() != DType::f32 ||
-                              !loss_mask.device().is_cpu()))
+  if (loss_mask.defined() &&
+      (loss_mask.shape() != labels.shape() || loss_mask.dtype() != DType::f32 || !loss_mask.device().is_cpu()))
     throw Error("forward_loss: loss_mask must be a host f32 tensor shaped like labels, got " + loss_mask.str());
   auto targets = to_i32(labels, "labels");
   double count = 0;
@@ -267,7 +268,8 @@ double GPTNeoX::forward_loss(const Tensor& input_ids, const Tensor& labels, cons
   }
   keep_output_ = false;
   Activations& a = *acts_;
-  a.targets = backend_->to_device(Tensor::wrap(targets.data(), {static_cast<std::int64_t>(targets.size())}, DType::i32));
+  a.targets =
+      backend_->to_device(Tensor::wrap(targets.data(), {static_cast<std::int64_t>(targets.size())}, DType::i32));
   Kernels& k = backend_->kernels;
   k.cross_entropy_forward(a.losses, a.lse, a.logits, a.targets);
   a.count = count;
@@ -327,11 +329,11 @@ struct InferenceCache::State {
   std::vector<layers::KVCache> kv;  // one per block
   std::int64_t chunk = -1;          // Tq the buffers below are sized for
   bool last_only = false;
-  Tensor stream_a, stream_b;        // [B*Tq, C], the residual stream, alternating
-  layers::BlockBuffers block;       // shared by all blocks (one runs at a time)
-  Tensor last;                      // [B, C] each sequence's last row (last_only)
-  Tensor ln, mean, rstd;            // the output layer's LayerNorm
-  Tensor logits;                    // [B*Tq or B, V]
+  Tensor stream_a, stream_b;   // [B*Tq, C], the residual stream, alternating
+  layers::BlockBuffers block;  // shared by all blocks (one runs at a time)
+  Tensor last;                 // [B, C] each sequence's last row (last_only)
+  Tensor ln, mean, rstd;       // the output layer's LayerNorm
+  Tensor logits;               // [B*Tq or B, V]
 };
 
 InferenceCache::InferenceCache() = default;
@@ -340,9 +342,7 @@ InferenceCache::InferenceCache(InferenceCache&&) noexcept = default;
 InferenceCache& InferenceCache::operator=(InferenceCache&&) noexcept = default;
 
 namespace {
-[[noreturn]] void empty_cache() {
-  throw Error("InferenceCache: an empty cache (make one with GPTNeoX::make_cache)");
-}
+[[noreturn]] void empty_cache() { throw Error("InferenceCache: an empty cache (make one with GPTNeoX::make_cache)"); }
 }  // namespace
 
 std::int64_t InferenceCache::batch() const { return state_ ? state_->batch : (empty_cache(), 0); }
@@ -368,8 +368,8 @@ InferenceCache GPTNeoX::make_cache(std::int64_t batch, std::int64_t max_tokens) 
   s.max_tokens = max_tokens;
   const Shape shape{batch, config_.num_attention_heads, max_tokens, config_.head_size()};
   for (std::int64_t l = 0; l < config_.num_layers; ++l)
-    s.kv.push_back({Tensor::empty(backend_.get(), shape, compute_.dtype),
-                    Tensor::empty(backend_.get(), shape, compute_.dtype)});
+    s.kv.push_back(
+        {Tensor::empty(backend_.get(), shape, compute_.dtype), Tensor::empty(backend_.get(), shape, compute_.dtype)});
   return cache;
 }
 

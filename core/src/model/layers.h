@@ -55,8 +55,8 @@ struct BlockBuffers {
   Tensor lse;                      // [B,nh,T] f32 attention statistics (training only)
   // Fresh buffers for N = batch * seq rows; act is fc itself when
   // gelu_in_place; lse only when with_lse.
-  static BlockBuffers make(Backend* backend, const ModelConfig& cfg, std::int64_t batch, std::int64_t seq,
-                           DType dtype, bool gelu_in_place, bool with_lse);
+  static BlockBuffers make(Backend* backend, const ModelConfig& cfg, std::int64_t batch, std::int64_t seq, DType dtype,
+                           bool gelu_in_place, bool with_lse);
   std::size_t bytes() const;
 };
 
@@ -73,8 +73,8 @@ double init_std(const ModelConfig& cfg, const std::string& method);
 // y = x W^T + b for x [N, in], W [out, in] (Hugging Face Linear layout).
 void linear_forward(Kernels& k, Tensor& y, const Tensor& x, const Tensor& w, const Tensor& b);
 // Accumulates dW, db; writes dx when defined.
-void linear_backward(Kernels& k, Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy,
-                     const Tensor& x, const Tensor& w);
+void linear_backward(Kernels& k, Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, const Tensor& x,
+                     const Tensor& w);
 
 // in: token ids i32 [N]; out: [N, C]. Adds learned positions when configured.
 class EmbeddingLayer {
@@ -115,8 +115,7 @@ class TransformerLayer {
   // keys and values to `kv` and attends to every earlier position there.
   // Writes only `bufs` (sized for the batch), never the activations training
   // keeps, so it may run between a forward and its backward.
-  void forward_cached(const LayerContext& ctx, const Tensor& in, Tensor& out, KVCache& kv,
-                      BlockBuffers& bufs) const;
+  void forward_cached(const LayerContext& ctx, const Tensor& in, Tensor& out, KVCache& kv, BlockBuffers& bufs) const;
 
  private:
   // The block's forward into `b`; attend(attn3, qkv3) is the attention
@@ -130,8 +129,8 @@ class TransformerLayer {
   int ln1_w_ = -1, ln1_b_ = -1, qkv_w_ = -1, qkv_b_ = -1, dense_w_ = -1, dense_b_ = -1;
   int ln2_w_ = -1, ln2_b_ = -1, fc1_w_ = -1, fc1_b_ = -1, fc2_w_ = -1, fc2_b_ = -1;
   // Saved for backward.
-  Tensor in_;                       // the input (borrowed view of the residual stream)
-  BlockBuffers* acts_ = nullptr;    // bound by the model
+  Tensor in_;                     // the input (borrowed view of the residual stream)
+  BlockBuffers* acts_ = nullptr;  // bound by the model
 };
 
 // Final LayerNorm and unembedding: [N, C] -> logits [N, V].

@@ -17,8 +17,8 @@ void linear_forward(Kernels& k, Tensor& y, const Tensor& x, const Tensor& w, con
   k.add_bias(y, b);
 }
 
-void linear_backward(Kernels& k, Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy,
-                     const Tensor& x, const Tensor& w) {
+void linear_backward(Kernels& k, Tensor& dx, Tensor& dw, Tensor& db, const Tensor& dy, const Tensor& x,
+                     const Tensor& w) {
   k.matmul(dw, dy, x, true, false, 1.0f, 1.0f);  // [out,in] += [N,out]^T @ [N,in]
   k.bias_backward(db, dy);
   if (dx.defined()) k.matmul(dx, dy, w, false, false, 1.0f, 0.0f);  // [N,in] = [N,out] @ [out,in]

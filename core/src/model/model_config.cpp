@@ -19,7 +19,7 @@ std::int64_t ModelConfig::padded_vocab_size() const {
 
 std::int64_t ModelConfig::num_parameters() const {
   const std::int64_t C = hidden_size, F = ffn_size(), V = padded_vocab_size();
-  std::int64_t per_layer = 2 * 2 * C           // two LayerNorms
+  std::int64_t per_layer = 2 * 2 * C            // two LayerNorms
                            + 3 * C * C + 3 * C  // query_key_value
                            + C * C + C          // attention dense
                            + F * C + F          // dense_h_to_4h
@@ -40,8 +40,8 @@ void ModelConfig::validate() const {
   if (vocab_size < 1) fail("vocab_size must be positive");
   if (seq_length < 1) fail("seq_length must be positive");
   if (max_position_embeddings < seq_length)
-    fail("max_position_embeddings (" + std::to_string(max_position_embeddings) +
-         ") must be at least seq_length (" + std::to_string(seq_length) + ")");
+    fail("max_position_embeddings (" + std::to_string(max_position_embeddings) + ") must be at least seq_length (" +
+         std::to_string(seq_length) + ")");
   if (pos_emb != "rotary" && pos_emb != "learned" && pos_emb != "none")
     fail("pos_emb must be rotary, learned or none, not '" + pos_emb + "'");
   if (pos_emb == "rotary") {

@@ -56,8 +56,8 @@ BlockBuffers BlockBuffers::make(Backend* backend, const ModelConfig& cfg, std::i
 
 std::size_t BlockBuffers::bytes() const {
   std::size_t n = 0;
-  for (const Tensor* t : {&ln1, &ln1_mean, &ln1_rstd, &qkv, &attn, &proj, &res1, &ln2, &ln2_mean, &ln2_rstd, &fc,
-                          &mlp, &lse})
+  for (const Tensor* t :
+       {&ln1, &ln1_mean, &ln1_rstd, &qkv, &attn, &proj, &res1, &ln2, &ln2_mean, &ln2_rstd, &fc, &mlp, &lse})
     if (t->defined()) n += t->bytes();
   if (act.defined() && act.data() != fc.data()) n += act.bytes();
   return n;
@@ -76,8 +76,7 @@ void TransformerLayer::run(const LayerContext& ctx, const Tensor& in, Tensor& ou
   linear_forward(k, b.qkv, b.ln1, a.weight(qkv_w_), a.weight(qkv_b_));
   Tensor qkv3 = b.qkv.view({ctx.batch, ctx.seq, 3 * cfg_.hidden_size});
   if (cfg_.rotary_dims() > 0)
-    k.rotary_forward(qkv3, H, cfg_.rotary_dims(), static_cast<float>(cfg_.rotary_emb_base),
-                     ctx.position_offset);
+    k.rotary_forward(qkv3, H, cfg_.rotary_dims(), static_cast<float>(cfg_.rotary_emb_base), ctx.position_offset);
   Tensor attn3 = b.attn.view({ctx.batch, ctx.seq, cfg_.hidden_size});
   attend(attn3, qkv3);
   linear_forward(k, b.proj, b.attn, a.weight(dense_w_), a.weight(dense_b_));
@@ -103,8 +102,8 @@ void TransformerLayer::run(const LayerContext& ctx, const Tensor& in, Tensor& ou
 
 void TransformerLayer::forward(const LayerContext& ctx, const Tensor& in, Tensor& out) {
   if (!acts_ || acts_->qkv.dim(0) != ctx.batch * ctx.seq || !acts_->lse.defined() || acts_->lse.dim(2) != ctx.seq)
-    throw Error("layers." + std::to_string(index_) + ": forward without buffers bound for a [" + std::to_string(ctx.batch) + ", " +
-                std::to_string(ctx.seq) + "] batch");
+    throw Error("layers." + std::to_string(index_) + ": forward without buffers bound for a [" +
+                std::to_string(ctx.batch) + ", " + std::to_string(ctx.seq) + "] batch");
   in_ = in;
   Kernels& k = ctx.backend->kernels;
   const int H = static_cast<int>(cfg_.num_attention_heads);
@@ -116,9 +115,8 @@ void TransformerLayer::forward_cached(const LayerContext& ctx, const Tensor& in,
                                       BlockBuffers& bufs) const {
   Kernels& k = ctx.backend->kernels;
   const int H = static_cast<int>(cfg_.num_attention_heads);
-  run(ctx, in, out, bufs, [&](Tensor& attn3, const Tensor& qkv3) {
-    k.attention_decode(attn3, kv.k, kv.v, qkv3, H, ctx.position_offset);
-  });
+  run(ctx, in, out, bufs,
+      [&](Tensor& attn3, const Tensor& qkv3) { k.attention_decode(attn3, kv.k, kv.v, qkv3, H, ctx.position_offset); });
 }
 
 void TransformerLayer::backward(const LayerContext& ctx, const Tensor& dout, Tensor& din) {
@@ -155,8 +153,7 @@ void TransformerLayer::backward(const LayerContext& ctx, const Tensor& dout, Ten
     Tensor qkv3 = acts.qkv.view({ctx.batch, ctx.seq, 3 * cfg_.hidden_size});
     k.attention_backward(dqkv3, dattn3, qkv3, attn3, acts.lse, H);
     if (cfg_.rotary_dims() > 0)
-      k.rotary_backward(dqkv3, H, cfg_.rotary_dims(), static_cast<float>(cfg_.rotary_emb_base),
-                        ctx.position_offset);
+      k.rotary_backward(dqkv3, H, cfg_.rotary_dims(), static_cast<float>(cfg_.rotary_emb_base), ctx.position_offset);
     Tensor dwqkv = grad(qkv_w_), dbqkv = grad(qkv_b_);
     linear_backward(k, s.d_ln, dwqkv, dbqkv, s.d_qkv, acts.ln1, a.weight(qkv_w_));
     Tensor dlw = grad(ln1_w_), dlb = grad(ln1_b_);

@@ -117,7 +117,8 @@ Tensor ParameterArena::grad(int i) const {
   const auto& s = specs_.at(static_cast<std::size_t>(i));
   if (grads_partitioned_) {
     const int u = unit_of(i);
-    return ensure_unit_grads(u).slice(s.offset - units_[static_cast<std::size_t>(u)].offset, neox::numel(s.shape))
+    return ensure_unit_grads(u)
+        .slice(s.offset - units_[static_cast<std::size_t>(u)].offset, neox::numel(s.shape))
         .view(s.shape);
   }
   return grads_.slice(s.offset, neox::numel(s.shape)).view(s.shape);
@@ -165,7 +166,8 @@ void ParameterArena::unit_params_ready(int unit) {
   check_unit(unit, "unit_params_ready");
   if (!params_partitioned_) return;
   UnitBuffers& b = unit_buffers_[static_cast<std::size_t>(unit)];
-  if (!b.params.defined()) throw Error("parameter arena: unit_params_ready(" + std::to_string(unit) + ") before unit_params()");
+  if (!b.params.defined())
+    throw Error("parameter arena: unit_params_ready(" + std::to_string(unit) + ") before unit_params()");
   if (compute_dtype_ != DType::f32) {
     if (!b.weights.defined()) {
       b.weights = Tensor::empty(backend_, {b.params.numel()}, compute_dtype_);
@@ -264,8 +266,12 @@ Tensor ParameterArena::initial_value(int index, std::uint64_t seed) const {
   float* dst = host.ptr<float>();
   const std::int64_t n = neox::numel(s.shape);
   switch (s.init) {
-    case InitKind::zeros: std::fill(dst, dst + n, 0.0f); break;
-    case InitKind::ones: std::fill(dst, dst + n, 1.0f); break;
+    case InitKind::zeros:
+      std::fill(dst, dst + n, 0.0f);
+      break;
+    case InitKind::ones:
+      std::fill(dst, dst + n, 1.0f);
+      break;
     case InitKind::normal: {
       std::uint64_t stream = seed * 0x100000001b3ull + static_cast<std::uint64_t>(index);
       fill_normal(dst, n, s.init_std, splitmix64(stream));

@@ -20,8 +20,7 @@ Tensor Backend::to_host(const Tensor& src) {
 }
 
 void Backend::copy_tensor(Tensor& dst, const Tensor& src) {
-  if (dst.bytes() != src.bytes())
-    throw Error("copy_tensor: " + src.str() + " does not fit " + dst.str());
+  if (dst.bytes() != src.bytes()) throw Error("copy_tensor: " + src.str() + " does not fit " + dst.str());
   copy(dst.data(), dst.device(), src.data(), src.device(), src.bytes());
 }
 

@@ -13,21 +13,30 @@ namespace neox {
 
 const char* split_name(Split s) {
   switch (s) {
-    case Split::train: return "train";
-    case Split::valid: return "valid";
-    case Split::test: return "test";
+    case Split::train:
+      return "train";
+    case Split::valid:
+      return "valid";
+    case Split::test:
+      return "test";
   }
   return "?";
 }
 
 const char* plugin_kind_name(PluginKind kind) {
   switch (kind) {
-    case PluginKind::backend: return "backend";
-    case PluginKind::kernels: return "kernels";
-    case PluginKind::comm: return "comm";
-    case PluginKind::optimizer: return "optimizer";
-    case PluginKind::data: return "data";
-    case PluginKind::tokenizer: return "tokenizer";
+    case PluginKind::backend:
+      return "backend";
+    case PluginKind::kernels:
+      return "kernels";
+    case PluginKind::comm:
+      return "comm";
+    case PluginKind::optimizer:
+      return "optimizer";
+    case PluginKind::data:
+      return "data";
+    case PluginKind::tokenizer:
+      return "tokenizer";
   }
   static thread_local std::string unknown;
   unknown = "unknown(" + std::to_string(static_cast<std::uint32_t>(kind)) + ")";

@@ -241,12 +241,12 @@ void KernelChecker::numel(const Tensor& t, DType dtype, std::int64_t n, const ch
                           const std::string& expected) const {
   require(t, dtype, what);
   if (t.numel() != n)
-    fail(describe(what, t) + " has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(n) +
-         " (" + expected + ")");
+    fail(describe(what, t) + " has " + std::to_string(t.numel()) + " elements, expected " + std::to_string(n) + " (" +
+         expected + ")");
 }
 
-void KernelChecker::matrix_shape(const Tensor& t, DType dtype, std::int64_t rows, std::int64_t cols,
-                                 const char* what, const std::string& expected) const {
+void KernelChecker::matrix_shape(const Tensor& t, DType dtype, std::int64_t rows, std::int64_t cols, const char* what,
+                                 const std::string& expected) const {
   const MatrixShape m = matrix(t, dtype, what);
   if (m.rows != rows || m.cols != cols)
     fail(describe(what, t) + " is used as a [" + std::to_string(m.rows) + ", " + std::to_string(m.cols) +
@@ -274,8 +274,8 @@ QkvShape KernelChecker::qkv(const Tensor& qkv, DType dtype, int n_head, const ch
   if (s.C == 0) fail(describe(what, qkv) + " has no channels");
   s.n_head = n_head;
   if (s.C % n_head != 0)
-    fail("C = " + std::to_string(s.C) + " (from " + describe(what, qkv) + ") is not divisible by n_head = " +
-         std::to_string(n_head));
+    fail("C = " + std::to_string(s.C) + " (from " + describe(what, qkv) +
+         ") is not divisible by n_head = " + std::to_string(n_head));
   s.hs = s.C / n_head;
   return s;
 }
@@ -289,8 +289,8 @@ void KernelChecker::id_out_of_range(const Tensor& ids, std::int64_t position, st
                                     std::int64_t table_rows) const {
   std::string where = "position " + std::to_string(position);
   if (ids.ndim() == 2 && ids.dim(1) > 0)
-    where += " (row " + std::to_string(position / ids.dim(1)) + ", column " + std::to_string(position % ids.dim(1)) +
-             ")";
+    where +=
+        " (row " + std::to_string(position / ids.dim(1)) + ", column " + std::to_string(position % ids.dim(1)) + ")";
   fail("id " + std::to_string(id) + " at " + where + " of ids " + ids.str() + " is outside the table's rows [0, " +
        std::to_string(table_rows) + ")");
 }
@@ -322,8 +322,8 @@ QkvShape rotary(const char* op, const char* what, Device device, const Tensor& q
   const KernelChecker ck(op, device);
   const QkvShape s = ck.qkv(qkv, ck.precision({&qkv}), n_head, what);
   if (rotary_dims < 0 || rotary_dims % 2 != 0 || rotary_dims > s.hs)
-    ck.fail("rotary_dims = " + std::to_string(rotary_dims) + " must be even and in [0, head size = " +
-            std::to_string(s.hs) + "]");
+    ck.fail("rotary_dims = " + std::to_string(rotary_dims) +
+            " must be even and in [0, head size = " + std::to_string(s.hs) + "]");
   if (!(base > 0.0f) || !std::isfinite(base)) ck.fail("base must be a positive number, got " + std::to_string(base));
   if (position_offset < 0) ck.fail("position_offset must be >= 0, got " + std::to_string(position_offset));
   return s;
@@ -338,8 +338,8 @@ ElementsShape reduction(const char* op, Device device, const Tensor& x) {
 
 }  // namespace
 
-MatmulShape matmul(Device device, const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
-                   float, float) {
+MatmulShape matmul(Device device, const Tensor& c, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float,
+                   float) {
   const KernelChecker ck("matmul", device);
   MatmulShape s;
   s.dtype = ck.precision({&c, &a, &b});
@@ -383,8 +383,8 @@ RowsShape bias_backward(Device device, const Tensor& dbias, const Tensor& dout) 
   return {dt, m.rows, m.cols, 0};
 }
 
-RowsShape layernorm_forward(Device device, const Tensor& out, const Tensor& mean, const Tensor& rstd,
-                            const Tensor& inp, const Tensor& weight, const Tensor& bias, float eps) {
+RowsShape layernorm_forward(Device device, const Tensor& out, const Tensor& mean, const Tensor& rstd, const Tensor& inp,
+                            const Tensor& weight, const Tensor& bias, float eps) {
   const KernelChecker ck("layernorm_forward", device);
   const DType dt = ck.precision({&out, &mean, &rstd, &inp, &weight, &bias});
   const MatrixShape m = ck.matrix(inp, dt, "inp");
@@ -452,8 +452,8 @@ QkvShape attention_forward(Device device, const Tensor& out, const Tensor& lse, 
   return s;
 }
 
-QkvShape attention_backward(Device device, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv,
-                            const Tensor& out, const Tensor& lse, int n_head) {
+QkvShape attention_backward(Device device, const Tensor& dqkv, const Tensor& dout, const Tensor& qkv, const Tensor& out,
+                            const Tensor& lse, int n_head) {
   const KernelChecker ck("attention_backward", device);
   const QkvShape s = ck.qkv(qkv, ck.precision({&dqkv, &dout, &qkv, &out, &lse}), n_head, "qkv");
   ck.matrix_shape(dqkv, s.dtype, s.B * s.T, 3 * s.C, "dqkv", "the shape of qkv " + qkv.str());

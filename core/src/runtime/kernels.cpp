@@ -12,10 +12,10 @@ namespace {
 
 template <typename F>
 bool visit_op(Kernels& k, std::string_view op, F&& f) {
-#define NEOX_VISIT(name)  \
-  if (op == #name) {      \
+#define NEOX_VISIT(name)       \
+  if (op == #name) {           \
     f(k.name, &Kernels::name); \
-    return true;          \
+    return true;               \
   }
   NEOX_KERNEL_OPS(NEOX_VISIT)
 #undef NEOX_VISIT
@@ -41,8 +41,7 @@ const std::vector<std::string_view>& kernel_op_names() {
 
 bool kernel_op_present(const Kernels& k, std::string_view op) {
   bool present = false;
-  if (!visit_op(const_cast<Kernels&>(k), op, [&](auto& fn, auto) { present = static_cast<bool>(fn); }))
-    unknown_op(op);
+  if (!visit_op(const_cast<Kernels&>(k), op, [&](auto& fn, auto) { present = static_cast<bool>(fn); })) unknown_op(op);
   return present;
 }
 

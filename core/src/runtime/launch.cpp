@@ -18,13 +18,20 @@ namespace neox {
 
 const char* launcher_name(Launcher launcher) {
   switch (launcher) {
-    case Launcher::none: return "none";
-    case Launcher::torchrun: return "torchrun";
-    case Launcher::open_mpi: return "Open MPI (mpirun)";
-    case Launcher::pmix: return "PMIx";
-    case Launcher::pmi: return "PMI";
-    case Launcher::slurm: return "Slurm (srun)";
-    case Launcher::env: return "environment (RANK, WORLD_SIZE)";
+    case Launcher::none:
+      return "none";
+    case Launcher::torchrun:
+      return "torchrun";
+    case Launcher::open_mpi:
+      return "Open MPI (mpirun)";
+    case Launcher::pmix:
+      return "PMIx";
+    case Launcher::pmi:
+      return "PMI";
+    case Launcher::slurm:
+      return "Slurm (srun)";
+    case Launcher::env:
+      return "environment (RANK, WORLD_SIZE)";
   }
   return "unknown";
 }
@@ -185,12 +192,18 @@ bool agrees(const Field& a, const Field& b) { return !a.value || !b.value || *a.
 const char* rank_variable(Launcher l) {
   switch (l) {
     case Launcher::torchrun:
-    case Launcher::env: return "RANK";
-    case Launcher::open_mpi: return "OMPI_COMM_WORLD_RANK";
-    case Launcher::pmix: return "PMIX_RANK";
-    case Launcher::pmi: return "PMI_RANK";
-    case Launcher::slurm: return "SLURM_PROCID";
-    case Launcher::none: break;
+    case Launcher::env:
+      return "RANK";
+    case Launcher::open_mpi:
+      return "OMPI_COMM_WORLD_RANK";
+    case Launcher::pmix:
+      return "PMIX_RANK";
+    case Launcher::pmi:
+      return "PMI_RANK";
+    case Launcher::slurm:
+      return "SLURM_PROCID";
+    case Launcher::none:
+      break;
   }
   return "the rank";
 }

@@ -43,11 +43,16 @@ std::string Options::where(const std::string& key) const {
 namespace {
 const char* type_name(const Options::Value& v) {
   switch (v.index()) {
-    case 0: return "a boolean";
-    case 1: return "an integer";
-    case 2: return "a float";
-    case 3: return "a string";
-    default: return "an array of strings";
+    case 0:
+      return "a boolean";
+    case 1:
+      return "an integer";
+    case 2:
+      return "a float";
+    case 3:
+      return "a string";
+    default:
+      return "an array of strings";
   }
 }
 }  // namespace
@@ -59,15 +64,14 @@ bool Options::get_bool(const std::string& key, bool def) const {
   throw Error(where(key) + ": expected a boolean, got " + type_name(e->value));
 }
 
-std::int64_t Options::get_int(const std::string& key, std::int64_t def, std::int64_t min,
-                              std::int64_t max) const {
+std::int64_t Options::get_int(const std::string& key, std::int64_t def, std::int64_t min, std::int64_t max) const {
   const Entry* e = find(key);
   if (!e) return def;
   auto* i = std::get_if<std::int64_t>(&e->value);
   if (!i) throw Error(where(key) + ": expected an integer, got " + type_name(e->value));
   if (*i < min || *i > max)
-    throw Error(where(key) + ": " + std::to_string(*i) + " is out of range [" + std::to_string(min) +
-                ", " + std::to_string(max) + "]");
+    throw Error(where(key) + ": " + std::to_string(*i) + " is out of range [" + std::to_string(min) + ", " +
+                std::to_string(max) + "]");
   return *i;
 }
 

@@ -3,16 +3,16 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-#include <boost/dll/runtime_symbol_info.hpp>
-#include <boost/dll/shared_library.hpp>
-#include <cstdlib>
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
 #include <link.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <boost/dll/shared_library.hpp>
+#include <cstdlib>
 
 #include <cerrno>
 #include <cstring>
@@ -50,8 +50,7 @@ std::string abi_str(std::uint32_t major, std::uint32_t minor) {
 // (canonical), or empty when the loader cannot say.
 fs::path core_library_dir() {
   Dl_info info{};
-  if (dladdr(reinterpret_cast<const void*>(&core_library_dir), &info) == 0 || !info.dli_fname ||
-      !*info.dli_fname)
+  if (dladdr(reinterpret_cast<const void*>(&core_library_dir), &info) == 0 || !info.dli_fname || !*info.dli_fname)
     return {};
   std::error_code ec;
   fs::path lib = fs::weakly_canonical(fs::path(info.dli_fname), ec);
@@ -89,10 +88,14 @@ const char* file_type(mode_t mode) {
 
 std::string elf_type_name(unsigned type) {
   switch (type) {
-    case ET_REL: return "a relocatable object (.o)";
-    case ET_EXEC: return "an executable";
-    case ET_CORE: return "a core dump";
-    default: return "ELF type " + std::to_string(type);
+    case ET_REL:
+      return "a relocatable object (.o)";
+    case ET_EXEC:
+      return "an executable";
+    case ET_CORE:
+      return "a core dump";
+    default:
+      return "ELF type " + std::to_string(type);
   }
 }
 
@@ -146,7 +149,9 @@ void check_loadable(const std::string& path) {
   constexpr unsigned char elf_class = sizeof(void*) == 8 ? ELFCLASS64 : ELFCLASS32;
   if (eh.e_ident[EI_CLASS] != elf_class)
     throw Error(path + ": not a shared library for this machine: a " +
-                (eh.e_ident[EI_CLASS] == ELFCLASS32 ? "32" : eh.e_ident[EI_CLASS] == ELFCLASS64 ? "64" : "?") +
+                (eh.e_ident[EI_CLASS] == ELFCLASS32   ? "32"
+                 : eh.e_ident[EI_CLASS] == ELFCLASS64 ? "64"
+                                                      : "?") +
                 "-bit ELF file, this neox is " + std::to_string(sizeof(void*) * 8) + "-bit");
   constexpr unsigned char elf_data = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? ELFDATA2LSB : ELFDATA2MSB;
   if (eh.e_ident[EI_DATA] != elf_data)
@@ -200,7 +205,7 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
   dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
   if (!lib.has(NEOX_PLUGIN_ENTRY_SYMBOL))
     throw Error(path + ": not a neox plugin: missing entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL
-                "' (define it with NEOX_PLUGIN(...) from neox/plugin.h)");
+                       "' (define it with NEOX_PLUGIN(...) from neox/plugin.h)");
   auto& entry = lib.get<const PluginDescriptor*()>(NEOX_PLUGIN_ENTRY_SYMBOL);
   const PluginDescriptor* d = nullptr;
   try {
@@ -208,8 +213,7 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
   } catch (const std::exception& e) {
     throw Error(path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL "' threw: " + e.what());
   } catch (...) {
-    throw Error(path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL
-                "' threw an exception that is not a std::exception");
+    throw Error(path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL "' threw an exception that is not a std::exception");
   }
   if (!d) throw Error(path + ": entry symbol '" NEOX_PLUGIN_ENTRY_SYMBOL "' returned null");
   info.path = path;
@@ -236,8 +240,8 @@ std::shared_ptr<LoadedPlugin> load_checked(const std::string& path, PluginInfo& 
   std::string expected = std::string(kPrefix) + kind + "_" + info.name;
   std::string stem = fs::path(path).stem().string();
   if (stem != expected)
-    throw Error(path + ": file name does not match the plugin's descriptor (kind '" + kind +
-                "', name '" + info.name + "' must be in a file named " + expected + ".so)");
+    throw Error(path + ": file name does not match the plugin's descriptor (kind '" + kind + "', name '" + info.name +
+                "' must be in a file named " + expected + ".so)");
   if (!d->factory) throw Error(path + ": plugin '" + info.name + "' has no factory");
   loaded->descriptor = d;
   return loaded;
@@ -345,8 +349,10 @@ const std::vector<PluginInfo>& PluginRegistry::plugins() const {
   if (!listed_) {
     for (std::size_t i = 0; i < candidates_.size(); ++i) check(i);
     for (const auto& c : candidates_) {
-      if (c.state == Candidate::State::accepted) plugins_.push_back(c.info);
-      else rejected_.push_back({c.path, c.reason});
+      if (c.state == Candidate::State::accepted)
+        plugins_.push_back(c.info);
+      else
+        rejected_.push_back({c.path, c.reason});
     }
     listed_ = true;
   }
@@ -422,8 +428,7 @@ auto call_factory(const PluginInfo& info, const LoadedPlugin& lib, Args&&... arg
   } catch (const Error& e) {
     throw Error(std::string(plugin_kind_name(info.kind)) + " plugin '" + info.name + "': " + e.what());
   } catch (const std::exception& e) {
-    throw Error(std::string(plugin_kind_name(info.kind)) + " plugin '" + info.name +
-                "' failed: " + e.what());
+    throw Error(std::string(plugin_kind_name(info.kind)) + " plugin '" + info.name + "' failed: " + e.what());
   } catch (...) {
     throw Error(std::string(plugin_kind_name(info.kind)) + " plugin '" + info.name +
                 "' failed with an exception that is not a std::exception");
@@ -451,8 +456,8 @@ std::shared_ptr<Backend> PluginRegistry::make_backend(const std::string& name,
     if (!provider) {
       provider = make_kernels(provider_name, options_for(provider_name));
       if (provider->device() != backend->device().type)
-        throw Error("kernels plugin '" + provider_name + "' is for another device than backend '" +
-                    name + "' (" + device_name(backend->device()) + ")");
+        throw Error("kernels plugin '" + provider_name + "' is for another device than backend '" + name + "' (" +
+                    device_name(backend->device()) + ")");
       provider->attach(*backend);
     }
     Kernels table;
@@ -472,8 +477,8 @@ std::shared_ptr<Backend> PluginRegistry::make_backend(const std::string& name,
   // Override kernels may capture provider state: keep the providers alive with the backend.
   // The backend (second) is destroyed before the providers (first): its kernel table holds
   // std::functions whose code lives in the providers' libraries.
-  auto keep = std::make_shared<std::pair<decltype(providers), std::shared_ptr<Backend>>>(
-      std::move(providers), std::move(backend));
+  auto keep = std::make_shared<std::pair<decltype(providers), std::shared_ptr<Backend>>>(std::move(providers),
+                                                                                         std::move(backend));
   Backend* raw = keep->second.get();
   return std::shared_ptr<Backend>(keep, raw);
 }

@@ -76,8 +76,7 @@ Tensor Tensor::wrap(void* data, Shape shape, DType dtype, Device device) {
   return t;
 }
 
-Tensor Tensor::wrap_shared(void* data, Shape shape, DType dtype, std::shared_ptr<const void> owner,
-                           Device device) {
+Tensor Tensor::wrap_shared(void* data, Shape shape, DType dtype, std::shared_ptr<const void> owner, Device device) {
   Tensor t = wrap(data, std::move(shape), dtype, device);
   // Aliasing constructor: shares ownership of `owner` without a Buffer.
   t.owner_ = std::shared_ptr<Buffer>(std::move(owner), nullptr);
@@ -87,8 +86,7 @@ Tensor Tensor::wrap_shared(void* data, Shape shape, DType dtype, std::shared_ptr
 std::int64_t Tensor::dim(int i) const {
   int n = ndim();
   int j = i < 0 ? n + i : i;
-  if (j < 0 || j >= n)
-    throw Error("dimension " + std::to_string(i) + " out of range for " + str());
+  if (j < 0 || j >= n) throw Error("dimension " + std::to_string(i) + " out of range for " + str());
   return shape_[static_cast<std::size_t>(j)];
 }
 
@@ -103,8 +101,8 @@ Tensor Tensor::view(Shape shape) const {
 
 Tensor Tensor::slice(std::int64_t offset, std::int64_t count) const {
   if (offset < 0 || count < 0 || offset + count > numel_)
-    throw Error("slice [" + std::to_string(offset) + ", " + std::to_string(offset + count) +
-                ") out of range for " + str());
+    throw Error("slice [" + std::to_string(offset) + ", " + std::to_string(offset + count) + ") out of range for " +
+                str());
   Tensor t = *this;
   t.data_ = static_cast<char*>(data_) + offset * static_cast<std::int64_t>(dtype_size(dtype_));
   t.shape_ = {count};
@@ -130,8 +128,7 @@ std::string Tensor::str() const {
 
 void expect_tensor(const Tensor& t, DType dtype, const Shape& shape, const std::string& what) {
   if (t.dtype() != dtype || t.shape() != shape)
-    throw Error(what + ": expected " + std::string(dtype_name(dtype)) + shape_str(shape) + ", got " +
-                t.str());
+    throw Error(what + ": expected " + std::string(dtype_name(dtype)) + shape_str(shape) + ", got " + t.str());
 }
 
 }  // namespace neox

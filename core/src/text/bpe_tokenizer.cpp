@@ -14,8 +14,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <climits>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -316,7 +316,7 @@ class ThreadWordCache {
 
  private:
   static constexpr int kMinBits = 12;
-  static constexpr int kMaxBits = 17;  // 128k slots (4 MiB), 64k words
+  static constexpr int kMaxBits = 17;                                  // 128k slots (4 MiB), 64k words
   static constexpr std::size_t kMaxArenaWords = std::size_t{4} << 20;  // 16 MiB
   struct Slot {
     std::uint64_t hash;
@@ -324,10 +324,10 @@ class ThreadWordCache {
     std::uint16_t n_ids;
     std::uint32_t inline_entry;
     union {
-      std::uint64_t key8;     // inline: the word's bytes
-      std::uint32_t offset;   // otherwise: where its bytes and ids are in arena_, in 4-byte words
+      std::uint64_t key8;    // inline: the word's bytes
+      std::uint32_t offset;  // otherwise: where its bytes and ids are in arena_, in 4-byte words
     };
-    std::int32_t ids[2];      // inline: its ids
+    std::int32_t ids[2];  // inline: its ids
   };
   static_assert(sizeof(Slot) == 32, "two slots per cache line");
   static std::size_t words_for(std::size_t bytes) { return (bytes + 3) / 4; }
@@ -553,8 +553,7 @@ struct BpeTokenizer::Impl {
       if (content.empty()) return false;  // never matched
       std::size_t len = 0;
       const CharClass first = unicode::char_class(unicode::decode_utf8(content, 0, len));
-      return content.find('\n') != std::string_view::npos || first == CharClass::letter ||
-             first == CharClass::number;
+      return content.find('\n') != std::string_view::npos || first == CharClass::letter || first == CharClass::number;
     };
     std::unordered_set<std::string> special_contents;
     for (std::size_t i = 0; i < added.size(); ++i) {
@@ -586,7 +585,8 @@ struct BpeTokenizer::Impl {
       if (it != vocab.end()) eod = it->second;
     }
     if (eod < 0)
-      throw Error(source + ": no \"<|endoftext|>\" token, GPT-NeoX's end-of-document token; add it to the "
+      throw Error(source +
+                  ": no \"<|endoftext|>\" token, GPT-NeoX's end-of-document token; add it to the "
                   "vocabulary or the added tokens");
   }
 
@@ -877,8 +877,7 @@ struct BpeTokenizer::Impl {
       encode_pretokenized(text, out, local);
       return;
     }
-    split_added(text, normalized_matcher, out,
-                [&](std::string_view gap) { encode_pretokenized(gap, out, local); });
+    split_added(text, normalized_matcher, out, [&](std::string_view gap) { encode_pretokenized(gap, out, local); });
   }
 
   // HF's AddedVocabulary::find_matches: splits `text` at the matches of
@@ -936,7 +935,9 @@ struct BpeTokenizer::Impl {
 
 namespace {
 
-std::string json_type(const json& j) { return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : ""; }
+std::string json_type(const json& j) {
+  return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
+}
 
 bool json_bool(const json& obj, const char* key, bool fallback, const std::string& source, const std::string& path) {
   if (!obj.contains(key) || obj[key].is_null()) return fallback;
@@ -947,10 +948,14 @@ bool json_bool(const json& obj, const char* key, bool fallback, const std::strin
 void read_normalizer(const json& n, const std::string& path, BpeTokenizer::Impl& t) {
   if (n.is_null()) return;
   const std::string type = json_type(n);
-  if (type == "NFC") t.normalizers.push_back(unicode::NormalForm::nfc);
-  else if (type == "NFD") t.normalizers.push_back(unicode::NormalForm::nfd);
-  else if (type == "NFKC") t.normalizers.push_back(unicode::NormalForm::nfkc);
-  else if (type == "NFKD") t.normalizers.push_back(unicode::NormalForm::nfkd);
+  if (type == "NFC")
+    t.normalizers.push_back(unicode::NormalForm::nfc);
+  else if (type == "NFD")
+    t.normalizers.push_back(unicode::NormalForm::nfd);
+  else if (type == "NFKC")
+    t.normalizers.push_back(unicode::NormalForm::nfkc);
+  else if (type == "NFKD")
+    t.normalizers.push_back(unicode::NormalForm::nfkd);
   else if (type == "Sequence" && n.contains("normalizers") && n["normalizers"].is_array()) {
     for (std::size_t i = 0; i < n["normalizers"].size(); ++i)
       read_normalizer(n["normalizers"][i], path + ".normalizers[" + std::to_string(i) + "]", t);
@@ -1068,8 +1073,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf_json(const std::string& path
     bool byte_level = false;
     if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null())
       read_pre_tokenizer(j["pre_tokenizer"], "pre_tokenizer", *t, byte_level);
-    if (!byte_level)
-      throw Error(path + ": pre_tokenizer must be ByteLevel (neox implements byte-level BPE only)");
+    if (!byte_level) throw Error(path + ": pre_tokenizer must be ByteLevel (neox implements byte-level BPE only)");
     read_post_processor(j.value("post_processor", json()), "post_processor", *t);
     const json& decoder = j.value("decoder", json());
     if (decoder.is_null()) {

@@ -5,21 +5,19 @@
 #include <atomic>
 #include <exception>
 #include <filesystem>
-#include <utility>
 #include <mutex>
 #include <thread>
+#include <utility>
 
+#include "neox/error.h"
+#include "neox/registry.h"
 #include "neox/text/bpe_tokenizer.h"
 #include "neox/text/byte_tokenizer.h"
 #include "neox/text/char_tokenizer.h"
-#include "neox/registry.h"
-#include "neox/error.h"
 
 namespace neox {
 
-std::vector<std::string> tokenizer_types() {
-  return {"HFTokenizer", "GPT2BPETokenizer", "CharLevelTokenizer", "byte"};
-}
+std::vector<std::string> tokenizer_types() { return {"HFTokenizer", "GPT2BPETokenizer", "CharLevelTokenizer", "byte"}; }
 
 bool is_builtin_tokenizer(const std::string& type) {
   const auto types = tokenizer_types();
@@ -47,8 +45,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& type, const std::st
 namespace {
 
 bool valid_plugin_name(const std::string& s) {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
+  return !s.empty() && std::all_of(s.begin(), s.end(),
+                                   [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
 }
 
 }  // namespace
@@ -96,8 +94,8 @@ std::vector<TokenizerFile> tokenizer_files(const TokenizerConfig& config) {
                                   std::pair<const char*, const std::string&>{"merge_file", config.merge_file}})
     if (!path.empty()) files.push_back({key, std::filesystem::path(path).filename().string(), path});
   if (files.size() == 2 && files[0].name == files[1].name)
-    throw Error("tokenizer (" + config.type + "): vocab_file and merge_file have the same file name, " +
-                files[0].name + "; a checkpoint holds both in one directory: rename one");
+    throw Error("tokenizer (" + config.type + "): vocab_file and merge_file have the same file name, " + files[0].name +
+                "; a checkpoint holds both in one directory: rename one");
   return files;
 }
 

@@ -100,10 +100,9 @@ struct Normalizers {
     filter.applyPattern(icu::UnicodeString(kNormalizationUnicodeSet, -1, US_INV), status);
     if (U_FAILURE(status)) fail(status);
     filter.freeze();
-    const icu::Normalizer2* base[4] = {icu::Normalizer2::getNFCInstance(status),
-                                       icu::Normalizer2::getNFDInstance(status),
-                                       icu::Normalizer2::getNFKCInstance(status),
-                                       icu::Normalizer2::getNFKDInstance(status)};
+    const icu::Normalizer2* base[4] = {
+        icu::Normalizer2::getNFCInstance(status), icu::Normalizer2::getNFDInstance(status),
+        icu::Normalizer2::getNFKCInstance(status), icu::Normalizer2::getNFKDInstance(status)};
     if (U_FAILURE(status)) fail(status);
     for (int i = 0; i < 4; ++i) forms[i] = std::make_unique<icu::FilteredNormalizer2>(*base[i], filter);
   }

@@ -19,9 +19,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -30,17 +30,17 @@
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "neox/arena.h"
 #include "neox/backend.h"
 #include "neox/communicator.h"
 #include "neox/error.h"
 #include "neox/io/hf.h"
+#include "neox/io/safetensors.h"
 #include "neox/model/gpt_neox.h"
 #include "neox/optimizer.h"
-#include "neox/io/safetensors.h"
 
 #ifndef NEOX_VERSION
 #define NEOX_VERSION "unknown"
@@ -252,7 +252,8 @@ json read_state_json(const fs::path& file) {
     throw Error(file.string() + ": " + what + " (incomplete or corrupted checkpoint)");
   };
   if (!j.is_object()) bad("expected a JSON object");
-  if (!j.contains("format_version") || !j["format_version"].is_number_integer()) bad("missing integer 'format_version'");
+  if (!j.contains("format_version") || !j["format_version"].is_number_integer())
+    bad("missing integer 'format_version'");
   const auto version = j["format_version"].get<std::int64_t>();
   if (version > kFormatVersion)
     throw Error(file.string() + ": checkpoint format version " + std::to_string(version) +
@@ -284,9 +285,7 @@ json read_state_json(const fs::path& file) {
   return j;
 }
 
-bool has_optimizer_state(const json& state) {
-  return state.contains("optimizer") && state["optimizer"].is_string();
-}
+bool has_optimizer_state(const json& state) { return state.contains("optimizer") && state["optimizer"].is_string(); }
 
 // The optimizer files state.json promises: one whole file or one per rank.
 std::vector<std::string> optimizer_files(const json& state) {
@@ -301,8 +300,7 @@ std::string incomplete_reason(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return dir.string() + ": not a directory";
   for (const char* f : {kStateFile, kModelFile, kConfigFile})
-    if (!fs::is_regular_file(dir / f, ec))
-      return (dir / f).string() + ": missing (incomplete checkpoint)";
+    if (!fs::is_regular_file(dir / f, ec)) return (dir / f).string() + ": missing (incomplete checkpoint)";
   json state;
   try {
     state = read_state_json(dir / kStateFile);
@@ -310,7 +308,8 @@ std::string incomplete_reason(const fs::path& dir) {
     if (has_optimizer_state(state))
       for (const std::string& file : optimizer_files(state)) {
         if (!fs::is_regular_file(dir / file, ec))
-          return (dir / file).string() + ": missing (incomplete checkpoint; state.json says it was saved with optimizer '" +
+          return (dir / file).string() +
+                 ": missing (incomplete checkpoint; state.json says it was saved with optimizer '" +
                  state["optimizer"].get<std::string>() + "')";
         SafeTensorsFile::open((dir / file).string());
       }
@@ -437,12 +436,9 @@ void write_optimizer_shard(const fs::path& dir, Optimizer& optimizer, Backend& b
   }
   tensors.emplace_back(kRangesTensor, r);
   const std::map<std::string, std::string> meta = {
-      {"format", "neox-optimizer-shard"},
-      {"format_version", std::to_string(kFormatVersion)},
-      {"optimizer", optimizer.name()},
-      {"rank", std::to_string(rank)},
-      {"ranks", std::to_string(ranks)},
-      {"parameters", std::to_string(parameters)},
+      {"format", "neox-optimizer-shard"}, {"format_version", std::to_string(kFormatVersion)},
+      {"optimizer", optimizer.name()},    {"rank", std::to_string(rank)},
+      {"ranks", std::to_string(ranks)},   {"parameters", std::to_string(parameters)},
   };
   write_safetensors((dir / shard_file(rank)).string(), tensors, meta);
 }
@@ -530,8 +526,8 @@ std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimiz
   if (failed >= 0) {
     discard();
     throw CollectiveError(ok ? "checkpoint " + name + ": rank " + std::to_string(failed) +
-                         " could not write its part of the checkpoint (see its error); nothing was saved"
-                   : failure);
+                                   " could not write its part of the checkpoint (see its error); nothing was saved"
+                             : failure);
   }
 
   // 3. Rank 0 writes the rest and installs the directory, then `latest`.
@@ -585,12 +581,13 @@ std::string resolve_checkpoint(const std::string& path) {
   const fs::path p = normalized(path);
   std::error_code ec;
   if (!fs::exists(p, ec)) throw Error(path + ": no such checkpoint or save directory");
-  if (!fs::is_directory(p, ec)) throw Error(path + ": not a directory (expected a global_step<N> checkpoint or a save directory)");
+  if (!fs::is_directory(p, ec))
+    throw Error(path + ": not a directory (expected a global_step<N> checkpoint or a save directory)");
 
   const bool has_latest = fs::exists(fs::symlink_status(p / kLatest, ec));
   const auto steps = list_steps(p);
-  const bool looks_like_checkpoint = step_of(p.filename().string()) || fs::exists(p / kStateFile, ec) ||
-                                     fs::exists(p / kModelFile, ec);
+  const bool looks_like_checkpoint =
+      step_of(p.filename().string()) || fs::exists(p / kStateFile, ec) || fs::exists(p / kModelFile, ec);
   if (looks_like_checkpoint && !has_latest && steps.empty()) {
     std::string reason = incomplete_reason(p);
     if (!reason.empty()) throw Error(reason);
@@ -663,7 +660,8 @@ std::vector<PlacedRange> sorted_by_offset(const std::vector<ParamRange>& ranges)
 TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& optimizer, std::int64_t parameters) {
   const std::string first = (dir / optimizer_files(sj).front()).string();
   if (!has_optimizer_state(sj))
-    throw Error(first + ": the checkpoint has no optimizer state (it was saved without an optimizer, e.g. by "
+    throw Error(first +
+                ": the checkpoint has no optimizer state (it was saved without an optimizer, e.g. by "
                 "'neox convert --from-hf'); load it without one (finetune = true loads weights only)");
   const std::string saved_by = sj["optimizer"].get<std::string>();
   const std::string saved_kind = sj.value("optimizer_state", saved_by);
@@ -687,7 +685,8 @@ TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& o
                   std::to_string(parameters) + " (does the config match the checkpoint's?)");
     if (sharded) {
       Tensor r = src.file.read(kRangesTensor, DType::i64);
-      if (r.ndim() != 2 || r.dim(1) != 2) throw Error(path + ": '" + kRangesTensor + "' must be [k, 2], got " + r.str());
+      if (r.ndim() != 2 || r.dim(1) != 2)
+        throw Error(path + ": '" + kRangesTensor + "' must be [k, 2], got " + r.str());
       for (std::int64_t i = 0; i < r.dim(0); ++i) {
         const ParamRange pr{r.ptr<std::int64_t>()[2 * i], r.ptr<std::int64_t>()[2 * i + 1]};
         if (pr.offset < 0 || pr.count < 0 || pr.offset > parameters || pr.count > parameters - pr.offset)
@@ -755,7 +754,8 @@ TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& o
     }
     if (copied != wanted_total)
       throw Error(first + ": the saved optimizer state covers " + std::to_string(copied) + " of the " +
-                  std::to_string(wanted_total) + " parameter elements this rank needs (missing or overlapping "
+                  std::to_string(wanted_total) +
+                  " parameter elements this rank needs (missing or overlapping "
                   "shards: a corrupted or mixed checkpoint)");
     out[name] = dst;
   }
@@ -790,7 +790,8 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
       throw Error(model_path + ": tensor '" + spec.name + "' has shape " + shape_str(info.shape) +
                   ", the model expects " + shape_str(spec.shape) + " (does the config match the checkpoint's?)");
     if (info.dtype != DType::f32 && info.dtype != DType::f64 && info.dtype != DType::f16 && info.dtype != DType::bf16)
-      throw Error(model_path + ": tensor '" + spec.name + "' is " + std::string(dtype_name(info.dtype)) + ", expected a float type");
+      throw Error(model_path + ": tensor '" + spec.name + "' is " + std::string(dtype_name(info.dtype)) +
+                  ", expected a float type");
   }
   for (const auto& t : weights.tensors())
     if (!expected.count(t.name))
@@ -818,8 +819,7 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
   state.iteration = sj["iteration"].get<std::int64_t>();
   if (sj.contains("data_positions"))
     for (auto& [k, v] : sj["data_positions"].items()) state.data_positions[k] = v.get<std::int64_t>();
-  if (sj.contains("rng_state_base64"))
-    state.rng_state = *base64_decode(sj["rng_state_base64"].get<std::string>());
+  if (sj.contains("rng_state_base64")) state.rng_state = *base64_decode(sj["rng_state_base64"].get<std::string>());
   if (sj.contains("trainer"))
     for (auto& [k, v] : sj["trainer"].items()) state.trainer_values[k] = v.get<double>();
   else if (sj.contains("rng_state"))

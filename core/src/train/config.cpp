@@ -13,8 +13,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -29,9 +29,9 @@
 #include <variant>
 #include <vector>
 
-#include "neox/train/config.h"
 #include "neox/error.h"
 #include "neox/kernels.h"
+#include "neox/train/config.h"
 
 // TOML++ 3.3 checks its parser's internal preconditions with assert(), and
 // malformed input can break one: "[\n" (a table header without a name) aborts
@@ -49,8 +49,7 @@ struct Failed {
 }  // namespace neox::toml_check
 #define TOML_HEADER_ONLY 1
 #define TOML_EXCEPTIONS 1
-#define TOML_ASSERT(expr) \
-  ((expr) ? static_cast<void>(0) : throw ::neox::toml_check::Failed{#expr})
+#define TOML_ASSERT(expr) ((expr) ? static_cast<void>(0) : throw ::neox::toml_check::Failed{#expr})
 #pragma push_macro("NDEBUG")
 #undef NDEBUG
 #pragma GCC diagnostic push
@@ -80,10 +79,11 @@ std::string optimizer_plugin(const Config& config) {
   // A GPT-NeoX config says zero_optimization.stage and leaves the optimizer
   // at the default.
   if (chosen == PluginsConfig().optimizer || chosen == partitioned) return partitioned;
-  throw Error(where + ": training.zero_stage = " + std::to_string(stage) + " needs the zero optimizer (AdamW with "
-              "ZeRO partitioning, plugins.zero_optimizer = \"" + partitioned + "\"), but plugins.optimizer = \"" +
-              chosen + "\"; set plugins.optimizer to \"" + PluginsConfig().optimizer + "\" or \"" + partitioned +
-              "\", or zero_stage to 0");
+  throw Error(where + ": training.zero_stage = " + std::to_string(stage) +
+              " needs the zero optimizer (AdamW with "
+              "ZeRO partitioning, plugins.zero_optimizer = \"" +
+              partitioned + "\"), but plugins.optimizer = \"" + chosen + "\"; set plugins.optimizer to \"" +
+              PluginsConfig().optimizer + "\" or \"" + partitioned + "\", or zero_stage to 0");
 }
 
 OptimizerContext optimizer_context(const Config& config) {
@@ -111,8 +111,7 @@ enum class Type { Bool, Int, Float, String, StringArray, FloatPair };
 
 // A value as parsed, before it is checked against the schema. vector<double>
 // holds arrays of numbers (only [optimizer] betas takes one).
-using Value = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>,
-                           std::vector<double>>;
+using Value = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>, std::vector<double>>;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr std::int64_t kI64Max = std::numeric_limits<std::int64_t>::max();
@@ -182,23 +181,35 @@ std::string format_value(const Value& v) {
 
 const char* value_kind(const Value& v) {
   switch (v.index()) {
-    case 0: return "a boolean";
-    case 1: return "an integer";
-    case 2: return "a float";
-    case 3: return "a string";
-    case 4: return "an array of strings";
-    default: return "an array of numbers";
+    case 0:
+      return "a boolean";
+    case 1:
+      return "an integer";
+    case 2:
+      return "a float";
+    case 3:
+      return "a string";
+    case 4:
+      return "an array of strings";
+    default:
+      return "an array of numbers";
   }
 }
 
 const char* type_name(Type t) {
   switch (t) {
-    case Type::Bool: return "boolean";
-    case Type::Int: return "integer";
-    case Type::Float: return "float";
-    case Type::String: return "string";
-    case Type::StringArray: return "array of strings";
-    case Type::FloatPair: return "array of 2 floats";
+    case Type::Bool:
+      return "boolean";
+    case Type::Int:
+      return "integer";
+    case Type::Float:
+      return "float";
+    case Type::String:
+      return "string";
+    case Type::StringArray:
+      return "array of strings";
+    case Type::FloatPair:
+      return "array of 2 floats";
   }
   return "?";
 }
@@ -219,16 +230,26 @@ std::string wrong_type(Type expected, const Value& got) {
 // What a TOML node holds, for messages about nodes that are not values.
 std::string node_kind(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-    default: return "nothing";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    default:
+      return "nothing";
   }
 }
 
@@ -252,8 +273,7 @@ std::optional<Value> to_value(const toml::node& n, std::string& problem) {
     if (all_numbers) {
       std::vector<double> out;
       for (const toml::node& e : *a)
-        out.push_back(e.is_integer() ? static_cast<double>(e.as_integer()->get())
-                                     : e.as_floating_point()->get());
+        out.push_back(e.is_integer() ? static_cast<double>(e.as_integer()->get()) : e.as_floating_point()->get());
       return Value{std::move(out)};
     }
     problem = "arrays must hold only strings or only numbers";
@@ -313,11 +333,16 @@ struct KeyDef {
 
 template <class T>
 constexpr Type type_of() {
-  if constexpr (std::is_same_v<T, bool>) return Type::Bool;
-  else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, std::uint64_t>) return Type::Int;
-  else if constexpr (std::is_same_v<T, double>) return Type::Float;
-  else if constexpr (std::is_same_v<T, std::string>) return Type::String;
-  else return Type::StringArray;
+  if constexpr (std::is_same_v<T, bool>)
+    return Type::Bool;
+  else if constexpr (std::is_same_v<T, std::int64_t> || std::is_same_v<T, std::uint64_t>)
+    return Type::Int;
+  else if constexpr (std::is_same_v<T, double>)
+    return Type::Float;
+  else if constexpr (std::is_same_v<T, std::string>)
+    return Type::String;
+  else
+    return Type::StringArray;
 }
 
 // A key bound to member `m` of the sub-struct `s` of Config. `set` receives a
@@ -357,44 +382,38 @@ std::vector<KeyDef> build_schema() {
   std::vector<KeyDef> s;
 
   // [plugins]
-  s.push_back(field("plugins", "backend", &C::plugins, &P::backend,
-                    "Backend plugin: tensors, memory and the kernel table.")
-                  .plugin(false));
-  s.push_back(field("plugins", "comm", &C::plugins, &P::comm,
-                    "Communicator plugin (`local`: one process, no communication).")
-                  .plugin(false));
-  s.push_back(field("plugins", "optimizer", &C::plugins, &P::optimizer,
-                    "Optimizer plugin, implementing [optimizer] `type`.")
-                  .plugin(false));
+  s.push_back(
+      field("plugins", "backend", &C::plugins, &P::backend, "Backend plugin: tensors, memory and the kernel table.")
+          .plugin(false));
+  s.push_back(
+      field("plugins", "comm", &C::plugins, &P::comm, "Communicator plugin (`local`: one process, no communication).")
+          .plugin(false));
+  s.push_back(
+      field("plugins", "optimizer", &C::plugins, &P::optimizer, "Optimizer plugin, implementing [optimizer] `type`.")
+          .plugin(false));
   s.push_back(field("plugins", "zero_optimizer", &C::plugins, &P::zero_optimizer,
                     "The optimizer plugin of training.zero_stage 1-3 (DeepSpeed's zero_optimization), used "
                     "instead of `optimizer` while that is the default: AdamW partitioned over the data-parallel "
                     "ranks. On one rank, where there is nothing to partition, `optimizer` trains.")
                   .plugin(false));
-  s.push_back(field("plugins", "data", &C::plugins, &P::data,
-                    "Data source plugin; empty: none chosen.")
-                  .plugin(true));
+  s.push_back(field("plugins", "data", &C::plugins, &P::data, "Data source plugin; empty: none chosen.").plugin(true));
   s.push_back(field("plugins", "search_paths", &C::plugins, &P::search_paths,
                     "Extra directories searched for plugins first, relative to the config file's "
                     "directory (on the command line: to the working directory)."));
 
   // [model]
-  s.push_back(field("model", "num_layers", &C::model, &M::num_layers, "Transformer layers.")
+  s.push_back(field("model", "num_layers", &C::model, &M::num_layers, "Transformer layers.").range(1, 1024));
+  s.push_back(
+      field("model", "hidden_size", &C::model, &M::hidden_size, "Model width; a multiple of num_attention_heads.")
+          .range(1, 65536));
+  s.push_back(field("model", "num_attention_heads", &C::model, &M::num_attention_heads, "Attention heads per layer.")
                   .range(1, 1024));
-  s.push_back(field("model", "hidden_size", &C::model, &M::hidden_size,
-                    "Model width; a multiple of num_attention_heads.")
-                  .range(1, 65536));
-  s.push_back(field("model", "num_attention_heads", &C::model, &M::num_attention_heads,
-                    "Attention heads per layer.")
-                  .range(1, 1024));
-  s.push_back(field("model", "intermediate_size", &C::model, &M::intermediate_size,
-                    "MLP width; 0: 4 * hidden_size.")
+  s.push_back(field("model", "intermediate_size", &C::model, &M::intermediate_size, "MLP width; 0: 4 * hidden_size.")
                   .range(0, 1'048'576));
-  s.push_back(field("model", "vocab_size", &C::model, &M::vocab_size,
-                    "The tokenizer's vocabulary size (before padding).")
-                  .range(1, 4'194'304));
-  s.push_back(field("model", "make_vocab_size_divisible_by", &C::model,
-                    &M::make_vocab_size_divisible_by,
+  s.push_back(
+      field("model", "vocab_size", &C::model, &M::vocab_size, "The tokenizer's vocabulary size (before padding).")
+          .range(1, 4'194'304));
+  s.push_back(field("model", "make_vocab_size_divisible_by", &C::model, &M::make_vocab_size_divisible_by,
                     "The embedding and output layers have vocab_size rounded up to a multiple "
                     "of this.")
                   .range(1, 65536));
@@ -419,18 +438,16 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("model", "no_weight_tying", &C::model, &M::no_weight_tying,
                     "true: separate output layer; false: the output layer reuses the input "
                     "embedding."));
-  s.push_back(field("model", "layernorm_epsilon", &C::model, &M::layernorm_epsilon,
-                    "LayerNorm epsilon.")
+  s.push_back(field("model", "layernorm_epsilon", &C::model, &M::layernorm_epsilon, "LayerNorm epsilon.")
                   .frange(0.0, 1.0, true, false));
-  s.push_back(field("model", "init_method", &C::model, &M::init_method,
-                    "Init of the input-side weights (GPT-NeoX names).")
-                  .one_of(kInitMethods));
+  s.push_back(
+      field("model", "init_method", &C::model, &M::init_method, "Init of the input-side weights (GPT-NeoX names).")
+          .one_of(kInitMethods));
   s.push_back(field("model", "output_layer_init_method", &C::model, &M::output_layer_init_method,
                     "Init of the weights that write into the residual stream (attention dense, "
                     "MLP output).")
                   .one_of(kInitMethods));
-  s.push_back(field("model", "init_method_std", &C::model, &M::init_method_std,
-                    "Standard deviation for `normal` init.")
+  s.push_back(field("model", "init_method_std", &C::model, &M::init_method_std, "Standard deviation for `normal` init.")
                   .frange(0.0, 1.0, true, false));
 
   // [optimizer]
@@ -438,14 +455,11 @@ std::vector<KeyDef> build_schema() {
                     "Optimizer algorithm, passed to the optimizer plugin, which refuses one it does not "
                     "implement (`adamw` and `zero` implement `adamw`).")
                   .values("an algorithm name"));
-  s.push_back(field("optimizer", "lr", &C::optimizer, &O::lr, "Learning rate.")
-                  .frange(0.0, 1.0, true, false));
-  s.push_back(field("optimizer", "beta1", &C::optimizer, &O::beta1,
-                    "Adam first-moment decay.")
-                  .frange(0.0, 1.0, false, true));
-  s.push_back(field("optimizer", "beta2", &C::optimizer, &O::beta2,
-                    "Adam second-moment decay.")
-                  .frange(0.0, 1.0, false, true));
+  s.push_back(field("optimizer", "lr", &C::optimizer, &O::lr, "Learning rate.").frange(0.0, 1.0, true, false));
+  s.push_back(
+      field("optimizer", "beta1", &C::optimizer, &O::beta1, "Adam first-moment decay.").frange(0.0, 1.0, false, true));
+  s.push_back(
+      field("optimizer", "beta2", &C::optimizer, &O::beta2, "Adam second-moment decay.").frange(0.0, 1.0, false, true));
   {
     // GPT-NeoX's form: betas = [beta1, beta2].
     KeyDef d;
@@ -461,13 +475,10 @@ std::vector<KeyDef> build_schema() {
       c.optimizer.beta1 = a[0];
       c.optimizer.beta2 = a[1];
     };
-    d.get = [](const Config& c) -> Value {
-      return std::vector<double>{c.optimizer.beta1, c.optimizer.beta2};
-    };
+    d.get = [](const Config& c) -> Value { return std::vector<double>{c.optimizer.beta1, c.optimizer.beta2}; };
     s.push_back(std::move(d));
   }
-  s.push_back(field("optimizer", "eps", &C::optimizer, &O::eps, "Adam epsilon.")
-                  .frange(0.0, 1.0, true, false));
+  s.push_back(field("optimizer", "eps", &C::optimizer, &O::eps, "Adam epsilon.").frange(0.0, 1.0, true, false));
   s.push_back(field("optimizer", "weight_decay", &C::optimizer, &O::weight_decay,
                     "Decoupled (AdamW) weight decay (not applied to biases and LayerNorm "
                     "parameters, as in GPT-NeoX).")
@@ -478,9 +489,7 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("optimizer", "lr_decay_iters", &C::optimizer, &O::lr_decay_iters,
                     "Steps over which the rate decays to min_lr; 0: train_iters.")
                   .range(0, kBig));
-  s.push_back(field("optimizer", "min_lr", &C::optimizer, &O::min_lr,
-                    "Floor of the learning rate.")
-                  .frange(0.0, 1.0));
+  s.push_back(field("optimizer", "min_lr", &C::optimizer, &O::min_lr, "Floor of the learning rate.").frange(0.0, 1.0));
   s.push_back(field("optimizer", "warmup", &C::optimizer, &O::warmup,
                     "Fraction of train_iters over which the rate rises linearly from 0.")
                   .frange(0.0, 1.0));
@@ -489,29 +498,25 @@ std::vector<KeyDef> build_schema() {
                   .frange(0.0, 1e6));
 
   // [training]
-  s.push_back(field("training", "train_micro_batch_size_per_gpu", &C::training,
-                    &T::train_micro_batch_size_per_gpu,
+  s.push_back(field("training", "train_micro_batch_size_per_gpu", &C::training, &T::train_micro_batch_size_per_gpu,
                     "Sequences per forward/backward pass on each device.")
                   .range(1, 65536));
-  s.push_back(field("training", "gradient_accumulation_steps", &C::training,
-                    &T::gradient_accumulation_steps,
+  s.push_back(field("training", "gradient_accumulation_steps", &C::training, &T::gradient_accumulation_steps,
                     "Micro-batches accumulated per optimizer step.")
                   .range(1, 65536));
-  s.push_back(field("training", "train_iters", &C::training, &T::train_iters,
-                    "Optimizer steps to train.")
-                  .range(0, kBig));
-  s.push_back(field("training", "seed", &C::training, &T::seed,
-                    "Seed for weight init and data order.")
-                  .range(0, kI64Max));
+  s.push_back(
+      field("training", "train_iters", &C::training, &T::train_iters, "Optimizer steps to train.").range(0, kBig));
+  s.push_back(
+      field("training", "seed", &C::training, &T::seed, "Seed for weight init and data order.").range(0, kI64Max));
   s.push_back(field("training", "eval_interval", &C::training, &T::eval_interval,
                     "Evaluate on the validation split every this many steps.")
                   .range(1, kBig));
   s.push_back(field("training", "eval_iters", &C::training, &T::eval_iters,
                     "Micro-batches per evaluation (validation, and test at the end); 0: none.")
                   .range(0, kBig));
-  s.push_back(field("training", "log_interval", &C::training, &T::log_interval,
-                    "Log a line of metrics every this many steps.")
-                  .range(1, kBig));
+  s.push_back(
+      field("training", "log_interval", &C::training, &T::log_interval, "Log a line of metrics every this many steps.")
+          .range(1, kBig));
   s.push_back(field("training", "log_dir", &C::training, &T::log_dir,
                     "Directory of run directories (config, metrics.jsonl, train.log, TensorBoard "
                     "events), relative to the working directory."));
@@ -524,8 +529,7 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("training", "peak_tflops", &C::training, &T::peak_tflops,
                     "Peak TFLOP/s of one device, for MFU; 0: MFU not reported.")
                   .frange(0.0, 1e6));
-  s.push_back(field("training", "save", &C::training, &T::save,
-                    "Checkpoint directory; empty: no checkpoints."));
+  s.push_back(field("training", "save", &C::training, &T::save, "Checkpoint directory; empty: no checkpoints."));
   s.push_back(field("training", "load", &C::training, &T::load,
                     "Resume from this checkpoint (a save directory or a global_step directory), "
                     "or `hf:DIR` to start from a Hugging Face GPTNeoXForCausalLM directory; "
@@ -533,8 +537,7 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("training", "checkpoint_factor", &C::training, &T::checkpoint_factor,
                     "Save a checkpoint every this many steps (and at the end).")
                   .range(1, kBig));
-  s.push_back(field("training", "keep_last_n_checkpoints", &C::training,
-                    &T::keep_last_n_checkpoints,
+  s.push_back(field("training", "keep_last_n_checkpoints", &C::training, &T::keep_last_n_checkpoints,
                     "Keep only the newest N checkpoints; 0: keep all.")
                   .range(0, 1'000'000));
   s.push_back(field("training", "finetune", &C::training, &T::finetune,
@@ -724,16 +727,14 @@ std::string check_value(const KeyDef& d, Value& v) {
       auto* i = std::get_if<std::int64_t>(&v);
       if (!i) return wrong_type(d.type, v);
       if (*i < d.imin || *i > d.imax)
-        return std::to_string(*i) + " is out of range [" + std::to_string(d.imin) + ", " +
-               std::to_string(d.imax) + "]";
+        return std::to_string(*i) + " is out of range [" + std::to_string(d.imin) + ", " + std::to_string(d.imax) + "]";
       return "";
     }
     case Type::Float:
     case Type::FloatPair: {
       std::vector<double> xs;
       if (d.type == Type::Float) {
-        if (auto* i = std::get_if<std::int64_t>(&v))
-          v = static_cast<double>(*i);
+        if (auto* i = std::get_if<std::int64_t>(&v)) v = static_cast<double>(*i);
         if (!std::holds_alternative<double>(v)) return wrong_type(d.type, v);
         xs.push_back(std::get<double>(v));
       } else {
@@ -745,16 +746,15 @@ std::string check_value(const KeyDef& d, Value& v) {
         bool lo_ok = d.fmin_open ? x > d.fmin : x >= d.fmin;
         bool hi_ok = d.fmax_open ? x < d.fmax : x <= d.fmax;
         if (!(lo_ok && hi_ok))  // NaN fails both
-          return format_double(x) + " is out of range " + (d.fmin_open ? "(" : "[") +
-                 format_double(d.fmin) + ", " + format_double(d.fmax) + (d.fmax_open ? ")" : "]");
+          return format_double(x) + " is out of range " + (d.fmin_open ? "(" : "[") + format_double(d.fmin) + ", " +
+                 format_double(d.fmax) + (d.fmax_open ? ")" : "]");
       }
       return "";
     }
     case Type::String: {
       auto* s = std::get_if<std::string>(&v);
       if (!s) return wrong_type(d.type, v);
-      if (!d.allowed.empty() &&
-          std::find(d.allowed.begin(), d.allowed.end(), *s) == d.allowed.end()) {
+      if (!d.allowed.empty() && std::find(d.allowed.begin(), d.allowed.end(), *s) == d.allowed.end()) {
         std::string list;
         for (auto& a : d.allowed) list += (list.empty() ? "" : ", ") + a;
         return quote(*s) + " is not one of: " + list + suggest(*s, d.allowed);
@@ -814,8 +814,7 @@ class Loader {
     const size_t kMax = 20;
     for (size_t i = 0; i < problems_.size() && i < kMax; ++i)
       msg += (i ? "\n" : "") + problems_[i].where.str() + ": " + problems_[i].message;
-    if (problems_.size() > kMax)
-      msg += "\n(" + std::to_string(problems_.size() - kMax) + " more errors)";
+    if (problems_.size() > kMax) msg += "\n(" + std::to_string(problems_.size() - kMax) + " more errors)";
     problems_.clear();
     throw Error(msg);
   }
@@ -844,15 +843,12 @@ class Loader {
       std::vector<std::string> ops(kernel_op_names().begin(), kernel_op_names().end());
       std::string list;
       for (auto& o : ops) list += (list.empty() ? "" : ", ") + o;
-      return error(where, name + ": unknown kernel operation" + suggest(op, ops) +
-                              " (known: " + list + ")");
+      return error(where, name + ": unknown kernel operation" + suggest(op, ops) + " (known: " + list + ")");
     }
     auto* s = std::get_if<std::string>(&v);
-    if (!s) return error(where, name + ": " + wrong_type(Type::String, v) +
-                                    " naming the kernels plugin");
+    if (!s) return error(where, name + ": " + wrong_type(Type::String, v) + " naming the kernels plugin");
     if (!valid_plugin_name(*s))
-      return error(where, name + ": " + quote(*s) +
-                              " is not a plugin name (lowercase letters, digits and '-')");
+      return error(where, name + ": " + quote(*s) + " is not a plugin name (lowercase letters, digits and '-')");
     cfg_.plugins.kernels[op] = *s;
   }
 
@@ -869,8 +865,7 @@ class Loader {
         },
         v);
     auto it = cfg_.plugins.options.find(plugin);
-    if (it == cfg_.plugins.options.end())
-      it = cfg_.plugins.options.emplace(plugin, Options(table)).first;
+    if (it == cfg_.plugins.options.end()) it = cfg_.plugins.options.emplace(plugin, Options(table)).first;
     it->second.set(key, std::move(ov), where);
   }
 
@@ -884,11 +879,9 @@ class Loader {
         std::vector<std::string> names;
         for (auto& t : tables()) names.push_back(t.name);
         if (node.is_table())
-          error(where, name + ": unknown table" + suggest(name, names) + " (known tables: " +
-                           known_tables() + ")");
+          error(where, name + ": unknown table" + suggest(name, names) + " (known tables: " + known_tables() + ")");
         else
-          error(where, name + ": unknown top-level key; settings belong in one of the tables " +
-                           known_tables());
+          error(where, name + ": unknown top-level key; settings belong in one of the tables " + known_tables());
         continue;
       }
       const toml::table* t = node.as_table();
@@ -910,10 +903,8 @@ class Loader {
       }
     }
     // betas and beta1/beta2 set the same settings: one form per file.
-    if (set_at_.count("optimizer.betas") &&
-        (set_at_.count("optimizer.beta1") || set_at_.count("optimizer.beta2")))
-      error(set_at_["optimizer.betas"],
-            "optimizer.betas: give either betas or beta1/beta2, not both");
+    if (set_at_.count("optimizer.betas") && (set_at_.count("optimizer.beta1") || set_at_.count("optimizer.beta2")))
+      error(set_at_["optimizer.betas"], "optimizer.betas: give either betas or beta1/beta2, not both");
   }
 
   // Keys earlier versions had, which every checkpoint's config.toml of
@@ -929,8 +920,9 @@ class Loader {
       retired_byte_tokenizer_ = true;
       return true;
     }
-    error(where, "plugins.tokenizer: retired; name the tokenizer in [tokenizer] type (a built-in type or a "
-                 "tokenizer plugin), e.g. [tokenizer] type = \"byte\"");
+    error(where,
+          "plugins.tokenizer: retired; name the tokenizer in [tokenizer] type (a built-in type or a "
+          "tokenizer plugin), e.g. [tokenizer] type = \"byte\"");
     return true;
   }
 
@@ -947,14 +939,13 @@ class Loader {
       }
       std::string list;
       for (auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      return error(key_where, table + "." + key + ": unknown key" + suggest(key, known) +
-                                  " (known: " + list + ")");
+      return error(key_where, table + "." + key + ": unknown key" + suggest(key, known) + " (known: " + list + ")");
     }
     SourceLocation where = at(value.source());
     if (where.line == 0) where = key_where;
     if (value.is_table())
-      return error(where, d->dotted() + ": expected " + type_article(d->type) + " " +
-                              type_name(d->type) + ", got a table");
+      return error(where,
+                   d->dotted() + ": expected " + type_article(d->type) + " " + type_name(d->type) + ", got a table");
     std::string problem;
     auto v = to_value(value, problem);
     if (!v) return error(where, d->dotted() + ": " + problem);
@@ -963,9 +954,7 @@ class Loader {
 
   void kernels_table(const toml::node& node, const SourceLocation& where) {
     const toml::table* t = node.as_table();
-    if (!t)
-      return error(where, "plugins.kernels: expected a table of op = \"plugin\", got " +
-                              node_kind(node));
+    if (!t) return error(where, "plugins.kernels: expected a table of op = \"plugin\", got " + node_kind(node));
     for (auto&& [k, value] : *t) {
       std::string op(k.str());
       std::string problem;
@@ -980,22 +969,18 @@ class Loader {
 
   void options_table(const toml::node& node, const SourceLocation& where) {
     const toml::table* t = node.as_table();
-    if (!t)
-      return error(where, "plugins.options: expected tables [plugins.options.<plugin>], got " +
-                              node_kind(node));
+    if (!t) return error(where, "plugins.options: expected tables [plugins.options.<plugin>], got " + node_kind(node));
     for (auto&& [k, sub] : *t) {
       std::string plugin(k.str());
       SourceLocation pw = at(k.source());
       std::string table = "plugins.options." + plugin;
       if (!valid_plugin_name(plugin)) {
-        error(pw, table + ": " + quote(plugin) +
-                      " is not a plugin name (lowercase letters, digits and '-')");
+        error(pw, table + ": " + quote(plugin) + " is not a plugin name (lowercase letters, digits and '-')");
         continue;
       }
       const toml::table* opts = sub.as_table();
       if (!opts) {
-        error(pw, table + ": expected a table of options for plugin '" + plugin + "', got " +
-                      node_kind(sub));
+        error(pw, table + ": expected a table of options for plugin '" + plugin + "', got " + node_kind(sub));
         continue;
       }
       // An empty table still records that the plugin was configured.
@@ -1023,8 +1008,7 @@ class Loader {
   void override_one(const std::string& text) {
     SourceLocation cl;  // "<command line>"
     auto eq = text.find('=');
-    if (eq == std::string::npos)
-      return error(cl, quote(text) + ": expected table.key=value");
+    if (eq == std::string::npos) return error(cl, quote(text) + ": expected table.key=value");
     std::string key = trim(text.substr(0, eq));
     std::string raw = trim(text.substr(eq + 1));
     std::vector<std::string> parts;
@@ -1047,11 +1031,9 @@ class Loader {
       return apply_kernel(parts[2], v, cl);
     }
     if (parts[0] == "plugins" && parts.size() >= 2 && parts[1] == "options") {
-      if (parts.size() != 4)
-        return error(cl, key + ": expected plugins.options.<plugin>.<key>=<value>");
+      if (parts.size() != 4) return error(cl, key + ": expected plugins.options.<plugin>.<key>=<value>");
       if (!valid_plugin_name(parts[2]))
-        return error(cl, key + ": " + quote(parts[2]) +
-                             " is not a plugin name (lowercase letters, digits and '-')");
+        return error(cl, key + ": " + quote(parts[2]) + " is not a plugin name (lowercase letters, digits and '-')");
       return apply_plugin_option(parts[2], parts[3], v, cl);
     }
     if (!is_table_name(parts[0])) {
@@ -1109,27 +1091,27 @@ class Loader {
     if (m.hidden_size % m.num_attention_heads != 0)
       error(where_set({"model.num_attention_heads", "model.hidden_size"}),
             "model.num_attention_heads: hidden_size " + std::to_string(m.hidden_size) +
-                " is not divisible by num_attention_heads " +
-                std::to_string(m.num_attention_heads));
+                " is not divisible by num_attention_heads " + std::to_string(m.num_attention_heads));
     else if (m.pos_emb == "rotary") {
       auto rotary_dims = static_cast<std::int64_t>(static_cast<double>(m.head_size()) * m.rotary_pct);
       if (rotary_dims < 2 || rotary_dims % 2 != 0)
         error(where_set({"model.rotary_pct", "model.hidden_size", "model.num_attention_heads"}),
-              "model.rotary_pct: int(head_size " + std::to_string(m.head_size()) +
-                  " * rotary_pct " + format_double(m.rotary_pct) + ") = " +
-                  std::to_string(rotary_dims) + " rotary dimensions; must be even and >= 2");
+              "model.rotary_pct: int(head_size " + std::to_string(m.head_size()) + " * rotary_pct " +
+                  format_double(m.rotary_pct) + ") = " + std::to_string(rotary_dims) +
+                  " rotary dimensions; must be even and >= 2");
     }
     if (m.seq_length > m.max_position_embeddings)
       error(where_set({"model.seq_length", "model.max_position_embeddings"}),
-            "model.seq_length: " + std::to_string(m.seq_length) +
-                " exceeds max_position_embeddings " + std::to_string(m.max_position_embeddings));
+            "model.seq_length: " + std::to_string(m.seq_length) + " exceeds max_position_embeddings " +
+                std::to_string(m.max_position_embeddings));
     TokenizerConfig& t = cfg_.tokenizer;
     if (retired_byte_tokenizer_ && t.type.empty()) t.type = "byte";
     if (!t.type.empty() && !is_builtin_tokenizer(t.type) && !valid_plugin_name(t.type)) {
       std::string known;
       for (const auto& type : tokenizer_types()) known += (known.empty() ? "" : ", ") + type;
       error(where_set({"tokenizer.type"}), "tokenizer.type: " + quote(t.type) + " is neither a built-in tokenizer (" +
-                                               known + ") nor the name of a tokenizer plugin (lowercase letters, "
+                                               known +
+                                               ") nor the name of a tokenizer plugin (lowercase letters, "
                                                "digits and '-')");
     }
     const bool plugin = !t.type.empty() && !is_builtin_tokenizer(t.type);
@@ -1143,9 +1125,8 @@ class Loader {
             "tokenizer.merge_file: tokenizer.type \"GPT2BPETokenizer\" needs a merge file (the merges.txt)");
     if (!needs_vocab && !plugin && !t.vocab_file.empty())
       error(where_set({"tokenizer.vocab_file"}),
-            "tokenizer.vocab_file: " +
-                (t.type.empty() ? std::string("set, but tokenizer.type is empty")
-                                : "tokenizer.type \"" + t.type + "\" takes no vocab file"));
+            "tokenizer.vocab_file: " + (t.type.empty() ? std::string("set, but tokenizer.type is empty")
+                                                       : "tokenizer.type \"" + t.type + "\" takes no vocab file"));
     if (t.type != "GPT2BPETokenizer" && !plugin && !t.merge_file.empty())
       error(where_set({"tokenizer.merge_file"}),
             "tokenizer.merge_file: only tokenizer.type \"GPT2BPETokenizer\" takes a merge file among the built-in "
@@ -1177,8 +1158,8 @@ SourceLocation nameless_header(std::string_view text) {
       if (j < s.size() && s[j] == '[') ++j;
       while (j < s.size() && (s[j] == ' ' || s[j] == '\t')) ++j;
       char c = j < s.size() ? s[j] : '\n';
-      bool key_start = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                       (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '"' || c == '\'';
+      bool key_start = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+                       c == '-' || c == '"' || c == '\'';
       if (!key_start) {
         l.line = line;
         l.column = static_cast<int>(j) + 1;
@@ -1191,8 +1172,7 @@ SourceLocation nameless_header(std::string_view text) {
   return l;
 }
 
-Config parse_impl(std::string_view text, const std::string& source_name,
-                  const std::vector<std::string>& overrides) {
+Config parse_impl(std::string_view text, const std::string& source_name, const std::vector<std::string>& overrides) {
   std::string source = source_name.empty() ? "<config>" : source_name;
   Config cfg;
   cfg.path = source_name;
@@ -1233,14 +1213,15 @@ Config parse_impl(std::string_view text, const std::string& source_name,
 std::string allowed_text(const KeyDef& d) {
   if (!d.values_doc.empty()) return d.values_doc;
   switch (d.type) {
-    case Type::Bool: return "`true`, `false`";
+    case Type::Bool:
+      return "`true`, `false`";
     case Type::Int:
       if (d.imax == kI64Max) return ">= " + std::to_string(d.imin);
       return "[" + std::to_string(d.imin) + ", " + std::to_string(d.imax) + "]";
     case Type::Float:
     case Type::FloatPair: {
-      std::string r = std::string(d.fmin_open ? "(" : "[") + format_double(d.fmin) + ", " +
-                      format_double(d.fmax) + (d.fmax_open ? ")" : "]");
+      std::string r = std::string(d.fmin_open ? "(" : "[") + format_double(d.fmin) + ", " + format_double(d.fmax) +
+                      (d.fmax_open ? ")" : "]");
       return d.type == Type::FloatPair ? "each in " + r : r;
     }
     case Type::String: {
@@ -1252,12 +1233,11 @@ std::string allowed_text(const KeyDef& d) {
         }
         return out;
       }
-      if (d.plugin_name)
-        return d.allow_empty ? "plugin name (`[a-z0-9-]+`) or empty"
-                             : "plugin name (`[a-z0-9-]+`)";
+      if (d.plugin_name) return d.allow_empty ? "plugin name (`[a-z0-9-]+`) or empty" : "plugin name (`[a-z0-9-]+`)";
       return "any";
     }
-    case Type::StringArray: return "paths";
+    case Type::StringArray:
+      return "paths";
   }
   return "";
 }
@@ -1337,8 +1317,8 @@ std::string config_reference_markdown() {
     md << "|-----|------|---------|---------|---------|\n";
     for (auto& d : schema()) {
       if (d.table != t.name) continue;
-      md << "| `" << d.key << "` | " << type_name(d.type) << " | `" << format_value(d.get(defaults))
-         << "` | " << allowed_text(d) << " | " << d.doc << " |\n";
+      md << "| `" << d.key << "` | " << type_name(d.type) << " | `" << format_value(d.get(defaults)) << "` | "
+         << allowed_text(d) << " | " << d.doc << " |\n";
     }
     if (std::string_view(t.name) == "plugins") {
       md << "\n## [plugins.kernels]\n\n"

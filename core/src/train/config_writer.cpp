@@ -7,8 +7,8 @@
 #include <cstdio>
 #include <string>
 
-#include "neox/train/config.h"
 #include "neox/error.h"
+#include "neox/train/config.h"
 
 namespace neox {
 

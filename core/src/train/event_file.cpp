@@ -189,7 +189,8 @@ void EventFileWriter::Closer::operator()(std::FILE* f) const { std::fclose(f); }
 
 EventFileWriter::EventFileWriter(const std::string& dir) {
   const auto seconds = static_cast<long long>(now_seconds());
-  const std::string base = (fs::path(dir) / ("events.out.tfevents." + std::to_string(seconds) + "." + hostname())).string();
+  const std::string base =
+      (fs::path(dir) / ("events.out.tfevents." + std::to_string(seconds) + "." + hostname())).string();
   // "x": exclusive creation (C11), so that an existing file, an earlier
   // run's, is never truncated. The file is written in place, not renamed
   // into place: like metrics.jsonl it is a log that TensorBoard may read

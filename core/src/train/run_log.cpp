@@ -3,8 +3,8 @@
 
 #include <spdlog/sinks/ansicolor_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/spdlog.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -98,8 +98,7 @@ RunLog::RunLog(const std::string& log_dir, const std::string& run_name, int rank
     if (tensorboard) events_ = std::make_unique<EventFileWriter>(dir_);
   }
   logger_ = std::make_shared<spdlog::logger>("train", sinks.begin(), sinks.end());
-  logger_->set_pattern(world > 1 ? "[%H:%M:%S] [rank " + std::to_string(rank) + "] %^%l%$ %v"
-                                 : "[%H:%M:%S] %^%l%$ %v");
+  logger_->set_pattern(world > 1 ? "[%H:%M:%S] [rank " + std::to_string(rank) + "] %^%l%$ %v" : "[%H:%M:%S] %^%l%$ %v");
   logger_->set_level(rank == 0 ? spdlog::level::info : spdlog::level::warn);
   logger_->flush_on(spdlog::level::info);
   if (world > 1) {

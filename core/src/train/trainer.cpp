@@ -11,18 +11,18 @@
 #include <sstream>
 #include <vector>
 
+#include "gradient_average.h"
 #include "neox/backend.h"
-#include "neox/train/checkpoint.h"
 #include "neox/communicator.h"
 #include "neox/data_source.h"
 #include "neox/error.h"
 #include "neox/io/hf.h"
-#include "neox/train/loss_scaler.h"
 #include "neox/model/gpt_neox.h"
 #include "neox/optimizer.h"
 #include "neox/registry.h"
 #include "neox/text/tokenizers.h"
-#include "gradient_average.h"
+#include "neox/train/checkpoint.h"
+#include "neox/train/loss_scaler.h"
 #include "run_log.h"
 
 namespace neox {
@@ -38,7 +38,8 @@ double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 // the tags GPT-NeoX's own TensorBoard logging uses where it has one. Taken
 // from the record itself so that both files hold the same values; keys the
 // record lacks (mfu without peak_tflops, loss_scale outside fp16) are left out.
-void log_scalars(RunLog& log, const nlohmann::json& rec, std::initializer_list<std::pair<const char*, std::string>> tags) {
+void log_scalars(RunLog& log, const nlohmann::json& rec,
+                 std::initializer_list<std::pair<const char*, std::string>> tags) {
   std::vector<std::pair<std::string, double>> values;
   for (const auto& [key, tag] : tags)
     if (auto it = rec.find(key); it != rec.end()) values.emplace_back(tag, it->get<double>());
@@ -74,7 +75,8 @@ void check_same_architecture(const ModelConfig& cfg, const ModelConfig& hf, cons
 
 class Trainer {
  public:
-  explicit Trainer(const Config& config) : cfg_(config), tc_(config.training), schedule_(config.optimizer, tc_.train_iters) {}
+  explicit Trainer(const Config& config)
+      : cfg_(config), tc_(config.training), schedule_(config.optimizer, tc_.train_iters) {}
 
   TrainResult run();
 
@@ -157,11 +159,13 @@ void check_same_config_on_all_ranks(Communicator& comm, const Config& cfg) {
   comm.all_gather(mine, all);
   std::string differ;
   for (int r = 1; r < comm.size(); ++r)
-    if (all.ptr<std::int64_t>()[r] != all.ptr<std::int64_t>()[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
+    if (all.ptr<std::int64_t>()[r] != all.ptr<std::int64_t>()[0])
+      differ += (differ.empty() ? "" : ", ") + std::to_string(r);
   if (!differ.empty())
-    throw CollectiveError((cfg.path.empty() ? std::string("config") : cfg.path) + ": the config differs between ranks: rank" +
-                (differ.find(',') != std::string::npos ? "s " : " ") + differ + " and rank 0 (rank " +
-                std::to_string(comm.rank()) + " here); every rank must get the same config file and --set overrides");
+    throw CollectiveError(
+        (cfg.path.empty() ? std::string("config") : cfg.path) + ": the config differs between ranks: rank" +
+        (differ.find(',') != std::string::npos ? "s " : " ") + differ + " and rank 0 (rank " +
+        std::to_string(comm.rank()) + " here); every rank must get the same config file and --set overrides");
 }
 
 // The [tokenizer] the config names must load and fit the embedding: a
@@ -176,8 +180,8 @@ void Trainer::check_tokenizer() {
     throw Error(where + ": tokenizer: the " + cfg_.tokenizer.type + " tokenizer has " + std::to_string(V) +
                 " tokens but the model embeds only " + std::to_string(rows) + " (model.vocab_size " +
                 std::to_string(cfg_.model.vocab_size) + ", padded to a multiple of " +
-                std::to_string(cfg_.model.make_vocab_size_divisible_by) + "): set model.vocab_size = " +
-                std::to_string(V));
+                std::to_string(cfg_.model.make_vocab_size_divisible_by) +
+                "): set model.vocab_size = " + std::to_string(V));
   log_->log().info("tokenizer: {} with {} tokens{}", cfg_.tokenizer.type, V,
                    cfg_.tokenizer.vocab_file.empty() ? std::string() : " from " + cfg_.tokenizer.vocab_file);
   if (V != cfg_.model.vocab_size)
@@ -221,7 +225,8 @@ void Trainer::make_plugins() {
   if (optimizer != cfg_.plugins.optimizer && comm_->size() == 1) {
     optimizer = cfg_.plugins.optimizer;
     context.zero_stage = 0;
-    log_->log().info("training.zero_stage {} on one rank: nothing to partition, optimizer {}", tc_.zero_stage, optimizer);
+    log_->log().info("training.zero_stage {} on one rank: nothing to partition, optimizer {}", tc_.zero_stage,
+                     optimizer);
   }
   optimizer_ = registry_->make_optimizer(optimizer, cfg_.plugins.options_for(optimizer), context);
 }
@@ -236,8 +241,7 @@ void Trainer::make_model() {
   check_tokenizer();
   if (compute.dtype == DType::f16)
     scaler_ = std::make_unique<LossScaler>(LossScalerConfig{tc_.loss_scale, tc_.initial_scale_power,
-                                                            tc_.loss_scale_window, tc_.hysteresis,
-                                                            tc_.min_loss_scale});
+                                                            tc_.loss_scale_window, tc_.hysteresis, tc_.min_loss_scale});
   rng_.seed(tc_.seed);
   tokens_per_step_ = global_batch() * cfg_.model.seq_length;
   // The optimizer takes the arena first; its hooks then receive the weights
@@ -272,11 +276,12 @@ std::string Trainer::load_weights(CheckpointState& resumed) {
   // another number of ranks must keep it.
   if (auto it = resumed.trainer_values.find("global_batch_size");
       it != resumed.trainer_values.end() && static_cast<std::int64_t>(it->second) != global_batch())
-    log_->log().warn("resuming with a global batch of {} sequences ({} x {} micro-batches x {} ranks), but {} "
-                     "was trained with {}: the data order and the results differ from an uninterrupted run "
-                     "(keep train_micro_batch_size_per_gpu x gradient_accumulation_steps x ranks the same)",
-                     global_batch(), tc_.train_micro_batch_size_per_gpu, tc_.gradient_accumulation_steps,
-                     comm_->size(), path, static_cast<std::int64_t>(it->second));
+    log_->log().warn(
+        "resuming with a global batch of {} sequences ({} x {} micro-batches x {} ranks), but {} "
+        "was trained with {}: the data order and the results differ from an uninterrupted run "
+        "(keep train_micro_batch_size_per_gpu x gradient_accumulation_steps x ranks the same)",
+        global_batch(), tc_.train_micro_batch_size_per_gpu, tc_.gradient_accumulation_steps, comm_->size(), path,
+        static_cast<std::int64_t>(it->second));
   if (scaler_) scaler_->load_state(resumed.trainer_values);
   if (!resumed.rng_state.empty()) {
     std::istringstream in(resumed.rng_state);
@@ -290,21 +295,24 @@ std::string Trainer::load_weights(CheckpointState& resumed) {
 void Trainer::set_up_gradient_averaging() {
   if (!tc_.zero_overlap_comm || comm_->size() <= 1) return;
   if (!comm_->overlaps()) {
-    log_->log().warn("training.zero_overlap_comm: comm '{}' cannot overlap; gradients are reduced after backward "
-                     "(ZeRO: after each layer's)",
-                     cfg_.plugins.comm);
+    log_->log().warn(
+        "training.zero_overlap_comm: comm '{}' cannot overlap; gradients are reduced after backward "
+        "(ZeRO: after each layer's)",
+        cfg_.plugins.comm);
   } else if (optimizer_->hooks()) {
     log_->log().info("ZeRO: each layer's gradients are reduce-scattered during backward (zero_overlap_comm)");
   } else if (optimizer_->reduces_gradients()) {
-    log_->log().info("ZeRO: zero_overlap_comm has nothing to overlap at stage 1 (gradients reduced after the "
-                     "last micro-batch)");
+    log_->log().info(
+        "ZeRO: zero_overlap_comm has nothing to overlap at stage 1 (gradients reduced after the "
+        "last micro-batch)");
   } else {
     overlapped_average_ =
         std::make_unique<OverlappedGradientAverage>(*comm_, model_->arena(), tc_.zero_reduce_bucket_size);
     model_->set_parameter_hooks(overlapped_average_.get());
-    log_->log().info("data parallel: gradients averaged during backward, {} elements per all-reduce at most "
-                     "(zero_overlap_comm)",
-                     tc_.zero_reduce_bucket_size);
+    log_->log().info(
+        "data parallel: gradients averaged during backward, {} elements per all-reduce at most "
+        "(zero_overlap_comm)",
+        tc_.zero_reduce_bucket_size);
   }
 }
 
@@ -340,15 +348,16 @@ void Trainer::log_setup() {
   log_->log().info("plugins: backend {} ({}), comm {} ({} rank{}), optimizer {}, data {}", backend_->name(),
                    device_name(backend_->device()), cfg_.plugins.comm, comm_->size(), comm_->size() > 1 ? "s" : "",
                    optimizer_->name(), cfg_.plugins.data);
-  log_->log().info("precision: {}{}{}", tc_.precision,
-                   scaler_ ? fmt::format(", loss scale {} ({})", scaler_->scale(), scaler_->dynamic() ? "dynamic" : "static")
-                           : std::string(),
-                   tc_.checkpoint_activations
-                       ? fmt::format(", activation checkpointing every {} layer(s)", tc_.checkpoint_num_layers)
-                       : std::string());
+  log_->log().info(
+      "precision: {}{}{}", tc_.precision,
+      scaler_ ? fmt::format(", loss scale {} ({})", scaler_->scale(), scaler_->dynamic() ? "dynamic" : "static")
+              : std::string(),
+      tc_.checkpoint_activations
+          ? fmt::format(", activation checkpointing every {} layer(s)", tc_.checkpoint_num_layers)
+          : std::string());
   log_->log().info("batch: {} x {} micro-batches x {} ranks = {} sequences, {} tokens per step; {} steps",
-                   tc_.train_micro_batch_size_per_gpu, tc_.gradient_accumulation_steps, comm_->size(),
-                   global_batch(), tokens_per_step_, tc_.train_iters);
+                   tc_.train_micro_batch_size_per_gpu, tc_.gradient_accumulation_steps, comm_->size(), global_batch(),
+                   tokens_per_step_, tc_.train_iters);
   log_memory();
   log_->log().info("run directory: {}", log_->dir());
   log_->start_session(iteration_ + 1);
@@ -456,14 +465,19 @@ void Trainer::log_memory(bool at_end) {
     log_->write_json("memory.json", memory_);
     return;
   }
-  log_->log().info("memory per rank: arena {:.2f} MiB (peak {:.2f} MiB), optimizer state {:.2f} MiB, optimizer "
-                   "partitions {:.2f} MiB ({}{})",
-                   mib(v[0]), mib(v[3]), mib(v[1]), mib(v[2]), optimizer_->name(),
-                   optimizer_->partitions_state() ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
-                                                : std::string());
-  memory_ = {{"arena_bytes", v[0]}, {"arena_peak_bytes", v[3]}, {"optimizer_state_bytes", v[1]},
-             {"optimizer_partition_bytes", v[2]}, {"optimizer", optimizer_->name()},
-             {"zero_stage", tc_.zero_stage}, {"ranks", comm_->size()}};
+  log_->log().info(
+      "memory per rank: arena {:.2f} MiB (peak {:.2f} MiB), optimizer state {:.2f} MiB, optimizer "
+      "partitions {:.2f} MiB ({}{})",
+      mib(v[0]), mib(v[3]), mib(v[1]), mib(v[2]), optimizer_->name(),
+      optimizer_->partitions_state() ? fmt::format(", ZeRO stage {} over {} ranks", tc_.zero_stage, comm_->size())
+                                     : std::string());
+  memory_ = {{"arena_bytes", v[0]},
+             {"arena_peak_bytes", v[3]},
+             {"optimizer_state_bytes", v[1]},
+             {"optimizer_partition_bytes", v[2]},
+             {"optimizer", optimizer_->name()},
+             {"zero_stage", tc_.zero_stage},
+             {"ranks", comm_->size()}};
   log_->write_json("memory.json", memory_);
 }
 
@@ -483,11 +497,16 @@ void Trainer::log_step(std::int64_t iteration, double loss, double lr, double gr
   const double elapsed = seconds(run_start_, now);
   std::string mfu_text = tc_.peak_tflops > 0 ? fmt::format(" | MFU {:.1f}%", 100.0 * mfu) : std::string();
   if (scaler_) mfu_text += fmt::format(" | loss scale {} | skipped {}", scaler_->scale(), skipped_steps_);
-  log_->log().info("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tokens/s{} | {} elapsed | ETA {}",
-                   iteration, std::to_string(tc_.train_iters).size(), tc_.train_iters, mean_loss, lr, grad_norm,
-                   tokens_per_s, mfu_text, format_duration(elapsed), format_duration(eta));
-  nlohmann::json rec{{"step", iteration},       {"loss", mean_loss},           {"lr", lr},
-                     {"grad_norm", grad_norm},  {"tokens_per_sec", tokens_per_s}, {"elapsed_s", elapsed},
+  log_->log().info(
+      "step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} tokens/s{} | {} elapsed | ETA {}",
+      iteration, std::to_string(tc_.train_iters).size(), tc_.train_iters, mean_loss, lr, grad_norm, tokens_per_s,
+      mfu_text, format_duration(elapsed), format_duration(eta));
+  nlohmann::json rec{{"step", iteration},
+                     {"loss", mean_loss},
+                     {"lr", lr},
+                     {"grad_norm", grad_norm},
+                     {"tokens_per_sec", tokens_per_s},
+                     {"elapsed_s", elapsed},
                      {"tokens", iteration * tokens_per_step_}};
   if (tc_.peak_tflops > 0) rec["mfu"] = mfu;
   if (comm_->size() > 1) rec["comm_bytes"] = last_step_comm_bytes_;  // sent by this rank in the last step
@@ -594,7 +613,8 @@ TrainResult Trainer::run() {
   if (iteration_ > start) log_memory(true);
   result_.iterations = iteration_;
   result_.skipped_steps = skipped_steps_;
-  if (steps_run_ > 0) result_.comm_bytes_per_step = static_cast<double>(step_comm_bytes_) / static_cast<double>(steps_run_);
+  if (steps_run_ > 0)
+    result_.comm_bytes_per_step = static_cast<double>(step_comm_bytes_) / static_cast<double>(steps_run_);
   const double total = seconds(run_start_, Clock::now());
   if (step_seconds_total_ > 0) result_.overhead = 1.0 - compute_seconds_ / step_seconds_total_;
   log_->log().info("{} after {} steps in {}; trainer overhead {:.2f}% of step time (data, clipping, logging)",

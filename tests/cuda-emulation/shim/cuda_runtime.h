@@ -48,10 +48,10 @@ namespace emu {
   std::abort();
 }
 
-constexpr std::size_t kSmemFloats = 1 << 16;  // 256 KiB
+constexpr std::size_t kSmemFloats = 1 << 16;    // 256 KiB
 constexpr std::uint32_t kPoison = 0x7fc0deadu;  // a NaN
-inline float* smem_ptr = nullptr;                // set by the test to the kernels' smem array
-inline int schedule_mode = 0;                    // 0 forward, 1 reverse, 2 random per round
+inline float* smem_ptr = nullptr;               // set by the test to the kernels' smem array
+inline int schedule_mode = 0;                   // 0 forward, 1 reverse, 2 random per round
 inline std::mt19937 rng(1234);
 inline cudaError_t last_error = cudaSuccess;
 inline std::map<const void*, int> max_dyn_smem;
@@ -162,8 +162,8 @@ inline cudaError_t launch(const void* fn, std::function<void()> body, dim3 grid,
   const std::size_t allowed = std::max<std::size_t>(48 * 1024, it == max_dyn_smem.end() ? 0 : it->second);
   if (nthreads < 1 || nthreads > 1024 || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.x > 2147483647u ||
       grid.y > 65535 || grid.z > 65535 || smem > allowed || smem > kSmemFloats * 4) {
-    std::fprintf(stderr, "EMU: invalid launch grid (%u,%u,%u) block %ld smem %zu allowed %zu\n", grid.x, grid.y,
-                 grid.z, nthreads, smem, allowed);
+    std::fprintf(stderr, "EMU: invalid launch grid (%u,%u,%u) block %ld smem %zu allowed %zu\n", grid.x, grid.y, grid.z,
+                 nthreads, smem, allowed);
     last_error = cudaErrorInvalidConfiguration;
     return last_error;
   }
@@ -257,8 +257,8 @@ cudaError_t cudaFuncSetAttribute(void (*f)(Args), cudaFuncAttribute attr, int va
 }
 
 template <class Args>
-cudaError_t cudaLaunchKernel(void (*f)(Args), dim3 grid, dim3 block, void** args, std::size_t smem,
-                             cudaStream_t) {
+cudaError_t cudaLaunchKernel(void (*f)(Args), dim3 grid, dim3 block, void** args, std::size_t smem, cudaStream_t) {
   const Args a = *static_cast<const Args*>(args[0]);
-  return emu::launch(reinterpret_cast<const void*>(f), [f, a] { f(a); }, grid, block, smem);
+  return emu::launch(
+      reinterpret_cast<const void*>(f), [f, a] { f(a); }, grid, block, smem);
 }

@@ -65,9 +65,12 @@ class CudaGeluTanh final : public neox::KernelProvider {
       const neox::ElementsShape s = neox::kernel_check::gelu_forward(device, out, inp);
       if (s.n == 0) return;
       switch (s.dtype) {
-        case neox::DType::bf16: return launch<__nv_bfloat16>(out, inp, stream);
-        case neox::DType::f16: return launch<__half>(out, inp, stream);
-        default: return launch<float>(out, inp, stream);
+        case neox::DType::bf16:
+          return launch<__nv_bfloat16>(out, inp, stream);
+        case neox::DType::f16:
+          return launch<__half>(out, inp, stream);
+        default:
+          return launch<float>(out, inp, stream);
       }
     };
   }

@@ -94,13 +94,11 @@ class NEOX_API SafeTensorsWriter {
 // Writes host tensors in the given order to `path` (via a temporary file in
 // the same directory, renamed into place). Throws on I/O errors, leaving any
 // previous file at `path` untouched.
-NEOX_API void write_safetensors(const std::string& path,
-                                const std::vector<std::pair<std::string, Tensor>>& tensors,
+NEOX_API void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                                 const std::map<std::string, std::string>& metadata = {});
 
 // Converts n elements between dtypes on the host (f64/f32/f16/bf16 among
 // themselves, i64/i32/u16 among themselves); throws for other pairs.
-NEOX_API void convert_host(void* dst, DType dst_dtype, const void* src, DType src_dtype,
-                           std::int64_t n);
+NEOX_API void convert_host(void* dst, DType dst_dtype, const void* src, DType src_dtype, std::int64_t n);
 
 }  // namespace neox

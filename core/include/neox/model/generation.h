@@ -30,7 +30,7 @@ struct GenerationSettings {
   std::int64_t top_k = 0;            // 0: off; keep the k largest logits (and ties with the k-th)
   double top_p = 0.0;                // 0: off; nucleus sampling, see filter_logits
   std::uint64_t seed = 1234;
-  std::int32_t eod_id = -1;          // stop token; -1: none
+  std::int32_t eod_id = -1;  // stop token; -1: none
   bool greedy = false;
   // Positions per sequence (prompt + generated) at most; 0: the model's
   // seq_length, as GPT-NeoX never generates past it.

@@ -90,8 +90,7 @@ class NEOX_API GPTNeoX {
   Tensor forward(const Tensor& input_ids, std::int64_t position_offset = 0);
   // Forward, then the mean cross-entropy against labels [B,T] over positions
   // whose label is >= 0 and whose loss_mask (if given, f32 [B,T]) is non-zero.
-  double forward_loss(const Tensor& input_ids, const Tensor& labels,
-                      const Tensor& loss_mask = Tensor());
+  double forward_loss(const Tensor& input_ids, const Tensor& labels, const Tensor& loss_mask = Tensor());
   // The logits [B,T,padded_vocab] of the last forward (or forward_loss), until
   // the next forward or backward (backward overwrites them with gradients).
   Tensor logits() const;

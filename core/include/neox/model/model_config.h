@@ -24,8 +24,8 @@ struct ModelConfig {
   std::string pos_emb = "rotary";  // rotary | learned | none
   double rotary_pct = 1.0;
   double rotary_emb_base = 10000.0;
-  bool gpt_j_residual = false;     // parallel attention + MLP residual
-  bool no_weight_tying = true;     // false: the output layer reuses embed_in
+  bool gpt_j_residual = false;  // parallel attention + MLP residual
+  bool no_weight_tying = true;  // false: the output layer reuses embed_in
   double layernorm_epsilon = 1e-5;
   std::string init_method = "normal";               // normal | small_init | wang_init
   std::string output_layer_init_method = "normal";  // normal | small_init | wang_init

@@ -30,8 +30,7 @@ class NEOX_API BpeTokenizer final : public Tokenizer {
   static std::unique_ptr<BpeTokenizer> from_hf_json(const std::string& path);
   // Reads GPT-2's vocab.json ({"token": id}) and merges.txt ("a b" per line,
   // an optional "#version" first line). Throws neox::Error naming the file and line.
-  static std::unique_ptr<BpeTokenizer> from_gpt2_files(const std::string& vocab_json,
-                                                       const std::string& merges_txt);
+  static std::unique_ptr<BpeTokenizer> from_gpt2_files(const std::string& vocab_json, const std::string& merges_txt);
   ~BpeTokenizer() override;
 
   std::string name() const override;

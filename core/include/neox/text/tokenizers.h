@@ -67,7 +67,6 @@ NEOX_API std::vector<TokenizerFile> tokenizer_files(const TokenizerConfig& confi
 // hardware thread); the texts are taken one at a time by whichever thread is
 // free. Rethrows the first neox::Error a text raised (after all threads stop).
 NEOX_API std::vector<std::vector<std::int32_t>> encode_batch(const Tokenizer& tokenizer,
-                                                             const std::vector<std::string_view>& texts,
-                                                             int threads);
+                                                             const std::vector<std::string_view>& texts, int threads);
 
 }  // namespace neox

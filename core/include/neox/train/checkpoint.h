@@ -40,11 +40,11 @@ class GPTNeoX;
 class Optimizer;
 
 struct CheckpointState {
-  std::int64_t iteration = 0;                           // optimizer steps done
-  std::map<std::string, std::int64_t> data_positions;   // split name -> samples consumed
-  std::string rng_state;                                // the trainer's generator, serialised
-  std::string config_toml;                              // the config text used
-  std::map<std::string, double> trainer_values;         // counters and scaler state (e.g. skipped_steps)
+  std::int64_t iteration = 0;                          // optimizer steps done
+  std::map<std::string, std::int64_t> data_positions;  // split name -> samples consumed
+  std::string rng_state;                               // the trainer's generator, serialised
+  std::string config_toml;                             // the config text used
+  std::map<std::string, double> trainer_values;        // counters and scaler state (e.g. skipped_steps)
   // Saving only: files copied into the checkpoint directory, name -> source
   // path (the tokenizer's tokenizer.json, or vocab.json and merges.txt).
   std::map<std::string, std::string> files;
@@ -59,9 +59,8 @@ struct CheckpointState {
 // parameters (ZeRO-3) are gathered one unit at a time by every rank while
 // rank 0 writes them (write_hf_safetensors). A failure on any rank throws
 // on every rank and installs nothing.
-NEOX_API std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model,
-                                     Optimizer* optimizer, const CheckpointState& state, int keep_last,
-                                     Communicator* comm = nullptr);
+NEOX_API std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimizer* optimizer,
+                                     const CheckpointState& state, int keep_last, Communicator* comm = nullptr);
 
 // Resolves `path`: a global_step directory, or a save directory with `latest`.
 // Throws neox::Error if there is no complete checkpoint there.

@@ -33,11 +33,11 @@ struct PluginsConfig {
   std::string backend = "cpu";
   std::string comm = "local";
   std::string optimizer = "adamw";
-  std::string zero_optimizer = "zero";  // the optimizer of training.zero_stage > 0
-  std::string data = "";       // empty: none chosen
-  std::vector<std::string> search_paths;               // relative to the config file
-  std::map<std::string, std::string> kernels;          // op -> kernels plugin
-  std::map<std::string, Options> options;              // plugin name -> its table
+  std::string zero_optimizer = "zero";         // the optimizer of training.zero_stage > 0
+  std::string data = "";                       // empty: none chosen
+  std::vector<std::string> search_paths;       // relative to the config file
+  std::map<std::string, std::string> kernels;  // op -> kernels plugin
+  std::map<std::string, Options> options;      // plugin name -> its table
   // The options table for a plugin (an empty table when none was given).
   Options options_for(const std::string& plugin) const;
 };
@@ -53,8 +53,8 @@ struct OptimizerConfig {
   std::string lr_decay_style = "linear";  // constant | linear | cosine | exponential
   std::int64_t lr_decay_iters = 0;        // 0: train_iters
   double min_lr = 0.0;
-  double warmup = 0.01;                   // fraction of train_iters warmed up linearly
-  double gradient_clipping = 1.0;         // global-norm clipping; 0: off
+  double warmup = 0.01;            // fraction of train_iters warmed up linearly
+  double gradient_clipping = 1.0;  // global-norm clipping; 0: off
 };
 
 struct TrainingConfig {
@@ -65,21 +65,21 @@ struct TrainingConfig {
   std::int64_t eval_interval = 1000;
   std::int64_t eval_iters = 10;
   std::int64_t log_interval = 10;
-  std::string log_dir = "runs";        // run directories go here
-  std::string run_name = "";           // empty: a timestamp
-  bool tensorboard = true;             // write a TensorBoard event file in the run directory
-  double peak_tflops = 0.0;            // device peak for MFU; 0: MFU not shown
-  std::string save = "";               // checkpoint directory; empty: no checkpoints
-  std::string load = "";               // checkpoint to resume from, or hf:DIR
+  std::string log_dir = "runs";  // run directories go here
+  std::string run_name = "";     // empty: a timestamp
+  bool tensorboard = true;       // write a TensorBoard event file in the run directory
+  double peak_tflops = 0.0;      // device peak for MFU; 0: MFU not shown
+  std::string save = "";         // checkpoint directory; empty: no checkpoints
+  std::string load = "";         // checkpoint to resume from, or hf:DIR
   std::int64_t checkpoint_factor = 1000;
   std::int64_t keep_last_n_checkpoints = 0;  // 0: keep all
-  bool finetune = false;               // load weights only, start at step 0
-  std::int64_t exit_interval = 0;      // stop (with a checkpoint) after a multiple of this; 0: never
-  std::string precision = "fp32";      // fp32 | bf16 | fp16
-  bool checkpoint_activations = false; // recompute activations in backward
+  bool finetune = false;                     // load weights only, start at step 0
+  std::int64_t exit_interval = 0;            // stop (with a checkpoint) after a multiple of this; 0: never
+  std::string precision = "fp32";            // fp32 | bf16 | fp16
+  bool checkpoint_activations = false;       // recompute activations in backward
   std::int64_t checkpoint_num_layers = 1;
   // fp16 loss scaling (GPT-NeoX's fp16 block, DeepSpeed semantics).
-  double loss_scale = 0.0;             // 0: dynamic
+  double loss_scale = 0.0;  // 0: dynamic
   std::int64_t initial_scale_power = 16;
   std::int64_t loss_scale_window = 1000;
   std::int64_t hysteresis = 2;
@@ -109,8 +109,7 @@ struct Config {
 // Parses and validates a file. `overrides` are "dotted.key=value" strings
 // (value in TOML syntax, bare strings allowed) applied after the file, with
 // the same validation; errors name "<command line>" and the key.
-NEOX_API Config load_config(const std::string& path,
-                            const std::vector<std::string>& overrides = {});
+NEOX_API Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // The same from text; `source_name` stands in for the file name in messages.
 NEOX_API Config parse_config(std::string_view toml_text, const std::string& source_name,
                              const std::vector<std::string>& overrides = {});

@@ -25,7 +25,7 @@
 namespace neox {
 
 struct LossScalerConfig {
-  double loss_scale = 0.0;            // > 0: static scale; 0: dynamic
+  double loss_scale = 0.0;  // > 0: static scale; 0: dynamic
   std::int64_t initial_scale_power = 16;
   std::int64_t loss_scale_window = 1000;
   std::int64_t hysteresis = 2;

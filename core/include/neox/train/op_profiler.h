@@ -25,20 +25,20 @@
 #include <string>
 #include <vector>
 
-#include "neox/export.h"
 #include "neox/backend.h"
+#include "neox/export.h"
 
 namespace neox {
 
 class NEOX_API OpProfiler {
  public:
   struct Entry {
-    std::string op;       // the kernel table's name
-    std::string shapes;   // dtype[shape] of each tensor argument, in order
+    std::string op;      // the kernel table's name
+    std::string shapes;  // dtype[shape] of each tensor argument, in order
     std::int64_t calls = 0;
-    double seconds = 0;   // total over the calls
-    double bytes = 0;     // per call: the bytes read and written (KernelOpInfo::bytes)
-    double flops = 0;     // per call: matmul 2MNK, causal attention (0 elsewhere; KernelOpInfo::flops)
+    double seconds = 0;  // total over the calls
+    double bytes = 0;    // per call: the bytes read and written (KernelOpInfo::bytes)
+    double flops = 0;    // per call: matmul 2MNK, causal attention (0 elsewhere; KernelOpInfo::flops)
   };
 
   explicit OpProfiler(Backend& backend);

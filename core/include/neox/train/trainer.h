@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "neox/train/config.h"
 #include "neox/export.h"
+#include "neox/train/config.h"
 
 namespace neox {
 
@@ -38,14 +38,14 @@ class NEOX_API LearningRateSchedule {
 
 struct TrainResult {
   std::string run_dir;
-  std::int64_t iterations = 0;             // optimizer steps done in total
-  std::vector<double> train_losses;        // mean loss of each step this run
-  double valid_loss = 0.0;                 // last validation loss (0 if none)
-  double test_loss = 0.0;                  // test loss at the end (0 if none)
-  std::string last_checkpoint;             // empty if none was saved
-  bool stopped = false;                    // ended early by request_stop() or exit_interval
-  double overhead = 0.0;                   // share of step time outside the model and optimizer
-  std::int64_t skipped_steps = 0;          // fp16 steps skipped for inf/NaN gradients (all runs)
+  std::int64_t iterations = 0;       // optimizer steps done in total
+  std::vector<double> train_losses;  // mean loss of each step this run
+  double valid_loss = 0.0;           // last validation loss (0 if none)
+  double test_loss = 0.0;            // test loss at the end (0 if none)
+  std::string last_checkpoint;       // empty if none was saved
+  bool stopped = false;              // ended early by request_stop() or exit_interval
+  double overhead = 0.0;             // share of step time outside the model and optimizer
+  std::int64_t skipped_steps = 0;    // fp16 steps skipped for inf/NaN gradients (all runs)
   // Bytes this rank sent per training step (the communicator's ring-algorithm
   // count, train_step only: not evaluation or checkpoints), this run.
   double comm_bytes_per_step = 0.0;
