@@ -17,7 +17,8 @@
 # .gpu/carry-lib.tar.xz (every shared library they need beyond glibc,
 # libstdc++, libgcc and the CUDA toolkit: spdlog, fmt, Boost, OpenBLAS and its
 # Fortran runtime, libgomp; also left unpacked in build-gpu/carry-lib) and
-# .gpu/testdata (a copy of ../shared/testdata). It prints the size of what
+# .gpu/testdata (the part of ../shared/testdata the GPU tests read:
+# GPU_TESTDATA). It prints the size of what
 # must travel (the tree plus .gpu) and fails above 64 MiB.
 #
 # run: expects .gpu (or build-gpu) and runs, each phase under its own time
@@ -154,10 +155,19 @@ prepare() {
     die "prepare: strip failed"
   # xz: ICU's data library alone is 31 MB, 7 MB packed; the carry limit is 64 MiB.
   tar -C "$BUILD" -cf - carry-lib | xz -9 -T0 >"$STAGE/carry-lib.tar.xz"
+  # Only the test data the GPU phases read (../shared/testdata holds the
+  # references of every issue and keeps growing: 37 MB of it would not fit
+  # the 64 MiB carry). A GPU test that reads more adds it here.
   local testdata=${NEOX_TESTDATA_SRC:-../shared/testdata}
+  local -a gpu_testdata=(${GPU_TESTDATA:-README.md hf/neox_tiny_parallel hf/neox_tiny_sequential megatron})
   [ -d "$testdata/hf" ] || die "prepare: no test data at $testdata (set NEOX_TESTDATA_SRC)"
   mkdir -p "$STAGE/testdata"
-  cp -rL "$testdata"/. "$STAGE/testdata/"
+  local item
+  for item in "${gpu_testdata[@]}"; do
+    [ -e "$testdata/$item" ] || die "prepare: no $testdata/$item (GPU_TESTDATA)"
+    mkdir -p "$STAGE/testdata/$(dirname "$item")"
+    cp -rL "$testdata/$item" "$STAGE/testdata/$item"
+  done
   chmod -R u+w "$STAGE/testdata"
 
   # What travels: tracked and untracked-but-not-ignored files, plus .gpu.
