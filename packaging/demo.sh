@@ -25,7 +25,12 @@ mkdir -p data
 build/bin/neox preprocess --input /usr/share/common-licenses --output-prefix data/licenses --append-eod
 
 echo "== train: configs/tiny-cpu.toml =="
-build/bin/neox train configs/tiny-cpu.toml "$@"
+# Run again, the demo continues its own run (a finished one has nothing left
+# to do) instead of starting a second run into the same save directory,
+# which neox refuses (docs/checkpoints.md).
+resume=()
+if [ -e checkpoints/tiny-cpu/latest ]; then resume=(--set training.load=checkpoints/tiny-cpu); fi
+build/bin/neox train configs/tiny-cpu.toml ${resume[@]+"${resume[@]}"} "$@"
 
 echo "== sample from checkpoints/tiny-cpu =="
 build/bin/neox generate --model checkpoints/tiny-cpu --prompt "Permission is hereby granted" \

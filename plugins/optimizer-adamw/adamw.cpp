@@ -29,6 +29,36 @@ namespace {
 constexpr const char* kExpAvg = "exp_avg";
 constexpr const char* kExpAvgSq = "exp_avg_sq";
 
+// The saved moments must be usable before they replace the current ones:
+// exp_avg finite, exp_avg_sq finite and >= 0 (a negative second moment makes
+// its square root NaN, and so every later step). Device tensors are checked
+// through a host buffer, a chunk at a time.
+void check_moment_values(Backend& backend, const char* optimizer, const char* name, const Tensor& src,
+                         bool nonnegative) {
+  const std::int64_t n = src.numel();
+  if (n > 0 && !src.defined())
+    throw Error(std::string("optimizer '") + optimizer + "': load_state: state tensor '" + name + "' is undefined");
+  constexpr std::int64_t kChunk = std::int64_t{1} << 20;
+  std::vector<float> buffer;
+  for (std::int64_t start = 0; start < n; start += kChunk) {
+    const std::int64_t count = std::min(kChunk, n - start);
+    const float* p = nullptr;
+    if (src.device().is_cpu()) {
+      p = src.ptr<float>() + start;
+    } else {
+      buffer.resize(static_cast<std::size_t>(count));
+      backend.copy(buffer.data(), Device{}, src.ptr<float>() + start, src.device(),
+                   static_cast<std::size_t>(count) * sizeof(float));
+      p = buffer.data();
+    }
+    for (std::int64_t i = 0; i < count; ++i)
+      if (!std::isfinite(p[i]) || (nonnegative && p[i] < 0.0f))
+        throw Error(std::string("optimizer '") + optimizer + "': load_state: state tensor '" + name + "' element " +
+                    std::to_string(start + i) + " is " + std::to_string(p[i]) + " (must be finite" +
+                    (nonnegative ? " and >= 0" : "") + "; a corrupted checkpoint)");
+  }
+}
+
 class AdamW final : public Optimizer {
  public:
   AdamW(double beta1, double beta2, double eps) : beta1_(beta1), beta2_(beta2), eps_(eps) {}
@@ -112,6 +142,8 @@ class AdamW final : public Optimizer {
       if (src.numel() > 0 && !src.defined())
         fail("load_state", std::string("state tensor '") + name + "' is undefined");
     }
+    check_moment_values(*backend_, "adamw", kExpAvg, state.at(kExpAvg), false);
+    check_moment_values(*backend_, "adamw", kExpAvgSq, state.at(kExpAvgSq), true);
     for (const auto& [name, dst] : targets) {
       const Tensor& src = state.at(name);
       if (dst->bytes() > 0 && dst->data() != src.data())

@@ -459,6 +459,47 @@ TEST(ZeroTinyBuckets, ARankThatOwnsNothingSavesAndResumes) {
   fs::remove_all(dir);
 }
 
+// Under mpirun the save directory is locked and checked by rank 0, and
+// every rank agrees: a fresh run into a used save directory stops on every
+// rank before training (no hang, nothing written); a ZeRO checkpoint's
+// state.json records every rank's shard (size and CRC32C), and a shard that
+// does not match is refused on every rank.
+TEST(ZeroSaveDirectory, RefusalsReachEveryRankAndShardsAreChecksummed) {
+  const std::string why = why_no_mpirun();
+  if (!why.empty()) GTEST_SKIP() << "no MPI: " << why;
+  const std::string dir = neox::test::temp_dir("zero_save_dir", "x");
+  run_ranks(2, dir + "/a", zero_config(dir, "mpi", 2, 2), "--set training.exit_interval=10");
+  const std::string step = dir + "/ckpt/global_step10";
+  const auto state = nlohmann::json::parse(neox::test::read_text(step + "/state.json"));
+  for (const char* shard : {"optimizer.rank0.safetensors", "optimizer.rank1.safetensors"}) {
+    ASSERT_TRUE(state["files"].contains(shard)) << state.dump();
+    const std::string bytes = neox::test::read_text(step + "/" + shard);
+    EXPECT_EQ(state["files"][shard]["bytes"].get<std::int64_t>(), static_cast<std::int64_t>(bytes.size())) << shard;
+  }
+  EXPECT_FALSE(fs::exists(dir + "/ckpt/.lock")) << "the run released its lock";
+  const std::string latest = neox::test::read_text(dir + "/ckpt/latest");
+
+  const std::string train = mpirun(2) + neox::test::neox_binary() + " train " + dir + "/a/train.toml ";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = run_mpirun(train + "--set training.run_name=b");
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("training.save = " + dir + "/ckpt already holds the checkpoints of a run"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("not responding"), std::string::npos) << r.output;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60.0);
+  EXPECT_FALSE(fs::exists(dir + "/runs/b")) << "refused before the run directory";
+
+  std::string bytes = neox::test::read_text(step + "/optimizer.rank1.safetensors");
+  bytes[bytes.size() - 3] ^= 0x10;
+  std::ofstream(step + "/optimizer.rank1.safetensors", std::ios::binary | std::ios::trunc) << bytes;
+  r = run_mpirun(train + "--set training.run_name=c --set training.load=" + dir + "/ckpt");
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(step + "/optimizer.rank1.safetensors: CRC32C "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("no complete checkpoint"), std::string::npos) << r.output;
+  EXPECT_EQ(neox::test::read_text(dir + "/ckpt/latest"), latest);
+  fs::remove_all(dir);
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, ZeroReshard,
                          ::testing::Values(std::make_tuple(4, 2, 1), std::make_tuple(2, 4, 2), std::make_tuple(4, 2, 3),
                                            std::make_tuple(2, 4, 3)),

@@ -10,9 +10,15 @@
 // the old or the new checkpoint, never a half-written one; a crash leaves at
 // most a .tmp-* directory, which load/resolve ignore and the next save
 // removes.
+//
+// state.json records the size and CRC32C of every other file, and resolve
+// verifies them with the facts that must agree (iteration, data positions)
+// and the finiteness of every saved value; a save directory falls back past
+// a checkpoint that fails. Writers hold an flock on SAVE/.lock.
 #include "neox/train/checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +30,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -37,6 +44,7 @@
 #include "neox/backend.h"
 #include "neox/communicator.h"
 #include "neox/error.h"
+#include "neox/io/crc32c.h"
 #include "neox/io/hf.h"
 #include "neox/io/safetensors.h"
 #include "neox/model/gpt_neox.h"
@@ -63,6 +71,7 @@ constexpr const char* kLatest = "latest";
 constexpr const char* kStepPrefix = "global_step";
 constexpr const char* kTmpPrefix = ".tmp-";
 constexpr const char* kRangesTensor = "arena_ranges";  // in optimizer shards
+constexpr const char* kLockFile = ".lock";
 
 std::string shard_file(std::int64_t rank) { return "optimizer.rank" + std::to_string(rank) + ".safetensors"; }
 
@@ -148,6 +157,109 @@ std::vector<std::pair<std::int64_t, fs::path>> list_steps(const fs::path& root) 
   return out;
 }
 
+// --- checksums and values ---------------------------------------------------
+
+// What state.json records of each file of a checkpoint.
+struct FileFact {
+  std::int64_t bytes = 0;
+  std::uint32_t crc = 0;
+};
+
+std::string crc_hex(std::uint32_t crc) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", crc);
+  return buf;
+}
+
+// Size and CRC32C of a file, read in chunks (from the page cache, right after
+// a save wrote it).
+FileFact digest_file(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    throw Error(path.string() + ": cannot open: " + errno_message(err));
+  }
+  std::vector<char> buf(std::size_t{4} << 20);
+  FileFact fact;
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      throw Error(path.string() + ": cannot read: " + errno_message(err));
+    }
+    if (n == 0) break;
+    fact.crc = crc32c_extend(fact.crc, buf.data(), static_cast<std::size_t>(n));
+    fact.bytes += n;
+  }
+  ::close(fd);
+  return fact;
+}
+
+// The index of the first element of `n` whose bits, under `exponent`, are all
+// ones (an IEEE inf or NaN), or -1. Scans in blocks, so that the common case
+// (none) runs as a vectorised OR.
+template <typename Bits>
+std::int64_t first_nonfinite(const void* data, std::int64_t n, Bits exponent) {
+  const Bits* p = static_cast<const Bits*>(data);
+  constexpr std::int64_t kBlock = 4096;
+  for (std::int64_t start = 0; start < n; start += kBlock) {
+    const std::int64_t end = std::min(n, start + kBlock);
+    bool any = false;
+    for (std::int64_t i = start; i < end; ++i) any |= (p[i] & exponent) == exponent;
+    if (any)
+      for (std::int64_t i = start; i < end; ++i)
+        if ((p[i] & exponent) == exponent) return i;
+  }
+  return -1;
+}
+
+// "" when every float tensor of the safetensors file holds only finite
+// values, else which one does not (naming the file as `shown`).
+std::string nonfinite_reason(const fs::path& path, const std::string& shown) {
+  const SafeTensorsFile file = SafeTensorsFile::open(path.string());
+  for (const SafeTensorInfo& info : file.tensors()) {
+    const std::int64_t n = neox::numel(info.shape);
+    if (n == 0) continue;
+    std::int64_t bad = -1;
+    const Tensor view = file.view(info.name);
+    switch (info.dtype) {
+      case DType::f32:
+        bad = first_nonfinite<std::uint32_t>(view.data(), n, 0x7f800000u);
+        break;
+      case DType::f64:
+        bad = first_nonfinite<std::uint64_t>(view.data(), n, 0x7ff0000000000000ull);
+        break;
+      case DType::f16:
+        bad = first_nonfinite<std::uint16_t>(view.data(), n, 0x7c00u);
+        break;
+      case DType::bf16:
+        bad = first_nonfinite<std::uint16_t>(view.data(), n, 0x7f80u);
+        break;
+      default:
+        continue;  // integers (arena_ranges)
+    }
+    if (bad >= 0) {
+      float value = 0.0f;
+      convert_host(&value, DType::f32, static_cast<const char*>(view.data()) + bad * dtype_size(info.dtype), info.dtype,
+                   1);
+      return shown + ": tensor '" + info.name + "' holds a non-finite value (" +
+             (std::isnan(value) ? "nan"
+              : value > 0       ? "inf"
+                                : "-inf") +
+             ") at element " + std::to_string(bad);
+    }
+  }
+  return "";
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "?";
+  return buf;
+}
+
 // --- base64 (rng_state that is not valid UTF-8 is stored this way) ---------
 
 constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -200,7 +312,8 @@ std::optional<std::string> base64_decode(const std::string& in) {
 
 // --- state.json --------------------------------------------------------------
 
-std::string state_json(const CheckpointState& state, const Optimizer* optimizer, int shards) {
+std::string state_json(const CheckpointState& state, const Optimizer* optimizer, int shards,
+                       const std::map<std::string, FileFact>& files) {
   json j = json::object();
   j["format"] = kFormatName;
   j["format_version"] = kFormatVersion;
@@ -213,6 +326,8 @@ std::string state_json(const CheckpointState& state, const Optimizer* optimizer,
     } catch (const json::exception&) {
       throw Error("save_checkpoint: data position name is not valid UTF-8");
     }
+    if (pos < 0)
+      throw Error("save_checkpoint: data position '" + split + "' is negative (" + std::to_string(pos) + ")");
     j["data_positions"][split] = pos;
   }
   try {
@@ -231,17 +346,26 @@ std::string state_json(const CheckpointState& state, const Optimizer* optimizer,
       j["trainer"][key] = value;
     }
   }
+  j["files"] = json::object();
+  for (const auto& [name, fact] : files) j["files"][name] = {{"bytes", fact.bytes}, {"crc32c", crc_hex(fact.crc)}};
   return j.dump(2) + "\n";
 }
 
-// Parses and checks state.json; throws naming the file.
-json read_state_json(const fs::path& file) {
-  std::string text;
+std::string read_state_text(const fs::path& file) {
   try {
-    text = read_file(file);
+    return read_file(file);
   } catch (const Error& e) {
     throw Error(std::string(e.what()) + " (incomplete checkpoint)");
   }
+}
+
+// A file name recorded in state.json's "files": one entry of the directory.
+bool plain_file_name(const std::string& name) {
+  return !name.empty() && name[0] != '.' && name.find('/') == std::string::npos && name != kStateFile;
+}
+
+// Parses and checks state.json (its `text`); throws naming the file.
+json parse_state_json(const fs::path& file, const std::string& text) {
   json j;
   try {
     j = json::parse(text);
@@ -261,10 +385,11 @@ json read_state_json(const fs::path& file) {
                 "); this build reads up to version " + std::to_string(kFormatVersion));
   if (!j.contains("iteration") || !j["iteration"].is_number_integer()) bad("missing integer 'iteration'");
   if (j["iteration"].get<std::int64_t>() < 0) bad("'iteration' is negative");
-  if (j.contains("data_positions")) {
-    if (!j["data_positions"].is_object()) bad("'data_positions' must be an object");
-    for (auto& [k, v] : j["data_positions"].items())
-      if (!v.is_number_integer()) bad("data_positions['" + k + "'] must be an integer");
+  if (!j.contains("data_positions")) bad("'data_positions' is missing");
+  if (!j["data_positions"].is_object()) bad("'data_positions' must be an object");
+  for (auto& [k, v] : j["data_positions"].items()) {
+    if (!v.is_number_integer()) bad("data_positions['" + k + "'] must be an integer");
+    if (v.get<std::int64_t>() < 0) bad("data_positions['" + k + "'] is negative (" + v.dump() + ")");
   }
   if (j.contains("rng_state") && !j["rng_state"].is_string()) bad("'rng_state' must be a string");
   if (j.contains("rng_state_base64") &&
@@ -282,8 +407,21 @@ json read_state_json(const fs::path& file) {
     for (auto& [k, v] : j["trainer"].items())
       if (!v.is_number()) bad("trainer['" + k + "'] must be a number");
   }
+  if (j.contains("files")) {
+    if (!j["files"].is_object()) bad("'files' must be an object");
+    for (auto& [k, v] : j["files"].items()) {
+      if (!plain_file_name(k)) bad("files: '" + k + "' is not a file name of the checkpoint directory");
+      if (!v.is_object() || !v.contains("bytes") || !v["bytes"].is_number_integer() ||
+          v["bytes"].get<std::int64_t>() < 0 || !v.contains("crc32c") || !v["crc32c"].is_string() ||
+          v["crc32c"].get<std::string>().size() != 8 ||
+          v["crc32c"].get<std::string>().find_first_not_of("0123456789abcdef") != std::string::npos)
+        bad("files['" + k + "'] must be {\"bytes\": <size>, \"crc32c\": \"<8 hex digits>\"}");
+    }
+  }
   return j;
 }
+
+json read_state_json(const fs::path& file) { return parse_state_json(file, read_state_text(file)); }
 
 bool has_optimizer_state(const json& state) { return state.contains("optimizer") && state["optimizer"].is_string(); }
 
@@ -295,15 +433,121 @@ std::vector<std::string> optimizer_files(const json& state) {
   return files;
 }
 
-// "" when `dir` holds a complete checkpoint, else why not (naming the file).
+// The facts of state.json that must agree with the directory and with each
+// other; "" or what does not.
+std::string facts_reason(const fs::path& dir, const json& state) {
+  const std::string file = (dir / kStateFile).string();
+  const std::int64_t iteration = state["iteration"].get<std::int64_t>();
+  if (auto step = step_of(dir.filename().string()); step && *step != iteration)
+    return file + ": 'iteration' is " + std::to_string(iteration) + " but the directory is " + dir.filename().string() +
+           " (a corrupted or copied checkpoint)";
+  // A trainer's checkpoint: the training samples its steps consumed, from
+  // where the current global batch size began.
+  if (state.contains("trainer")) {
+    const json& t = state["trainer"];
+    if (t.contains("global_batch_size") && t.contains("batch_start_iteration") &&
+        t.contains("batch_start_train_position")) {
+      const json& positions = state["data_positions"];
+      if (!positions.contains("train")) return file + ": data_positions['train'] is missing";
+      const double batch = t["global_batch_size"].get<double>();
+      const double start = t["batch_start_iteration"].get<double>();
+      const double start_position = t["batch_start_train_position"].get<double>();
+      const double train = static_cast<double>(positions["train"].get<std::int64_t>());
+      if (!(batch >= 1) || !(start >= 0) || start > static_cast<double>(iteration) || !(start_position >= 0))
+        return file + ": trainer values global_batch_size " + t["global_batch_size"].dump() +
+               ", batch_start_iteration " + t["batch_start_iteration"].dump() + " and batch_start_train_position " +
+               t["batch_start_train_position"].dump() + " do not fit iteration " + std::to_string(iteration);
+      const double expected = start_position + (static_cast<double>(iteration) - start) * batch;
+      if (train != expected)
+        return file + ": data_positions['train'] is " + positions["train"].dump() + ", but " +
+               std::to_string(iteration) + " steps (" + std::to_string(static_cast<std::int64_t>(batch)) +
+               " samples each from step " + std::to_string(static_cast<std::int64_t>(start)) + ", after " +
+               std::to_string(static_cast<std::int64_t>(start_position)) + ") consumed " +
+               std::to_string(static_cast<std::int64_t>(expected));
+    }
+  }
+  return "";
+}
+
+// The files a complete checkpoint must have besides state.json.
+std::vector<std::string> required_files(const json& state) {
+  std::vector<std::string> files = {kModelFile, kConfigFile};
+  if (has_optimizer_state(state))
+    for (const std::string& f : optimizer_files(state)) files.push_back(f);
+  return files;
+}
+
+// Checksums of the files state.json lists, and the finiteness of the saved
+// values: the checks that read every byte. "" or the first problem.
+std::string contents_reason(const fs::path& dir, const json& state) {
+  if (state.contains("files")) {
+    const json& files = state["files"];
+    for (const std::string& f : required_files(state))
+      if (!files.contains(f))
+        return (dir / kStateFile).string() + ": 'files' does not list " + f + " (a corrupted checkpoint)";
+    for (auto& [name, fact] : files.items()) {
+      const fs::path p = dir / name;
+      std::error_code ec;
+      if (!fs::is_regular_file(p, ec)) return p.string() + ": missing (state.json lists it)";
+      const auto size = fs::file_size(p, ec);
+      const std::int64_t want = fact["bytes"].get<std::int64_t>();
+      if (ec) return p.string() + ": cannot stat: " + ec.message();
+      if (static_cast<std::int64_t>(size) != want)
+        return p.string() + ": " + std::to_string(size) + " bytes, but state.json recorded " + std::to_string(want) +
+               " (the file was changed or truncated)";
+      const FileFact got = digest_file(p);
+      const std::string want_crc = fact["crc32c"].get<std::string>();
+      if (crc_hex(got.crc) != want_crc)
+        return p.string() + ": CRC32C " + crc_hex(got.crc) + ", but state.json recorded " + want_crc +
+               " (the file is corrupted)";
+    }
+  }
+  std::vector<std::string> tensors = {kModelFile};
+  if (has_optimizer_state(state))
+    for (const std::string& f : optimizer_files(state)) tensors.push_back(f);
+  for (const std::string& f : tensors) {
+    std::string reason = nonfinite_reason(dir / f, (dir / f).string());
+    if (!reason.empty()) return reason;
+  }
+  return "";
+}
+
+// Verification reads every byte; a checkpoint is resolved, then loaded (and
+// its optimizer state loaded) in one process, so the outcome is kept per
+// directory while state.json and the files' identity, size and time stay
+// the same.
+struct VerifiedCheckpoint {
+  std::string key;
+  std::string reason;
+};
+std::mutex g_verified_mutex;
+std::map<std::string, VerifiedCheckpoint> g_verified;
+
+std::string identity_key(const fs::path& dir, const std::string& state_text, const json& state) {
+  std::string key = state_text;
+  std::vector<std::string> names = required_files(state);
+  if (state.contains("files"))
+    for (auto& [name, fact] : state["files"].items()) names.push_back(name);
+  for (const std::string& name : names) {
+    struct stat st {};
+    if (::stat((dir / name).c_str(), &st) != 0) return "";  // missing: not cached
+    key += "\n" + name + " " + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + " " +
+           std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
+           std::to_string(st.st_mtim.tv_nsec);
+  }
+  return key;
+}
+
+// "" when `dir` holds a complete, verified checkpoint, else why not (naming
+// the file).
 std::string incomplete_reason(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return dir.string() + ": not a directory";
   for (const char* f : {kStateFile, kModelFile, kConfigFile})
     if (!fs::is_regular_file(dir / f, ec)) return (dir / f).string() + ": missing (incomplete checkpoint)";
-  json state;
   try {
-    state = read_state_json(dir / kStateFile);
+    const std::string text = read_state_text(dir / kStateFile);
+    const json state = parse_state_json(dir / kStateFile, text);
     SafeTensorsFile::open((dir / kModelFile).string());
     if (has_optimizer_state(state))
       for (const std::string& file : optimizer_files(state)) {
@@ -313,14 +557,35 @@ std::string incomplete_reason(const fs::path& dir) {
                  state["optimizer"].get<std::string>() + "')";
         SafeTensorsFile::open((dir / file).string());
       }
+    std::string reason = facts_reason(dir, state);
+    if (!reason.empty()) return reason;
+
+    const std::string key = identity_key(dir, text, state);
+    const std::string where = fs::absolute(dir, ec).lexically_normal().string();
+    {
+      std::lock_guard<std::mutex> lock(g_verified_mutex);
+      auto it = g_verified.find(where);
+      if (!key.empty() && it != g_verified.end() && it->second.key == key) return it->second.reason;
+    }
+    if (!state.contains("files"))
+      spdlog::info("checkpoint: {} was saved without checksums (neox {}); its files cannot be verified", dir.string(),
+                   state.value("neox_version", std::string("?")));
+    reason = contents_reason(dir, state);
+    std::lock_guard<std::mutex> lock(g_verified_mutex);
+    if (!key.empty()) g_verified[where] = {key, reason};
+    return reason;
   } catch (const Error& e) {
     return e.what();
   }
-  return "";
 }
 
 // Removes .tmp-* entries of crashed or failed saves by other processes.
-void remove_stale_temporaries(const fs::path& root) {
+// Called with the save directory's lock held (`locked`): every writer holds
+// it from before it makes a temporary directory until that is installed or
+// removed, so those of other processes are left by processes that are gone.
+// Without a lock (a file system without flock) they are left alone: nothing
+// proves that their writer is not still saving.
+void remove_stale_temporaries(const fs::path& root, bool locked) {
   std::string own(1, '-');
   own += std::to_string(::getpid());
   std::error_code ec;
@@ -329,6 +594,11 @@ void remove_stale_temporaries(const fs::path& root) {
     const std::string name = it->path().filename().string();
     if (name.rfind(kTmpPrefix, 0) != 0) continue;
     if (name.size() >= own.size() && name.compare(name.size() - own.size(), own.size(), own) == 0) continue;
+    if (!locked) {
+      spdlog::warn("checkpoint: leaving {}: without a lock on {} nothing shows that its writer has stopped",
+                   it->path().string(), root.string());
+      continue;
+    }
     stale.push_back(it->path());
   }
   for (const auto& p : stale) {
@@ -455,6 +725,146 @@ int first_failure(Communicator* comm, bool ok) {
 
 }  // namespace
 
+// --- the save directory's lock ----------------------------------------------
+
+namespace {
+
+// Save directories this process holds the lock on (canonical path -> 1), or
+// could not lock because the file system has no flock (-> 0).
+std::mutex g_locks_mutex;
+std::map<std::string, int> g_locks;
+
+std::string canonical_key(const std::string& dir) {
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(normalized(dir), ec);
+  if (ec) p = fs::absolute(normalized(dir), ec).lexically_normal();
+  return p.string();
+}
+
+// The holder recorded in a lock file, for the message.
+std::string lock_holder(int fd) {
+  char buf[512] = {};
+  ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  std::string text = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  return text.empty() ? std::string("a process that has not written its pid yet") : text;
+}
+
+}  // namespace
+
+SaveDirectoryLock::SaveDirectoryLock(const std::string& save_dir) {
+  if (save_dir.empty()) throw Error("save directory lock: the save directory is empty");
+  const fs::path root = normalized(save_dir);
+  std::error_code ec;
+  created_ = !fs::exists(root, ec);
+  fs::create_directories(root, ec);
+  if (ec) throw Error(root.string() + ": cannot create the save directory: " + ec.message());
+  dir_ = root.string();
+  key_ = canonical_key(save_dir);
+  file_ = (root / kLockFile).string();
+  {
+    std::lock_guard<std::mutex> lock(g_locks_mutex);
+    if (g_locks.count(key_))
+      throw Error(root.string() +
+                  ": this process already holds the lock on this save directory (two writers in one "
+                  "process)");
+  }
+  // The holder removes the file before it lets go, so a file opened before
+  // that and locked after it is no longer the lock: check and start over.
+  for (int attempt = 0;; ++attempt) {
+    fd_ = ::open(file_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd_ < 0) {
+      int err = errno;
+      throw Error(file_ + ": cannot create the save directory's lock file: " + errno_message(err));
+    }
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      if (err == EWOULDBLOCK) {
+        const std::string holder = lock_holder(fd_);
+        ::close(fd_);
+        fd_ = -1;
+        throw Error(root.string() + ": another neox process is saving checkpoints here (" + holder + " holds " + file_ +
+                    "); two runs in one save directory would delete each other's saves: wait for it to "
+                    "finish, or save elsewhere (training.save)");
+      }
+      if (err == ENOLCK || err == EOPNOTSUPP || err == ENOSYS || err == EINVAL) {
+        spdlog::warn("checkpoint: {}: the file system cannot lock ({}); nothing stops another run from saving here",
+                     file_, errno_message(err));
+        ::close(fd_);
+        ::unlink(file_.c_str());  // nobody can hold it there
+        fd_ = -1;
+        std::lock_guard<std::mutex> lock(g_locks_mutex);
+        g_locks[key_] = 0;
+        return;
+      }
+      ::close(fd_);
+      fd_ = -1;
+      throw Error(file_ + ": cannot lock: " + errno_message(err));
+    }
+    struct stat held {
+    }, named{};
+    if (::fstat(fd_, &held) == 0 && ::stat(file_.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+        held.st_ino == named.st_ino)
+      break;
+    ::close(fd_);
+    fd_ = -1;
+    if (attempt >= 100) throw Error(file_ + ": cannot lock: the file keeps being replaced");
+  }
+  const std::string who = "pid " + std::to_string(::getpid()) + " on host " + host_name() + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, who.data(), who.size(), 0) != static_cast<ssize_t>(who.size()))
+    spdlog::warn("checkpoint: {}: cannot record the pid in the lock file: {}", file_, errno_message(errno));
+  std::lock_guard<std::mutex> lock(g_locks_mutex);
+  g_locks[key_] = 1;
+}
+
+SaveDirectoryLock::~SaveDirectoryLock() {
+  if (fd_ >= 0) {
+    // Removed while still held, so that a finished run leaves no lock file;
+    // a process waiting on the old file sees that it was replaced.
+    struct stat held {
+    }, named{};
+    if (::fstat(fd_, &held) == 0 && ::stat(file_.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+        held.st_ino == named.st_ino)
+      ::unlink(file_.c_str());
+    ::close(fd_);
+  }
+  if (created_) ::rmdir(dir_.c_str());  // fails, as it should, unless empty
+  std::lock_guard<std::mutex> lock(g_locks_mutex);
+  g_locks.erase(key_);
+}
+
+bool SaveDirectoryLock::held(const std::string& save_dir) {
+  const std::string key = canonical_key(save_dir);
+  std::lock_guard<std::mutex> lock(g_locks_mutex);
+  return g_locks.count(key) > 0;
+}
+
+namespace {
+// Whether this process holds a real lock (not the no-flock fallback).
+bool locked_for_real(const std::string& save_dir) {
+  const std::string key = canonical_key(save_dir);
+  std::lock_guard<std::mutex> lock(g_locks_mutex);
+  auto it = g_locks.find(key);
+  return it != g_locks.end() && it->second == 1;
+}
+}  // namespace
+
+std::string newest_checkpoint(const std::string& save_dir) {
+  const fs::path root = normalized(save_dir);
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return "";
+  try {
+    std::string named = read_file(root / kLatest);
+    while (!named.empty() && std::isspace(static_cast<unsigned char>(named.back()))) named.pop_back();
+    if (step_of(named) && fs::is_directory(root / named, ec)) return (root / named).string();
+  } catch (const Error&) {
+  }
+  const auto steps = list_steps(root);
+  if (!steps.empty()) return steps.front().second.string();
+  if (fs::exists(fs::symlink_status(root / kLatest, ec))) return (root / kLatest).string();
+  return "";
+}
+
 std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimizer* optimizer,
                             const CheckpointState& state, int keep_last, Communicator* comm) {
   if (state.iteration < 0)
@@ -466,16 +876,40 @@ std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimiz
   const bool sharded = optimizer && optimizer->partitions_state();
   const fs::path root = normalized(save_dir);
   const std::string name = kStepPrefix + std::to_string(state.iteration);
+  const fs::path dest = root / name;
+  auto not_saved = [&](const std::string& why) {
+    return "checkpoint " + dest.string() + " not saved: " + why + "; the checkpoints already in " + root.string() +
+           " are unchanged";
+  };
 
-  // 1. Rank 0 makes the temporary directory; the others learn its name.
+  // 0. Non-finite weights are never saved. The cheap check first, before
+  // anything is written: the sum of squares of the arena (partitioned
+  // parameters are checked in the file, below, as every saved value is).
   std::string failure;
+  bool ok = true;
+  if (!model.arena().params_partitioned()) {
+    const double ss = model.backend().kernels.sum_squares(model.arena().params());
+    if (!std::isfinite(ss)) {
+      ok = false;
+      failure = not_saved("the model's weights hold non-finite values (their sum of squares is " +
+                          std::string(std::isnan(ss) ? "nan" : "inf") + ")");
+    }
+  }
+  int failed = first_failure(comm, ok);
+  if (failed >= 0)
+    throw CollectiveError(ok ? not_saved("rank " + std::to_string(failed) + " has non-finite weights") : failure);
+
+  // 1. Rank 0 locks the save directory (unless this process holds the lock
+  // for its run) and makes the temporary directory; the others learn its name.
+  std::optional<SaveDirectoryLock> save_lock;
   std::int64_t token = -1;
   if (rank == 0) {
     try {
+      if (!SaveDirectoryLock::held(save_dir)) save_lock.emplace(save_dir);
       std::error_code ec;
       fs::create_directories(root, ec);
       if (ec) throw Error(root.string() + ": cannot create the save directory: " + ec.message());
-      remove_stale_temporaries(root);
+      remove_stale_temporaries(root, locked_for_real(save_dir));
       const fs::path tmp = root / (kTmpPrefix + name + "-" + std::to_string(::getpid()));
       fs::remove_all(tmp, ec);
       if (!fs::create_directory(tmp, ec) || ec)
@@ -500,14 +934,24 @@ std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimiz
     std::error_code rm;
     if (rank == 0) fs::remove_all(tmp, rm);
   };
+  // Size and CRC32C of a file just written into `tmp`, for state.json; and,
+  // for tensors, that every value is finite.
+  std::map<std::string, FileFact> facts;
+  auto record = [&](const std::string& file, bool tensors) {
+    if (tensors) {
+      std::string reason = nonfinite_reason(tmp / file, file);
+      if (!reason.empty()) throw Error(not_saved(reason));
+    }
+    facts[file] = digest_file(tmp / file);
+  };
 
   // 2. Every rank writes its optimizer shard. Partitioned parameters
   // (ZeRO-3) are gathered one unit at a time by every rank while rank 0
   // writes them: no rank ever holds the whole model.
-  bool ok = true;
   if (sharded) {
     try {
       write_optimizer_shard(tmp, *optimizer, model.backend(), rank, ranks, model.arena().numel());
+      record(shard_file(rank), true);
     } catch (const Error& e) {
       failure = e.what();
       ok = false;
@@ -517,24 +961,42 @@ std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimiz
   if (partitioned) {
     try {
       write_hf_safetensors(model, (tmp / kModelFile).string(), rank == 0 && ok);
+      if (rank == 0 && ok) record(kModelFile, true);
     } catch (const Error& e) {
       if (ok) failure = e.what();
       ok = false;
     }
   }
-  int failed = first_failure(comm, ok);
+  failed = first_failure(comm, ok);
   if (failed >= 0) {
     discard();
     throw CollectiveError(ok ? "checkpoint " + name + ": rank " + std::to_string(failed) +
                                    " could not write its part of the checkpoint (see its error); nothing was saved"
                              : failure);
   }
+  // Rank 0 records every shard's size and checksum.
+  if (sharded) {
+    Tensor mine = Tensor::zeros_host({2}, DType::i64);
+    const FileFact own = facts.at(shard_file(rank));
+    mine.ptr<std::int64_t>()[0] = own.bytes;
+    mine.ptr<std::int64_t>()[1] = own.crc;
+    Tensor all = Tensor::zeros_host({2 * static_cast<std::int64_t>(ranks)}, DType::i64);
+    if (comm && ranks > 1)
+      comm->all_gather(mine, all);
+    else
+      all = mine;
+    for (int r = 0; r < ranks; ++r)
+      facts[shard_file(r)] = {all.ptr<std::int64_t>()[2 * r],
+                              static_cast<std::uint32_t>(all.ptr<std::int64_t>()[2 * r + 1])};
+  }
 
   // 3. Rank 0 writes the rest and installs the directory, then `latest`.
-  const fs::path dest = root / name;
   if (rank == 0) {
     try {
-      if (!partitioned) write_hf_safetensors(model, (tmp / kModelFile).string());
+      if (!partitioned) {
+        write_hf_safetensors(model, (tmp / kModelFile).string());
+        record(kModelFile, true);
+      }
       if (optimizer && !sharded) {
         const std::map<std::string, std::string> meta = {
             {"format", "neox-optimizer"},
@@ -543,15 +1005,18 @@ std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimiz
             {"parameters", std::to_string(model.arena().numel())},
         };
         write_safetensors((tmp / kOptimizerFile).string(), optimizer_tensors(*optimizer, model.backend()), meta);
+        record(kOptimizerFile, true);
       }
       for (const auto& [file, source] : state.files) {
-        if (file.empty() || file.find('/') != std::string::npos || file[0] == '.')
+        if (!plain_file_name(file) || file == kModelFile || file == kConfigFile || file == kOptimizerFile)
           throw Error("checkpoint " + name + ": bad file name '" + file + "'");
         write_file_synced(tmp / file, read_file(source));
+        record(file, false);
       }
       write_file_synced(tmp / kConfigFile, state.config_toml);
+      record(kConfigFile, false);
       // state.json last: its presence marks a directory whose other files were written.
-      write_file_synced(tmp / kStateFile, state_json(state, optimizer, sharded ? ranks : 0));
+      write_file_synced(tmp / kStateFile, state_json(state, optimizer, sharded ? ranks : 0, facts));
       sync_path(tmp, true);
       install_directory(tmp, dest, root / (std::string(kTmpPrefix) + "old-" + name + "-" + std::to_string(token)));
       const fs::path latest_tmp = root / (std::string(kLatest) + ".tmp");
@@ -576,10 +1041,14 @@ std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimiz
   return dest.string();
 }
 
-std::string resolve_checkpoint(const std::string& path) {
+std::string resolve_checkpoint(const std::string& path, const std::map<std::string, std::string>& refused) {
   if (path.empty()) throw Error("checkpoint path is empty");
   const fs::path p = normalized(path);
   std::error_code ec;
+  auto unusable = [&](const fs::path& dir) {
+    auto it = refused.find(dir.string());
+    return it != refused.end() ? it->second : incomplete_reason(dir);
+  };
   if (!fs::exists(p, ec)) throw Error(path + ": no such checkpoint or save directory");
   if (!fs::is_directory(p, ec))
     throw Error(path + ": not a directory (expected a global_step<N> checkpoint or a save directory)");
@@ -589,7 +1058,7 @@ std::string resolve_checkpoint(const std::string& path) {
   const bool looks_like_checkpoint =
       step_of(p.filename().string()) || fs::exists(p / kStateFile, ec) || fs::exists(p / kModelFile, ec);
   if (looks_like_checkpoint && !has_latest && steps.empty()) {
-    std::string reason = incomplete_reason(p);
+    std::string reason = unusable(p);
     if (!reason.empty()) throw Error(reason);
     return p.string();
   }
@@ -597,6 +1066,7 @@ std::string resolve_checkpoint(const std::string& path) {
     throw Error(path + ": no checkpoint here (neither a global_step<N> directory with " + kModelFile + ", " +
                 kStateFile + " and " + kConfigFile + ", nor a save directory with 'latest' or global_step<N>)");
 
+  std::string reported;  // named by latest and already warned about
   if (has_latest) {
     std::string named;
     try {
@@ -610,21 +1080,22 @@ std::string resolve_checkpoint(const std::string& path) {
       spdlog::warn("checkpoint: {} names '{}', not a global_step<N> directory; using the newest complete checkpoint",
                    (p / kLatest).string(), named);
     } else {
-      std::string reason = incomplete_reason(p / named);
+      std::string reason = unusable(p / named);
       if (reason.empty()) return (p / named).string();
       spdlog::warn("checkpoint: {} names {}, which is not usable ({}); using the newest complete checkpoint",
                    (p / kLatest).string(), named, reason);
+      reported = (p / named).string();
     }
   } else {
     spdlog::warn("checkpoint: {} has no '{}' file; using the newest complete checkpoint", p.string(), kLatest);
   }
   for (const auto& [step, dir] : steps) {
-    std::string reason = incomplete_reason(dir);
+    std::string reason = unusable(dir);
     if (reason.empty()) {
       spdlog::warn("checkpoint: using {}", dir.string());
       return dir.string();
     }
-    spdlog::warn("checkpoint: skipping {}: {}", dir.string(), reason);
+    if (dir.string() != reported) spdlog::warn("checkpoint: skipping {}: {}", dir.string(), reason);
   }
   throw Error(path + ": no complete checkpoint (every global_step<N> directory is incomplete; see the warnings)");
 }
@@ -767,6 +1238,18 @@ TensorMap read_optimizer_state(const fs::path& dir, const json& sj, Optimizer& o
   return out;
 }
 
+// Reads the saved state (checking names, dtypes and sizes) and hands it to
+// the optimizer, which checks the values: a refusal there is a corrupted
+// checkpoint (CorruptCheckpoint), naming the file.
+void restore_optimizer_state(const fs::path& dir, const json& sj, Optimizer& optimizer, std::int64_t parameters) {
+  TensorMap state = read_optimizer_state(dir, sj, optimizer, parameters);
+  try {
+    optimizer.load_state(state);
+  } catch (const Error& e) {
+    throw CorruptCheckpoint((dir / optimizer_files(sj).front()).string() + ": " + e.what(), dir.string());
+  }
+}
+
 }  // namespace
 
 CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimizer* optimizer) {
@@ -798,8 +1281,9 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
       throw Error(model_path + ": unexpected tensor '" + t.name + "' (not a parameter of this model" +
                   (t.name == "embed_out.weight" ? "; the model ties its output layer to embed_in" : "") + ")");
 
-  TensorMap opt_state;
-  if (optimizer) opt_state = read_optimizer_state(dir, sj, *optimizer, arena.numel());
+  // The optimizer first: it checks the values before it copies them (and
+  // may refuse them), and the weights were checked above.
+  if (optimizer) restore_optimizer_state(dir, sj, *optimizer, arena.numel());
 
   // One tensor at a time (and under ZeRO-3 one unit at a time): the file is
   // mapped, so only the pages being copied are read.
@@ -807,23 +1291,17 @@ CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimiz
     const std::string& name = arena.specs()[static_cast<std::size_t>(i)].name;
     model.backend().copy_tensor(dst, convert_hf_layout(name, weights.read(name, DType::f32), cfg, false));
   });
-  if (optimizer) {
-    try {
-      optimizer->load_state(opt_state);
-    } catch (const Error& e) {
-      throw Error((dir / optimizer_files(sj).front()).string() + ": " + e.what());
-    }
-  }
 
   CheckpointState state;
   state.iteration = sj["iteration"].get<std::int64_t>();
   if (sj.contains("data_positions"))
     for (auto& [k, v] : sj["data_positions"].items()) state.data_positions[k] = v.get<std::int64_t>();
-  if (sj.contains("rng_state_base64")) state.rng_state = *base64_decode(sj["rng_state_base64"].get<std::string>());
-  if (sj.contains("trainer"))
-    for (auto& [k, v] : sj["trainer"].items()) state.trainer_values[k] = v.get<double>();
+  if (sj.contains("rng_state_base64"))
+    state.rng_state = *base64_decode(sj["rng_state_base64"].get<std::string>());
   else if (sj.contains("rng_state"))
     state.rng_state = sj["rng_state"].get<std::string>();
+  if (sj.contains("trainer"))
+    for (auto& [k, v] : sj["trainer"].items()) state.trainer_values[k] = v.get<double>();
   state.config_toml = read_file(dir / kConfigFile);
   if (optimizer)
     spdlog::info("checkpoint: loaded {} (iteration {}, weights and optimizer state)", dir.string(), state.iteration);
@@ -839,12 +1317,7 @@ namespace neox {
 void load_optimizer_state(const std::string& path, Optimizer& optimizer, std::int64_t parameters) {
   const fs::path dir = resolve_checkpoint(path);
   const json sj = read_state_json(dir / kStateFile);
-  TensorMap state = read_optimizer_state(dir, sj, optimizer, parameters);
-  try {
-    optimizer.load_state(state);
-  } catch (const Error& e) {
-    throw Error((dir / optimizer_files(sj).front()).string() + ": " + e.what());
-  }
+  restore_optimizer_state(dir, sj, optimizer, parameters);
   spdlog::info("checkpoint: loaded the optimizer state of {}", dir.string());
 }
 

@@ -529,11 +529,16 @@ std::vector<KeyDef> build_schema() {
   s.push_back(field("training", "peak_tflops", &C::training, &T::peak_tflops,
                     "Peak TFLOP/s of one device, for MFU; 0: MFU not reported.")
                   .frange(0.0, 1e6));
-  s.push_back(field("training", "save", &C::training, &T::save, "Checkpoint directory; empty: no checkpoints."));
+  s.push_back(field("training", "save", &C::training, &T::save,
+                    "Checkpoint directory; empty: no checkpoints. One run's at a time: the run "
+                    "locks it while it trains, and a run that does not resume from it (load) "
+                    "refuses to save into one that already holds checkpoints "
+                    "(docs/checkpoints.md)."));
   s.push_back(field("training", "load", &C::training, &T::load,
                     "Resume from this checkpoint (a save directory or a global_step directory), "
                     "or `hf:DIR` to start from a Hugging Face GPTNeoXForCausalLM directory; "
-                    "empty: fresh weights."));
+                    "empty: fresh weights. `load = save` (GPT-NeoX's habit) resumes the run "
+                    "saving there, and starts at step 0 while it has no checkpoint yet."));
   s.push_back(field("training", "checkpoint_factor", &C::training, &T::checkpoint_factor,
                     "Save a checkpoint every this many steps (and at the end).")
                   .range(1, kBig));

@@ -3,7 +3,6 @@
 
 #include <unistd.h>
 
-#include <boost/crc.hpp>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -16,12 +15,6 @@
 namespace neox {
 
 namespace fs = std::filesystem;
-
-std::uint32_t crc32c(const void* data, std::size_t size) {
-  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
-  crc.process_bytes(data, size);
-  return crc.checksum();
-}
 
 std::uint32_t masked_crc32c(const void* data, std::size_t size) {
   const std::uint32_t crc = crc32c(data, size);

@@ -23,12 +23,10 @@
 
 #include "neox/error.h"
 #include "neox/export.h"
+#include "neox/io/crc32c.h"  // crc32c()
 
 namespace neox {
 
-// CRC32C (Castagnoli polynomial 0x1EDC6F41, reflected, init and final xor
-// 0xFFFFFFFF): crc32c("123456789") == 0xE3069283.
-NEOX_API std::uint32_t crc32c(const void* data, std::size_t size);
 // TFRecord's masked form of the CRC32C: rotated right by 15 bits plus
 // 0xa282ead8, so that a CRC of data holding CRCs is not itself trivial.
 NEOX_API std::uint32_t masked_crc32c(const void* data, std::size_t size);

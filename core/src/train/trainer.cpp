@@ -6,7 +6,9 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <vector>
@@ -28,6 +30,8 @@
 namespace neox {
 
 namespace {
+
+namespace fs = std::filesystem;
 
 std::atomic<bool> g_stop{false};
 using Clock = std::chrono::steady_clock;
@@ -85,11 +89,16 @@ class Trainer {
   // weights, the gradient averaging, the data; then the summary lines.
   void setup();
   void make_plugins();
+  void claim_save_directory();
   void make_model();
   void check_tokenizer();
   // Weights from hf:DIR, a checkpoint or the init methods; when resuming,
-  // the trainer's own state too. Returns the checkpoint resumed from ("" if none).
+  // the optimizer state and the trainer's own state too. Returns the
+  // checkpoint resumed from ("" if none).
   std::string load_weights(CheckpointState& resumed);
+  std::string resume(CheckpointState& resumed);
+  // Whether every rank's `ok` is true; collective.
+  bool all_ok(bool ok);
   void set_up_gradient_averaging();
   void make_data(const CheckpointState* resumed);
   void log_setup();
@@ -109,8 +118,16 @@ class Trainer {
   std::shared_ptr<Optimizer> optimizer_;
   std::shared_ptr<DataSource> data_;
   std::unique_ptr<GPTNeoX> model_;
-  std::unique_ptr<LossScaler> scaler_;  // fp16 only
-  std::int64_t skipped_steps_ = 0;      // steps skipped for inf/NaN gradients
+  std::unique_ptr<LossScaler> scaler_;          // fp16 only
+  std::int64_t skipped_steps_ = 0;              // steps skipped for inf/NaN gradients
+  std::optional<SaveDirectoryLock> save_lock_;  // rank 0, while training.save is set
+  // Where the current global batch size began (a checkpoint's facts: the
+  // train position must be batch_start_position_ + (iteration -
+  // batch_start_iteration_) * global batch).
+  std::int64_t batch_start_iteration_ = 0;
+  std::int64_t batch_start_position_ = 0;
+  bool position_facts_ = true;  // false: the data plugin counts otherwise (warned once)
+  std::string resumed_from_;    // the checkpoint this run resumed from, for messages
   std::unique_ptr<RunLog> log_;
   std::unique_ptr<OverlappedGradientAverage> overlapped_average_;  // DP with zero_overlap_comm
   std::mt19937_64 rng_;
@@ -197,12 +214,75 @@ void Trainer::setup() {
   check_supported(cfg_);
   make_plugins();
   make_model();
+  // The gradient averaging's hooks before the weights: loading them (again,
+  // when an older checkpoint must be used) works the same with any hooks.
+  set_up_gradient_averaging();
   CheckpointState resumed;
   const std::string resume_path = load_weights(resumed);
-  set_up_gradient_averaging();
-  if (!resume_path.empty()) load_optimizer_state(resume_path, *optimizer_, model_->arena().numel());
   make_data(resume_path.empty() ? nullptr : &resumed);
   log_setup();
+}
+
+bool Trainer::all_ok(bool ok) {
+  if (comm_->size() <= 1) return ok;
+  Tensor flag = Tensor::zeros_host({1}, DType::i64);
+  flag.ptr<std::int64_t>()[0] = ok ? 0 : 1;
+  comm_->all_reduce(flag, ReduceOp::max);
+  return flag.ptr<std::int64_t>()[0] == 0;
+}
+
+namespace {
+
+fs::path comparable(const std::string& path) {
+  fs::path p = fs::path(path).lexically_normal();
+  if (!p.has_filename() && p.has_parent_path()) p = p.parent_path();
+  std::error_code ec;
+  fs::path c = fs::weakly_canonical(p, ec);
+  return ec ? fs::absolute(p, ec).lexically_normal() : c;
+}
+
+bool same_directory(const std::string& a, const std::string& b) { return comparable(a) == comparable(b); }
+
+// training.load names the save directory or one of its checkpoints: the run
+// continues (or, with finetune, knowingly restarts) in its own directory.
+bool loads_from_save(const TrainingConfig& t) {
+  if (t.load.empty() || t.save.empty() || t.load.rfind("hf:", 0) == 0) return false;
+  const fs::path load = comparable(t.load), save = comparable(t.save);
+  return load == save || load.parent_path() == save;
+}
+
+}  // namespace
+
+// training.save belongs to this run: rank 0 locks it for the whole run (the
+// other ranks write only into rank 0's temporary directory, inside the
+// collective save), and a run that does not resume from it refuses to mix
+// its checkpoints into those another run left there. Every rank agrees
+// before anything is written.
+void Trainer::claim_save_directory() {
+  if (tc_.save.empty()) return;
+  std::string failure;
+  if (comm_->rank() == 0) {
+    try {
+      save_lock_.emplace(tc_.save);
+      const std::string newest = loads_from_save(tc_) ? std::string() : newest_checkpoint(tc_.save);
+      if (!newest.empty()) {
+        const std::string where = cfg_.path.empty() ? std::string("config") : cfg_.path;
+        throw Error(where + ": training.save = " + tc_.save + " already holds the checkpoints of a run (newest: " +
+                    newest + "), and this run does not resume from it (training.load " +
+                    (tc_.load.empty() ? std::string("is empty") : "= " + tc_.load) +
+                    "): its checkpoints would be mixed with that run's and move its 'latest'. To continue that "
+                    "run, set training.load = \"" +
+                    tc_.save + "\" (--set training.load=" + tc_.save +
+                    "); to start a new one, choose another training.save, or remove " + tc_.save);
+      }
+    } catch (const Error& e) {
+      failure = e.what();
+      save_lock_.reset();
+    }
+  }
+  if (!all_ok(failure.empty()))
+    throw CollectiveError(failure.empty() ? tc_.save + ": rank 0 cannot save into this directory (see its error)"
+                                          : failure);
 }
 
 // The communicator first (every rank must agree on the config before
@@ -212,6 +292,7 @@ void Trainer::make_plugins() {
   registry_ = std::make_unique<PluginRegistry>(cfg_.plugins.search_paths);
   comm_ = registry_->make_comm(cfg_.plugins.comm, cfg_.plugins.options_for(cfg_.plugins.comm));
   check_same_config_on_all_ranks(*comm_, cfg_);
+  claim_save_directory();
   log_ = std::make_unique<RunLog>(tc_.log_dir, tc_.run_name, comm_->rank(), comm_->size(), tc_.tensorboard);
   result_.run_dir = log_->dir();
   log_->write_config(config_to_toml(cfg_));
@@ -263,25 +344,74 @@ std::string Trainer::load_weights(CheckpointState& resumed) {
     model_->initialize(tc_.seed);
     return {};
   }
-  const bool resuming = !tc_.finetune;
-  const std::string path = resolve_checkpoint(tc_.load);
-  resumed = load_checkpoint(path, *model_, nullptr);
-  log_->log().info("{} from {}", resuming ? "resuming" : "fine-tuning weights", path);
-  if (!resuming) return {};
+  // GPT-NeoX's way to run in pieces: load = save in every launch. Until the
+  // first checkpoint there is nothing to resume.
+  if (!tc_.save.empty() && same_directory(tc_.load, tc_.save) && newest_checkpoint(tc_.load).empty()) {
+    log_->log().info("training.load = {}: no checkpoint there yet; starting at step 0", tc_.load);
+    model_->initialize(tc_.seed);
+    return {};
+  }
+  if (tc_.finetune) {
+    const std::string path = resolve_checkpoint(tc_.load);
+    load_checkpoint(path, *model_, nullptr);
+    log_->log().info("fine-tuning weights from {}", path);
+    return {};
+  }
+  return resume(resumed);
+}
+
+// Weights, optimizer state and the trainer's state from tc_.load. A
+// checkpoint whose optimizer state the optimizer refuses (on any rank) is
+// treated like a corrupted one: the next older complete checkpoint of the
+// save directory is used, with a warning.
+std::string Trainer::resume(CheckpointState& resumed) {
+  std::map<std::string, std::string> refused;
+  std::string path;
+  for (;;) {
+    try {
+      path = resolve_checkpoint(tc_.load, refused);
+    } catch (const Error& e) {
+      if (refused.empty()) throw;
+      throw CollectiveError(e.what());  // every rank refused the same checkpoints
+    }
+    std::string failure;
+    try {
+      resumed = load_checkpoint(path, *model_, optimizer_.get());
+    } catch (const CorruptCheckpoint& e) {
+      failure = e.what();
+    }
+    if (all_ok(failure.empty())) break;
+    if (failure.empty()) failure = path + ": refused on another rank (see its log)";
+    log_->log().warn("checkpoint {} is not usable ({}); trying the previous complete checkpoint", path, failure);
+    refused[path] = failure;
+  }
+  log_->log().info("resuming from {}", path);
+  resumed_from_ = path;
   iteration_ = resumed.iteration;
   if (auto it = resumed.trainer_values.find("skipped_steps"); it != resumed.trainer_values.end())
     skipped_steps_ = static_cast<std::int64_t>(it->second);
   // A changed global batch is allowed (a new phase of training), but then
   // the run is not the continuation of the saved one: resharding onto
   // another number of ranks must keep it.
-  if (auto it = resumed.trainer_values.find("global_batch_size");
-      it != resumed.trainer_values.end() && static_cast<std::int64_t>(it->second) != global_batch())
+  const auto& values = resumed.trainer_values;
+  const auto saved_batch = values.find("global_batch_size");
+  if (saved_batch != values.end() && static_cast<std::int64_t>(saved_batch->second) != global_batch())
     log_->log().warn(
         "resuming with a global batch of {} sequences ({} x {} micro-batches x {} ranks), but {} "
         "was trained with {}: the data order and the results differ from an uninterrupted run "
         "(keep train_micro_batch_size_per_gpu x gradient_accumulation_steps x ranks the same)",
         global_batch(), tc_.train_micro_batch_size_per_gpu, tc_.gradient_accumulation_steps, comm_->size(), path,
-        static_cast<std::int64_t>(it->second));
+        static_cast<std::int64_t>(saved_batch->second));
+  const auto start = values.find("batch_start_iteration"), start_position = values.find("batch_start_train_position");
+  if (saved_batch != values.end() && static_cast<std::int64_t>(saved_batch->second) == global_batch() &&
+      start != values.end() && start_position != values.end()) {
+    batch_start_iteration_ = static_cast<std::int64_t>(start->second);
+    batch_start_position_ = static_cast<std::int64_t>(start_position->second);
+  } else {
+    batch_start_iteration_ = iteration_;
+    auto train = resumed.data_positions.find(split_name(Split::train));
+    batch_start_position_ = train != resumed.data_positions.end() ? train->second : 0;
+  }
   if (scaler_) scaler_->load_state(resumed.trainer_values);
   if (!resumed.rng_state.empty()) {
     std::istringstream in(resumed.rng_state);
@@ -413,6 +543,24 @@ double Trainer::train_step() {
   // the step is skipped and the scale lowered.
   const double grad_norm = std::sqrt(sum_squares) / loss_scale;
   const double lr = schedule_.at(iteration_);
+  // Outside fp16's skipped steps a non-finite loss or gradient norm would
+  // only spread (NaN weights, every later loss NaN): stop before the step
+  // is applied and before anything is saved. Every rank sees the same
+  // averaged loss and norm, so every rank stops here.
+  if ((!scaler_ || std::isfinite(grad_norm)) && (!std::isfinite(loss) || !std::isfinite(grad_norm))) {
+    log_->end_progress();
+    std::string last;
+    if (!result_.last_checkpoint.empty())
+      last = "the last checkpoint is " + result_.last_checkpoint;
+    else if (!resumed_from_.empty())
+      last = "the last checkpoint is " + resumed_from_ + ", which this run resumed from";
+    else
+      last = tc_.save.empty() ? "no checkpoints are saved (training.save is empty)" : "no checkpoint was saved yet";
+    throw CollectiveError(fmt::format(
+        "step {}: the loss is {} and the gradient norm {}: training diverged, or the weights or the optimizer state "
+        "hold a non-finite value; stopped without applying the step or saving ({})",
+        iteration_ + 1, loss, grad_norm, last));
+  }
   if (scaler_ && !std::isfinite(grad_norm)) {
     const double old_scale = scaler_->scale();
     scaler_->update(true);
@@ -569,6 +717,22 @@ void Trainer::save() {
   st.config_toml = config_to_toml(saved);
   st.trainer_values["skipped_steps"] = static_cast<double>(skipped_steps_);
   st.trainer_values["global_batch_size"] = static_cast<double>(tokens_per_step_ / cfg_.model.seq_length);
+  // Where this global batch size began, so that a load can check the train
+  // position against the iteration (docs/checkpoints.md). A data plugin that
+  // counts its position otherwise than data_source.h says gets no such check.
+  const std::int64_t expected = batch_start_position_ + (iteration_ - batch_start_iteration_) * global_batch();
+  if (position_facts_ && data_->position(Split::train) != expected) {
+    position_facts_ = false;
+    log_->log().warn(
+        "data plugin '{}': train position {} after step {}, but {} samples per step from step {} (at {}) make {}; its "
+        "checkpoints' data positions cannot be checked on load",
+        cfg_.plugins.data, data_->position(Split::train), iteration_, global_batch(), batch_start_iteration_,
+        batch_start_position_, expected);
+  }
+  if (position_facts_) {
+    st.trainer_values["batch_start_iteration"] = static_cast<double>(batch_start_iteration_);
+    st.trainer_values["batch_start_train_position"] = static_cast<double>(batch_start_position_);
+  }
   if (scaler_)
     for (const auto& [key, value] : scaler_->state()) st.trainer_values[key] = value;
   // Every rank takes part: each writes its optimizer shard, and under ZeRO-3

@@ -25,12 +25,28 @@
 // saved shards for the ranges it now owns (state_ranges()), whatever the
 // number of ranks that saved it; a whole optimizer.safetensors and a set of
 // shards are interchangeable between optimizers of the same state_kind().
+//
+// Verification: state.json records the size and CRC32C of every other file
+// of the checkpoint ("files") and facts that must agree (its iteration is the
+// directory's step; the data positions are present, non-negative and, for a
+// trainer's checkpoint, what its steps consumed). Resolving a checkpoint
+// checks them all, and that every weight and optimizer state value is
+// finite; a checkpoint that fails is treated like an incomplete one (a save
+// directory falls back to the previous complete checkpoint, with a warning).
+// Checkpoints saved before checksums were recorded still load, with a note
+// that they cannot be verified. A save never writes non-finite weights or
+// optimizer state.
+//
+// Writers lock the save directory (SaveDirectoryLock): one process at a time
+// saves there; docs/checkpoints.md.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
+#include "neox/error.h"
 #include "neox/export.h"
 
 namespace neox {
@@ -50,6 +66,55 @@ struct CheckpointState {
   std::map<std::string, std::string> files;
 };
 
+// A checkpoint that failed a check of its contents after it was resolved:
+// the optimizer refused the saved state's values (load_state), e.g. a
+// negative exp_avg_sq. The trainer treats it like a corrupted checkpoint and
+// falls back to the previous complete one (resolve_checkpoint's `refused`).
+class NEOX_API CorruptCheckpoint : public Error {
+ public:
+  CorruptCheckpoint(const std::string& what, std::string dir) : Error(what), dir_(std::move(dir)) {}
+  const std::string& dir() const { return dir_; }  // the global_step directory
+
+ private:
+  std::string dir_;
+};
+
+// An exclusive lock on a save directory for as long as the object lives:
+// flock(2) on SAVE/.lock, which holds "pid <PID> host <HOST>" of the holder
+// for the message another writer gets. The kernel releases it when the
+// holder dies, so a crashed run never blocks the next one. The trainer holds
+// it for the whole run (rank 0: the other ranks write only into rank 0's
+// temporary directory, inside the collective save); save_checkpoint takes it
+// for the save when this process does not hold it already. On a file system
+// without flock the lock is skipped with a warning (and temporary
+// directories of other processes are then left alone).
+class NEOX_API SaveDirectoryLock {
+ public:
+  // Creates the directory if needed and locks it; throws neox::Error naming
+  // the directory and the PID and host holding it when another process does.
+  // A directory it created is removed again at the end when it is empty (a
+  // run that failed before its first save leaves nothing behind).
+  explicit SaveDirectoryLock(const std::string& save_dir);
+  ~SaveDirectoryLock();
+  SaveDirectoryLock(const SaveDirectoryLock&) = delete;
+  SaveDirectoryLock& operator=(const SaveDirectoryLock&) = delete;
+
+  // Whether this process holds the lock on `save_dir` (through any object).
+  static bool held(const std::string& save_dir);
+
+ private:
+  std::string key_;   // the directory's canonical path
+  std::string dir_;   // SAVE
+  std::string file_;  // SAVE/.lock
+  int fd_ = -1;
+  bool created_ = false;  // the directory did not exist: removed again if still empty
+};
+
+// The checkpoint a save directory's `latest` names when that directory
+// exists, else its highest-numbered global_step<N> directory, else "": what a
+// run saving there would take over. Cheap: nothing is verified.
+NEOX_API std::string newest_checkpoint(const std::string& save_dir);
+
 // Saves and returns the checkpoint directory. keep_last > 0 keeps only the
 // newest keep_last checkpoints in save_dir (older global_step* are removed
 // after the new one is in place); 0 keeps all. `optimizer` may be null.
@@ -62,15 +127,20 @@ struct CheckpointState {
 NEOX_API std::string save_checkpoint(const std::string& save_dir, GPTNeoX& model, Optimizer* optimizer,
                                      const CheckpointState& state, int keep_last, Communicator* comm = nullptr);
 
-// Resolves `path`: a global_step directory, or a save directory with `latest`.
+// Resolves `path`: a global_step directory, or a save directory with `latest`
+// (falling back to the newest complete checkpoint), verifying the
+// checkpoint's files and facts (above). `refused`: global_step directories
+// (as returned before) to treat as unusable, with the reason to log.
 // Throws neox::Error if there is no complete checkpoint there.
-NEOX_API std::string resolve_checkpoint(const std::string& path);
+NEOX_API std::string resolve_checkpoint(const std::string& path,
+                                        const std::map<std::string, std::string>& refused = {});
 
 // The config text stored in a checkpoint.
 NEOX_API std::string read_checkpoint_config(const std::string& path);
 
 // Loads weights into `model` (shapes must match) and, when `optimizer` is not
-// null, its state; returns the saved state. Errors name the file and tensor.
+// null, its state; returns the saved state. Errors name the file and tensor;
+// CorruptCheckpoint when the optimizer refuses the saved values.
 NEOX_API CheckpointState load_checkpoint(const std::string& path, GPTNeoX& model, Optimizer* optimizer);
 
 // Loads only the optimizer state of the checkpoint at `path` (resolved as
