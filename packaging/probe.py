@@ -108,6 +108,7 @@ class Probe:
     env: dict = None  # added to the environment
     timeout: float = TIMEOUT
     fifo_out: tuple = ()  # FIFOs (in d) the command should write; the harness reads them
+    fifo_in: dict = None  # FIFOs (in d) the command may read: the harness writes these bytes into them
     wrap: list = None  # argv prefix, e.g. ["prlimit", "--fsize=1000"]
     driver: object = None  # driver(ctx, p, d) -> Result: probes of several processes or timed faults
     plugin_crash: bool = False  # a death by a signal is the deliberately crashing plugin's
@@ -126,6 +127,7 @@ class Result:
     secs: float = 0.0
     fifo: dict = dataclasses.field(default_factory=dict)  # FIFO path -> bytes read from it
     note: str = ""  # what a driver observed (e.g. the moment of a kill)
+    extra: dict = dataclasses.field(default_factory=dict)  # a driver's findings, for check/keep
 
 
 @dataclasses.dataclass
@@ -180,7 +182,7 @@ def signame(n):
         return "signal %d" % n
 
 
-def run_cmd(ctx, argv, d, env=None, stdin=None, stdout="pipe", timeout=TIMEOUT, fifo_out=(), wrap=None):
+def run_cmd(ctx, argv, d, env=None, stdin=None, stdout="pipe", timeout=TIMEOUT, fifo_out=(), wrap=None, fifo_in=None):
     """Runs argv in d; returns a Result. Never blocks past timeout."""
     full_env = dict(ctx.env)
     if env:
@@ -227,6 +229,27 @@ def run_cmd(ctx, argv, d, env=None, stdin=None, stdout="pipe", timeout=TIMEOUT, 
             time.sleep(0.005)
 
     drainer = threading.Thread(target=drain, daemon=True) if fifo_fds else None
+
+    def feed(path, data):
+        # Opens the FIFO for writing once the command has opened it for
+        # reading (a non-blocking open fails with ENXIO until then).
+        while not stop.is_set():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.005)
+                continue
+            try:
+                os.set_blocking(fd, True)
+                os.write(fd, data)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            return
+
+    feeders = [threading.Thread(target=feed, args=(os.path.join(d, f), data), daemon=True)
+               for f, data in (fifo_in or {}).items()]
     r = Result(cmd=shown)
     t0 = time.monotonic()
     try:
@@ -237,6 +260,8 @@ def run_cmd(ctx, argv, d, env=None, stdin=None, stdout="pipe", timeout=TIMEOUT, 
         return r
     if drainer:
         drainer.start()
+    for t in feeders:
+        t.start()
     try:
         out, err = proc.communicate(input=stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -347,7 +372,7 @@ def run_probe(ctx, p):
             r = p.driver(ctx, p, d)
         else:
             r = run_cmd(ctx, [ctx.neox] + list(p.args), d, env=p.env, stdin=p.stdin, stdout=p.stdout,
-                        timeout=p.timeout, fifo_out=p.fifo_out, wrap=p.wrap)
+                        timeout=p.timeout, fifo_out=p.fifo_out, wrap=p.wrap, fifo_in=p.fifo_in)
         outcome, why = classify(ctx, p, d, r)
         if r.note:
             why = (why + "; " if why else "") + r.note
@@ -652,6 +677,8 @@ KILL = [
 ]
 TINY_VOCAB = 257  # the byte tokenizer's
 PROMPT = "1,2,3"
+PROMPTS_TXT = "hello\nworld wide\n"
+WORDS_TXT = "hello world\n"
 
 
 def fx_run(ctx, args, cwd, what):
@@ -747,6 +774,19 @@ def make_fixtures(ctx, log):
                "generate from the Hugging Face model")
     ctx.ref_out["gen_hf"] = r.out
     fx_run(ctx, ["convert", "--from-hf", ctx.hf, "--out", os.path.join(fx, "hf_import")], fx, "convert --from-hf")
+
+    # Outputs that probes write elsewhere (devices, FIFOs), made here as regular files.
+    write(os.path.join(fx, "prompts.txt"), PROMPTS_TXT)
+    write(os.path.join(fx, "words.txt"), WORDS_TXT)
+    fx_run(ctx, ["generate", "--model", ctx.ck, "--input", "prompts.txt", "--output", "prompts.jsonl", "--greedy",
+                 "--max-new-tokens", "3"], fx, "generate --input")
+    fx_run(ctx, ["tokenize", "--tokenizer-type", "byte", "--text", "hello world", "--output", "tok.txt"], fx,
+           "tokenize --output")
+    ctx.ref_out["tok_byte"] = fx_run(ctx, ["tokenize", "--tokenizer-type", "byte", "--text", "hello world"], fx,
+                                     "tokenize").out
+    ctx.ref_out["tok_input"] = fx_run(ctx, ["tokenize", "--tokenizer-type", "byte", "--input", "words.txt"], fx,
+                                      "tokenize --input").out
+    ctx.ref_out["gen_input"] = read(os.path.join(fx, "prompts.jsonl"))
 
     ctx.tok_json = ctx.gpt2_vocab = ctx.gpt2_merges = None
     tokdir = os.path.join(ctx.testdata or "", "tokenizers")
@@ -884,6 +924,11 @@ def s_json(rel, fn):
             write(path, json.dumps(obj if new is None else new, indent=2))
 
     return setup
+
+
+def s_hf(*more):
+    """The Hugging Face model in d/hf and the token file of neox score in d/tokens.safetensors."""
+    return s_chain(s_copy("hf", "hf"), s_copy("tokens", "tokens.safetensors"), *more)
 
 
 def c_stdout(key):
@@ -1087,7 +1132,7 @@ def probes_issue(ctx):
 
     # Huge integers.
     def hf_key(key, value):
-        return s_chain(s_copy("hf", "hf"), s_json("hf/config.json", lambda j: j.__setitem__(key, value)))
+        return s_hf(s_json("hf/config.json", lambda j: j.__setitem__(key, value)))
 
     add(Probe("issue/hf-eos_token_id-4294967328:generate", "issue", gen_hf(), setup=hf_key("eos_token_id", 4294967328),
               names=("eos_token_id",), what="eos_token_id beyond 32 bits must not be truncated"))
@@ -1123,7 +1168,8 @@ def probes_issue(ctx):
                                ("--max-tokens", "9223372036854775807", "either"), ("--max-tokens", "-5", "error")]:
         add(Probe("issue/data-inspect%s=%s" % (opt, value), "issue", ["data", "inspect", ctx.data, opt, value],
                   expect=expect, names=(opt[2:],)))
-    add(Probe("issue/tokenize--threads=4294967296", "issue", ["tokenize", "--text", "hi", "--threads", "4294967296"],
+    add(Probe("issue/tokenize--threads=4294967296", "issue",
+              ["tokenize", "--tokenizer-type", "byte", "--text", "hi", "--threads", "4294967296"],
               expect="either", names=("threads",)))
     add(Probe("issue/preprocess--workers=1000000000", "issue",
               ["preprocess", "--input", "a.txt", "--output-prefix", "o", "--workers", "1000000000"],
@@ -1131,6 +1177,662 @@ def probes_issue(ctx):
     add(Probe("issue/bench-op--size=1e9", "issue",
               ["bench", "op", "gelu_forward", "--a", "cpu", "--b", "cpu", "--size", "1e9", "--runs", "1"],
               names=("size",), timeout=30))
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class output: outputs onto character devices and FIFOs; stdout on
+# /dev/full or closed. Atomic rename is for regular files and new paths only.
+
+
+def c_fifo(rel, ref):
+    """exit 0: what came through the FIFO must equal the reference (bytes, a path, or ctx -> bytes)."""
+
+    def check(ctx, d, r):
+        want = ref(ctx) if callable(ref) else ref
+        if isinstance(want, str):
+            want = read(want)
+        got = r.fifo.get(rel, b"")
+        if got != want:
+            return "%d bytes came through the FIFO %s, expected the %d of a regular-file run" % (len(got), rel,
+                                                                                                 len(want))
+        return None
+
+    return check
+
+
+def d_lost_stdout(ctx, p, d):
+    """Runs the command with stdout on a pipe (the control), then as the probe says.
+
+    A run with stdout on /dev/full or closed may exit 0 only when the control
+    printed nothing on stdout: otherwise its output was lost."""
+    ctl_dir = os.path.join(d, "control")
+    os.makedirs(ctl_dir)
+    if p.setup:
+        p.setup(ctx, ctl_dir)
+    ctl = run_cmd(ctx, [ctx.neox] + list(p.args), ctl_dir, env=p.env, timeout=p.timeout)
+    r = run_cmd(ctx, [ctx.neox] + list(p.args), d, env=p.env, stdout=p.stdout, timeout=p.timeout)
+    r.extra["control_out"] = ctl.out
+    r.extra["mode"] = p.stdout
+    return r
+
+
+def c_lost_stdout(ctx, d, r):
+    n = len(r.extra.get("control_out", b""))
+    if n:
+        return "exit 0 with stdout %s: the %d bytes it prints were lost" % (
+            "closed" if r.extra.get("mode") == "closed" else "on /dev/full", n)
+    return None
+
+
+def probes_output(ctx):
+    P = []
+    add = P.append
+    ck, hf = s_copy("ck", "ck"), s_hf()
+    prompts = s_write("prompts.txt", PROMPTS_TXT)
+    # Commands that write a file: (name, args with OUT, setup, reference output path)
+    file_outputs = [
+        ("score--out", lambda o: score(out=o), hf, lambda ctx: os.path.join(ctx.fx, "score.safetensors")),
+        ("generate--output", lambda o: ["generate", "--model", "ck", "--input", "prompts.txt", "--output", o,
+                                        "--greedy", "--max-new-tokens", "3"], s_chain(ck, prompts),
+         lambda ctx: os.path.join(ctx.fx, "prompts.jsonl")),
+        ("tokenize--output", lambda o: ["tokenize", "--tokenizer-type", "byte", "--text", "hello world", "--output", o],
+         None, lambda ctx: os.path.join(ctx.fx, "tok.txt")),
+    ]
+    for name, args, setup, ref in file_outputs:
+        if ctx.is_root:
+            add(Probe("output/%s=devnull" % name, "output", args("null"), expect="ok",
+                      setup=s_chain(setup, s_node("null", "devnull")), keep=device_kept("null"),
+                      what="a character device as the output: written straight, never replaced"))
+            add(Probe("output/%s=devfull" % name, "output", args("full"), setup=s_chain(setup, s_node("full", "devfull")),
+                      names=("full",), keep=device_kept("full", "full"), what="ENOSPC from a device: an error naming it"))
+        add(Probe("output/%s=fifo" % name, "output", args("fifo"), expect="ok",
+                  setup=s_chain(setup, s_node("fifo", "fifo")), fifo_out=("fifo",), keep=fifo_kept("fifo"),
+                  check=c_fifo("fifo", ref), timeout=TIMEOUT_BLOCKING, what="a FIFO as the output: written into it"))
+        add(Probe("output/%s=existing-file" % name, "output", args("old.out"), expect="ok",
+                  setup=s_chain(setup, s_write("old.out", "old contents\n")), check=c_same_file("old.out", ref),
+                  what="control: an existing regular file is replaced"))
+        add(Probe("output/%s=missing-dir" % name, "output", args("nodir/out"), setup=setup, names=("nodir",)))
+        add(Probe("output/%s=directory" % name, "output", args("adir"), setup=s_chain(setup, s_node("adir", "dir")),
+                  names=("adir",), keep=lambda ctx, d, r: None if os.path.isdir(os.path.join(d, "adir")) else
+                  "the directory adir was removed"))
+    # Commands that write a directory: a device, a FIFO or a file there is an error, and stays.
+    dir_outputs = [
+        ("convert--to-hf--out", lambda o: ["convert", "--to-hf", "ck", "--out", o], ck),
+        ("convert--from-hf--out", lambda o: ["convert", "--from-hf", "hf", "--out", o], hf),
+        ("train-save", lambda o: train(ctx, "training.save=%s" % o, "training.train_iters=1"), None),
+        ("train-log_dir", lambda o: train(ctx, "training.log_dir=%s" % o, "training.train_iters=1"), None),
+    ]
+    for name, args, setup in dir_outputs:
+        if ctx.is_root:
+            add(Probe("output/%s=devnull" % name, "output", args("null"), setup=s_chain(setup, s_node("null", "devnull")),
+                      names=("null",), keep=device_kept("null")))
+        add(Probe("output/%s=fifo" % name, "output", args("fifo"), setup=s_chain(setup, s_node("fifo", "fifo")),
+                  names=("fifo",), keep=fifo_kept("fifo"), timeout=TIMEOUT_BLOCKING))
+        add(Probe("output/%s=file" % name, "output", args("afile"), setup=s_chain(setup, s_write("afile", "keep me\n")),
+                  names=("afile",), keep=lambda ctx, d, r: None if os.path.isfile(os.path.join(d, "afile")) and read(
+                      os.path.join(d, "afile")) == b"keep me\n" else "the file afile was changed or removed"))
+    # Prefix outputs (.bin/.idx): a device there is written or refused, never replaced.
+    if ctx.is_root:
+        add(Probe("output/data-merge-bin=devnull", "output",
+                  ["data", "merge", "--input", "%s,%s" % (ctx.data, ctx.data), "--output-prefix", "q"], expect="either",
+                  setup=s_node("q.bin", "devnull"), names=("q.bin",), keep=device_kept("q.bin")))
+        add(Probe("output/preprocess-bin=devnull", "output",
+                  ["preprocess", "--input", "a.txt", "--output-prefix", "p"], expect="either",
+                  setup=s_chain(s_write("a.txt", "hello\n"), s_node("p_text_document.bin", "devnull")),
+                  names=("p_text_document.bin",), keep=device_kept("p_text_document.bin")))
+
+    # stdout on /dev/full or closed: an error naming standard output, never exit 0 with the output lost.
+    stdout_cmds = [
+        ("generate--prompt-ids", gen_ck(), ck, None),
+        ("generate--prompt", gen_ck(prompt_ids=None, prompt="hello"), ck, None),
+        ("data-inspect", ["data", "inspect", ctx.data], None, None),
+        ("config--reference", ["config", "--reference"], None, None),
+        ("config--check", ["config", "--check", ctx.tiny], None, None),
+        ("plugins", ["plugins"], None, None),
+        ("plugins--check", ["plugins", "--check", os.path.join(ctx.plugin_dir, "neox_comm_local.so")], None, None),
+        ("tokenize--text", ["tokenize", "--tokenizer-type", "byte", "--text", "hello world"], None, None),
+        ("tokenize--decode", ["tokenize", "--tokenizer-type", "byte", "--decode", "--ids", "104 105"], None, None),
+        ("score", score(), hf, c_same_file("out.safetensors", lambda ctx: os.path.join(ctx.fx, "score.safetensors"))),
+        ("convert--to-hf", ["convert", "--to-hf", "ck", "--out", "o"], ck,
+         c_tensors("o/model.safetensors", lambda ctx: os.path.join(ctx.fx, "hf_step4", "model.safetensors"))),
+        ("preprocess", ["preprocess", "--input", "a.txt", "--output-prefix", "p"], s_write("a.txt", "hello\n"), None),
+        ("data-merge", ["data", "merge", "--input", "%s,%s" % (ctx.data, ctx.data), "--output-prefix", "q"], None,
+         None),
+        ("bench-op", ["bench", "op", "gelu_forward", "--a", "cpu", "--b", "cpu", "--size", "0.01", "--runs", "1",
+                      "--warmup", "0"], None, None),
+        ("bench-train", ["bench", "train", "--config", ctx.tiny, "--steps", "1", "--warmup", "0"], None, None),
+        ("train", train(ctx), None, c_ckpt("ck", 6)),
+        ("help", ["--help"], None, None),
+        ("tokenize--help", ["tokenize", "--help"], None, None),
+    ]
+    for name, args, setup, outputs_ok in stdout_cmds:
+        for mode in ("full", "closed"):
+            # Files the command writes must be right whatever the exit status
+            # (with fd 1 closed, a file opened later could become fd 1).
+            keep = None
+            if outputs_ok:
+                keep = lambda ctx, d, r, f=outputs_ok: f(ctx, d, r) if r.rc == 0 else None
+            add(Probe("output/stdout-%s:%s" % (mode, name), "output", args, expect="either", setup=setup,
+                      stdout=mode, names=(STDOUT_NAMES,), driver=d_lost_stdout, check=c_lost_stdout, keep=keep,
+                      what="stdout %s: an error naming standard output" % ("on /dev/full" if mode == "full" else
+                                                                           "closed")))
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class fifo: a FIFO, a directory or nothing where an input file is
+# expected. Files are refused before they are opened, naming the path.
+
+
+def probes_fifo(ctx):
+    P = []
+    ck, hf = s_copy("ck", "ck"), s_hf()
+    conf = s_copy("tiny", "c.toml")
+    ds = lambda ctx, d: [copy(ctx.data + ext, os.path.join(d, "ds", "t" + ext)) for ext in (".idx", ".bin")]
+    tok = s_copy("tok_json", "tok.json") if ctx.tok_json else None
+    # (input, setup, path replaced, [(consumer, args)])
+    inputs = [
+        ("config-toml", conf, "c.toml", [
+            ("config-check", ["config", "--check", "c.toml"], None),
+            ("train", ["train", "c.toml", "--set", "training.train_iters=1"], None),
+            ("bench-train", ["bench", "train", "--config", "c.toml", "--steps", "1", "--warmup", "0"], None),
+            ("generate", gen_ck(config="c.toml"), ck),
+            ("score", score() + ["--config", "c.toml"], hf),
+            ("convert", ["convert", "--to-hf", "ck", "--out", "o", "--config", "c.toml"], ck),
+        ]),
+        ("hf-model.safetensors", hf, "hf/model.safetensors", [
+            ("score", score(), None),
+            ("generate", gen_hf(), None),
+            ("convert-from-hf", ["convert", "--from-hf", "hf", "--out", "o"], None),
+        ]),
+        ("hf-config.json", hf, "hf/config.json", [
+            ("score", score(), None),
+            ("generate", gen_hf(), None),
+            ("convert-from-hf", ["convert", "--from-hf", "hf", "--out", "o"], None),
+        ]),
+        ("tokens.safetensors", hf, "tokens.safetensors", [("score", score(), None)]),
+    ]
+    for ext in (".idx", ".bin"):
+        inputs.append(("dataset" + ext, ds, "ds/t" + ext, [
+            ("data-inspect", ["data", "inspect", "ds/t"], None),
+            ("train", train(ctx, "plugins.options.mmap.data_path=ds/t", "training.train_iters=1"), None),
+            ("data-merge", ["data", "merge", "--input", "ds/t", "--output-prefix", "m"], None),
+        ]))
+    if ctx.tok_json:
+        inputs.append(("tokenizer.json", tok, "tok.json", [
+            ("tokenize", ["tokenize", "--tokenizer-type", "HFTokenizer", "--vocab-file", "tok.json", "--text", "hi"],
+             None),
+            ("preprocess", ["preprocess", "--input", "a.txt", "--output-prefix", "p", "--tokenizer-type", "HFTokenizer",
+                            "--vocab-file", "tok.json"], s_write("a.txt", "hello\n")),
+            ("generate", gen_hf(prompt_ids=None, prompt="hi", tokenizer="tok.json"), hf),
+            ("train", train(ctx, "tokenizer.type=HFTokenizer", "tokenizer.vocab_file=tok.json",
+                            "training.train_iters=1"), None),
+        ]))
+    if ctx.gpt2_vocab:
+        gpt2 = s_chain(s_copy("gpt2_vocab", "vocab.json"), s_copy("gpt2_merges", "merges.txt"))
+        args = ["tokenize", "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", "vocab.json", "--merge-file",
+                "merges.txt", "--text", "hi"]
+        inputs.append(("vocab.json", gpt2, "vocab.json", [("tokenize", args, None)]))
+        inputs.append(("merges.txt", gpt2, "merges.txt", [("tokenize", args, None)]))
+    for inp, setup, rel, consumers in inputs:
+        for kind in ("fifo", "dir", "missing"):
+            for cname, args, extra in consumers:
+                P.append(Probe("fifo/%s=%s:%s" % (inp, kind, cname), "fifo", args, setup=s_chain(setup, extra,
+                                                                                                  s_node(rel, kind)),
+                               names=(os.path.basename(rel),), timeout=TIMEOUT_BLOCKING,
+                               what="%s where %s is expected" % ({"fifo": "a FIFO", "dir": "a directory",
+                                                                   "missing": "nothing"}[kind], rel)))
+    # Text inputs may be FIFOs (process substitution): read to the end, or refused.
+    streams = [
+        ("tokenize--input", ["tokenize", "--tokenizer-type", "byte", "--input", "in"], WORDS_TXT, None,
+         c_stdout("tok_input")),
+        ("generate--input", ["generate", "--model", "ck", "--input", "in", "--output", "o.jsonl", "--greedy",
+                             "--max-new-tokens", "3"], PROMPTS_TXT, ck,
+         c_same_file("o.jsonl", lambda ctx: os.path.join(ctx.fx, "prompts.jsonl"))),
+        ("preprocess--input", ["preprocess", "--input", "in", "--output-prefix", "p"], WORDS_TXT, None,
+         lambda ctx, d, r: None if os.path.isfile(os.path.join(d, "p_text_document.bin")) else "no dataset written"),
+    ]
+    for name, args, content, setup, check in streams:
+        P.append(Probe("fifo/stream:%s" % name, "fifo", args, expect="either", setup=s_chain(setup, s_node("in", "fifo")),
+                       fifo_in={"in": content.encode()}, names=("in",), check=check, timeout=TIMEOUT_BLOCKING,
+                       what="a FIFO with a writer as a text input: read to the end, or refused"))
+    # Directories where a file is expected, beyond the inputs above (issue 17).
+    for name, args, setup, rel in [
+        ("config-check", ["config", "--check", "adir"], None, "adir"),
+        ("generate--input", gen_ck(prompt_ids=None, input="adir"), ck, "adir"),
+        ("tokenize--input", ["tokenize", "--tokenizer-type", "byte", "--input", "adir"], None, "adir"),
+        ("plugins--check", ["plugins", "--check", "adir"], None, "adir"),
+        ("generate--tokenizer", gen_ck(tokenizer="adir"), ck, "adir"),
+        ("score--tokens", score(tokens="adir"), hf, "adir"),
+    ]:
+        P.append(Probe("fifo/dir-as-file:%s" % name, "fifo", args, setup=s_chain(setup, s_node(rel, "dir")),
+                       names=(rel,), what="a directory where a file is expected"))
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class plugin: bad files on the plugin path. A bad file must not break a
+# command that does not need it; it is rejected with a reason; a plugin that
+# crashes in its own code is the one thing no in-process loader survives.
+
+
+def elf_patch(offset, fmt, value):
+    def fn(b):
+        b = bytearray(b)
+        struct.pack_into(fmt, b, offset, value)
+        return bytes(b)
+
+    return fn
+
+
+OWN_CODE_CRASH = {"middle-zeroed"}
+
+
+def bad_plugin_files(ctx):
+    """(label, file name on the plugin path, maker(ctx, path)); a maker may make a FIFO, a directory, a link."""
+    local = os.path.join(ctx.plugin_dir, "neox_comm_local.so")
+    size = os.path.getsize(local)
+
+    def from_local(fn):
+        return lambda ctx, path: write(path, fn(read(local)))
+
+    files = []
+    for n in [0, 16, 63, 64, 500, 4096, size // 4, size // 2, 3 * size // 4, size - 4096, size - 1]:
+        files.append(("truncated-%d" % n, "neox_comm_trunc.so", from_local(lambda b, n=n: b[:n])))
+    files += [
+        ("text", "neox_comm_text.so", lambda ctx, path: write(path, "this is not a shared library\n")),
+        ("linker-script", "neox_comm_script.so", lambda ctx, path: write(path, "/* GNU ld script */\nINPUT(-lc)\n")),
+        ("empty", "neox_comm_empty.so", lambda ctx, path: write(path, b"")),
+        ("random", "neox_comm_random.so", lambda ctx, path: write(path, bytes((i * 7919 + 13) % 256
+                                                                              for i in range(20000)))),
+        ("elf-magic-then-garbage", "neox_comm_magic.so", lambda ctx, path: write(path, b"\x7fELF" + b"\xff" * 4000)),
+        ("elf-32-bit", "neox_comm_elf32.so", from_local(elf_patch(4, "B", 1))),
+        ("elf-big-endian", "neox_comm_elfbe.so", from_local(elf_patch(5, "B", 2))),
+        ("elf-arm-machine", "neox_comm_arm.so", from_local(elf_patch(18, "<H", 0x28))),
+        ("elf-phoff-huge", "neox_comm_phoff.so", from_local(elf_patch(32, "<Q", 1 << 60))),
+        ("elf-phnum-65535", "neox_comm_phnum.so", from_local(elf_patch(56, "<H", 0xffff))),
+        ("elf-shoff-huge", "neox_comm_shoff.so", from_local(elf_patch(40, "<Q", 1 << 60))),
+        ("middle-zeroed", "neox_comm_zeroed.so",
+         from_local(lambda b: b[:len(b) // 4] + b"\0" * (len(b) // 2) + b[len(b) // 4 + len(b) // 2:])),
+        ("directory", "neox_comm_dir.so", lambda ctx, path: os.makedirs(path)),
+        ("fifo", "neox_comm_fifo.so", lambda ctx, path: os.mkfifo(path)),
+        ("dangling-symlink", "neox_comm_dangling.so", lambda ctx, path: os.symlink("nowhere.so", path)),
+        ("symlink-loop", "neox_comm_loop.so", lambda ctx, path: os.symlink(os.path.basename(path), path)),
+        ("copy-misnamed", "neox_comm_other.so", from_local(lambda b: b)),
+        ("shadow-cpu-truncated", "neox_backend_cpu.so",
+         lambda ctx, path: write(path, read(os.path.join(ctx.plugin_dir, "neox_backend_cpu.so"))[:50000])),
+        ("shadow-cpu-text", "neox_backend_cpu.so", lambda ctx, path: write(path, "not a library\n")),
+    ]
+    if ctx.test_plugin_dir:
+        for f in sorted(os.listdir(ctx.test_plugin_dir)):
+            if f.endswith(".so"):
+                files.append(("test-" + f[len("neox_"):-3], f,
+                              lambda ctx, path, f=f: shutil.copyfile(os.path.join(ctx.test_plugin_dir, f), path)))
+    return files
+
+
+def probes_plugin(ctx):
+    P = []
+    env = {"NEOX_PLUGIN_PATH": "pp"}
+
+    def place(name, maker):
+
+        def setup(ctx, d):
+            os.makedirs(os.path.join(d, "pp"))
+            maker(ctx, os.path.join(d, "pp", name))
+
+        return setup
+
+    def listed(name):
+        return lambda ctx, d, r: None if name.encode() in r.out + r.err else "%s is not listed" % name
+
+    for label, name, maker in bad_plugin_files(ctx):
+        setup = place(name, maker)
+        # Zeroed code: its entry point runs zeros and faults in the plugin's own code.
+        own_crash = label in OWN_CODE_CRASH
+        test_plugin = label.startswith("test-")
+        shadow = label.startswith("shadow-")
+        fifo = label == "fifo"
+        t = TIMEOUT_BLOCKING if fifo else TIMEOUT
+        P.append(Probe("plugin/%s:plugins" % label, "plugin", ["plugins"], expect="ok", env=env, setup=setup,
+                       check=listed(name), timeout=t, plugin_crash=own_crash,
+                       what="neox plugins lists the file (loaded, or rejected with why)"))
+        P.append(Probe("plugin/%s:train" % label, "plugin", train(ctx, "training.train_iters=1"), expect="either" if
+                       shadow else "ok", env=env, setup=setup, names=(name,), timeout=t,
+                       check=lambda ctx, d, r: None if os.path.isdir(os.path.join(d, "ck", "global_step1")) else
+                       "no checkpoint saved", what="a bad file the run does not need must not break it"))
+        P.append(Probe("plugin/%s:generate" % label, "plugin", gen_ck(), expect="either" if shadow else "ok", env=env,
+                       setup=s_chain(s_copy("ck", "ck"), setup), names=(name,), check=c_stdout("gen4"), timeout=t))
+        P.append(Probe("plugin/%s:plugins--check" % label, "plugin", ["plugins", "--check", "pp/" + name],
+                       expect="either" if test_plugin else "error", env=env, setup=setup, names=(name,), timeout=t,
+                       plugin_crash=own_crash, what="checking one bad file: an error naming it"))
+        if name.startswith("neox_comm_") and not test_plugin:
+            P.append(Probe("plugin/%s:train-selects-it" % label, "plugin",
+                           train(ctx, "plugins.comm=" + name[len("neox_comm_"):-3], "training.train_iters=1"), env=env,
+                           setup=setup, names=(name,), timeout=t, plugin_crash=own_crash,
+                           what="a run that needs the bad plugin: an error"))
+    for name, path in sorted(ctx.crash_plugins.items()):
+        label = "crashing-" + name[len("neox_comm_"):-3]
+        setup = place(name, lambda ctx, p, path=path: shutil.copyfile(path, p))
+        P.append(Probe("plugin/%s:plugins" % label, "plugin", ["plugins"], expect="ok", env=env, setup=setup,
+                       check=listed(name), plugin_crash=True, what="listing loads it: the plugin's own crash"))
+        P.append(Probe("plugin/%s:plugins--check" % label, "plugin", ["plugins", "--check", "pp/" + name],
+                       expect="either", env=env, setup=setup, names=(name,), plugin_crash=True))
+        P.append(Probe("plugin/%s:train-selects-it" % label, "plugin",
+                       train(ctx, "plugins.comm=" + name[len("neox_comm_"):-3], "training.train_iters=1"), env=env,
+                       setup=setup, names=(name,), plugin_crash=True))
+        P.append(Probe("plugin/%s:train" % label, "plugin", train(ctx, "training.train_iters=1"), expect="ok", env=env,
+                       setup=setup, check=lambda ctx, d, r: None if os.path.isdir(os.path.join(d, "ck", "global_step1"))
+                       else "no checkpoint saved", what="a run that does not need the crashing plugin must not load it"))
+        P.append(Probe("plugin/%s:generate" % label, "plugin", gen_ck(), expect="ok", env=env,
+                       setup=s_chain(s_copy("ck", "ck"), setup), check=c_stdout("gen4")))
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class signal: a closed pipe, SIGHUP, a file-size limit, a dataset shrinking
+
+
+def spawn(ctx, argv, d, env=None, stdout=None, name="run"):
+    """Starts argv in d with stdout and stderr to files d/<name>.out/.err (or stdout a pipe)."""
+    full_env = dict(ctx.env)
+    full_env.update(env or {})
+    out = subprocess.PIPE if stdout == "pipe" else open(os.path.join(d, name + ".out"), "wb")
+    err = open(os.path.join(d, name + ".err"), "wb")
+    proc = subprocess.Popen([str(a) for a in argv], cwd=d, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=err, start_new_session=True)
+    if out is not subprocess.PIPE:
+        out.close()
+    err.close()
+    proc.cmd = shlex.join(["neox"] + [str(a) for a in argv[1:]])
+    proc.logname = name
+    return proc
+
+
+def wait_for(pred, timeout, interval=0.01):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
+
+
+def finish(proc, d, timeout, r=None):
+    """Waits for a spawned process; fills a Result from its log files."""
+    r = r or Result(cmd=proc.cmd)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        r.timed_out = True
+        kill_group(proc)
+        proc.wait()
+    if not r.timed_out:
+        if proc.returncode < 0:
+            r.sig = -proc.returncode
+        else:
+            r.rc = proc.returncode
+    outp = os.path.join(d, proc.logname + ".out")
+    if os.path.exists(outp):
+        r.out = read(outp)
+    r.err = read(os.path.join(d, proc.logname + ".err"))
+    return r
+
+
+def training_started(d, name="run"):
+    """True once a step has been logged (on stdout or stderr)."""
+    for ext in (".out", ".err"):
+        try:
+            if re.search(rb"step \d+", read(os.path.join(d, name + ext))):
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+def d_head1(ctx, p, d):
+    """neox ... | head -1: read one line of stdout, then close the pipe."""
+    proc = spawn(ctx, [ctx.neox] + p.args, d, env=p.env, stdout="pipe")
+    import select
+    line, end = b"", time.monotonic() + p.timeout
+    while not line.endswith(b"\n") and time.monotonic() < end:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            c = os.read(proc.stdout.fileno(), 1)
+            if not c:
+                break
+            line += c
+    proc.stdout.close()
+    r = finish(proc, d, max(1, end - time.monotonic()))
+    r.cmd += " | head -1"
+    r.out = line
+    return r
+
+
+def d_signal(sig, delay=0.3):
+    """Sends sig once training has logged a step."""
+
+    def driver(ctx, p, d):
+        proc = spawn(ctx, [ctx.neox] + p.args, d, env=p.env)
+        started = wait_for(lambda: training_started(d), 30)
+        time.sleep(delay)
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        r = finish(proc, d, p.timeout)
+        r.cmd += "  (%s after the first step)" % signame(sig)
+        if not started:
+            r.note = "training had not logged a step after 30 s"
+        return r
+
+    return driver
+
+
+def d_shrink(size_fn, rel):
+    """Truncates d/rel to size_fn(size) once training has logged a step."""
+
+    def driver(ctx, p, d):
+        proc = spawn(ctx, [ctx.neox] + p.args, d, env=p.env)
+        wait_for(lambda: training_started(d), 30)
+        path = os.path.join(d, rel)
+        os.truncate(path, size_fn(os.path.getsize(path)))
+        r = finish(proc, d, p.timeout)
+        r.cmd += "  (%s truncated while training)" % rel
+        return r
+
+    return driver
+
+
+def fsize(n):
+    """argv prefix that limits the size of files written (RLIMIT_FSIZE) to n bytes."""
+    if shutil.which("prlimit"):
+        return ["prlimit", "--fsize=%d" % n]
+    return [sys.executable, "-c", "import os,resource,sys;resource.setrlimit(resource.RLIMIT_FSIZE,(%d,%d));"
+            "os.execv(sys.argv[1],sys.argv[1:])" % (n, n)]
+
+
+def c_saved(rel="ck"):
+    """A checkpoint was saved: d/rel/latest names a global_step directory with weights."""
+
+    def check(ctx, d, r):
+        try:
+            name = read(os.path.join(d, rel, "latest")).decode().strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return "no checkpoint saved (%s/latest missing)" % rel
+        if not os.path.isfile(os.path.join(d, rel, name, "model.safetensors")):
+            return "%s/latest names %s, which has no weights" % (rel, name)
+        return None
+
+    return check
+
+
+def probes_signal(ctx):
+    P = []
+    long_run = ["training.train_iters=100000", "training.checkpoint_factor=100000"]
+    P.append(Probe("signal/train|head-1", "signal", train(ctx, "training.train_iters=200",
+                                                          "training.checkpoint_factor=50"), expect="either",
+                   driver=d_head1, check=c_ckpt_complete("ck", 200), keep=c_ckpt_complete("ck", 200), stdout_ok=True,
+                   names=(STDOUT_NAMES,), what="neox train | head -1: training goes on and saves"))
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        P.append(Probe("signal/%s-during-training" % signame(sig), "signal", train(ctx, *long_run), expect="either",
+                       driver=d_signal(sig), check=c_saved(), keep=c_saved(), stdout_ok=True, timeout=60,
+                       what="%s saves a checkpoint and exits, as SIGTERM does" % signame(sig)))
+    # A file-size limit: an error naming the file, never SIGXFSZ; what was saved before stays.
+    for n in (100, 2000, 20000, 100000):
+        P.append(Probe("signal/fsize-%d:train" % n, "signal", train(ctx), wrap=fsize(n),
+                       names=(("ck/", "runs/", "train.log", "metrics.jsonl", "global_step"),),
+                       what="RLIMIT_FSIZE %d bytes while training saves" % n))
+        P.append(Probe("signal/fsize-%d:train-resume" % n, "signal", train(ctx, "training.load=ck"), wrap=fsize(n),
+                       setup=s_copy("ck", "ck"), names=(("ck/", "runs/", "train.log", "metrics.jsonl", "global_step"),),
+                       keep=k_tree("ck/global_step4", lambda ctx: os.path.join(ctx.ck, "global_step4")),
+                       what="the checkpoint saved before the limit stays"))
+    for n in (1000, 20000):
+        P.append(Probe("signal/fsize-%d:score" % n, "signal", score(), wrap=fsize(n), setup=s_hf(),
+                       names=("out.safetensors",)))
+        P.append(Probe("signal/fsize-%d:convert--to-hf" % n, "signal", ["convert", "--to-hf", "ck", "--out", "o"],
+                       wrap=fsize(n), setup=s_copy("ck", "ck"), names=(("o/", "model.safetensors", "config.json"),)))
+        P.append(Probe("signal/fsize-%d:preprocess" % n, "signal", ["preprocess", "--input", "text", "--output-prefix",
+                                                                     "p"], wrap=fsize(n),
+                       setup=s_copy(os.path.join(ctx.fx, "text"), "text"), names=("p_text_document",)))
+        P.append(Probe("signal/fsize-%d:data-merge" % n, "signal",
+                       ["data", "merge", "--input", "%s,%s" % (ctx.data, ctx.data), "--output-prefix", "q"],
+                       wrap=fsize(n), names=(("q.bin", "q.idx"),)))
+        P.append(Probe("signal/fsize-%d:tokenize--output" % n, "signal",
+                       ["tokenize", "--tokenizer-type", "byte", "--input", "big.txt", "--output", "ids.txt"],
+                       wrap=fsize(n), setup=s_write("big.txt", "hello world " * 5000), names=("ids.txt",)))
+    # The dataset shrinks under a running trainer: an error naming the file (or the run reads what it had).
+    ds = lambda ctx, d: [copy(ctx.data + ext, os.path.join(d, "ds", "t" + ext)) for ext in (".idx", ".bin")]
+    for label, fn in [("to-0", lambda n: 0), ("to-half", lambda n: n // 2), ("by-one-page", lambda n: max(0, n - 4096))]:
+        P.append(Probe("signal/dataset-bin-shrinks-%s" % label, "signal",
+                       train(ctx, "plugins.options.mmap.data_path=ds/t", "training.train_iters=3000",
+                             "training.checkpoint_factor=100000"), expect="either", setup=ds,
+                       driver=d_shrink(fn, "ds/t.bin"), names=("t.bin",), stdout_ok=True, timeout=120,
+                       what="the .bin truncated while training: an error naming it, never SIGBUS"))
+    P.append(Probe("signal/dataset-idx-shrinks", "signal",
+                   train(ctx, "plugins.options.mmap.data_path=ds/t", "training.train_iters=3000",
+                         "training.checkpoint_factor=100000"), expect="either", setup=ds,
+                   driver=d_shrink(lambda n: 0, "ds/t.idx"), names=("t.idx",), stdout_ok=True, timeout=120))
+    return P
+
+
+def c_ckpt_complete(rel, step):
+    """d/rel/latest names global_step<step> and its files are there."""
+
+    def check(ctx, d, r):
+        base = os.path.join(d, rel)
+        try:
+            name = read(os.path.join(base, "latest")).decode().strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return "%s/latest missing: no checkpoint saved" % rel
+        if name != "global_step%d" % step:
+            return "%s/latest names %s, not global_step%d" % (rel, name, step)
+        for f in ("model.safetensors", "optimizer.safetensors", "state.json", "config.toml"):
+            if not os.path.isfile(os.path.join(base, name, f)):
+                return "%s/%s/%s missing" % (rel, name, f)
+        return None
+
+    return check
+
+
+# ---------------------------------------------------------------------------
+# class savedir: one run's save directory is not another's
+
+
+def k_old_run_kept(ctx, d, r):
+    """The run saved in d/ck (steps 3 and 4) is still there, unchanged, and latest does not go back."""
+    for k in (3, 4):
+        for f in ("model.safetensors", "optimizer.safetensors", "state.json"):
+            mine = os.path.join(d, "ck", "global_step%d" % k, f)
+            if not os.path.isfile(mine) or read(mine) != read(os.path.join(ctx.ck, "global_step%d" % k, f)):
+                return "ck/global_step%d/%s of the earlier run was replaced or removed" % (k, f)
+    try:
+        latest = read(os.path.join(d, "ck", "latest")).decode().strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return "ck/latest was removed"
+    m = re.fullmatch(r"global_step(\d+)", latest)
+    if not m or int(m.group(1)) < 4:
+        return "ck/latest moved from global_step4 to %s" % latest
+    if int(m.group(1)) > 4 and latest != "global_step6":
+        return "ck/latest names %s" % latest
+    if latest == "global_step6":  # resumed: must be the uninterrupted run's step 6
+        return c_ckpt("ck", 6)(ctx, d, r)
+    return None
+
+
+def d_two_trainers(second_args, expect_pid):
+    """A trainer saves into ck every step; a second command is started on ck meanwhile."""
+
+    def driver(ctx, p, d):
+        first = spawn(ctx, [ctx.neox] + train(ctx, "training.train_iters=300"), d, name="first")
+        saw = wait_for(lambda: os.path.exists(os.path.join(d, "ck", "latest")), 30, 0.002)
+        second = run_cmd(ctx, [ctx.neox] + second_args(ctx), d, timeout=p.timeout)
+        running = first.poll() is None
+        fr = finish(first, d, 120)
+        second.extra["first"] = fr
+        second.extra["pid"] = first.pid
+        second.note = "first trainer (pid %d): %s%s" % (first.pid, status_of(fr), "" if running else
+                                                        ", had already finished when the second ended")
+        if not saw:
+            second.note += "; it saved nothing within 30 s"
+        if expect_pid:
+            p.names = ((str(first.pid), "locked"),)
+        return second
+
+    return driver
+
+
+def k_first_trainer_ok(ctx, d, r):
+    fr = r.extra.get("first")
+    if fr is None:
+        return None
+    if fr.timed_out or fr.sig is not None or fr.rc != 0:
+        return "the first trainer failed (%s): %s" % (status_of(fr), first_line(fr.err) or first_line(fr.out))
+    return c_ckpt_complete("ck", 300)(ctx, d, r)
+
+
+def probes_savedir(ctx):
+    P = []
+    ck = s_copy("ck", "ck")
+    for iters in (2, 6):
+        P.append(Probe("savedir/fresh-run-into-a-save-dir:train_iters=%d" % iters, "savedir",
+                       train(ctx, "training.train_iters=%d" % iters), expect="either", setup=ck, keep=k_old_run_kept,
+                       names=("ck", "load"),
+                       what="a fresh run into another run's save directory: resume it or refuse naming the way out"))
+    P.append(Probe("savedir/fresh-run-into-a-save-dir-without-latest", "savedir", train(ctx), expect="either",
+                   setup=s_chain(ck, lambda ctx, d: os.unlink(os.path.join(d, "ck", "latest"))),
+                   keep=lambda ctx, d, r: k_tree("ck/global_step4", lambda ctx: os.path.join(ctx.ck, "global_step4"))(
+                       ctx, d, r), names=("ck", "load")))
+    P.append(Probe("savedir/fresh-run-into-a-dir-of-other-files", "savedir", train(ctx), expect="either",
+                   setup=s_write("ck/notes.txt", "mine\n"), check=c_ckpt("ck", 6), names=("ck",),
+                   keep=lambda ctx, d, r: None if os.path.isfile(os.path.join(d, "ck", "notes.txt")) else
+                   "ck/notes.txt was removed"))
+    P.append(Probe("savedir/fresh-run-into-an-empty-dir", "savedir", train(ctx), expect="ok",
+                   setup=lambda ctx, d: os.makedirs(os.path.join(d, "ck")), check=c_ckpt("ck", 6),
+                   what="control: an empty save directory is a fresh run's"))
+    P.append(Probe("savedir/resume", "savedir", train(ctx, "training.load=ck"), expect="ok", setup=ck,
+                   check=c_ckpt("ck", 6), what="control: resuming continues bit-identically"))
+    P.append(Probe("savedir/resume-from-global_step3", "savedir", train(ctx, "training.load=ck/global_step3"),
+                   expect="either", setup=ck, check=c_ckpt("ck", 6),
+                   keep=lambda ctx, d, r: c_ckpt("ck", 4)(ctx, d, r) if os.path.isdir(os.path.join(
+                       d, "ck", "global_step4")) else None, names=("global_step",),
+                   what="resuming an older step of the same directory (step 4 is saved again, the same)"))
+    P.append(Probe("savedir/finetune-into-a-save-dir", "savedir",
+                   train(ctx, "training.load=%s" % os.path.join(ctx.ck, "global_step3"), "training.finetune=true"),
+                   expect="either", setup=ck, keep=k_old_run_kept, names=("ck",),
+                   what="a fine-tuning run into another run's save directory"))
+    # Two writers on one save directory: the second is refused naming the first's PID.
+    P.append(Probe("savedir/two-trainers:second-resumes", "savedir", [], driver=d_two_trainers(
+        lambda ctx: train(ctx, "training.train_iters=300", "training.load=ck"), True), keep=k_first_trainer_ok,
+                   timeout=120, what="a second trainer resuming the same directory while the first saves"))
+    P.append(Probe("savedir/two-trainers:second-fresh", "savedir", [], driver=d_two_trainers(
+        lambda ctx: train(ctx, "training.train_iters=300"), False), names=("ck",), keep=k_first_trainer_ok,
+                   timeout=120))
+    P.append(Probe("savedir/two-trainers:reader-generates", "savedir", [], expect="ok", driver=d_two_trainers(
+        lambda ctx: gen_ck(), False), keep=k_first_trainer_ok, timeout=120,
+                   check=lambda ctx, d, r: None if re.fullmatch(rb"[0-9,]+\n?", r.out) else "no ids printed",
+                   what="a reader of a directory being saved into loads a complete checkpoint"))
     return P
 
 
