@@ -1837,6 +1837,564 @@ def probes_savedir(ctx):
 
 
 # ---------------------------------------------------------------------------
+# class options: unknown, malformed and missing option values, for every
+# command. The error names the option (and the value).
+
+
+def parse_help(text_):
+    """[(long name, takes a value, default or None)] from a cxxopts --help text."""
+    opts, cur = [], None
+    for line in text_.splitlines():
+        # Option lines are indented by 2 ("-a, --all" or "-a arg") or 6 ("--name arg"); descriptions more.
+        m = re.match(r"( {2}(?=-)| {6}(?=--))(?:-(\w)(?:, )?)?(?:--([a-z0-9][a-z0-9-]*))?( ?arg)?(?:\s+(.*))?$", line)
+        if m and (m.group(2) or m.group(3)) and line[len(m.group(1))] == "-":
+            cur = [m.group(3) or m.group(2), bool(m.group(4)), m.group(5) or ""]
+            opts.append(cur)
+        elif cur and line.startswith(" " * 10) and line.strip():
+            cur[2] += " " + line.strip()
+        else:
+            cur = None
+    out = []
+    for name, takes, desc in opts:
+        m = re.search(r"\(default: ([^)]*)\)\s*$", desc)
+        out.append((name, takes, m.group(1).strip() if m else None))
+    return out
+
+
+def is_number(s):
+    return s is not None and re.fullmatch(r"-?[0-9.]+(e-?[0-9]+)?", s) is not None
+
+
+def drop_option(args, opt):
+    """args without --opt and its value (when it takes one)."""
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if a == "--" + opt or a == "-" + opt:
+            skip = i + 1 < len(args) and not args[i + 1].startswith("--")
+            continue
+        out.append(a)
+    return out
+
+
+# Options that take numbers although their help shows no default.
+NUMERIC_WITHOUT_DEFAULT = {"bos-token-id", "eos-token-id", "eod-id"}
+# Numeric options that take real numbers (where 1e20 is a valid value).
+FLOAT_OPTIONS = {"temperature", "top-p", "size", "mem-gbs", "gemm-tflops", "l2-mb", "progress-interval"}
+
+
+def probes_options(ctx):
+    P = []
+    ck, hf = s_copy("ck", "ck"), s_hf()
+    bases = [
+        ("train", ["train", ctx.tiny, "--set", "training.train_iters=1"], None, ["train"]),
+        ("generate", gen_ck(), ck, ["generate"]),
+        ("score", score(), hf, ["score"]),
+        ("tokenize", ["tokenize", "--tokenizer-type", "byte", "--text", "hi"], None, ["tokenize"]),
+        ("preprocess", ["preprocess", "--input", "a.txt", "--output-prefix", "p"], s_write("a.txt", "hello\n"),
+         ["preprocess"]),
+        ("data-inspect", ["data", "inspect", ctx.data], None, ["data", "inspect"]),
+        ("data-merge", ["data", "merge", "--input", ctx.data, "--output-prefix", "q"], None, ["data", "merge"]),
+        ("plugins", ["plugins"], None, ["plugins"]),
+        ("config", ["config", "--check", ctx.tiny], None, ["config"]),
+        ("convert", ["convert", "--to-hf", "ck", "--out", "o"], ck, ["convert"]),
+        ("bench-train", ["bench", "train", "--config", ctx.tiny, "--steps", "1", "--warmup", "0"], None, ["bench"]),
+        ("bench-op", ["bench", "op", "gelu_forward", "--a", "cpu", "--b", "cpu", "--size", "0.01", "--runs", "1",
+                      "--warmup", "0"], None, ["bench"]),
+        ("bench-comm", ["bench", "comm", "--comm", "local", "--sizes", "4K", "--runs", "1", "--warmup", "0"], None,
+         ["bench", "comm"]),
+    ]
+    for cname, base, setup, helpcmd in bases:
+        P.append(Probe("options/%s:unknown-option" % cname, "options", base + ["--bogus-option"], setup=setup,
+                       names=("bogus-option",)))
+        P.append(Probe("options/%s:unknown-option-with-value" % cname, "options", base + ["--bogus-option=3"],
+                       setup=setup, names=("bogus-option",)))
+        P.append(Probe("options/%s:unknown-short-option" % cname, "options", base + ["-Z"], setup=setup, names=("Z",)))
+        P.append(Probe("options/%s:stray-argument" % cname, "options", base + ["stray-argument"], setup=setup,
+                       names=("stray-argument",)))
+        h = run_cmd(ctx, [ctx.neox] + helpcmd + ["--help"], ctx.fx, timeout=30)
+        seen = set()
+        for name, takes, default in parse_help(text(h.out + h.err)):
+            if name in ("help", "h") or name in seen:
+                continue
+            seen.add(name)
+            flag = ("--" if len(name) > 1 else "-") + name
+            rest = drop_option(base, name)
+            pid = "options/%s:%s" % (cname, flag)
+            if not takes:
+                P.append(Probe(pid + "=maybe", "options", rest + [flag + "=maybe"], setup=setup, names=(name,),
+                               what="a flag given a value that is not a boolean"))
+                continue
+            P.append(Probe(pid + ":missing-value", "options", rest + [flag], setup=setup, names=(name,),
+                           what="the option's value left out"))
+            numeric = is_number(default) or name in NUMERIC_WITHOUT_DEFAULT
+            if not numeric:
+                continue
+            real = name in FLOAT_OPTIONS
+            values = [("abc", "abc", "error"), ("empty", "", "error"), ("trailing-junk", "5x", "error"),
+                      ("overflow", "99999999999999999999", "either" if real else "error"), ("1.5", "1.5", "either"),
+                      ("minus-1", "-1", "either"), ("hex", "0x10", "either")]
+            if name == "size":  # bench's scale of the op's shape: 1 is already a long run on a CPU
+                values = [v for v in values if v[0] in ("abc", "empty", "overflow")] + [("trailing-junk", "0.01x",
+                                                                                         "error")]
+            for label, value, expect in values:
+                P.append(Probe(pid + "=" + label, "options", rest + [flag, value], setup=setup, expect=expect,
+                               names=(name, value) if value else (name,), timeout=30,
+                               what="%s %r: an error naming the option and the value" % (flag, value)))
+    # --set: malformed overrides, on every command that takes them.
+    sets = [("no-equals", "model.hidden_size", ("model.hidden_size",)), ("empty-key", "=1", ("=1",)),
+            ("no-key", "model.=1", ("model.",)), ("leading-dot", ".x=1", (".x",)),
+            ("no-value", "model.hidden_size=", ("model.hidden_size",)),
+            ("wrong-type", "model.hidden_size=abc", ("model.hidden_size", "abc")),
+            ("unknown-key", "model.bogus_key=1", ("model.bogus_key",)),
+            ("unknown-table", "bogus_table.key=1", ("bogus_table",)),
+            ("out-of-range", "model.num_layers=0", ("model.num_layers",)),
+            ("table-as-value", "model=1", ("model",)),
+            ("nested-table", "plugins.options.cpu.x.y=1", ("plugins.options.cpu",))]
+    for cname, base, setup in [("train", ["train", ctx.tiny, "--set", "training.train_iters=1"], None),
+                               ("config", ["config", "--check", ctx.tiny], None), ("generate", gen_ck(), ck),
+                               ("score", score(), hf), ("convert", ["convert", "--to-hf", "ck", "--out", "o"], ck)]:
+        for label, value, names in sets:
+            P.append(Probe("options/%s:--set-%s" % (cname, label), "options", base + ["--set", value], setup=setup,
+                           names=names, what="--set %s" % value))
+    # Commands and subcommands that do not exist.
+    for args, names in [(["bogus-command"], ("bogus-command",)), (["data", "bogus"], ("bogus",)), (["data"], ("data",)),
+                        (["bench", "bogus"], ("bogus",)), (["bench"], ("bench",)), (["--bogus"], ("bogus",)),
+                        (["data", "inspect"], (("PREFIX", "prefix"),)), (["score"], (("model", "tokens"),)),
+                        (["generate"], ("model",)), (["convert"], (("to-hf", "from-hf"),)),
+                        (["convert", "--to-hf", "x", "--from-hf", "y", "--out", "o"], ("to-hf", "from-hf")),
+                        (["tokenize"], (("tokenizer-type", "text", "input"),)),
+                        (["preprocess"], (("input", "output-prefix"),)), (["config"], (("check", "reference"),)),
+                        (["data", "merge"], (("input", "output-prefix"),))]:
+        P.append(Probe("options/command:%s" % " ".join(args), "options", args, names=names))
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class toml: mutations of a valid config. Errors name the file (and line)
+# and the key. The keys and ranges come from `neox config --reference`.
+
+
+def parse_reference(md):
+    """[(section, key, type, allowed)] from the Markdown reference."""
+    keys, section = [], None
+    for line in md.splitlines():
+        m = re.match(r"## \[(.+)\]", line)
+        if m:
+            section = m.group(1).replace("\\", "")
+            continue
+        m = re.match(r"\| `([a-z0-9_]+)` \| ([^|]+) \| ([^|]*) \| ([^|]*) \|", line)
+        if m and section and "<" not in section:
+            keys.append((section, m.group(1), m.group(2).strip(), m.group(4).strip()))
+    return keys
+
+
+def range_values(typ, allowed):
+    """Out-of-range TOML values for an [a, b] / (a, b] / >= a range."""
+    out = []
+    m = re.fullmatch(r"([\[(])\s*(-?[0-9.e+-]+),\s*(-?[0-9.e+-]+)\s*([\])])", allowed.split(" ")[0] if
+                     allowed.startswith(("[", "(")) else allowed)
+    if not m:
+        m2 = re.fullmatch(r">= (-?[0-9.e+]+)", allowed)
+        if m2:
+            lo = float(m2.group(1))
+            out.append(("below-min", "-1" if typ == "integer" else repr(lo - 1.0)))
+        return out
+    lo, hi = float(m.group(2)), float(m.group(3))
+    if typ == "integer":
+        out.append(("below-min", str(int(lo) - 1)))
+        out.append(("above-max", str(int(hi) + 1)))
+    else:
+        out.append(("below-min", repr(lo) if m.group(1) == "(" else repr(lo - abs(lo or 1) * 0.5 - 1e-3)))
+        out.append(("above-max", repr(hi) if m.group(4) == ")" else repr(hi * 2 + 1)))
+    return out
+
+
+WRONG_TYPES = {
+    "integer": [("string", '"12"'), ("float", "1.5"), ("bool", "true"), ("array", "[1]")],
+    "float": [("string", '"0.5"'), ("bool", "false"), ("array", "[0.5]")],
+    "boolean": [("string", '"yes"'), ("integer", "1")],
+    "string": [("integer", "7"), ("bool", "true"), ("array", '["a"]'), ("table", "{ a = 1 }")],
+}
+
+
+def probes_toml(ctx):
+    P = []
+    h = run_cmd(ctx, [ctx.neox, "config", "--reference"], ctx.fx, timeout=30)
+    keys = parse_reference(text(h.out))
+    if len(keys) < 20:
+        raise SetupError("could not read the keys from `neox config --reference` (%d found)" % len(keys))
+    base = ctx.tiny_text
+
+    def cfg(textfn):
+        return s_write("c.toml", lambda ctx: textfn(ctx.tiny_text))
+
+    def mutated(section, key, value):
+        return lambda t: toml_set(t, section, key, value)
+
+    check = lambda: ["config", "--check", "c.toml"]
+    for i, (section, key, typ, allowed) in enumerate(keys):
+        full = "%s.%s" % (section, key)
+        values = []
+        if typ.startswith("array"):
+            values += [("scalar", '"x"' if "string" in typ else "1"), ("wrong-element", "[true]" if "string" in typ
+                                                                       else '["a", "b"]')]
+            if "2 floats" in typ:
+                values += [("one-element", "[0.9]"), ("three-elements", "[0.9, 0.9, 0.9]"),
+                           ("out-of-range", "[0.9, 1.5]")]
+        else:
+            values += WRONG_TYPES.get(typ, [])
+            values += range_values(typ, allowed)
+            if typ == "float":
+                values += [("nan", "nan"), ("inf", "inf"), ("minus-inf", "-inf")]
+            if typ == "integer" and allowed.startswith("["):
+                values += [("int64-max", "9223372036854775807"), ("int64-min", "-9223372036854775808")]
+            if typ == "string" and "`" in allowed and "," in allowed and "plugin name" not in allowed:
+                values.append(("not-allowed", '"bogus-value"'))
+        for label, value in values:
+            P.append(Probe("toml/%s=%s" % (full, label), "toml", check(), setup=cfg(mutated(section, key, value)),
+                           names=("c.toml", full), what="%s = %s in the file" % (full, value)))
+        if values:  # the first wrong value through --set, and through train
+            label, value = values[0]
+            P.append(Probe("toml/%s=%s:--set" % (full, label), "toml", ["config", "--check", ctx.tiny, "--set",
+                                                                       "%s=%s" % (full, value)], names=(full,)))
+            if i % 3 == 0:
+                P.append(Probe("toml/%s=%s:train" % (full, label), "toml", ["train", "c.toml"],
+                               setup=cfg(mutated(section, key, value)), names=("c.toml", full)))
+    # Settings that disagree, unknown and misspelt keys.
+    for label, edits, names in [
+        ("hidden-not-divisible-by-heads", [("model", "hidden_size", "33")], ("hidden_size", "num_attention_heads")),
+        ("seq-longer-than-positions", [("model", "seq_length", "32")], ("seq_length", "max_position_embeddings")),
+        ("odd-rotary-dims", [("model", "rotary_pct", "0.2")], ("rotary_pct",)),
+        ("beta1-and-betas", [("optimizer", "beta1", "0.8")], ("beta1", "betas")),
+        ("vocab-beyond-tokenizer", [("model", "vocab_size", "200")], ("vocab_size",)),
+        ("unknown-key-model", [("model", "bogus_key", "1")], ("model.bogus_key",)),
+        ("unknown-key-training", [("training", "bogus_key", "1")], ("training.bogus_key",)),
+        ("unknown-key-optimizer", [("optimizer", "bogus_key", "1")], ("optimizer.bogus_key",)),
+        ("unknown-key-plugins", [("plugins", "bogus_key", '"x"')], ("plugins.bogus_key",)),
+        ("unknown-key-tokenizer", [("tokenizer", "bogus_key", '"x"')], ("tokenizer.bogus_key",)),
+        ("misspelt-hiden_size", [("model", "hiden_size", "64")], ("hiden_size",)),
+        ("unknown-table", [("bogus_table", "x", "1")], ("bogus_table",)),
+        ("nested-plugin-option", [("plugins.options.cpu", "x", "{ y = 1 }")], ("plugins.options.cpu",)),
+        ("unknown-kernel-op", [("plugins.kernels", "bogus_op", '"cpu"')], ("bogus_op",)),
+    ]:
+        fn = lambda t, edits=edits: [t := toml_set(t, *e) for e in edits][-1]
+        # The vocabulary is checked against the tokenizer when the run starts.
+        args = ["train", "c.toml"] if label == "vocab-beyond-tokenizer" else check()
+        P.append(Probe("toml/%s" % label, "toml", args, setup=cfg(fn), names=("c.toml", names[0])))
+    # Syntax: each mutation of the text must give an error naming the file (and not crash).
+    line_of_hidden = toml_line_of(base, "model", "hidden_size")
+    syntax = [
+        ("unclosed-string", lambda t: t.replace('backend = "cpu"', 'backend = "cpu')),
+        ("unclosed-array", lambda t: t.replace("betas = [0.9, 0.95]", "betas = [0.9, 0.95")),
+        ("missing-value", lambda t: t.replace("hidden_size = 32", "hidden_size =")),
+        ("missing-equals", lambda t: t.replace("hidden_size = 32", "hidden_size 32")),
+        ("duplicate-key", lambda t: t.replace("hidden_size = 32", "hidden_size = 32\nhidden_size = 64")),
+        ("duplicate-table", lambda t: t + "\n[model]\nnum_layers = 2\n"),
+        ("bad-escape", lambda t: t.replace('backend = "cpu"', 'backend = "c\\qpu"')),
+        ("bad-unicode-escape", lambda t: t.replace('backend = "cpu"', 'backend = "\\uD800"')),
+        ("control-char-in-string", lambda t: t.replace('backend = "cpu"', 'backend = "c\x01pu"')),
+        ("non-utf8-byte", lambda t: t.replace('backend = "cpu"', 'backend = "c\udcffpu"')),
+        ("nul-byte", lambda t: t.replace("hidden_size = 32", "hidden_size = 3\x002")),
+        ("unclosed-table-header", lambda t: t.replace("[model]", "[model")),
+        ("array-of-tables-clash", lambda t: t + "\n[[model]]\nx = 1\n"),
+        ("dotted-key-clash", lambda t: "model = 1\n" + t),
+        ("bare-equals", lambda t: t + "\n= 1\n"),
+        ("integer-overflow", lambda t: t.replace("hidden_size = 32", "hidden_size = 18446744073709551616")),
+        ("float-overflow", lambda t: t.replace("lr = 1e-2", "lr = 1e999")),
+        ("datetime-as-integer", lambda t: t.replace("hidden_size = 32", "hidden_size = 1979-05-27T07:32:00Z")),
+        ("leading-zero", lambda t: t.replace("hidden_size = 32", "hidden_size = 032")),
+        ("nested-arrays-100000", lambda t: t.replace("betas = [0.9, 0.95]", "betas = " + "[" * 100000 +
+                                                     "]" * 100000)),
+        ("nested-inline-tables-100000", lambda t: t + "\n[bogus]\nx = " + "{ a = " * 100000 + "1" + " }" * 100000 +
+         "\n"),
+        ("key-of-1MB", lambda t: t + "\n" + "k" * (1 << 20) + " = 1\n"),
+        ("string-of-16MB", lambda t: t.replace('pos_emb = "rotary"', 'pos_emb = "' + "r" * (16 << 20) + '"')),
+        ("binary-garbage", lambda t: "".join(chr((i * 7919 + 13) % 256) for i in range(4000))),
+    ]
+    for label, fn in syntax:
+        P.append(Probe("toml/syntax:%s" % label, "toml", check(),
+                       setup=s_write("c.toml", lambda ctx, fn=fn: fn(ctx.tiny_text).encode("utf-8", "surrogateescape")),
+                       names=("c.toml",), what="malformed TOML: an error naming the file"))
+    # Valid but unusual texts: accepted, or refused with the file named.
+    for label, fn, expect in [
+        ("crlf-line-endings", lambda t: t.replace("\n", "\r\n"), "ok"),
+        ("utf8-bom", lambda t: "\ufeff" + t, "either"),
+        ("no-final-newline", lambda t: t.rstrip("\n"), "ok"),
+        ("empty-file", lambda t: "", "either"),
+        ("comments-only", lambda t: "# nothing\n", "either"),
+    ]:
+        P.append(Probe("toml/valid:%s" % label, "toml", check(), expect=expect,
+                       setup=s_write("c.toml", lambda ctx, fn=fn: fn(ctx.tiny_text)), names=("c.toml",)))
+    # Truncations at several points: a valid prefix is accepted, anything else names the file.
+    n = len(base.encode())
+    for cut in sorted({1, 7, n // 7, n // 5, n // 3, n // 2, 2 * n // 3, n - 2}):
+        P.append(Probe("toml/truncated-at-%d" % cut, "toml", check(), expect="either",
+                       setup=s_write("c.toml", lambda ctx, cut=cut: ctx.tiny_text.encode()[:cut]), names=("c.toml",)))
+    _ = line_of_hidden
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class safetensors: structural attacks on safetensors files. Each file is
+# rebuilt from the parsed header, so that one thing at a time is wrong.
+
+
+def st_mutations(b, tokens=False):
+    """[(label, bytes, expect)] of one valid safetensors file (tokens: neox score's input file)."""
+    n = struct.unpack("<Q", b[:8])[0]
+    H = 8 + n
+    entries, meta, data = st_parse(b)
+    M = []
+
+    def edit(fn, label, expect="error"):
+        es = [(k, json.loads(json.dumps(e))) for k, e in entries]
+        m = dict(meta) if meta is not None else None
+        res = fn(es, m)
+        if res is not None:
+            es, m = res
+        M.append((label, st_rebuild(es, m, data), expect))
+
+    def same_length(new_header):
+        return struct.pack("<Q", n) + new_header.ljust(n, b" ")[:n] + data
+
+    for label, cut in [("empty", 0), ("4-bytes", 4), ("7-bytes", 7), ("length-only", 8), ("header-half", 8 + n // 2),
+                       ("header-minus-1", H - 1), ("header-only", H), ("data-1-byte", H + 1),
+                       ("data-half", H + len(data) // 2), ("last-byte-missing", len(b) - 1)]:
+        M.append(("truncated-" + label, b[:cut], "error"))
+    M.append(("extra-bytes-after-data", b + b"\0" * 64, "either"))
+    M.append(("zero-filled", b"\0" * len(b), "error"))
+    for label, v in [("0", 0), ("1", 1), ("minus-1", n - 1), ("plus-1", n + 1), ("file-size", len(b)),
+                     ("past-end", len(b) + 1), ("2^32", 2**32), ("2^63", 2**63), ("2^64-1", 2**64 - 1)]:
+        M.append(("header-length-" + label, struct.pack("<Q", v) + b[8:], "error"))
+    M.append(("header-not-json", same_length(b"this is not JSON"), "error"))
+    M.append(("header-json-array", same_length(b"[]"), "error"))
+    M.append(("header-json-string", same_length(b'"tensors"'), "error"))
+    M.append(("header-json-null", same_length(b"null"), "error"))
+    M.append(("header-empty-object", same_length(b"{}"), "error"))
+    M.append(("header-json-cut", same_length(b[8:8 + n // 2]), "error"))
+    first = entries[0][0].encode()
+    i = b.index(first, 8)
+    M.append(("header-non-utf8", b[:i] + b"\xff" + b[i + 1:], "error"))
+    M.append(("header-nul-byte", b[:i] + b"\0" + b[i + 1:], "error"))
+    M.append(("header-nested-100000", st_join(b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}", data), "error"))
+    dup = json.dumps(dict(entries[:1]), separators=(",", ":"))[1:-1]
+    hdr = json.loads(b[8:H].decode())
+    M.append(("duplicate-name", st_join(("{" + dup + "," + json.dumps(hdr, separators=(",", ":"))[1:]).encode(), data),
+              "error"))
+    e0 = entries[0][1]
+    size0 = ST_SIZES.get(e0["dtype"], 4)
+    other_float = {8: "I64", 4: "I32", 2: "I16"}.get(size0, "U8")
+    if tokens:  # input_ids are I64: the same size in another kind is a float
+        other_float = {8: "F64", 4: "F32", 2: "F16"}.get(size0, "U8")
+    narrow = {8: "F32", 4: "F16", 2: "U8"}.get(size0, "F64")
+
+    def set0(key, value, drop=False):
+        def fn(es, m):
+            if drop:
+                del es[0][1][key]
+            else:
+                es[0][1][key] = value
+        return fn
+
+    edit(set0("dtype", "F128"), "dtype-unknown")
+    edit(set0("dtype", None, True), "dtype-missing")
+    edit(set0("dtype", 4), "dtype-number")
+    edit(set0("dtype", other_float), "dtype-integer-same-size")
+    edit(set0("dtype", narrow), "dtype-size-mismatch")
+    edit(set0("dtype", "BOOL"), "dtype-bool")
+    shape = e0["shape"]
+    edit(set0("shape", [-1] + shape[1:]), "shape-negative")
+    edit(set0("shape", [2**62, 2**62]), "shape-overflowing-product")
+    edit(set0("shape", list(reversed(shape)) if len(shape) > 1 and shape[0] != shape[-1] else shape + [1]),
+         "shape-transposed", "error")
+    edit(set0("shape", [1] + shape), "shape-extra-dimension", "error")
+    edit(set0("shape", []), "shape-scalar")
+    edit(set0("shape", "abc"), "shape-string")
+    edit(set0("shape", [1.5] + shape[1:]), "shape-float")
+    edit(set0("shape", None, True), "shape-missing")
+    s0, e0_ = e0["data_offsets"]
+    edit(set0("data_offsets", [e0_, s0]), "offsets-reversed")
+    edit(set0("data_offsets", [s0, len(data) + 8]), "offsets-past-end")
+    edit(set0("data_offsets", [s0, 2**64 - 1]), "offsets-2^64-1")
+    edit(set0("data_offsets", [-8, e0_]), "offsets-negative")
+    edit(set0("data_offsets", [s0 + 0.5, e0_]), "offsets-float")
+    edit(set0("data_offsets", ["0", str(e0_)]), "offsets-strings")
+    edit(set0("data_offsets", [s0]), "offsets-one-number")
+    edit(set0("data_offsets", None, True), "offsets-missing")
+    if len(entries) > 1:
+        def overlap(es, m):
+            s1, e1 = es[1][1]["data_offsets"]
+            es[1][1]["data_offsets"] = [s0, s0 + (e1 - s1)]
+        edit(overlap, "offsets-overlap")
+
+        def swap(es, m):
+            es[0][1]["data_offsets"], es[1][1]["data_offsets"] = es[1][1]["data_offsets"], es[0][1]["data_offsets"]
+        # (Between tensors of one size, a swap is a valid file of other values: nothing to detect.)
+        s1, e1 = entries[1][1]["data_offsets"]
+        if e1 - s1 != e0["data_offsets"][1] - e0["data_offsets"][0]:
+            edit(swap, "offsets-swapped-between-tensors")
+
+    def shift(es, m):
+        for _, e in es:
+            e["data_offsets"] = [e["data_offsets"][0] + 8, e["data_offsets"][1] + 8]
+    edit(shift, "offsets-all-shifted")
+    edit(lambda es, m: es.__setitem__(0, ("", es[0][1])), "name-empty")
+    edit(lambda es, m: es.__setitem__(0, (es[0][0] + ".bogus", es[0][1])), "name-unknown")
+    edit(lambda es, m: es.__setitem__(0, (es[0][0], 5)), "entry-not-an-object")
+    edit(set0("bogus_field", 1), "entry-unknown-field", "either")
+    last = entries[-1]
+    M.append(("tensor-missing", st_rebuild(entries[:-1], meta, data[:last[1]["data_offsets"][0]]),
+              "either" if tokens else "error"))
+    M.append(("tensor-extra", st_rebuild(entries + [("extra.weight", {"dtype": "F32", "shape": [1],
+                                                                      "data_offsets": [len(data), len(data) + 4]})],
+                                         meta, data + f32([1.0])), "either"))
+    edit(lambda es, m: (es, []), "metadata-array", "either")
+    edit(lambda es, m: (es, {"format": 1}), "metadata-not-strings", "either")
+    return M
+
+
+def probes_safetensors(ctx):
+    P = []
+    model = read(os.path.join(ctx.hf, "model.safetensors"))
+    hf_consumers = [
+        ("score", score(), c_same_file("out.safetensors", lambda ctx: os.path.join(ctx.fx, "score.safetensors"))),
+        ("generate", gen_hf(), c_stdout("gen_hf")),
+        ("convert-from-hf", ["convert", "--from-hf", "hf", "--out", "o"],
+         c_tensors("o/global_step0/model.safetensors",
+                   lambda ctx: os.path.join(ctx.fx, "hf_import", "global_step0", "model.safetensors"))),
+    ]
+    for label, payload, expect in st_mutations(model):
+        for cname, args, check in hf_consumers:
+            P.append(Probe("safetensors/model:%s:%s" % (label, cname), "safetensors", args, expect=expect,
+                           setup=s_hf(s_write("hf/model.safetensors", payload)), check=check,
+                           names=("model.safetensors",), what="hf/model.safetensors: %s" % label))
+    tokens = read(ctx.tokens)
+    score_ok = c_same_file("out.safetensors", lambda ctx: os.path.join(ctx.fx, "score.safetensors"))
+    for label, payload, expect in st_mutations(tokens, tokens=True):
+        P.append(Probe("safetensors/tokens:%s" % label, "safetensors", score(), expect=expect,
+                       setup=s_hf(s_write("tokens.safetensors", payload)), check=score_ok,
+                       names=("tokens.safetensors",)))
+    # Token files that are well formed but wrong for the model.
+    V, T = ctx.hf_vocab, ctx.hf_positions
+    ids = lambda vals: i64(vals)
+
+    def tok(*tensors):
+        return s_hf(s_write("tokens.safetensors", st_pack(list(tensors))))
+
+    good_ids = [(7 * i + 3) % min(V, 250) for i in range(16)]
+    for label, tensors, expect, names in [
+        ("input_ids-f64", [("input_ids", "F64", [2, 8], struct.pack("<16d", *good_ids))], "error", ("input_ids",)),
+        ("input_ids-i32", [("input_ids", "I32", [2, 8], struct.pack("<16i", *good_ids))], "either", ("input_ids",)),
+        ("input_ids-beyond-vocab", [("input_ids", "I64", [2, 8], ids(good_ids[:15] + [V + 1000]))], "error",
+         ("input_ids",)),
+        ("input_ids-int64-max", [("input_ids", "I64", [2, 8], ids(good_ids[:15] + [2**63 - 1]))], "error",
+         ("input_ids",)),
+        ("input_ids-negative", [("input_ids", "I64", [2, 8], ids([-5] + good_ids[1:]))], "error", ("input_ids",)),
+        ("input_ids-1d", [("input_ids", "I64", [16], ids(good_ids))], "either", ("input_ids",)),
+        ("input_ids-3d", [("input_ids", "I64", [1, 2, 8], ids(good_ids))], "error", ("input_ids",)),
+        ("input_ids-longer-than-positions", [("input_ids", "I64", [1, T + 8], ids([3] * (T + 8)))], "either",
+         ("input_ids",)),
+        ("input_ids-batch-0", [("input_ids", "I64", [0, 8], b"")], "either", ("input_ids",)),
+        ("input_ids-length-0", [("input_ids", "I64", [2, 0], b"")], "either", ("input_ids",)),
+        ("input_ids-missing", [("labels", "I64", [2, 8], ids(good_ids))], "error", ("input_ids",)),
+        ("labels-other-shape", [("input_ids", "I64", [2, 8], ids(good_ids)),
+                                ("labels", "I64", [2, 7], ids(good_ids[:14]))], "error", ("labels",)),
+        ("labels-beyond-vocab", [("input_ids", "I64", [2, 8], ids(good_ids)),
+                                 ("labels", "I64", [2, 8], ids(good_ids[:15] + [V + 7]))], "error", ("labels",)),
+        ("labels-f32", [("input_ids", "I64", [2, 8], ids(good_ids)),
+                        ("labels", "F32", [2, 8], f32([1.0] * 16))], "error", ("labels",)),
+        ("only-input_ids", [("input_ids", "I64", [2, 8], ids(good_ids))], "ok", ()),
+    ]:
+        P.append(Probe("safetensors/tokens:%s" % label, "safetensors", score(), expect=expect, setup=tok(*tensors),
+                       names=("tokens.safetensors",) + names))
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class idx: structural attacks on Megatron .idx/.bin datasets
+
+
+def idx_mutations(idx, binb):
+    """[(label, idx bytes, bin bytes, expect, what must be named)]."""
+    code, sizes, pointers, doc_idx = idx_parse(idx)
+    n, d = len(sizes), len(doc_idx)
+    M = []
+
+    def I(label, new_idx, expect="error", names=("t.idx",)):
+        M.append((label, new_idx, binb, expect, names))
+
+    def pack(**kw):
+        a = dict(sizes=list(sizes), pointers=list(pointers), doc_idx=list(doc_idx), code=code)
+        a.update(kw)
+        return idx_pack(a.pop("sizes"), a.pop("pointers"), a.pop("doc_idx"), **a)
+
+    for label, cut in [("0", 0), ("4", 4), ("9-magic-only", 9), ("17", 17), ("18", 18), ("26", 26), ("33", 33),
+                       ("34-header-only", 34), ("mid-sizes", 34 + 2 * n), ("after-sizes", 34 + 4 * n),
+                       ("after-pointers", 34 + 12 * n), ("last-8", len(idx) - 8), ("last-1", len(idx) - 1)]:
+        I("truncated-" + label, idx[:cut])
+    I("extra-byte", idx + b"\0")
+    I("magic-wrong", b"MMIDIDX\x00\x01" + idx[9:])
+    I("magic-lowercase", b"mmididx\x00\x00" + idx[9:])
+    for v in (0, 2, 2**63):
+        I("version-%d" % v, idx[:9] + struct.pack("<Q", v) + idx[17:])
+    for c in (0, 1, 2, 3, 5, 6, 7, 9, 255):
+        I("dtype-code-%d" % c, idx[:17] + bytes([c]) + idx[18:])
+    I("dtype-code-4-int32-over-uint16-data", idx[:17] + bytes([4]) + idx[18:], "error", ("t.bin",))
+    for label, v in [("plus-1", n + 1), ("minus-1", n - 1), ("0", 0), ("2^61", 2**61), ("2^63", 2**63),
+                     ("2^64-1", 2**64 - 1)]:
+        I("count-" + label, idx[:18] + struct.pack("<Q", v) + idx[26:])
+    for label, v in [("0", 0), ("plus-1", d + 1), ("2^61", 2**61), ("2^64-1", 2**64 - 1)]:
+        I("doc-count-" + label, idx[:26] + struct.pack("<Q", v) + idx[34:])
+    I("size-negative", pack(sizes=[-1] + sizes[1:]))
+    I("size-int32-max", pack(sizes=[2**31 - 1] + sizes[1:]), "error", ("t.bin",))
+    I("sizes-sum-past-bin", pack(sizes=[s + 1 for s in sizes]), "error", ("t.bin",))
+    I("pointer-negative", pack(pointers=[-2] + pointers[1:]))
+    I("pointer-past-bin", pack(pointers=pointers[:-1] + [len(binb) + 2]), "error", ("t.bin",))
+    I("pointer-overflowing-end", pack(pointers=pointers[:-1] + [2**63 - 4]), "error", ("t.bin",))
+    I("pointers-all-zero", pack(pointers=[0] * n), "either")
+    I("pointers-reversed", pack(pointers=list(reversed(pointers)), sizes=list(reversed(sizes))), "either")
+    I("pointer-odd-offset", pack(pointers=[1] + pointers[1:], sizes=[max(0, sizes[0] - 1)] + sizes[1:]), "either")
+    I("doc_idx-first-not-0", pack(doc_idx=[1] + doc_idx[1:]))
+    I("doc_idx-decreasing", pack(doc_idx=doc_idx[:2] + [0] + doc_idx[3:]) if d > 3 else pack(doc_idx=[0, 0]))
+    I("doc_idx-last-not-count", pack(doc_idx=doc_idx[:-1] + [n - 1]))
+    I("doc_idx-last-past-count", pack(doc_idx=doc_idx[:-1] + [n + 5]))
+    I("doc_idx-int64-max", pack(doc_idx=doc_idx[:-1] + [2**63 - 1]))
+    I("doc_idx-negative", pack(doc_idx=[0, -3] + doc_idx[2:]))
+    I("empty-dataset", idx_pack([], [], [0], code=code), "error", (("t", "empty", "no"),))
+    for label, newbin, expect in [("bin-empty", b"", "error"), ("bin-half", binb[:len(binb) // 2], "error"),
+                                  ("bin-minus-1", binb[:-1], "error"), ("bin-extra-bytes", binb + b"\0" * 64,
+                                                                         "either"),
+                                  ("bin-odd-size", binb + b"\0", "either")]:
+        M.append((label, idx, newbin, expect, ("t.bin",)))
+    big = bytearray(binb)
+    struct.pack_into("<H", big, 2 * 5, 60000)
+    M.append(("bin-token-60000-beyond-vocab", idx, bytes(big), "error", (("t.bin", "60000"),)))
+    return M
+
+
+def probes_idx(ctx):
+    P = []
+    idx, binb = read(ctx.data + ".idx"), read(ctx.data + ".bin")
+    consumers = [
+        ("data-inspect", ["data", "inspect", "ds/t"]),
+        ("train", train(ctx, "plugins.options.mmap.data_path=ds/t", "training.train_iters=2")),
+        ("data-merge", ["data", "merge", "--input", "ds/t,ds/t", "--output-prefix", "m"]),
+    ]
+    for label, new_idx, new_bin, expect, names in idx_mutations(idx, binb):
+        for cname, args in consumers:
+            e = expect
+            if label in ("bin-token-60000-beyond-vocab", "empty-dataset") and cname != "train":
+                e = "either"  # only training knows the vocabulary; an empty dataset is one to inspect
+            P.append(Probe("idx/%s:%s" % (label, cname), "idx", args, expect=e,
+                           setup=s_chain(s_write("ds/t.idx", new_idx), s_write("ds/t.bin", new_bin)), names=names,
+                           what="a dataset with %s" % label))
+    return P
+
+
+# ---------------------------------------------------------------------------
 # Report
 
 
