@@ -362,17 +362,43 @@ def status_of(r):
     return "exit %d" % r.rc
 
 
+def snapshot(d):
+    """{relative path: (inode, size, mtime)} of the regular files under d: what the command found there."""
+    out = {}
+    for root, _, files in os.walk(d):
+        for f in files:
+            path = os.path.join(root, f)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out[os.path.relpath(path, d)] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def written(d, r, rel):
+    """True when d/rel is not the file the probe's setup left there (the command wrote it)."""
+    try:
+        st = os.lstat(os.path.join(d, rel))
+    except FileNotFoundError:
+        return False
+    return r.extra.get("before", {}).get(rel) != (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def run_probe(ctx, p):
     d = os.path.join(ctx.tmp, "probes", re.sub(r"[^A-Za-z0-9_.-]+", "_", p.id))
     os.makedirs(d)
     try:
         if p.setup:
             p.setup(ctx, d)
+        before = snapshot(d)
         if p.driver:
             r = p.driver(ctx, p, d)
         else:
             r = run_cmd(ctx, [ctx.neox] + list(p.args), d, env=p.env, stdin=p.stdin, stdout=p.stdout,
                         timeout=p.timeout, fifo_out=p.fifo_out, wrap=p.wrap, fifo_in=p.fifo_in)
+        r.extra["before"] = before
         outcome, why = classify(ctx, p, d, r)
         if r.note:
             why = (why + "; " if why else "") + r.note
@@ -816,6 +842,7 @@ def make_fixtures(ctx, log):
     ctx.kref = os.path.join(fx, "kref")
     os.makedirs(ctx.kref)
     fx_run(ctx, ["train", ctx.kill], ctx.kref, "the reference run of the SIGKILL probes")
+    ctx.kref_ck = os.path.join(ctx.kref, "ck")
 
 
 CRASH_PLUGIN_C = {
@@ -998,10 +1025,11 @@ def c_ckpt(rel_dir, step, ref="ref_ck"):
 
 
 def c_stderr_names(*names):
-    """exit 0: a warning on stderr must name each (a fall-back must say why)."""
+    """exit 0: a warning must name each (a fall-back must say why). On stdout it is misplaced but not
+    silent, so it counts here; the output class measures where messages go."""
 
     def check(ctx, d, r):
-        s = text(r.err)
+        s = text(r.err + r.out)
         for n in names:
             alts = n if isinstance(n, tuple) else (n,)
             if not any(a in s for a in alts):
@@ -2391,6 +2419,622 @@ def probes_idx(ctx):
             P.append(Probe("idx/%s:%s" % (label, cname), "idx", args, expect=e,
                            setup=s_chain(s_write("ds/t.idx", new_idx), s_write("ds/t.bin", new_bin)), names=names,
                            what="a dataset with %s" % label))
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class tokenizer: tokenizer.json, vocab.json and merges.txt
+
+
+def json_mutations(obj, edits):
+    """[(label, bytes)] from edits: (label, fn(obj) -> replacement or None)."""
+    out = []
+    for label, fn in edits:
+        o = json.loads(json.dumps(obj))
+        r = fn(o)
+        out.append((label, r if isinstance(r, bytes) else json.dumps(o if r is None else r).encode()))
+    return out
+
+
+def probes_tokenizer(ctx):
+    P = []
+    if ctx.tok_json:
+        raw = read(ctx.tok_json)
+        j = json.loads(raw)
+        n = len(raw)
+        vocab_items = list(j["model"]["vocab"].items())
+        edits = [
+            ("empty", lambda o: b""), ("one-byte", lambda o: raw[:1]), ("truncated-10pc", lambda o: raw[:n // 10]),
+            ("truncated-half", lambda o: raw[:n // 2]), ("truncated-last-byte", lambda o: raw[:-1]),
+            ("not-json", lambda o: b"tokenizer"), ("top-level-array", lambda o: []), ("top-level-string", lambda o: "x"),
+            ("top-level-null", lambda o: b"null"), ("non-utf8-byte", lambda o: raw.replace(b'"BPE"', b'"B\xffE"', 1)),
+            ("model-missing", lambda o: o.pop("model") and None), ("model-null", lambda o: o.__setitem__("model", None)),
+            ("model-type-WordPiece", lambda o: o["model"].__setitem__("type", "WordPiece")),
+            ("model-type-bogus", lambda o: o["model"].__setitem__("type", "Bogus")),
+            ("model-type-number", lambda o: o["model"].__setitem__("type", 3)),
+            ("vocab-missing", lambda o: o["model"].pop("vocab") and None),
+            ("vocab-array", lambda o: o["model"].__setitem__("vocab", [k for k, _ in vocab_items])),
+            ("vocab-empty", lambda o: o["model"].__setitem__("vocab", {})),
+            ("vocab-id-string", lambda o: o["model"]["vocab"].__setitem__(vocab_items[5][0], "5")),
+            ("vocab-id-negative", lambda o: o["model"]["vocab"].__setitem__(vocab_items[5][0], -5)),
+            ("vocab-id-2^40", lambda o: o["model"]["vocab"].__setitem__(vocab_items[5][0], 2**40)),
+            ("vocab-id-float", lambda o: o["model"]["vocab"].__setitem__(vocab_items[5][0], 5.5)),
+            ("vocab-id-duplicate", lambda o: o["model"]["vocab"].__setitem__(vocab_items[5][0], vocab_items[6][1])),
+            ("merges-missing", lambda o: o["model"].pop("merges") and None),
+            ("merges-object", lambda o: o["model"].__setitem__("merges", {"a": "b"})),
+            ("merges-numbers", lambda o: o["model"].__setitem__("merges", [1, 2, 3])),
+            ("merge-unknown-token", lambda o: o["model"]["merges"].insert(0, ["\u2603", "\u2604"])),
+            ("merge-three-parts", lambda o: o["model"]["merges"].insert(0, "a b c")),
+            ("merge-one-part", lambda o: o["model"]["merges"].insert(0, ["a"])),
+            ("added_tokens-object", lambda o: o.__setitem__("added_tokens", {"id": 0})),
+            ("added_token-id-2^40", lambda o: o["added_tokens"][0].__setitem__("id", 2**40)),
+            ("added_token-id-negative", lambda o: o["added_tokens"][0].__setitem__("id", -1)),
+            ("added_token-content-missing", lambda o: o["added_tokens"][0].pop("content") and None),
+            ("pre_tokenizer-bogus", lambda o: o.__setitem__("pre_tokenizer", {"type": "Bogus"})),
+            ("normalizer-bogus", lambda o: o.__setitem__("normalizer", {"type": "Bogus"})),
+            ("decoder-bogus", lambda o: o.__setitem__("decoder", {"type": "Bogus"})),
+            ("post_processor-bogus", lambda o: o.__setitem__("post_processor", {"type": "Bogus"})),
+            ("unk_token-not-in-vocab", lambda o: o["model"].__setitem__("unk_token", "<nope>")),
+            ("byte_fallback-without-byte-tokens", lambda o: o["model"].__setitem__("byte_fallback", True)),
+            ("nested-100000", lambda o: b'{"model":' + b"[" * 100000 + b"]" * 100000 + b"}"),
+        ]
+        either = {"vocab-id-duplicate", "merge-unknown-token", "unk_token-not-in-vocab", "added_token-id-negative",
+                  "byte_fallback-without-byte-tokens", "merges-missing", "added_token-id-2^40"}
+        for label, payload in json_mutations(j, edits):
+            expect = "either" if label in either else "error"
+            P.append(Probe("tokenizer/tokenizer.json:%s:tokenize" % label, "tokenizer",
+                           ["tokenize", "--tokenizer-type", "HFTokenizer", "--vocab-file", "tok.json", "--text",
+                            "hello world"], expect=expect, setup=s_write("tok.json", payload), names=("tok.json",)))
+            if label in ("truncated-half", "vocab-array", "model-type-bogus", "merges-numbers", "non-utf8-byte",
+                         "vocab-id-2^40", "added_token-id-2^40"):
+                P.append(Probe("tokenizer/tokenizer.json:%s:preprocess" % label, "tokenizer",
+                               ["preprocess", "--input", "a.txt", "--output-prefix", "p", "--tokenizer-type",
+                                "HFTokenizer", "--vocab-file", "tok.json"], expect=expect,
+                               setup=s_chain(s_write("tok.json", payload), s_write("a.txt", "hello world\n")),
+                               names=("tok.json",)))
+                P.append(Probe("tokenizer/tokenizer.json:%s:train" % label, "tokenizer",
+                               train(ctx, "tokenizer.type=HFTokenizer", "tokenizer.vocab_file=tok.json",
+                                     "model.vocab_size=1024", "training.train_iters=1"), expect=expect,
+                               setup=s_write("tok.json", payload), names=("tok.json",)))
+    if ctx.gpt2_vocab:
+        vraw, mraw = read(ctx.gpt2_vocab), read(ctx.gpt2_merges)
+        v = json.loads(vraw)
+        items = list(v.items())
+        args = ["tokenize", "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", "vocab.json", "--merge-file",
+                "merges.txt", "--text", "hello world"]
+        vedits = [
+            ("empty", lambda o: b""), ("truncated-half", lambda o: vraw[:len(vraw) // 2]),
+            ("not-json", lambda o: b"vocab"), ("array", lambda o: [k for k, _ in items]),
+            ("id-string", lambda o: o.__setitem__(items[5][0], "5")), ("id-negative", lambda o: o.__setitem__(
+                items[5][0], -1)), ("id-2^40", lambda o: o.__setitem__(items[5][0], 2**40)),
+            ("id-duplicate", lambda o: o.__setitem__(items[5][0], items[6][1])), ("empty-object", lambda o: {}),
+            ("non-utf8", lambda o: vraw.replace(b'"!"', b'"\xff"', 1)),
+        ]
+        for label, payload in json_mutations(v, vedits):
+            P.append(Probe("tokenizer/vocab.json:%s" % label, "tokenizer", args, expect="either" if label in (
+                "id-duplicate",) else "error", setup=s_chain(s_write("vocab.json", payload),
+                                                             s_copy("gpt2_merges", "merges.txt")),
+                           names=("vocab.json",)))
+        lines = mraw.split(b"\n")
+        for label, payload, expect in [
+            ("empty", b"", "either"), ("no-version-line", b"\n".join(lines[1:]), "either"),
+            ("one-token-line", mraw + b"\nlonely\n", "error"), ("three-token-line", mraw + b"\na b c\n", "error"),
+            ("unknown-tokens", mraw + b"\n\xe2\x98\x83 \xe2\x98\x84\n", "either"),
+            ("non-utf8", mraw.replace(lines[1], b"\xff\xfe", 1), "error"),
+            ("binary-garbage", bytes((i * 7919 + 13) % 256 for i in range(4000)), "error"),
+            ("line-of-1MB", mraw + b"\n" + b"a" * (1 << 20) + b" b\n", "either"),
+            ("crlf", mraw.replace(b"\n", b"\r\n"), "either"),
+        ]:
+            P.append(Probe("tokenizer/merges.txt:%s" % label, "tokenizer", args, expect=expect,
+                           setup=s_chain(s_copy("gpt2_vocab", "vocab.json"), s_write("merges.txt", payload)),
+                           names=("merges.txt",)))
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class hfconfig: config.json of Hugging Face directories
+
+
+def probes_hfconfig(ctx):
+    P = []
+    raw = read(os.path.join(ctx.hf, "config.json"))
+    j = json.loads(raw)
+    consumers = [("score", score()), ("convert-from-hf", ["convert", "--from-hf", "hf", "--out", "o"])]
+    M = []  # (label, payload, expect, key to name)
+
+    def put(label, key, value, expect="error"):
+        o = json.loads(raw)
+        if value is DEL:
+            o.pop(key, None)
+        else:
+            o[key] = value
+        M.append((label, json.dumps(o, indent=2).encode(), expect, key))
+
+    for label, payload in [("empty", b""), ("truncated-half", raw[:len(raw) // 2]), ("not-json", b"config"),
+                           ("top-level-array", b"[]"), ("top-level-null", b"null"),
+                           ("non-utf8", raw.replace(b"gpt_neox", b"gpt_\xffeox", 1)),
+                           ("nested-100000", b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}")]:
+        M.append((label, payload, "error", None))
+    M.append(("utf8-bom", b"\xef\xbb\xbf" + raw, "either", None))
+    M.append(("nan-literal", raw.replace(b'"layer_norm_eps": 1e-05', b'"layer_norm_eps": NaN'), "error",
+              "layer_norm_eps"))
+    for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size"):
+        put("%s-missing" % key, key, DEL)
+        for label, value in [("string", "64"), ("float", 64.5), ("bool", True), ("null", None), ("array", [64]),
+                             ("zero", 0), ("negative", -4), ("2^31", 2**31), ("2^63", 2**63), ("1e9", 1000000000)]:
+            put("%s-%s" % (key, label), key, value)
+    for key in ("intermediate_size", "max_position_embeddings"):
+        put("%s-missing" % key, key, DEL, "either")
+        for label, value in [("string", "64"), ("zero", 0), ("negative", -1), ("2^40", 2**40)]:
+            put("%s-%s" % (key, label), key, value)
+    for key in ("layer_norm_eps", "initializer_range"):
+        put("%s-missing" % key, key, DEL, "either")
+        for label, value in [("string", "1e-5"), ("negative", -1.0), ("bool", True)]:
+            put("%s-%s" % (key, label), key, value, "error" if key == "layer_norm_eps" or label != "negative" else
+                "either")
+    for key in ("use_parallel_residual", "tie_word_embeddings", "attention_bias"):
+        put("%s-missing" % key, key, DEL, "either")
+        put("%s-string" % key, key, "true")
+        put("%s-number" % key, key, 1)
+    put("hidden_size-not-divisible-by-heads", "hidden_size", j["hidden_size"] + 1)
+    put("vocab_size-smaller-than-weights", "vocab_size", j["vocab_size"] // 2)
+    put("vocab_size-larger-than-weights", "vocab_size", j["vocab_size"] * 2)
+    put("num_hidden_layers-more-than-weights", "num_hidden_layers", j["num_hidden_layers"] + 1)
+    put("num_hidden_layers-fewer-than-weights", "num_hidden_layers", j["num_hidden_layers"] - 1)
+    put("model_type-llama", "model_type", "llama")
+    put("model_type-number", "model_type", 7)
+    put("hidden_act-relu", "hidden_act", "relu")
+    put("rope_scaling-linear", "rope_scaling", {"type": "linear", "factor": 2.0})
+    for label, rp in [("rope_type-yarn", {"rope_type": "yarn", "rope_theta": 10000.0, "partial_rotary_factor": 0.25}),
+                      ("partial_rotary_factor-0", {"rope_type": "default", "rope_theta": 10000.0,
+                                                   "partial_rotary_factor": 0.0}),
+                      ("partial_rotary_factor-1.5", {"rope_type": "default", "rope_theta": 10000.0,
+                                                     "partial_rotary_factor": 1.5}),
+                      ("rope_theta-negative", {"rope_type": "default", "rope_theta": -1.0,
+                                               "partial_rotary_factor": 0.25}),
+                      ("rope_parameters-string", "default")]:
+        put(label, "rope_parameters", rp)
+    for cname, args in consumers:
+        for label, payload, expect, key in M:
+            P.append(Probe("hfconfig/%s:%s" % (label, cname), "hfconfig", args, expect=expect,
+                           setup=s_hf(s_write("hf/config.json", payload)),
+                           names=("config.json",) + ((key,) if key else ())))
+    # generate reads the token ids of config.json too.
+    for label, value in [("4294967328", 4294967328), ("-5", -5), ("beyond-vocab", j["vocab_size"] + 10**6),
+                         ("string", "2"), ("2^63", 2**63), ("array-with-huge", [2, 4294967328])]:
+        o = dict(j, eos_token_id=value)
+        P.append(Probe("hfconfig/eos_token_id-%s:generate" % label, "hfconfig", gen_hf(),
+                       expect="either" if label == "-5" else "error",
+                       setup=s_hf(s_write("hf/config.json", json.dumps(o))), names=("eos_token_id",)))
+    # Sharded weights: an index naming the shards.
+    model = read(os.path.join(ctx.hf, "model.safetensors"))
+    entries, meta, data = st_parse(model)
+    half = len(entries) // 2
+
+    def shard(es):
+        base = es[0][1]["data_offsets"][0]
+        end = es[-1][1]["data_offsets"][1]
+        return st_rebuild([(k, dict(e, data_offsets=[e["data_offsets"][0] - base, e["data_offsets"][1] - base]))
+                           for k, e in es], meta, data[base:end])
+
+    shards = {"model-00001-of-00002.safetensors": shard(entries[:half]),
+              "model-00002-of-00002.safetensors": shard(entries[half:])}
+    weight_map = {k: "model-00001-of-00002.safetensors" if i < half else "model-00002-of-00002.safetensors"
+                  for i, (k, _) in enumerate(entries)}
+
+    def sharded(index, files=shards):
+
+        def setup(ctx, d):
+            os.unlink(os.path.join(d, "hf", "model.safetensors"))
+            for f, b in files.items():
+                write(os.path.join(d, "hf", f), b)
+            write(os.path.join(d, "hf", "model.safetensors.index.json"), index if isinstance(index, bytes) else
+                  json.dumps(index))
+
+        return s_hf(setup)
+
+    score_ok = c_same_file("out.safetensors", lambda ctx: os.path.join(ctx.fx, "score.safetensors"))
+    idx_name = "model.safetensors.index.json"
+    first_shard = "model-00001-of-00002.safetensors"
+    for label, setup, expect, names in [
+        ("valid", sharded({"weight_map": weight_map}), "ok", ()),
+        ("weight_map-empty", sharded({"weight_map": {}}), "error", (idx_name,)),
+        ("weight_map-missing", sharded({"metadata": {}}), "error", (idx_name,)),
+        ("weight_map-array", sharded({"weight_map": []}), "error", (idx_name,)),
+        ("index-not-json", sharded(b"index"), "error", (idx_name,)),
+        ("index-empty", sharded(b""), "error", (idx_name,)),
+        ("shard-missing", sharded({"weight_map": weight_map}, {first_shard: shards[first_shard]}), "error",
+         ("model-00002-of-00002.safetensors",)),
+        ("shard-path-traversal", sharded({"weight_map": dict(weight_map, **{entries[0][0]: "../../etc/passwd"})}),
+         "error", ("passwd",)),
+        ("shard-absolute-path", sharded({"weight_map": dict(weight_map, **{entries[0][0]: "/etc/passwd"})}),
+         "error", ("passwd",)),
+        ("shard-name-not-string", sharded({"weight_map": dict(weight_map, **{entries[0][0]: 5})}), "error",
+         (idx_name,)),
+        ("tensor-in-wrong-shard", sharded({"weight_map": dict(weight_map, **{entries[0][0]:
+                                                                              "model-00002-of-00002.safetensors"})}),
+         "either", (entries[0][0],)),
+        ("tensor-missing-from-map", sharded({"weight_map": {k: v for k, v in weight_map.items()
+                                                            if k != entries[0][0]}}), "either", (entries[0][0],)),
+        ("shard-is-a-directory", s_chain(sharded({"weight_map": weight_map}),
+                                         s_node("hf/" + first_shard, "dir")), "error", (first_shard,)),
+        ("shard-is-a-fifo", s_chain(sharded({"weight_map": weight_map}), s_node("hf/" + first_shard, "fifo")),
+         "error", (first_shard,)),
+    ]:
+        P.append(Probe("hfconfig/sharded:%s:score" % label, "hfconfig", score(), expect=expect, setup=setup,
+                       check=score_ok, names=names, timeout=TIMEOUT_BLOCKING))
+    return P
+
+
+DEL = object()
+
+
+# ---------------------------------------------------------------------------
+# class checkpoint: each file of the newest checkpoint missing, truncated or
+# corrupted. A save directory falls back to the previous checkpoint with a
+# warning naming what is wrong (or refuses, naming it); never uses corrupt
+# weights or a state that disagrees with them.
+
+
+def flip_bit(rel, where, bit):
+    """Flips one bit of a float in the data of a safetensors file: where = first, middle or last."""
+
+    def edit(ctx, d):
+        path = os.path.join(d, rel)
+        b = bytearray(read(path))
+        start = 8 + struct.unpack("<Q", bytes(b[:8]))[0]
+        count = (len(b) - start) // 4
+        i = {"first": 0, "middle": count // 2, "last": count - 1}[where]
+        v = struct.unpack_from("<I", b, start + 4 * i)[0] ^ (1 << bit)
+        struct.pack_into("<I", b, start + 4 * i, v)
+        write(path, bytes(b))
+
+    return edit
+
+
+def set_tensor(rel, name_part, value, index=0):
+    """Sets element `index` of the first F32 tensor whose name contains name_part (exactly, if it is a full name)."""
+
+    def edit(ctx, d):
+        path = os.path.join(d, rel)
+        entries, meta, data = st_parse(read(path))
+        names = [k for k, _ in entries]
+        name = name_part if name_part in names else next(k for k in names if name_part in k and (
+            name_part != "exp_avg" or "sq" not in k))
+        e = dict(entries)[name]
+        data = bytearray(data)
+        struct.pack_into("<f", data, e["data_offsets"][0] + 4 * index, value)
+        write(path, st_rebuild(entries, meta, bytes(data)))
+
+    return edit
+
+
+def state_edit(fn):
+    return s_json("ck/global_step4/state.json", fn)
+
+
+def ck_mutations(ctx):
+    """(label, edit of d/ck, what the error or warning names, kind).
+
+    kind: weights     step 4's weights are unusable: a save directory falls back to step 3 (with a warning
+                      naming it) or the command refuses
+          state       step 4's training state is unusable: resume falls back or refuses; generate and
+                      convert may still use step 4's weights
+          config      step 4's config.toml is unusable: generate/convert fall back or refuse; a resume
+                      (which has the run's config) may use step 4
+          latest      `latest` is unusable: the newest complete checkpoint (4) is used
+          latest3     `latest` names global_step3: step 3 is used
+          renamed     a directory name disagrees with the iteration inside: either step is real; a resume
+                      must not mix them up
+    """
+    G4 = "ck/global_step4/"
+    model, opt, state, conf = G4 + "model.safetensors", G4 + "optimizer.safetensors", G4 + "state.json", \
+        G4 + "config.toml"
+    mlen = os.path.getsize(os.path.join(ctx.ck, "global_step4", "model.safetensors"))
+    mhdr = 8 + struct.unpack("<Q", read(os.path.join(ctx.ck, "global_step4", "model.safetensors"))[:8])[0]
+    M = []
+
+    def add(label, edit, names, kind):
+        M.append((label, edit, names, kind))
+
+    def cut(rel, n):
+        return s_edit(rel, lambda b: b[:n] if n >= 0 else b[:len(b) + n])
+
+    def header_digit_flip(ctx, d):
+        path = os.path.join(d, model)
+        b = read(path)
+        i = b.index(b'"shape":[384') + len(b'"shape":[38')
+        write(path, b[:i] + bytes([b[i] ^ 1]) + b[i + 1:])
+
+    for label, edit in [
+        ("missing", s_node(model, "missing")), ("empty", cut(model, 0)), ("truncated-8", cut(model, 8)),
+        ("truncated-header", cut(model, mhdr // 2)), ("truncated-data-half", cut(model, mhdr + (mlen - mhdr) // 2)),
+        ("truncated-last-byte", cut(model, -1)), ("extra-bytes", s_edit(model, lambda b: b + b"\0" * 64)),
+        ("zero-filled", s_edit(model, lambda b: b"\0" * len(b))),
+        ("bitflip-exponent-first-float", flip_bit(model, "first", 30)),
+        ("bitflip-mantissa-lsb-middle-float", flip_bit(model, "middle", 0)),
+        ("bitflip-sign-last-float", flip_bit(model, "last", 31)), ("bitflip-in-header-shape", header_digit_flip),
+        ("nan-weight", set_tensor(model, "gpt_neox.final_layer_norm.weight", float("nan"))),
+        ("inf-weight", set_tensor(model, "gpt_neox.final_layer_norm.weight", float("inf"))),
+        ("step3-weights-copied-in", lambda ctx, d: copy(os.path.join(ctx.ck, "global_step3", "model.safetensors"),
+                                                        os.path.join(d, model))),
+        ("fifo", s_node(model, "fifo")), ("directory", s_node(model, "dir")),
+    ]:
+        add("model.safetensors-" + label, edit, ("global_step4", "model.safetensors"), "weights")
+    for label, edit in [
+        ("missing", s_node(opt, "missing")), ("truncated-half", s_edit(opt, lambda b: b[:len(b) // 2])),
+        ("bitflip-exponent", flip_bit(opt, "middle", 30)),
+        ("negative-exp_avg_sq", set_tensor(opt, "exp_avg_sq", -1.0, 7)),
+        ("nan-exp_avg", set_tensor(opt, "exp_avg", float("nan"), 7)),
+        ("step3-state-copied-in", lambda ctx, d: copy(os.path.join(ctx.ck, "global_step3", "optimizer.safetensors"),
+                                                      os.path.join(d, opt))),
+        ("metadata-optimizer-sgd", s_edit(opt, lambda b: b.replace(b'"optimizer":"adamw"', b'"optimizer":"sgdxx"'))),
+        ("fifo", s_node(opt, "fifo")),
+    ]:
+        add("optimizer.safetensors-" + label, edit, ("global_step4", "optimizer.safetensors"), "state")
+    sn = ("global_step4", "state.json")
+    for label, edit, kind in [
+        ("missing", s_node(state, "missing"), "weights"), ("empty", cut(state, 0), "weights"),
+        ("not-json", s_edit(state, lambda b: b"{ not json"), "weights"),
+        ("truncated-half", s_edit(state, lambda b: b[:len(b) // 2]), "weights"),
+        ("fifo", s_node(state, "fifo"), "weights"),
+        ("iteration-999999", state_edit(lambda o: o.__setitem__("iteration", 999999)), "state"),
+        ("iteration-5", state_edit(lambda o: o.__setitem__("iteration", 5)), "state"),
+        ("iteration-3", state_edit(lambda o: o.__setitem__("iteration", 3)), "state"),
+        ("iteration-0", state_edit(lambda o: o.__setitem__("iteration", 0)), "state"),
+        ("iteration-negative", state_edit(lambda o: o.__setitem__("iteration", -1)), "state"),
+        ("iteration-string", state_edit(lambda o: o.__setitem__("iteration", "4")), "state"),
+        ("iteration-2^64", state_edit(lambda o: o.__setitem__("iteration", 2**64)), "state"),
+        ("iteration-missing", state_edit(lambda o: o.pop("iteration") and None), "state"),
+        ("data_positions-missing", state_edit(lambda o: o.pop("data_positions") and None), "state"),
+        ("data_positions-train-1e15", state_edit(lambda o: o["data_positions"].__setitem__("train", 10**15)),
+         "state"),
+        ("data_positions-train-negative", state_edit(lambda o: o["data_positions"].__setitem__("train", -8)),
+         "state"),
+        ("data_positions-train-0", state_edit(lambda o: o["data_positions"].__setitem__("train", 0)), "state"),
+        ("data_positions-train-plus-1", state_edit(lambda o: o["data_positions"].__setitem__(
+            "train", o["data_positions"]["train"] + 1)), "state"),
+        ("data_positions-array", state_edit(lambda o: o.__setitem__("data_positions", [8])), "state"),
+        ("format_version-999", state_edit(lambda o: o.__setitem__("format_version", 999)), "state"),
+        ("optimizer-sgd", state_edit(lambda o: o.__setitem__("optimizer", "sgd")), "state"),
+        ("rng_state-garbage", state_edit(lambda o: o.__setitem__("rng_state", "garbage")), "state"),
+        ("rng_state-missing", state_edit(lambda o: o.pop("rng_state") and None), "state"),
+    ]:
+        add("state.json-" + label, edit, sn, kind)
+    cn = ("global_step4", "config.toml")
+    add("config.toml-missing", s_node(conf, "missing"), cn, "weights")
+    add("config.toml-not-toml", s_edit(conf, lambda b: b"[model\nhidden_size = \n"), cn, "config")
+    add("config.toml-other-model", s_edit(conf, lambda b: re.sub(rb"hidden_size = \d+", b"hidden_size = 64", b)), cn,
+        "config")
+    ln = ("latest",)
+    for label, content in [("missing", None), ("garbage", b"hello\n"), ("global_step99", b"global_step99\n"),
+                           ("dot-dot", b"../../../etc\n"), ("empty", b""), ("non-utf8", b"global_step\xff\n")]:
+        edit = s_node("ck/latest", "missing") if content is None else s_write("ck/latest", content)
+        add("latest-" + label, edit, ln, "latest")
+    add("latest-directory", s_node("ck/latest", "dir"), ln, "latest")
+    add("latest-fifo", s_node("ck/latest", "fifo"), ln, "latest")
+    add("latest-global_step3", s_write("ck/latest", "global_step3\n"), ln, "latest3")
+    add("global_step4-empty-directory", lambda ctx, d: [shutil.rmtree(os.path.join(d, "ck", "global_step4")),
+                                                        os.makedirs(os.path.join(d, "ck", "global_step4"))],
+        ("global_step4",), "weights")
+    add("global_step4-a-file", lambda ctx, d: [shutil.rmtree(os.path.join(d, "ck", "global_step4")),
+                                               write(os.path.join(d, "ck", "global_step4"), "x")], ("global_step4",),
+        "weights")
+    add("stray-tmp-directory", s_write("ck/.tmp-global_step5-999999/model.safetensors", "junk"), (), "latest")
+    add("stray-empty-global_step5", lambda ctx, d: os.makedirs(os.path.join(d, "ck", "global_step5")), (), "latest")
+    add("global_step3-renamed-global_step5", lambda ctx, d: [
+        os.rename(os.path.join(d, "ck", "global_step3"), os.path.join(d, "ck", "global_step5")),
+        write(os.path.join(d, "ck", "latest"), "global_step5\n")], ("global_step5",), "renamed")
+    add("global_step4-renamed-global_step7", lambda ctx, d: [
+        os.rename(os.path.join(d, "ck", "global_step4"), os.path.join(d, "ck", "global_step7")),
+        write(os.path.join(d, "ck", "latest"), "global_step7\n")], ("global_step7",), "renamed")
+    return M
+
+
+def c_tensors_any(rel, refs):
+    """exit 0: d/rel must equal one of the reference files refs(ctx)."""
+
+    def check(ctx, d, r):
+        path = os.path.join(d, rel)
+        if not os.path.isfile(path):
+            return "%s was not written" % rel
+        diffs = [tensors_differ(p, path) for p in refs(ctx)]
+        if all(diffs):
+            return "%s: %s" % (rel, diffs[0])
+        return None
+
+    return check
+
+
+def finite_problem(path):
+    """None when every F32 value of a safetensors file is finite."""
+    try:
+        entries, _, data = st_parse(read(path))
+        for k, e in entries:
+            if e["dtype"] != "F32":
+                continue
+            a, b = e["data_offsets"]
+            for x in struct.unpack("<%df" % ((b - a) // 4), data[a:b]):
+                if x != x or x in (float("inf"), float("-inf")):
+                    return "%s holds a non-finite value in %s" % (os.path.basename(path), k)
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
+        return "%s: unreadable: %s" % (os.path.basename(path), e)
+    return None
+
+
+def k_finite_checkpoints(rel="ck"):
+    """keep: the command wrote no checkpoint with non-finite weights or optimizer state."""
+
+    def keep(ctx, d, r):
+        base = os.path.join(d, rel)
+        if not os.path.isdir(base):
+            return None
+        for g in sorted(os.listdir(base)):
+            for f in ("model.safetensors", "optimizer.safetensors"):
+                p = os.path.join(base, g, f)
+                if g.startswith("global_step") and os.path.isfile(p) and written(d, r, os.path.join(rel, g, f)):
+                    problem = finite_problem(p)
+                    if problem:
+                        return "%s/%s: %s" % (rel, g, problem)
+        return None
+
+    return keep
+
+
+def probes_checkpoint(ctx):
+    P = []
+    hf = lambda k: os.path.join(ctx.fx, "hf_step%d" % k, "model.safetensors")
+    for label, edit, names, kind in ck_mutations(ctx):
+        setup = s_chain(s_copy("ck", "ck"), edit)
+        warn = kind in ("weights", "state", "config", "renamed") and names
+        t = TIMEOUT_BLOCKING if "fifo" in label else TIMEOUT
+        # Resume from the save directory: the result must be the uninterrupted run's step 6.
+        resume_warn = kind in ("weights", "state")
+        P.append(Probe("checkpoint/%s:train-resume" % label, "checkpoint", train(ctx, "training.load=ck"),
+                       expect="ok" if kind in ("latest", "latest3") else "either", setup=setup, names=names,
+                       check=all_of(c_ckpt("ck", 6), c_stderr_names(*names) if resume_warn else None),
+                       keep=k_finite_checkpoints(), timeout=t,
+                       what="resume from a save directory whose newest checkpoint has %s" % label))
+        steps = {"weights": (3,), "state": (3, 4), "config": (3,), "latest": (4,), "latest3": (3,),
+                 "renamed": (3, 4)}[kind]
+        gen_warn = kind in ("weights", "config") and names
+        P.append(Probe("checkpoint/%s:generate" % label, "checkpoint", gen_ck(), expect="ok" if kind in (
+            "latest", "latest3") else "either", setup=setup, names=names, timeout=t,
+                       check=all_of(c_stdout_in(*["gen%d" % k for k in steps]),
+                                    c_stderr_names(*names) if gen_warn else None)))
+        P.append(Probe("checkpoint/%s:convert--to-hf" % label, "checkpoint", ["convert", "--to-hf", "ck", "--out", "o"],
+                       expect="ok" if kind in ("latest", "latest3") else "either", setup=setup, names=names,
+                       timeout=t, check=all_of(c_tensors_any("o/model.safetensors", lambda ctx, s=steps: [
+                           hf(k) for k in s]), c_stderr_names(*names) if gen_warn else None)))
+        if kind == "weights" and label.startswith("model."):
+            # Asked for that checkpoint by name: no fall-back, an error.
+            P.append(Probe("checkpoint/%s:generate-global_step4" % label, "checkpoint", gen_ck("ck/global_step4"),
+                           setup=setup, names=names, timeout=t))
+            P.append(Probe("checkpoint/%s:train-load-global_step4" % label, "checkpoint",
+                           train(ctx, "training.load=ck/global_step4"), setup=setup, names=names, timeout=t,
+                           keep=k_finite_checkpoints()))
+    # NaN goes on: a non-finite loss stops the run naming the step; no checkpoint holds NaN.
+    for label, value in [("nan", float("nan")), ("inf", float("inf"))]:
+        P.append(Probe("checkpoint/finetune-from-hf-with-%s-weight" % label, "checkpoint",
+                       train(ctx, "training.load=hf:hfbad", "training.finetune=true"),
+                       setup=s_chain(s_copy(os.path.join(ctx.fx, "hf_step4"), "hfbad"),
+                                     set_tensor("hfbad/model.safetensors", "gpt_neox.final_layer_norm.weight", value)),
+                       names=("step",), keep=k_finite_checkpoints(),
+                       what="a non-finite loss stops the run with an error naming the step"))
+    P.append(Probe("checkpoint/lr-1.0-without-clipping", "checkpoint",
+                   train(ctx, "optimizer.lr=1.0", "optimizer.gradient_clipping=0.0", "training.train_iters=40",
+                         "training.checkpoint_factor=10"), expect="either", names=("step",),
+                   keep=k_finite_checkpoints(), what="diverging training: finite checkpoints, or an error naming the "
+                   "step"))
+    return P
+
+
+# ---------------------------------------------------------------------------
+# class sigkill: SIGKILL at moments of a checkpoint save; the resume must
+# load the previous complete checkpoint and end bit-identical to the
+# uninterrupted run (fixtures/kref).
+
+
+def save_state(base, step):
+    """What a poll of the save directory sees of the save of `step`."""
+    st = {"tmp": None, "tmp_files": set(), "final": False, "latest": None, "latest_tmp": False}
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return st
+    for n in names:
+        if n.startswith(".tmp-global_step%d-" % step):
+            st["tmp"] = n
+            try:
+                st["tmp_files"] = set(os.listdir(os.path.join(base, n)))
+            except FileNotFoundError:
+                pass
+        elif n == "global_step%d" % step:
+            st["final"] = True
+        elif n == "latest.tmp":
+            st["latest_tmp"] = True
+    try:
+        with open(os.path.join(base, "latest"), "rb") as f:
+            st["latest"] = f.read().decode("utf-8", "replace").strip()
+    except (FileNotFoundError, IsADirectoryError):
+        pass
+    return st
+
+
+KILL_MOMENTS = [
+    ("tmp-directory-made", lambda st, s: st["tmp"] is not None),
+    ("tmp-model-file", lambda st, s: "model.safetensors" in st["tmp_files"]),
+    ("tmp-optimizer-file", lambda st, s: "optimizer.safetensors" in st["tmp_files"]),
+    ("tmp-state-file", lambda st, s: "state.json" in st["tmp_files"]),
+    ("tmp-config-file", lambda st, s: "config.toml" in st["tmp_files"]),
+    ("renamed-latest-not-yet", lambda st, s: st["final"] and st["latest"] == "global_step%d" % (s - 1)),
+    ("latest.tmp-written", lambda st, s: st["latest_tmp"] and st["final"] and st["latest"] in (
+        None, "global_step%d" % (s - 1))),
+    ("latest-names-it", lambda st, s: st["latest"] == "global_step%d" % s),
+]
+
+
+def d_sigkill(step, moment, delay):
+    """Trains the SIGKILL config; kills it at `moment` of the save of `step` (+ delay s); resumes."""
+
+    def driver(ctx, p, d):
+        base = os.path.join(d, "ck")
+        proc = spawn(ctx, [ctx.neox, "train", ctx.kill], d, name="killed")
+        pred = dict(KILL_MOMENTS)[moment]
+        seen, end = None, time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < end:
+            st = save_state(base, step)
+            if pred(st, step):
+                seen = st
+                break
+        if seen is not None and delay:
+            time.sleep(delay)
+        killed = proc.poll() is None
+        if killed:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        after = save_state(base, step)
+        if not killed:
+            what = "the run ended before the moment was seen"
+        elif seen is None:
+            what = "killed after 60 s without seeing the moment"
+        else:
+            what = "killed at %s of step %d%s (then: tmp=%s files=%s, global_step%d %s, latest=%s)" % (
+                moment, step, " + %gs" % delay if delay else "", after["tmp"], sorted(after["tmp_files"]), step,
+                "exists" if after["final"] else "absent", after["latest"])
+        complete = [g for g in sorted(os.listdir(base)) if g.startswith("global_step") and all(
+            os.path.isfile(os.path.join(base, g, f)) for f in ("model.safetensors", "optimizer.safetensors",
+                                                               "state.json", "config.toml"))] if \
+            os.path.isdir(base) else []
+        r = run_cmd(ctx, [ctx.neox, "train", ctx.kill, "--set", "training.load=ck"], d, timeout=p.timeout)
+        r.cmd = "neox train kill.toml (SIGKILL: %s); %s" % (what, r.cmd.replace(ctx.kill, "kill.toml"))
+        r.extra["complete"] = complete
+        return r
+
+    return driver
+
+
+def k_resumed(ctx, d, r):
+    """A refused resume is right only when no complete checkpoint was left."""
+    if r.rc not in (0, None) and r.extra.get("complete"):
+        return "the resume failed although %s was complete: %s" % (r.extra["complete"][-1], first_line(r.err) or
+                                                                   first_line(r.out))
+    return None
+
+
+def probes_sigkill(ctx):
+    P = []
+    for step in (2, 3, 4):
+        for moment, _ in KILL_MOMENTS:
+            P.append(Probe("sigkill/save-%d:%s" % (step, moment), "sigkill", [], expect="either",
+                           driver=d_sigkill(step, moment, 0), names=("ck",), check=c_ckpt("ck", 5, "kref_ck"),
+                           keep=k_resumed, timeout=120, stdout_ok=True,
+                           what="SIGKILL during the save of step %d (%s), then resume" % (step, moment)))
+    for step in (2, 4):
+        for delay in (0.001, 0.003, 0.01, 0.03):
+            P.append(Probe("sigkill/save-%d:tmp-directory-made+%gs" % (step, delay), "sigkill", [], expect="either",
+                           driver=d_sigkill(step, "tmp-directory-made", delay), names=("ck",),
+                           check=c_ckpt("ck", 5, "kref_ck"), keep=k_resumed, timeout=120, stdout_ok=True))
     return P
 
 
