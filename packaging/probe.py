@@ -20,7 +20,7 @@ input or under one fault, and its outcome is classified:
   unclear-error  non-zero exit, but no message, the message on stdout, or it does not
                  name what it must
   plugin-crash   killed by a signal inside a deliberately crashing plugin's own code
-                 (no in-process loader can survive that; documented in docs/plugins.md)
+                 (no in-process loader can survive that; issue 17 leaves it out)
   crash          killed by a signal (SIGSEGV, SIGABRT, SIGBUS, SIGPIPE, SIGXFSZ, ...)
   hang           still running at the timeout (then killed)
   silent-wrong   exit 0 where an error was due, or output, files or data wrong or lost
@@ -1408,7 +1408,8 @@ def probes_fifo(ctx):
             for cname, args, extra in consumers:
                 P.append(Probe("fifo/%s=%s:%s" % (inp, kind, cname), "fifo", args, setup=s_chain(setup, extra,
                                                                                                   s_node(rel, kind)),
-                               names=(os.path.basename(rel),), timeout=TIMEOUT_BLOCKING,
+                               names=(os.path.basename(rel),), timeout=TIMEOUT_BLOCKING if kind == "fifo" else
+                               TIMEOUT,
                                what="%s where %s is expected" % ({"fifo": "a FIFO", "dir": "a directory",
                                                                    "missing": "nothing"}[kind], rel)))
     # Text inputs may be FIFOs (process substitution): read to the end, or refused.
