@@ -309,12 +309,21 @@ def first_line(b):
     return ""
 
 
+def error_line(b):
+    """The first line that reports an error, else the first line."""
+    for line in text(b).splitlines():
+        if re.search(r"\b(error|Error|ERROR)\b", line):
+            return line.strip()[:200]
+    return first_line(b)
+
+
 def missing_names(p, err):
     """What the message should name but does not."""
     s = text(err)
     missing = []
     for n in p.names:
         alts = n if isinstance(n, tuple) else (n,)
+        alts += tuple(a.replace("-", "_") for a in alts if "-" in a)  # --max-new-tokens as max_new_tokens
         if not any(a in s for a in alts):
             missing.append(" or ".join(repr(a) for a in alts))
     return missing
@@ -342,15 +351,15 @@ def classify(ctx, p, d, r):
         return "false-error", "exit %d where success was due: %s" % (r.rc, first_line(r.err) or first_line(r.out))
     if not r.err.strip():
         if r.out.strip():
-            return "unclear-error", "the error is on stdout, not stderr: " + first_line(r.out)
+            return "unclear-error", "the error is on stdout, not stderr: " + error_line(r.out)
         return "unclear-error", "exit %d without a message" % r.rc
     if r.out.strip() and not p.stdout_ok:
-        return "unclear-error", "stdout not empty on error: " + first_line(r.out)
+        return "unclear-error", "stdout not empty on error: " + error_line(r.out)
     missing = missing_names(p, r.err)
     if missing:
         if not missing_names(p, r.out):
-            return "unclear-error", "the error is on stdout, not stderr: " + first_line(r.out)
-        return "unclear-error", "stderr does not name " + ", ".join(missing)
+            return "unclear-error", "the error is on stdout, not stderr: " + error_line(r.out)
+        return "unclear-error", "stderr does not name %s: %s" % (", ".join(missing), error_line(r.err))
     return "clear-error", ""
 
 
@@ -410,8 +419,8 @@ def run_probe(ctx, p):
     finally:
         if not ctx.keep_dirs:
             shutil.rmtree(d, ignore_errors=True)
-    def tidy(s):  # the report names the temporary directory $TMP
-        return s.replace(ctx.fx, "$FX").replace(ctx.tmp, "$TMP")
+    def tidy(s):  # the report names the temporary directory $TMP, without the log's clock times
+        return re.sub(r"\[\d\d:\d\d:\d\d\] ", "", s.replace(ctx.fx, "$FX").replace(ctx.tmp, "$TMP"))
 
     return Record(id=p.id, cls=p.cls, cmd=tidy(r.cmd), expect=p.expect, outcome=outcome,
                   status=status_of(r) if r.cmd else "-", stderr1=tidy(first_line(r.err)), why=tidy(why),
@@ -3063,11 +3072,11 @@ def report(records, neox, secs, jobs):
             lines.append("-" * len(head))
         lines.append("%-*s %6d" % (width, c, len(rs)) + "".join(" %*d" % (max(len(o), 5), sum(r.outcome == o for r in rs))
                                                                for o in cols))
-    bad = [r for r in records if r.outcome not in ("ok", "clear-error")]
     order = {o: i for i, o in enumerate(["crash", "hang", "silent-wrong", "false-error", "harness-error",
                                          "plugin-crash", "unclear-error"])}
-    bad.sort(key=lambda r: (order.get(r.outcome, 99), CLASSES.index(r.cls), r.id))
-    lines += ["", "Every outcome other than ok and clear-error (%d):" % len(bad)]
+    key = lambda r: (order.get(r.outcome, 99), CLASSES.index(r.cls), r.id)
+    bad = sorted([r for r in records if r.outcome not in ("ok", "clear-error", "unclear-error")], key=key)
+    lines += ["", "Crashes, hangs, silent wrongs, false errors and plugin crashes (%d):" % len(bad)]
     for r in bad:
         lines.append("")
         lines.append("%-13s %s  [%s]" % (r.outcome, r.id, r.status))
@@ -3076,6 +3085,10 @@ def report(records, neox, secs, jobs):
             lines.append("    why: " + r.why)
         if r.stderr1:
             lines.append("    stderr: " + r.stderr1)
+    unclear = sorted([r for r in records if r.outcome == "unclear-error"], key=key)
+    lines += ["", "Unclear errors (%d): the probe, then why (--records has each command line):" % len(unclear), ""]
+    for r in unclear:
+        lines.append("%s  [%s]: %s" % (r.id, r.status, r.why[:200]))
     return "\n".join(lines) + "\n"
 
 
