@@ -663,18 +663,6 @@ def toml_set(text, section, key, value):
     return "\n".join(lines)
 
 
-def toml_line_of(text, section, key):
-    """1-based line of `key` in [section], or None."""
-    cur = None
-    for i, line in enumerate(text.split("\n"), 1):
-        m = re.match(r"\s*\[([^\]]+)\]", line)
-        if m:
-            cur = m.group(1).strip()
-        elif cur == section and re.match(r"\s*%s\s*=" % re.escape(key), line):
-            return i
-    return None
-
-
 # ---------------------------------------------------------------------------
 # Fixtures, made once before the probes
 
@@ -2123,12 +2111,15 @@ def probes_toml(ctx):
         ("nested-plugin-option", [("plugins.options.cpu", "x", "{ y = 1 }")], ("plugins.options.cpu",)),
         ("unknown-kernel-op", [("plugins.kernels", "bogus_op", '"cpu"')], ("bogus_op",)),
     ]:
-        fn = lambda t, edits=edits: [t := toml_set(t, *e) for e in edits][-1]
+        def fn(t, edits=edits):
+            for e in edits:
+                t = toml_set(t, *e)
+            return t
+
         # The vocabulary is checked against the tokenizer when the run starts.
         args = ["train", "c.toml"] if label == "vocab-beyond-tokenizer" else check()
         P.append(Probe("toml/%s" % label, "toml", args, setup=cfg(fn), names=("c.toml", names[0])))
     # Syntax: each mutation of the text must give an error naming the file (and not crash).
-    line_of_hidden = toml_line_of(base, "model", "hidden_size")
     syntax = [
         ("unclosed-string", lambda t: t.replace('backend = "cpu"', 'backend = "cpu')),
         ("unclosed-array", lambda t: t.replace("betas = [0.9, 0.95]", "betas = [0.9, 0.95")),
@@ -2176,7 +2167,6 @@ def probes_toml(ctx):
     for cut in sorted({1, 7, n // 7, n // 5, n // 3, n // 2, 2 * n // 3, n - 2}):
         P.append(Probe("toml/truncated-at-%d" % cut, "toml", check(), expect="either",
                        setup=s_write("c.toml", lambda ctx, cut=cut: ctx.tiny_text.encode()[:cut]), names=("c.toml",)))
-    _ = line_of_hidden
     return P
 
 
@@ -2901,7 +2891,6 @@ def probes_checkpoint(ctx):
     hf = lambda k: os.path.join(ctx.fx, "hf_step%d" % k, "model.safetensors")
     for label, edit, names, kind in ck_mutations(ctx):
         setup = s_chain(s_copy("ck", "ck"), edit)
-        warn = kind in ("weights", "state", "config", "renamed") and names
         t = TIMEOUT_BLOCKING if "fifo" in label else TIMEOUT
         # Resume from the save directory: the result must be the uninterrupted run's step 6.
         resume_warn = kind in ("weights", "state")
