@@ -2571,7 +2571,9 @@ def probes_hfconfig(ctx):
     for key in ("intermediate_size", "max_position_embeddings"):
         put("%s-missing" % key, key, DEL, "either")
         for label, value in [("string", "64"), ("zero", 0), ("negative", -1), ("2^40", 2**40)]:
-            put("%s-%s" % (key, label), key, value)
+            # intermediate_size 0 is 4 * hidden_size in neox's own configs, as the weights have it here.
+            put("%s-%s" % (key, label), key, value, "either" if (key, label) == ("intermediate_size", "zero") else
+                "error")
     for key in ("layer_norm_eps", "initializer_range"):
         put("%s-missing" % key, key, DEL, "either")
         for label, value in [("string", "1e-5"), ("negative", -1.0), ("bool", True)]:
@@ -2608,8 +2610,9 @@ def probes_hfconfig(ctx):
     for label, value in [("4294967328", 4294967328), ("-5", -5), ("beyond-vocab", j["vocab_size"] + 10**6),
                          ("string", "2"), ("2^63", 2**63), ("array-with-huge", [2, 4294967328])]:
         o = dict(j, eos_token_id=value)
+        # An id beyond the vocabulary that fits its type is useless but not wrong; one that does not fit is.
         P.append(Probe("hfconfig/eos_token_id-%s:generate" % label, "hfconfig", gen_hf(),
-                       expect="either" if label == "-5" else "error",
+                       expect="either" if label in ("-5", "beyond-vocab") else "error",
                        setup=s_hf(s_write("hf/config.json", json.dumps(o))), names=("eos_token_id",)))
     # Sharded weights: an index naming the shards.
     model = read(os.path.join(ctx.hf, "model.safetensors"))
